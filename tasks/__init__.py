@@ -1,0 +1,44 @@
+"""pgmon's deploy library: each module is one step a reader can name.
+
+    settings         group_data + environment -> one validated Settings
+    render           Settings -> file contents (pure)
+    dashboard        dashboard 9628 JSON, downloaded once on the controller
+    host_state       the host now, in one round trip
+    docker_engine    step 1: Docker Engine and Compose v2
+    stack_files      step 2: configuration under base_dir
+    stack_containers step 3: containers, recreating only what changed
+    verify_stack     step 4: HTTP checks with a per-database summary
+
+Another deploy.py can call the same steps; see this repository's deploy.py.
+"""
+
+import os
+
+from .dashboard import load_dashboard_9628
+from .docker_engine import install_docker
+from .host_state import read_host_state
+from .render import render_stack
+from .settings import DeployError, Settings, build_settings
+from .stack_containers import start_stack
+from .stack_files import configure_stack
+from .verify_stack import verify_stack
+
+
+def load_settings(host) -> Settings:
+    """Validate ``host``'s pgmon data and read its secrets from this process's environment."""
+    return build_settings(host.data.dict(), os.environ)
+
+
+__all__ = [
+    "DeployError",
+    "Settings",
+    "build_settings",
+    "configure_stack",
+    "install_docker",
+    "load_dashboard_9628",
+    "load_settings",
+    "read_host_state",
+    "render_stack",
+    "start_stack",
+    "verify_stack",
+]

@@ -1,0 +1,116 @@
+"""What is on the processing host now, read in one SSH round trip.
+
+One shell command reports the Docker engine and Compose versions, the
+containers of the pgmon project with their revisions, and every file under
+base_dir with its mode, owner and sha256. Every later step decides from this
+snapshot, so a no-change run costs one round trip however many databases
+there are.
+
+It runs with printing off whatever pyinfra's verbosity: the listing holds the
+digests of secret files, which must not reach the output.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+
+from .settings import DeployError, Settings
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "f" or "d"
+    mode: int
+    uid: int
+    gid: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    revision: str
+    state: str  # docker's: running, exited, restarting, ...
+
+
+@dataclass(frozen=True)
+class HostState:
+    engine_version: str | None  # None: no engine answering
+    compose_version: str | None  # None: no `docker compose`
+    docker_installed: bool
+    containers: dict[str, Container] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)  # path relative to base_dir
+
+
+def state_command(settings: Settings) -> str:
+    base = shlex.quote(settings.config.base_dir)
+    project = shlex.quote(f"label=com.docker.compose.project={settings.config.project}")
+    fmt = shlex.quote('container {{.Label "com.docker.compose.service"}} {{.Label "pgmon.revision"}} {{.State}}')
+    return "\n".join(
+        [
+            "if command -v docker >/dev/null 2>&1; then",
+            "  echo docker-installed",
+            "  echo \"engine $(docker version --format '{{.Server.Version}}' 2>/dev/null)\"",
+            "  echo \"compose $(docker compose version --short 2>/dev/null)\"",
+            f"  docker ps -a --filter {project} --format {fmt} 2>/dev/null",
+            "fi",
+            f"if [ -d {base} ]; then cd {base} &&",
+            "  find . -printf 'entry %y %m %U %G %p\\n' &&",
+            "  find . -type f -exec sha256sum {} + | sed 's/^/sum /'",
+            "fi",
+            "true",
+        ]
+    )
+
+
+def _relative(find_path: str) -> str:
+    return "." if find_path == "." else find_path.removeprefix("./")
+
+
+def parse_state(lines: list[str]) -> HostState:
+    engine = compose = None
+    installed = False
+    containers: dict[str, Container] = {}
+    entries: dict[str, Entry] = {}
+    sums: dict[str, str] = {}
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        if word == "docker-installed":
+            installed = True
+        elif word == "engine":
+            engine = rest.strip() or None
+        elif word == "compose":
+            compose = rest.strip() or None
+        elif word == "container":
+            parts = rest.split(" ")
+            if len(parts) == 3:
+                service, revision, state = parts
+                containers[service] = Container(revision, state)
+        elif word == "entry":
+            kind, mode, uid, gid, path = rest.split(" ", 4)
+            entries[_relative(path)] = Entry(kind, int(mode, 8), int(uid), int(gid))
+        elif word == "sum":
+            digest, _, path = rest.partition("  ")
+            sums[_relative(path)] = digest
+    for path, digest in sums.items():
+        if path in entries:
+            e = entries[path]
+            entries[path] = Entry(e.kind, e.mode, e.uid, e.gid, digest)
+    return HostState(engine, compose, installed, containers, entries)
+
+
+def read_host_state(host, settings: Settings) -> HostState:
+    """Run the state command once on ``host`` (honouring _sudo etc. from host data)."""
+    arguments, _ = pop_global_arguments(host.state, host, {})
+    connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS if k in arguments}
+    ok, output = host.run_shell_command(
+        state_command(settings), print_output=False, print_input=False, **connector_arguments
+    )
+    if not ok:
+        raise DeployError(
+            f"cannot read the state of {host.name}: {' '.join(output.stderr_lines)[-500:]} "
+            "(check SSH access and that the SSH user is root or has _sudo = True in group_data)"
+        )
+    return parse_state(output.stdout_lines)

@@ -1,0 +1,508 @@
+"""Pure render functions: settings in, file contents out. No pyinfra, no I/O on the host.
+
+Structured configs (compose, prometheus.yml, alertmanager.yml, targets) are
+built as Python data and serialised, so no database name, label or password
+can break their syntax. The rule catalogue is a Jinja template whose values all
+pass through ``tojson`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+import yaml
+
+from .settings import Database, Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+ROOT = 0
+NOBODY = 65534  # the user of the prom/* and postgres-exporter images
+GRAFANA_UID, GRAFANA_GID = 472, 0  # the grafana/grafana image runs as 472:0
+
+DATASOURCE_UID = "pgmon-prometheus"
+DASHBOARD_9628_UID = "pgmon-postgresql-9628"
+EXPORTER_PORT = 9187
+
+# Collectors that read server-wide views. Only one exporter per PostgreSQL
+# server runs them, so several databases on one server do not multiply these
+# series; the others keep the per-database (table and index) collectors.
+SERVER_WIDE_COLLECTORS = (
+    "database",
+    "locks",
+    "replication",
+    "replication_slot",
+    "roles",
+    "stat_bgwriter",
+    "stat_database",
+    "wal",
+)
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A file pgmon owns under base_dir. ``on_change`` names what must follow an update."""
+
+    path: str
+    content: bytes = field(repr=False)
+    mode: int = 0o644
+    uid: int = ROOT
+    gid: int = ROOT
+    secret: bool = False
+    on_change: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class ManagedDir:
+    path: str
+    mode: int = 0o755
+    uid: int = ROOT
+    gid: int = ROOT
+
+
+@dataclass(frozen=True)
+class StackFiles:
+    directories: tuple[ManagedDir, ...]
+    files: tuple[ManagedFile, ...]
+    service_revisions: dict[str, str]  # compose service -> its pgmon.revision label
+
+
+# Post-update actions, executed by tasks/stack_files.py when a file changed.
+RELOAD_PROMETHEUS = "reload:prometheus"
+RELOAD_ALERTMANAGER = "reload:alertmanager"
+RESTART_GRAFANA = "restart:grafana"
+RESET_GRAFANA_PASSWORD = "reset-password:grafana"
+
+
+def exporter_service(db: Database) -> str:
+    return f"exporter-{db.name}"
+
+
+def restart_action(service: str) -> str:
+    return f"restart:{service}"
+
+
+def _yaml(data) -> bytes:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=4096).encode()
+
+
+def _escape_compose(value):
+    # Compose interpolates "$VAR" in every string; "$$" is a literal dollar.
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_escape_compose(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape_compose(v) for k, v in value.items()}
+    return value
+
+
+def server_primaries(settings: Settings) -> set[str]:
+    """Names of the databases whose exporter runs the server-wide collectors (first per server)."""
+    primaries: dict[tuple[str, int], str] = {}
+    for db in settings.databases:
+        primaries.setdefault((db.host, db.port), db.name)
+    return set(primaries.values())
+
+
+def exporter_flags(primary: bool) -> list[str]:
+    flags = ["--web.listen-address=:9187", "--log.level=warn"]
+    if primary:
+        return flags + ["--collector.postmaster"]
+    return flags + ["--disable-default-metrics", "--disable-settings-metrics"] + [
+        f"--no-collector.{name}" for name in SERVER_WIDE_COLLECTORS
+    ]
+
+
+def data_source_uri(db: Database) -> str:
+    """host:port/dbname?sslmode=… as postgres_exporter wants it, the database name URL-escaped."""
+    return f"{db.server}/{quote(db.dbname, safe='')}?sslmode={db.sslmode}"
+
+
+def _healthcheck(url: str) -> dict:
+    return {
+        "test": ["CMD", "wget", "-q", "-O", "/dev/null", url],
+        "interval": "10s",
+        "timeout": "5s",
+        "retries": 5,
+        "start_period": "20s",
+    }
+
+
+def compose_services(settings: Settings) -> dict[str, dict]:
+    """Every service of the stack, each labelled with a revision that changes with its definition."""
+    cfg = settings.config
+    project = cfg.project
+    host_gateway = ["host.docker.internal:host-gateway"]
+    services: dict[str, dict] = {
+        "prometheus": {
+            "image": settings.image("prometheus"),
+            "container_name": f"{project}-prometheus",
+            "restart": "unless-stopped",
+            "command": [
+                "--config.file=/etc/prometheus/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+                "--storage.tsdb.retention.time=30d",
+            ],
+            "ports": [f"127.0.0.1:{cfg.prometheus_port}:9090"],
+            "volumes": ["./prometheus:/etc/prometheus:ro", "prometheus-data:/prometheus"],
+            "networks": ["metrics", "ui"],
+            "healthcheck": _healthcheck("http://127.0.0.1:9090/-/ready"),
+        },
+        "alertmanager": {
+            "image": settings.image("alertmanager"),
+            "container_name": f"{project}-alertmanager",
+            "restart": "unless-stopped",
+            "command": [
+                "--config.file=/etc/alertmanager/alertmanager.yml",
+                "--storage.path=/alertmanager",
+                "--cluster.listen-address=",  # a single instance: no gossip port
+            ],
+            "ports": [f"127.0.0.1:{cfg.alertmanager_port}:9093"],
+            "volumes": ["./alertmanager:/etc/alertmanager:ro", "alertmanager-data:/alertmanager"],
+            "networks": ["metrics"],
+            "extra_hosts": host_gateway,
+            "healthcheck": _healthcheck("http://127.0.0.1:9093/-/ready"),
+        },
+        "grafana": {
+            "image": settings.image("grafana"),
+            "container_name": f"{project}-grafana",
+            "restart": "unless-stopped",
+            "environment": {
+                "GF_SECURITY_ADMIN_USER": cfg.grafana_admin_user,
+                "GF_SECURITY_ADMIN_PASSWORD__FILE": "/etc/grafana/secrets/admin_password",
+                "GF_USERS_ALLOW_SIGN_UP": "false",
+                "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                "GF_ANALYTICS_REPORTING_ENABLED": "false",
+                "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+                "GF_NEWS_NEWS_FEED_ENABLED": "false",
+            },
+            "ports": [f"{cfg.grafana_bind_address}:{cfg.grafana_port}:3000"],
+            "volumes": [
+                "grafana-data:/var/lib/grafana",
+                "./grafana/provisioning:/etc/grafana/provisioning:ro",
+                "./grafana/dashboards:/etc/grafana/dashboards:ro",
+                "./grafana/secrets:/etc/grafana/secrets:ro",
+            ],
+            "networks": ["ui"],
+            "depends_on": ["prometheus"],
+            "healthcheck": _healthcheck("http://127.0.0.1:3000/api/health"),
+        },
+    }
+    primaries = server_primaries(settings)
+    for db in settings.databases:
+        services[exporter_service(db)] = {
+            "image": settings.image("postgres_exporter"),
+            "container_name": f"{project}-exporter-{db.name}",
+            "restart": "unless-stopped",
+            "command": exporter_flags(db.name in primaries),
+            "environment": {
+                "DATA_SOURCE_URI": data_source_uri(db),
+                "DATA_SOURCE_USER": db.user,
+                # A file, never the URL: any password works and none shows in `docker inspect`.
+                "DATA_SOURCE_PASS_FILE": "/etc/postgres_exporter/password",
+            },
+            "volumes": [f"./exporters/{db.name}:/etc/postgres_exporter:ro"],
+            "networks": ["metrics"],
+            "extra_hosts": host_gateway,
+            "healthcheck": _healthcheck(f"http://127.0.0.1:{EXPORTER_PORT}/"),
+        }
+    for service in services.values():
+        digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
+        service["labels"] = {"pgmon.revision": digest[:16]}
+    return services
+
+
+def render_compose(settings: Settings, services: dict[str, dict]) -> bytes:
+    project = settings.config.project
+    document = {
+        "name": project,
+        "services": services,
+        "networks": {
+            # Exporters and Alertmanager talk to Prometheus only; Grafana sees Prometheus only.
+            "metrics": {"name": f"{project}-metrics"},
+            "ui": {"name": f"{project}-ui"},
+        },
+        "volumes": {"prometheus-data": {}, "alertmanager-data": {}, "grafana-data": {}},
+    }
+    return _yaml(_escape_compose(document))
+
+
+def render_prometheus_config(settings: Settings) -> bytes:
+    cfg = settings.config
+    return _yaml(
+        {
+            "global": {
+                "scrape_interval": f"{cfg.scrape_interval_seconds}s",
+                "evaluation_interval": f"{cfg.evaluation_interval_seconds}s",
+            },
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]},
+            "rule_files": ["/etc/prometheus/rules/*.yml"],
+            "scrape_configs": [
+                {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
+                {"job_name": "alertmanager", "static_configs": [{"targets": ["alertmanager:9093"]}]},
+                {
+                    # File discovery: adding a database needs no Prometheus restart or reload.
+                    "job_name": "postgres",
+                    "file_sd_configs": [
+                        {"files": ["/etc/prometheus/targets/postgres.json"], "refresh_interval": "30s"}
+                    ],
+                },
+            ],
+        }
+    )
+
+
+def render_postgres_targets(settings: Settings) -> bytes:
+    targets = [
+        {
+            "targets": [f"{exporter_service(db)}:{EXPORTER_PORT}"],
+            "labels": {**db.labels, "database": db.name, "server": db.server, "instance": db.name},
+        }
+        for db in settings.databases
+    ]
+    return (json.dumps(targets, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _jinja() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_rules(settings: Settings) -> bytes:
+    template = _jinja().get_template("prometheus/pgmon.rules.yml.j2")
+    return template.render(timing=settings.config.alert_timing).encode()
+
+
+def render_alertmanager_config(settings: Settings) -> bytes:
+    cfg = settings.config
+    timing = cfg.alert_timing
+    receivers: list[dict] = [{"name": "blackhole"}]
+    routes: list[dict] = []
+    if settings.discord_webhook_url is not None:
+        receivers.append(
+            {
+                "name": "discord",
+                "discord_configs": [
+                    {
+                        "webhook_url_file": "/etc/alertmanager/secrets/discord_webhook_url",
+                        "send_resolved": True,
+                        "title": '{{ template "pgmon.title" . }}',
+                        "message": '{{ template "pgmon.discord.message" . }}',
+                    }
+                ],
+            }
+        )
+        routes.append({"receiver": "discord", "matchers": ['severity=~"critical|warning"'], "continue": True})
+    if settings.telegram_bot_token is not None:
+        receivers.append(
+            {
+                "name": "telegram",
+                "telegram_configs": [
+                    {
+                        "bot_token_file": "/etc/alertmanager/secrets/telegram_bot_token",
+                        "chat_id": settings.telegram_chat_id,
+                        "api_url": cfg.telegram.api_url,
+                        "parse_mode": "HTML",
+                        "send_resolved": True,
+                        "message": '{{ template "pgmon.telegram.message" . }}',
+                    }
+                ],
+            }
+        )
+        routes.append({"receiver": "telegram", "matchers": ['severity="critical"'], "continue": True})
+    return _yaml(
+        {
+            "templates": ["/etc/alertmanager/templates/*.tmpl"],
+            "route": {
+                "receiver": "blackhole",
+                "group_by": ["alertname", "server", "database"],
+                "group_wait": timing.group_wait,
+                "group_interval": timing.group_interval,
+                "repeat_interval": timing.repeat_interval,
+                "routes": routes,
+            },
+            "inhibit_rules": [
+                {
+                    # While a database is down, its other alerts are noise.
+                    "source_matchers": ['alertname="PostgresDown"'],
+                    "target_matchers": ['alertname!="PostgresDown"'],
+                    "equal": ["database"],
+                }
+            ],
+            "receivers": receivers,
+        }
+    )
+
+
+def render_grafana_datasource(settings: Settings) -> bytes:
+    return _yaml(
+        {
+            "apiVersion": 1,
+            "datasources": [
+                {
+                    "name": "Prometheus",
+                    "type": "prometheus",
+                    "uid": DATASOURCE_UID,
+                    "access": "proxy",
+                    "url": "http://prometheus:9090",
+                    "isDefault": True,
+                    "editable": False,
+                    "jsonData": {"timeInterval": f"{settings.config.scrape_interval_seconds}s"},
+                }
+            ],
+        }
+    )
+
+
+def render_grafana_dashboard_provider() -> bytes:
+    return _yaml(
+        {
+            "apiVersion": 1,
+            "providers": [
+                {
+                    "name": "pgmon",
+                    "type": "file",
+                    "disableDeletion": True,
+                    "allowUiUpdates": False,
+                    "updateIntervalSeconds": 10,
+                    "options": {"path": "/etc/grafana/dashboards"},
+                }
+            ],
+        }
+    )
+
+
+def bind_dashboard_inputs(dashboard: dict, values: dict[str, str], uid: str) -> dict:
+    """Do what Grafana's import does with ``__inputs``: put each value where ``${NAME}`` stands.
+
+    Refuses a dashboard whose inputs are not all given, as Grafana's import does.
+    """
+    names = [item.get("name") for item in dashboard.get("__inputs", [])]
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise ValueError(f"dashboard needs inputs {missing} that pgmon does not provide")
+    text = json.dumps({k: v for k, v in dashboard.items() if k not in ("__inputs", "__requires")})
+    for name in names:
+        text = text.replace("${" + name + "}", values[name])
+    bound = json.loads(text)
+    bound["uid"] = uid
+    bound["id"] = None
+    return bound
+
+
+def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
+    """Every directory and file under base_dir, with owners and modes the containers need.
+
+    Example:
+
+    .. code:: python
+
+        stack = render_stack(settings, json.load(open("9628.json")))
+        [f.path for f in stack.files]  # ["docker-compose.yml", "prometheus/prometheus.yml", ...]
+    """
+    services = compose_services(settings)
+    dashboard = bind_dashboard_inputs(dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID)
+    directories = [
+        ManagedDir("."),
+        ManagedDir("prometheus"),
+        ManagedDir("prometheus/rules"),
+        ManagedDir("prometheus/targets"),
+        ManagedDir("alertmanager"),
+        ManagedDir("alertmanager/templates"),
+        ManagedDir("alertmanager/secrets", 0o500, NOBODY, NOBODY),
+        ManagedDir("exporters"),
+        ManagedDir("grafana"),
+        ManagedDir("grafana/provisioning"),
+        ManagedDir("grafana/provisioning/datasources"),
+        ManagedDir("grafana/provisioning/dashboards"),
+        ManagedDir("grafana/dashboards"),
+        ManagedDir("grafana/secrets", 0o500, GRAFANA_UID, GRAFANA_GID),
+    ]
+    secret = dict(mode=0o400, uid=NOBODY, gid=NOBODY, secret=True)
+    files = [
+        ManagedFile("docker-compose.yml", render_compose(settings, services)),
+        ManagedFile("prometheus/prometheus.yml", render_prometheus_config(settings), on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile("prometheus/rules/pgmon.rules.yml", render_rules(settings), on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile("prometheus/targets/postgres.json", render_postgres_targets(settings)),
+        # Holds the Telegram chat id: readable by the Alertmanager user only.
+        ManagedFile(
+            "alertmanager/alertmanager.yml",
+            render_alertmanager_config(settings),
+            mode=0o440,
+            gid=NOBODY,
+            secret=True,
+            on_change=(RELOAD_ALERTMANAGER,),
+        ),
+        ManagedFile(
+            "alertmanager/templates/pgmon.tmpl",
+            (TEMPLATES_DIR / "alertmanager" / "pgmon.tmpl").read_bytes(),
+            on_change=(RELOAD_ALERTMANAGER,),
+        ),
+        ManagedFile(
+            "grafana/provisioning/datasources/pgmon.yml",
+            render_grafana_datasource(settings),
+            on_change=(RESTART_GRAFANA,),
+        ),
+        ManagedFile(
+            "grafana/provisioning/dashboards/pgmon.yml",
+            render_grafana_dashboard_provider(),
+            on_change=(RESTART_GRAFANA,),
+        ),
+        ManagedFile(
+            "grafana/dashboards/postgresql-9628.json",
+            (json.dumps(dashboard, indent=1, sort_keys=True) + "\n").encode(),
+        ),
+        ManagedFile(
+            "grafana/secrets/admin_password",
+            settings.grafana_admin_password.get_secret_value().encode(),
+            mode=0o400,
+            uid=GRAFANA_UID,
+            gid=GRAFANA_GID,
+            secret=True,
+            on_change=(RESET_GRAFANA_PASSWORD,),
+        ),
+    ]
+    if settings.discord_webhook_url is not None:
+        files.append(
+            ManagedFile(
+                "alertmanager/secrets/discord_webhook_url",
+                settings.discord_webhook_url.get_secret_value().encode(),
+                **secret,
+            )
+        )
+    if settings.telegram_bot_token is not None:
+        files.append(
+            ManagedFile(
+                "alertmanager/secrets/telegram_bot_token",
+                settings.telegram_bot_token.get_secret_value().encode(),
+                **secret,
+            )
+        )
+    for db in settings.databases:
+        directories.append(ManagedDir(f"exporters/{db.name}", 0o500, NOBODY, NOBODY))
+        files.append(
+            ManagedFile(
+                f"exporters/{db.name}/password",
+                settings.database_passwords[db.name].get_secret_value().encode(),
+                on_change=(restart_action(exporter_service(db)),),
+                **secret,
+            )
+        )
+    revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}
+    return StackFiles(tuple(directories), tuple(files), revisions)

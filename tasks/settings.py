@@ -1,0 +1,336 @@
+"""pgmon's settings: one validated object built from host data and the environment.
+
+Every pgmon setting is a host-data key starting with ``pgmon_`` (set in
+``group_data/*.py``, the inventory, or ``--data``). Secrets are never settings:
+a setting names the *environment variable* that holds the secret, and the
+value is read from the controller's environment here, once.
+
+Validation collects every problem and raises one ``DeployError`` that names
+each field and how to fix it, before any operation touches the host.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pyinfra.api.exceptions import DeployError as PyinfraDeployError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+SETTING_PREFIX = "pgmon_"
+
+# The images the stack runs. Exact versions: Prometheus 2.53 is the LTS line;
+# Alertmanager 0.28 is the first with webhook_url_file/bot_token_file for
+# Discord and Telegram; postgres_exporter 0.17.1 and node_exporter 1.9.0 are the
+# current releases; Grafana 12.2.1 is the current stable. The tests ran these.
+DEFAULT_IMAGES = {
+    "prometheus": "prom/prometheus:v2.53.3",
+    "alertmanager": "prom/alertmanager:v0.28.1",
+    "postgres_exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+    "grafana": "grafana/grafana:12.2.1",
+}
+
+DASHBOARD_9628_URL = "https://grafana.com/api/dashboards/9628/revisions/{revision}/download"
+
+
+class DeployError(PyinfraDeployError):
+    """A problem the user must fix; its message names the field and the fix.
+
+    A pyinfra error, so the CLI prints the message without a traceback.
+    """
+
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_DURATION_RE = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+RESERVED_LABELS = {"database", "server", "instance", "job"}
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-40 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit (it becomes a container name and a label)"
+        )
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name: give the NAME of the variable "
+            "that holds the secret (e.g. PGMON_SHOP_PASSWORD), not the secret itself"
+        )
+    return value
+
+
+def _check_duration(value: str) -> str:
+    if not _DURATION_RE.match(value):
+        raise ValueError(f"{value!r} is not a Prometheus duration: write e.g. '30s', '5m', '1h'")
+    return value
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key in labels:
+        if not _LABEL_RE.match(key) or key.startswith("__"):
+            raise ValueError(f"label name {key!r} is invalid: use letters, digits and '_'")
+        if key in RESERVED_LABELS:
+            raise ValueError(f"label {key!r} is set by pgmon itself: choose another label name")
+    return labels
+
+
+def _check_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address: write e.g. '0.0.0.0' or '127.0.0.1'")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+Duration = Annotated[str, AfterValidator(_check_duration)]
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+IPAddress = Annotated[str, AfterValidator(_check_address)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos: refuse them instead of silently ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Database(_Strict):
+    """One monitored database; ``name`` is pgmon's name for it in labels and containers."""
+
+    name: Name
+    host: str = Field(min_length=1)
+    port: Port = 5432
+    dbname: str = Field(min_length=1)
+    user: str = Field(min_length=1)
+    password_env: EnvName
+    # lib/pq (used by postgres_exporter) knows these four modes, not 'prefer'.
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "require"
+    labels: Labels = {}
+
+    @property
+    def server(self) -> str:
+        """The PostgreSQL server as people write it: host:port."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Discord(_Strict):
+    webhook_url_env: EnvName = "PGMON_DISCORD_WEBHOOK_URL"
+
+
+class Telegram(_Strict):
+    bot_token_env: EnvName = "PGMON_TELEGRAM_BOT_TOKEN"
+    chat_id_env: EnvName = "PGMON_TELEGRAM_CHAT_ID"
+    # Only tests and self-hosted Bot API servers change this.
+    api_url: str = "https://api.telegram.org"
+
+
+class Dashboard9628(_Strict):
+    revision: int = Field(default=8, ge=1)
+    # Where the controller downloads the JSON; {revision} is filled in.
+    url: str = DASHBOARD_9628_URL
+    # For air-gapped sites: a JSON file on the controller, used instead of url.
+    file: str | None = None
+
+
+class AlertTiming(_Strict):
+    postgres_down_for: Duration = "1m"
+    group_wait: Duration = "30s"
+    group_interval: Duration = "5m"
+    repeat_interval: Duration = "4h"
+
+
+class SettingsInput(_Strict):
+    """What group_data may say, without the ``pgmon_`` prefix. Defaults documented in README."""
+
+    databases: list[Database] = []
+    base_dir: str = "/opt/pgmon"
+    project: Name = "pgmon"
+    scrape_interval_seconds: int = Field(default=15, ge=1, le=300)
+    evaluation_interval_seconds: int = Field(default=15, ge=1, le=300)
+    prometheus_port: Port = 9090
+    alertmanager_port: Port = 9093
+    grafana_bind_address: IPAddress = "0.0.0.0"
+    grafana_port: Port = 3000
+    grafana_admin_user: str = Field(default="admin", min_length=1)
+    grafana_admin_password_env: EnvName = "PGMON_GRAFANA_ADMIN_PASSWORD"
+    discord: Discord | None = None
+    telegram: Telegram | None = None
+    alert_timing: AlertTiming = AlertTiming()
+    dashboard_9628: Dashboard9628 = Dashboard9628()
+    docker_install: Literal["docker-repo", "distro"] = "docker-repo"
+    images: dict[Literal["prometheus", "alertmanager", "postgres_exporter", "grafana"], str] = {}
+    verify_timeout_seconds: int = Field(default=180, ge=5, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SettingsInput:
+        problems = []
+        if not self.base_dir.startswith("/") or self.base_dir.rstrip("/") in ("", "/"):
+            problems.append(f"base_dir: {self.base_dir!r} must be an absolute directory like /opt/pgmon")
+        names = [db.name for db in self.databases]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"databases: the name {dup!r} is used twice; each database needs its own name")
+        targets = [(db.host, db.port, db.dbname) for db in self.databases]
+        for host, port, dbname in sorted({t for t in targets if targets.count(t) > 1}):
+            problems.append(
+                f"databases: {dbname!r} on {host}:{port} is listed twice; list each database once"
+            )
+        ports = {"prometheus_port": self.prometheus_port, "alertmanager_port": self.alertmanager_port}
+        if self.grafana_bind_address in ("0.0.0.0", "127.0.0.1"):
+            ports["grafana_port"] = self.grafana_port
+        seen: dict[int, str] = {}
+        for field, port in ports.items():
+            if port in seen:
+                problems.append(f"{field}: port {port} is already used by {seen[port]}; pick another")
+            seen.setdefault(port, field)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class DatabaseSecrets(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    password: SecretStr
+
+
+class Settings(BaseModel):
+    """The validated settings plus the secrets read from the controller's environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: SettingsInput
+    database_passwords: dict[str, SecretStr]
+    grafana_admin_password: SecretStr
+    discord_webhook_url: SecretStr | None
+    telegram_bot_token: SecretStr | None
+    telegram_chat_id: int | None
+
+    @property
+    def databases(self) -> list[Database]:
+        return self.config.databases
+
+    def image(self, component: str) -> str:
+        return self.config.images.get(component, DEFAULT_IMAGES[component])
+
+
+def _format_validation_error(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        path = SETTING_PREFIX + "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
+        ).lstrip(".")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key; remove it or fix its spelling (see README, Configuration)")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {message}")
+    return lines
+
+
+def _unknown_setting_lines(keys: list[str]) -> list[str]:
+    known = [SETTING_PREFIX + name for name in SettingsInput.model_fields]
+    lines = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see README, Configuration"
+        lines.append(f"{key}: unknown pgmon setting{hint}")
+    return lines
+
+
+def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Validate pgmon's host data and read the secrets it names from ``environ``.
+
+    Example:
+
+    .. code:: python
+
+        settings = build_settings({"pgmon_databases": [...], "pgmon_discord": {}}, os.environ)
+    """
+    raw = {k[len(SETTING_PREFIX):]: v for k, v in host_data.items() if k.startswith(SETTING_PREFIX)}
+    known = set(SettingsInput.model_fields)
+    problems = _unknown_setting_lines(sorted(SETTING_PREFIX + k for k in raw if k not in known))
+    try:
+        config = SettingsInput(**{k: v for k, v in raw.items() if k in known})
+    except ValidationError as error:
+        problems += _format_validation_error(error)
+        raise DeployError(_problem_report(problems))
+    if problems:
+        raise DeployError(_problem_report(problems))
+
+    if not config.databases:
+        problems.append(
+            "pgmon_databases: no database is configured; add one entry per database in "
+            "group_data/all.py (name, host, port, dbname, user, password_env)"
+        )
+    if config.discord is None and config.telegram is None:
+        problems.append(
+            "pgmon_discord / pgmon_telegram: no alert channel is configured; set at least one "
+            "in group_data/all.py, e.g. pgmon_discord = {} (webhook URL read from "
+            "PGMON_DISCORD_WEBHOOK_URL)"
+        )
+
+    def secret(field: str, env_name: str) -> SecretStr | None:
+        value = environ.get(env_name)
+        if not value:
+            problems.append(f"{field}: the environment variable {env_name} is not set; export it before running pyinfra")
+            return None
+        return SecretStr(value)
+
+    passwords = {}
+    for index, db in enumerate(config.databases):
+        value = secret(f"pgmon_databases[{index}].password_env ({db.name})", db.password_env)
+        if value is not None:
+            passwords[db.name] = value
+    grafana_password = secret("pgmon_grafana_admin_password_env", config.grafana_admin_password_env)
+    if grafana_password is not None and grafana_password.get_secret_value() == "admin":
+        problems.append(
+            f"pgmon_grafana_admin_password_env: {config.grafana_admin_password_env} is 'admin'; choose a real password"
+        )
+    webhook = secret("pgmon_discord.webhook_url_env", config.discord.webhook_url_env) if config.discord else None
+    token = chat_id = None
+    if config.telegram:
+        token = secret("pgmon_telegram.bot_token_env", config.telegram.bot_token_env)
+        chat = secret("pgmon_telegram.chat_id_env", config.telegram.chat_id_env)
+        if chat is not None:
+            try:
+                chat_id = int(chat.get_secret_value())
+            except ValueError:
+                problems.append(
+                    f"pgmon_telegram.chat_id_env: {config.telegram.chat_id_env} must hold a numeric chat id "
+                    "(e.g. -1001234567890)"
+                )
+    if problems:
+        raise DeployError(_problem_report(problems))
+    return Settings(
+        config=config,
+        database_passwords=passwords,
+        grafana_admin_password=grafana_password,
+        discord_webhook_url=webhook,
+        telegram_bot_token=token,
+        telegram_chat_id=chat_id,
+    )
+
+
+def _problem_report(problems: list[str]) -> str:
+    return "pgmon cannot deploy; nothing on the host was changed. Fix:\n" + "\n".join(
+        f"  - {p}" for p in problems
+    )

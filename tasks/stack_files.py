@@ -1,0 +1,183 @@
+"""Step 2: put the rendered configuration under base_dir, in one round trip.
+
+Changed files travel as one tar stream on the command's stdin: secrets never
+sit in a world-readable temporary file, never appear in a command line, and
+are never printed (``--diff`` shows "content hidden" for them). After the
+files, the services that read them are reloaded or restarted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import shlex
+import tarfile
+from dataclasses import dataclass
+
+from pyinfra import host, logger
+from pyinfra.api import StringCommand, deploy, operation
+
+from .host_state import Entry, HostState
+from .render import (
+    RELOAD_ALERTMANAGER,
+    RELOAD_PROMETHEUS,
+    RESET_GRAFANA_PASSWORD,
+    ManagedDir,
+    ManagedFile,
+    StackFiles,
+)
+from .settings import Settings
+
+# Only these top-level directories are pgmon's to prune; anything else a user
+# keeps under base_dir is left alone.
+MANAGED_TOPS = ("prometheus", "alertmanager", "exporters", "grafana")
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    write_dirs: tuple[ManagedDir, ...]
+    write_files: tuple[ManagedFile, ...]
+    remove: tuple[str, ...]
+    actions: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.write_dirs or self.write_files or self.remove)
+
+
+def _differs(entry: Entry | None, kind: str, mode: int, uid: int, gid: int) -> bool:
+    return entry is None or (entry.kind, entry.mode, entry.uid, entry.gid) != (kind, mode, uid, gid)
+
+
+def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
+    """What to write, remove and reload so that base_dir matches ``stack``."""
+    dirs = tuple(d for d in stack.directories if _differs(current.get(d.path), "d", d.mode, d.uid, d.gid))
+    files = tuple(
+        f
+        for f in stack.files
+        if _differs(current.get(f.path), "f", f.mode, f.uid, f.gid) or current[f.path].sha256 != f.sha256
+    )
+    wanted = {d.path for d in stack.directories} | {f.path for f in stack.files}
+    stale = sorted(
+        path
+        for path in current
+        if path.split("/")[0] in MANAGED_TOPS and path not in wanted
+    )
+    # Removing a directory removes what is inside: list only the outermost stale paths.
+    remove = tuple(p for p in stale if not any(p.startswith(other + "/") for other in stale))
+    actions: list[str] = []
+    for f in files:
+        if f.path in current:  # a brand-new file is read when its container starts
+            actions += [a for a in f.on_change if a not in actions]
+    return FilePlan(dirs, files, remove, tuple(actions))
+
+
+def tar_stream(plan: FilePlan) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for d in plan.write_dirs:
+            info = tarfile.TarInfo(d.path)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, d.mode, d.uid, d.gid
+            archive.addfile(info)
+        for f in plan.write_files:
+            info = tarfile.TarInfo(f.path)
+            info.size, info.mode, info.uid, info.gid = len(f.content), f.mode, f.uid, f.gid
+            archive.addfile(info, io.BytesIO(f.content))
+    return buffer.getvalue()
+
+
+def action_command(action: str, project: str, base_dir: str) -> str:
+    """One shell line per action; each only acts on a container that exists."""
+    kind, _, service = action.partition(":")
+    container = shlex.quote(f"{project}-{service}")
+    when_present = f"if docker container inspect {container} >/dev/null 2>&1; then {{}}; fi"
+    if action in (RELOAD_PROMETHEUS, RELOAD_ALERTMANAGER):
+        # SIGHUP reloads config and rules without losing state or scrapes.
+        return when_present.format(f"docker kill -s HUP {container} >/dev/null")
+    if action == RESET_GRAFANA_PASSWORD:
+        # Grafana keeps the first password in its database; the CLI makes a new one take effect.
+        secret = shlex.quote(f"{base_dir}/grafana/secrets/admin_password")
+        return when_present.format(
+            f"docker exec -i {container} grafana cli --homepath /usr/share/grafana "
+            f"admin reset-admin-password --password-from-stdin < {secret} >/dev/null"
+        )
+    return when_present.format(f"docker restart {container} >/dev/null")
+
+
+def describe(plan: FilePlan, current: dict[str, Entry]) -> list[str]:
+    lines = [f"{'update' if f.path in current else 'create'} {f.path}" for f in plan.write_files]
+    lines += [f"remove {path}" for path in plan.remove]
+    lines += [f"then {action.replace(':', ' ')}" for action in plan.actions]
+    return lines
+
+
+def _log_diff(plan: FilePlan, current: dict[str, Entry], old_contents: dict[str, bytes]) -> None:
+    for f in plan.write_files:
+        if f.secret:
+            logger.info(f"  {f.path}: content hidden (holds a secret)")
+            continue
+        old = old_contents.get(f.path, b"").decode(errors="replace").splitlines(keepends=True)
+        new = f.content.decode(errors="replace").splitlines(keepends=True)
+        for line in difflib.unified_diff(old, new, f"a/{f.path}", f"b/{f.path}", n=1):
+            logger.info("  " + line.rstrip("\n"))
+
+
+@operation()
+def sync_stack_files(base_dir: str, project: str, stack: StackFiles, current: dict[str, Entry]):
+    """
+    Make ``base_dir`` hold exactly the rendered stack files, with their owners and modes.
+
+    + base_dir: the stack's directory on the host
+    + project: the Compose project name (container name prefix)
+    + stack: the rendered files (``render.render_stack``)
+    + current: the host's files now (``host_state.read_host_state(...).entries``)
+
+    **Example:**
+
+    .. code:: python
+
+        sync_stack_files(
+            name="Write pgmon configuration",
+            base_dir="/opt/pgmon", project="pgmon", stack=stack, current=state.entries,
+        )
+    """
+    plan = plan_files(stack, current)
+    if plan.empty:
+        return
+    if not host.state.is_executing:
+        for line in describe(plan, current):
+            host.log(f"pgmon: will {line}")
+        if host.state.config.DIFF:
+            _log_diff(plan, current, _old_contents(plan, current, base_dir))
+    base = shlex.quote(base_dir)
+    script = [f"umask 077 && mkdir -p {base} && tar -C {base} -x -p --same-owner -f -"]
+    if plan.remove:
+        script.append(f"cd {base} && rm -rf -- " + " ".join(shlex.quote(p) for p in plan.remove))
+    yield StringCommand(" && ".join(script), _stdin=tar_stream(plan))
+    if plan.actions:
+        yield " && ".join(action_command(a, project, base_dir) for a in plan.actions)
+
+
+def _old_contents(plan: FilePlan, current: dict[str, Entry], base_dir: str) -> dict[str, bytes]:
+    """Current contents of the non-secret files about to change, for --diff only."""
+    from pyinfra.facts.files import FileContents
+
+    contents = {}
+    for f in plan.write_files:
+        if f.path in current and not f.secret:
+            lines = host.get_fact(FileContents, path=f"{base_dir}/{f.path}") or []
+            contents[f.path] = "".join(line + "\n" for line in lines).encode()
+    return contents
+
+
+@deploy("Configure the pgmon stack")
+def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
+    """Write compose, Prometheus, Alertmanager and Grafana files under base_dir."""
+    sync_stack_files(
+        name="Write pgmon configuration",
+        base_dir=settings.config.base_dir,
+        project=settings.config.project,
+        stack=stack,
+        current=state.entries,
+    )
+

@@ -1,0 +1,234 @@
+"""The end-to-end lab: this machine prepared as a processing host reached over real SSH.
+
+It starts (and later stops only what it started) a Docker engine, two
+PostgreSQL 15 clusters (5432 with databases shop and billing, 5433 with
+ledger), and an sshd on 127.0.0.1:2222 that accepts a key made for the run.
+Deploys go through pyinfra's normal interface: an inventory file and a
+group_data folder, written by ``Lab.write_project`` or by you.
+
+Use it by hand (see README, "Running your own inventory through the lab"):
+
+    python3 -m tests.e2e.lab up      # prints the inventory line to use
+    pyinfra my/inventory.py deploy.py
+    python3 -m tests.e2e.lab down
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_DIR = Path(os.environ.get("PGMON_LAB_DIR", "/tmp/pgmon-lab"))
+SSH_PORT = 2222
+DOCKER_BRIDGE_IP = "172.17.0.1"  # docker0: containers reach the host here (host.docker.internal)
+PG_VERSION = "15"
+
+
+@dataclass(frozen=True)
+class LabDatabase:
+    name: str
+    port: int
+    dbname: str
+    user: str
+    password: str
+
+
+# Passwords full of characters that break naive URL or YAML templating.
+DATABASES = (
+    LabDatabase("shop", 5432, "shop", "pgmon_shop", "p@ss:w/rd#%'\"1 shop$HOME"),
+    LabDatabase("billing", 5432, "billing", "pgmon_billing", "b1ll!ng@#%:/?&='\""),
+    LabDatabase("ledger", 5433, "ledger", "pgmon_ledger", "l3dger$$`x`@:/#%"),
+    LabDatabase("analytics", 5432, "analytics", "pgmon_analytics", "an@lyt1cs:/#%'\"$x"),
+)
+CLUSTERS = {5432: "main", 5433: "second"}
+
+
+def run(*args: str, check: bool = True, input: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, text=True, capture_output=True, input=input, **kwargs)
+
+
+def wait_until(what: str, condition, timeout: float, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not ready within {timeout:.0f}s")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+class Lab:
+    def __init__(self, directory: Path = LAB_DIR):
+        self.dir = directory
+        self.ssh_key = self.dir / "id_ed25519"
+
+    # --- machine services -------------------------------------------------
+    def up(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not shutil.which("dockerd") or not Path("/usr/libexec/docker/cli-plugins/docker-compose").exists():
+            raise RuntimeError("run tests/e2e/prepare_machine.sh first (Docker engine and Compose missing)")
+        self._start_docker()
+        run("bash", str(REPO / "tests/e2e/images/build_images.sh"))
+        self._start_postgres()
+        self._start_sshd()
+
+    def down(self) -> None:
+        for name in ("sshd", "dockerd"):
+            pidfile = self.dir / f"{name}.started-pid"
+            if pidfile.exists():
+                pid = int(pidfile.read_text())
+                if _pid_alive(pid):
+                    os.kill(pid, 15)
+                    wait_until(f"{name} to stop", lambda: not _pid_alive(pid), 30)
+                pidfile.unlink()
+        for port, cluster in CLUSTERS.items():
+            marker = self.dir / f"postgres-{cluster}.started"
+            if marker.exists():
+                run("pg_ctlcluster", PG_VERSION, cluster, "stop", check=False)
+                marker.unlink()
+
+    def _start_docker(self) -> None:
+        if run("docker", "info", check=False).returncode == 0:
+            return
+        log = open(self.dir / "dockerd.log", "ab")
+        process = subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+        (self.dir / "dockerd.started-pid").write_text(str(process.pid))
+        wait_until("dockerd", lambda: run("docker", "info", check=False).returncode == 0, 60)
+
+    def _start_postgres(self) -> None:
+        for port, cluster in CLUSTERS.items():
+            if not Path(f"/etc/postgresql/{PG_VERSION}/{cluster}").exists():
+                run("pg_createcluster", PG_VERSION, cluster, "--port", str(port))
+            conf = Path(f"/etc/postgresql/{PG_VERSION}/{cluster}")
+            (conf / "conf.d").mkdir(exist_ok=True)
+            (conf / "conf.d" / "pgmon-lab.conf").write_text(
+                f"listen_addresses = 'localhost,{DOCKER_BRIDGE_IP}'\n"
+                "shared_preload_libraries = 'pg_stat_statements'\n"
+            )
+            hba = conf / "pg_hba.conf"
+            line = "host all all 172.16.0.0/12 scram-sha-256  # pgmon-lab: Docker networks\n"
+            if line not in hba.read_text():
+                hba.write_text(hba.read_text() + line)
+            if run("pg_ctlcluster", PG_VERSION, cluster, "status", check=False).returncode != 0:
+                run("pg_ctlcluster", PG_VERSION, cluster, "start")
+                (self.dir / f"postgres-{cluster}.started").write_text("")
+            else:
+                run("pg_ctlcluster", PG_VERSION, cluster, "reload")
+        for db in DATABASES:
+            self.psql(
+                db.port,
+                "postgres",
+                f"SELECT 'CREATE ROLE {db.user} LOGIN' WHERE NOT EXISTS "
+                f"(SELECT FROM pg_roles WHERE rolname = '{db.user}') \\gexec\n"
+                f"ALTER ROLE {db.user} PASSWORD :'pw';\n"
+                f"GRANT pg_monitor TO {db.user};\n"
+                f"SELECT 'CREATE DATABASE {db.dbname}' WHERE NOT EXISTS "
+                f"(SELECT FROM pg_database WHERE datname = '{db.dbname}') \\gexec\n",
+                variables={"pw": db.password},
+            )
+
+    def psql(self, port: int, dbname: str, sql: str, variables: dict[str, str] | None = None) -> str:
+        args = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+                "-p", str(port), "-d", dbname]
+        for key, value in (variables or {}).items():
+            args += ["-v", f"{key}={value}"]
+        return run(*args, input=sql).stdout
+
+    def stop_cluster(self, port: int) -> None:
+        run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "stop", "-m", "fast")
+
+    def start_cluster(self, port: int) -> None:
+        run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "start")
+
+    def _start_sshd(self) -> None:
+        if not self.ssh_key.exists():
+            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.ssh_key))
+            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "ssh_host_ed25519_key"))
+        authorized = self.dir / "authorized_keys"
+        authorized.write_text((self.dir / "id_ed25519.pub").read_text())
+        authorized.chmod(0o600)
+        config = self.dir / "sshd_config"
+        config.write_text(
+            f"Port {SSH_PORT}\nListenAddress 127.0.0.1\n"
+            f"HostKey {self.dir}/ssh_host_ed25519_key\n"
+            f"AuthorizedKeysFile {authorized}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
+            "StrictModes no\nAllowTcpForwarding yes\n"
+            f"PidFile {self.dir}/sshd.pid\n"
+        )
+        pidfile = self.dir / "sshd.started-pid"
+        if pidfile.exists() and _pid_alive(int(pidfile.read_text())):
+            return
+        Path("/run/sshd").mkdir(exist_ok=True)
+        log = open(self.dir / "sshd.log", "ab")
+        process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
+                                   start_new_session=True)
+        pidfile.write_text(str(process.pid))
+        wait_until("sshd", lambda: run("ssh", *self.ssh_options(), "root@127.0.0.1", "true",
+                                       check=False).returncode == 0, 30)
+
+    def ssh_options(self) -> list[str]:
+        return ["-i", str(self.ssh_key), "-p", str(SSH_PORT), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+
+    def inventory_source(self) -> str:
+        data = {"ssh_port": SSH_PORT, "ssh_user": "root", "ssh_key": str(self.ssh_key),
+                "ssh_strict_host_key_checking": "no", "ssh_known_hosts_file": "/dev/null"}
+        return f"pgmon_hosts = [(\"127.0.0.1\", {data!r})]\n"
+
+
+@dataclass
+class Project:
+    """An inventory and group_data folder on disk, and the environment holding their secrets."""
+
+    directory: Path
+    environment: dict[str, str]
+
+    def write(self, inventory: str, group_data: dict[str, object]) -> None:
+        (self.directory / "group_data").mkdir(parents=True, exist_ok=True)
+        (self.directory / "inventory.py").write_text(inventory)
+        body = "".join(f"{key} = {value!r}\n" for key, value in group_data.items())
+        (self.directory / "group_data" / "all.py").write_text(body)
+
+    def pyinfra(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """``pyinfra -y inventory.py <repo>/deploy.py`` run from the project folder, as a user would."""
+        env = {**os.environ, **self.environment, "XDG_CACHE_HOME": str(self.directory / "cache")}
+        env.pop("PGMON_HOST", None)
+        return subprocess.run(
+            [sys.executable, "-m", "pyinfra", "-y", *args, "inventory.py", str(REPO / "deploy.py")],
+            cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout,
+        )
+
+
+def main(argv: list[str]) -> int:
+    lab = Lab()
+    if argv[:1] == ["up"]:
+        lab.up()
+        print("lab ready. Inventory for the processing host (this machine over SSH):")
+        print("  " + lab.inventory_source().strip())
+        print(f"PostgreSQL: {', '.join(f'{d.dbname}@{d.port} (user {d.user})' for d in DATABASES)};"
+              f" containers reach them at host.docker.internal. Passwords: tests/e2e/lab.py DATABASES.")
+        return 0
+    if argv[:1] == ["down"]:
+        lab.down()
+        return 0
+    print("usage: python3 -m tests.e2e.lab up|down", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,89 @@
+from tasks.host_state import Container, Entry, parse_state
+from tasks.render import render_stack
+from tasks.settings import build_settings
+from tasks.stack_containers import plan_containers
+from tasks.stack_files import action_command, plan_files
+
+from .conftest import ENVIRON, group_data
+
+
+def host_entries(stack) -> dict[str, Entry]:
+    """The entries a host would report after the stack was written exactly."""
+    entries = {d.path: Entry("d", d.mode, d.uid, d.gid) for d in stack.directories}
+    entries.update({f.path: Entry("f", f.mode, f.uid, f.gid, f.sha256) for f in stack.files})
+    return entries
+
+
+def test_unchanged_host_needs_nothing(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    assert plan_files(stack, host_entries(stack)).empty
+
+
+def test_fresh_host_gets_everything_and_no_reloads(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    plan = plan_files(stack, {})
+    assert len(plan.write_files) == len(stack.files) and plan.actions == ()
+
+
+def test_changed_config_reloads_and_changed_password_restarts_one_exporter(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    current = host_entries(stack)
+    current["prometheus/rules/pgmon.rules.yml"] = Entry("f", 0o644, 0, 0, "0" * 64)
+    current["exporters/billing/password"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
+    plan = plan_files(stack, current)
+    assert [f.path for f in plan.write_files] == ["prometheus/rules/pgmon.rules.yml", "exporters/billing/password"]
+    assert plan.actions == ("reload:prometheus", "restart:exporter-billing")
+
+
+def test_wrong_mode_is_repaired(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    current = host_entries(stack)
+    e = current["exporters/shop/password"]
+    current["exporters/shop/password"] = Entry("f", 0o644, e.uid, e.gid, e.sha256)
+    assert [f.path for f in plan_files(stack, current).write_files] == ["exporters/shop/password"]
+
+
+def test_removed_database_removes_its_directory_only(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    current = host_entries(stack)
+    dbs = group_data()["pgmon_databases"]
+    fewer = render_stack(build_settings(group_data(pgmon_databases=dbs[:2]), ENVIRON), dashboard_9628)
+    current["notes.txt"] = Entry("f", 0o644, 0, 0, "2" * 64)  # a user's file: not pgmon's to remove
+    plan = plan_files(fewer, current)
+    assert plan.remove == ("exporters/ledger",)
+    assert [f.path for f in plan.write_files] == ["docker-compose.yml", "prometheus/targets/postgres.json"]
+
+
+def test_container_plan(settings, dashboard_9628):
+    desired = render_stack(settings, dashboard_9628).service_revisions
+    running = {name: Container(rev, "running") for name, rev in desired.items()}
+    assert plan_containers(desired, running).empty
+    running["exporter-shop"] = Container("old", "running")
+    running["exporter-billing"] = Container(desired["exporter-billing"], "exited")
+    running["exporter-gone"] = Container("x", "running")
+    del running["grafana"]
+    plan = plan_containers(desired, running)
+    assert (plan.start, plan.recreate, plan.restart, plan.remove) == (
+        ("grafana",), ("exporter-shop",), ("exporter-billing",), ("exporter-gone",))
+
+
+def test_parse_state_reads_the_host_listing():
+    state = parse_state([
+        "docker-installed", "engine 28.2.2", "compose 2.26.1",
+        "container exporter-shop abc running",
+        "entry d 755 0 0 .", "entry f 400 65534 65534 ./exporters/shop/password",
+        "sum " + "a" * 64 + "  ./exporters/shop/password",
+    ])
+    assert (state.engine_version, state.compose_version) == ("28.2.2", "2.26.1")
+    assert state.containers == {"exporter-shop": Container("abc", "running")}
+    assert state.entries["exporters/shop/password"] == Entry("f", 0o400, 65534, 65534, "a" * 64)
+    assert state.entries["."].kind == "d"
+    assert parse_state(["docker-installed", "engine ", "compose "]).engine_version is None
+
+
+def test_actions_only_touch_existing_containers():
+    command = action_command("restart:exporter-shop", "pgmon", "/opt/pgmon")
+    assert command == ("if docker container inspect pgmon-exporter-shop >/dev/null 2>&1; "
+                       "then docker restart pgmon-exporter-shop >/dev/null; fi")
+    assert "--password-from-stdin < /opt/pgmon/grafana/secrets/admin_password" in action_command(
+        "reset-password:grafana", "pgmon", "/opt/pgmon")

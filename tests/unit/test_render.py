@@ -1,0 +1,145 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.render import (
+    DASHBOARD_9628_UID,
+    DATASOURCE_UID,
+    bind_dashboard_inputs,
+    compose_services,
+    render_stack,
+    server_primaries,
+)
+from tasks.settings import build_settings
+
+from .conftest import ENVIRON, group_data
+
+needs = pytest.mark.skipif
+
+
+def write_tree(stack, root: Path) -> dict[str, Path]:
+    paths = {}
+    for f in stack.files:
+        path = root / f.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f.content)
+        paths[f.path] = path
+    return paths
+
+
+def _container_paths_to(root: Path, path: Path, prefix: str, local: str) -> None:
+    path.write_text(path.read_text().replace(prefix, str(root / local) + "/"))
+
+
+@needs(not shutil.which("promtool"), reason="promtool: run tests/e2e/prepare_machine.sh")
+def test_prometheus_config_and_rules_pass_promtool(settings, dashboard_9628, tmp_path):
+    paths = write_tree(render_stack(settings, dashboard_9628), tmp_path)
+    _container_paths_to(tmp_path, paths["prometheus/prometheus.yml"], "/etc/prometheus/", "prometheus")
+    result = subprocess.run(["promtool", "check", "config", paths["prometheus/prometheus.yml"]],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout and "WARNING" not in result.stdout + result.stderr
+    result = subprocess.run(["promtool", "check", "rules", paths["prometheus/rules/pgmon.rules.yml"]],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
+@needs(not shutil.which("amtool"), reason="amtool: run tests/e2e/prepare_machine.sh")
+def test_alertmanager_config_passes_amtool_and_templates_render(settings, dashboard_9628, tmp_path):
+    paths = write_tree(render_stack(settings, dashboard_9628), tmp_path)
+    _container_paths_to(tmp_path, paths["alertmanager/alertmanager.yml"], "/etc/alertmanager/", "alertmanager")
+    result = subprocess.run(["amtool", "check-config", paths["alertmanager/alertmanager.yml"]],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 receivers" in result.stdout and "1 templates" in result.stdout
+    for name in ("pgmon.title", "pgmon.discord.message", "pgmon.telegram.message"):
+        rendered = subprocess.run(
+            ["amtool", "template", "render", f"--template.glob={paths['alertmanager/templates/pgmon.tmpl']}",
+             f'--template.text={{{{ template "{name}" . }}}}'],
+            capture_output=True, text=True,
+        )
+        assert rendered.returncode == 0 and rendered.stdout.strip(), (name, rendered.stderr)
+
+
+@needs(not shutil.which("docker"), reason="docker CLI with compose plugin")
+def test_compose_file_is_valid_and_values_survive_interpolation(settings, dashboard_9628, tmp_path):
+    write_tree(render_stack(settings, dashboard_9628), tmp_path)
+    result = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    shop = config["services"]["exporter-shop"]["environment"]
+    # `config` prints its result re-escaped; "mon" alone would mean compose interpolated "$user".
+    assert shop["DATA_SOURCE_USER"] == "mon$$user"
+    assert shop["DATA_SOURCE_URI"] == "db1:5432/shop%27s%20db%3A%20main?sslmode=require"
+    assert "DATA_SOURCE_PASS_FILE" in shop and "DATA_SOURCE_NAME" not in shop
+    ports = {name: svc.get("ports", []) for name, svc in config["services"].items()}
+    assert [p["host_ip"] for p in ports["prometheus"]] == ["127.0.0.1"]
+    assert [p["host_ip"] for p in ports["alertmanager"]] == ["127.0.0.1"]
+    assert all(not ports[f"exporter-{n}"] for n in ("shop", "billing", "ledger"))
+    assert config["services"]["grafana"]["networks"].keys() == {"ui"}
+
+
+def test_secrets_only_in_restricted_files(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    secrets = [ENVIRON[k] for k in ("PW_SHOP", "PW_BILLING", "PW_LEDGER", "GRAFANA_PW", "DISCORD_URL", "TG_TOKEN")]
+    for f in stack.files:
+        if f.secret:
+            assert f.mode & 0o007 == 0, f.path  # nothing for "others"
+        else:
+            for value in secrets:
+                assert value.encode() not in f.content, f.path
+    password = next(f for f in stack.files if f.path == "exporters/shop/password")
+    assert password.content == ENVIRON["PW_SHOP"].encode() and (password.uid, password.mode) == (65534, 0o400)
+    assert ENVIRON["PW_SHOP"] not in repr(password)
+
+
+def test_server_wide_collectors_run_once_per_server(settings):
+    assert server_primaries(settings) == {"shop", "ledger"}  # billing shares shop's server
+    services = compose_services(settings)
+    billing = services["exporter-billing"]["command"]
+    assert "--no-collector.stat_database" in billing and "--disable-settings-metrics" in billing
+    assert not any(flag.startswith("--no-collector") for flag in services["exporter-shop"]["command"])
+
+
+def test_adding_a_database_changes_no_other_service(settings):
+    before = compose_services(settings)
+    dbs = group_data()["pgmon_databases"]
+    more = build_settings(
+        group_data(pgmon_databases=dbs + [{"name": "extra", "host": "db3", "dbname": "x", "user": "u",
+                                           "password_env": "PW_LEDGER"}]),
+        ENVIRON,
+    )
+    after = compose_services(more)
+    assert set(after) - set(before) == {"exporter-extra"}
+    assert all(after[name]["labels"] == before[name]["labels"] for name in before)
+
+
+def test_targets_carry_database_server_and_human_instance(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    targets = json.loads(next(f for f in stack.files if f.path == "prometheus/targets/postgres.json").content)
+    labels = {t["labels"]["database"]: t["labels"] for t in targets}
+    assert labels["shop"] == {"team": 'check"out', "database": "shop", "server": "db1:5432", "instance": "shop"}
+    assert labels["ledger"]["server"] == "db2:5433"
+
+
+def test_alertmanager_routes_critical_to_both_channels(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    config = yaml.safe_load(next(f for f in stack.files if f.path == "alertmanager/alertmanager.yml").content)
+    routes = {r["receiver"]: r["matchers"] for r in config["route"]["routes"]}
+    assert routes == {"discord": ['severity=~"critical|warning"'], "telegram": ['severity="critical"']}
+    telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"][0]
+    assert telegram["chat_id"] == -1001234567890 and telegram["bot_token_file"].endswith("telegram_bot_token")
+
+
+def test_dashboard_inputs_bound_like_grafana_import(dashboard_9628):
+    bound = bind_dashboard_inputs(dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID)
+    text = json.dumps(bound)
+    assert "${DS_PROMETHEUS}" not in text and "__inputs" not in bound
+    assert bound["panels"][0]["datasource"] == DATASOURCE_UID and bound["uid"] == DASHBOARD_9628_UID
+    with pytest.raises(ValueError, match="DS_PROMETHEUS"):
+        bind_dashboard_inputs(dashboard_9628, {}, DASHBOARD_9628_UID)
