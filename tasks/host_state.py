@@ -101,16 +101,22 @@ def parse_state(lines: list[str]) -> HostState:
     return HostState(engine, compose, installed, containers, entries)
 
 
-def read_host_state(host, settings: Settings) -> HostState:
-    """Run the state command once on ``host`` (honouring _sudo etc. from host data)."""
+def host_output(host, command: str, check: bool = True) -> list[str]:
+    """Run ``command`` on ``host`` (with _sudo etc. from host data), unprinted; its stdout lines.
+
+    With ``check`` a failing command raises DeployError; without, its output is returned as is.
+    """
     arguments, _ = pop_global_arguments(host.state, host, {})
     connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS if k in arguments}
-    ok, output = host.run_shell_command(
-        state_command(settings), print_output=False, print_input=False, **connector_arguments
-    )
-    if not ok:
+    ok, output = host.run_shell_command(command, print_output=False, print_input=False, **connector_arguments)
+    if not ok and check:
         raise DeployError(
-            f"cannot read the state of {host.name}: {' '.join(output.stderr_lines)[-500:]} "
+            f"a command failed on {host.name}: {' '.join(output.stderr_lines)[-500:]} "
             "(check SSH access and that the SSH user is root or has _sudo = True in group_data)"
         )
-    return parse_state(output.stdout_lines)
+    return output.stdout_lines
+
+
+def read_host_state(host, settings: Settings) -> HostState:
+    """The host's state, in one round trip."""
+    return parse_state(host_output(host, state_command(settings)))

@@ -18,7 +18,6 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pyinfra.api.exceptions import DeployError as PyinfraDeployError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,6 +27,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pyinfra.api.exceptions import DeployError as PyinfraDeployError
 
 SETTING_PREFIX = "pgmon_"
 
@@ -297,8 +297,15 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
 
     passwords = {}
     for index, db in enumerate(config.databases):
-        value = secret(f"pgmon_databases[{index}].password_env ({db.name})", db.password_env)
-        if value is not None:
+        field = f"pgmon_databases[{index}].password_env ({db.name})"
+        value = secret(field, db.password_env)
+        if value is not None and any(c.isspace() for c in value.get_secret_value()):
+            # postgres_exporter 0.17 builds a key=value DSN it cannot parse back, then logs it, password included.
+            problems.append(
+                f"{field}: the password in {db.password_env} contains white space, which postgres_exporter "
+                "cannot use (it fails with 'malformed dsn'); give this monitoring user a password without spaces"
+            )
+        elif value is not None:
             passwords[db.name] = value
     grafana_password = secret("pgmon_grafana_admin_password_env", config.grafana_admin_password_env)
     if grafana_password is not None and grafana_password.get_secret_value() == "admin":

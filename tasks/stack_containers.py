@@ -1,10 +1,14 @@
-"""Step 3: start the containers, recreating only what changed.
+"""Step 3: start the containers, recreating only what changed, then apply config changes.
 
 Each service carries a ``pgmon.revision`` label, a digest of its definition.
 Containers whose revision matches and that are running are left alone, so an
 unchanged re-run runs no command and adding a database starts one exporter.
 When something must change, ``docker compose up`` does it (it recreates
 exactly the services whose definition changed) and waits for health checks.
+Then the running services whose files changed in step 2 are reloaded
+(Prometheus, Alertmanager: SIGHUP), restarted (an exporter whose password
+changed, Grafana after provisioning changes), or given the new Grafana admin
+password (Grafana keeps the first one in its database).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from .host_state import Container, HostState
-from .render import StackFiles
+from .render import RELOAD_ALERTMANAGER, RELOAD_PROMETHEUS, RESET_GRAFANA_PASSWORD, StackFiles
 from .settings import Settings
+from .stack_files import plan_files
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,41 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
     )
 
 
+def action_command(action: str, project: str, base_dir: str) -> str:
+    """One shell line per action; each acts only on a running container (a stopped one reads its files at start)."""
+    service = action.partition(":")[2]
+    container = shlex.quote(f"{project}-{service}")
+    if action in (RELOAD_PROMETHEUS, RELOAD_ALERTMANAGER):
+        # SIGHUP reloads config and rules without losing state or scrapes.
+        command = f"docker kill -s HUP {container} >/dev/null"
+    elif action == RESET_GRAFANA_PASSWORD:
+        secret = shlex.quote(f"{base_dir}/grafana/secrets/admin_password")
+        command = (
+            f"docker exec -i {container} grafana cli --homepath /usr/share/grafana "
+            f"admin reset-admin-password --password-from-stdin < {secret} >/dev/null"
+        )
+    else:
+        command = f"docker restart {container} >/dev/null"
+    running = "docker container inspect -f '{{.State.Running}}' " + container + " 2>/dev/null | grep -qx true"
+    return f"if {running}; then {command}; fi"
+
+
 @operation()
-def compose_up(base_dir: str, desired: dict[str, str], running: dict[str, Container], wait_seconds: int):
+def compose_up(
+    base_dir: str,
+    project: str,
+    desired: dict[str, str],
+    running: dict[str, Container],
+    after_file_changes: tuple[str, ...],
+    wait_seconds: int,
+):
     """
     Bring the Compose project in ``base_dir`` to the desired service revisions.
 
     + base_dir: directory holding docker-compose.yml
     + desired: service name -> revision label the rendered compose file sets
     + running: service name -> container found on the host
+    + after_file_changes: actions (``reload:prometheus``, ``restart:exporter-x``...) the file step asks for
     + wait_seconds: how long ``--wait`` may take for health checks
 
     **Example:**
@@ -68,19 +100,21 @@ def compose_up(base_dir: str, desired: dict[str, str], running: dict[str, Contai
 
         compose_up(
             name="Start pgmon containers",
-            base_dir="/opt/pgmon", desired={"prometheus": "ab12..."}, running={}, wait_seconds=180,
+            base_dir="/opt/pgmon", project="pgmon", desired={"prometheus": "ab12..."}, running={},
+            after_file_changes=("reload:prometheus",), wait_seconds=180,
         )
     """
     plan = plan_containers(desired, running)
-    if plan.empty:
-        return
     if not host.state.is_executing:
-        for line in plan.describe():
+        for line in plan.describe() + [f"then {a.replace(':', ' ')}" for a in after_file_changes]:
             host.log(f"pgmon: will {line}")
-    yield (
-        f"cd {shlex.quote(base_dir)} && "
-        f"docker compose up --detach --remove-orphans --wait --wait-timeout {int(wait_seconds)}"
-    )
+    if not plan.empty:
+        yield (
+            f"cd {shlex.quote(base_dir)} && "
+            f"docker compose up --detach --remove-orphans --wait --wait-timeout {int(wait_seconds)}"
+        )
+    if after_file_changes:
+        yield " && ".join(action_command(a, project, base_dir) for a in after_file_changes)
 
 
 @deploy("Start the pgmon stack")
@@ -89,7 +123,9 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
     compose_up(
         name="Start pgmon containers",
         base_dir=settings.config.base_dir,
+        project=settings.config.project,
         desired=stack.service_revisions,
         running=state.containers,
+        after_file_changes=plan_files(stack, state.entries).actions,
         wait_seconds=settings.config.verify_timeout_seconds,
     )

@@ -2,12 +2,14 @@
 
 Changed files travel as one tar stream on the command's stdin: secrets never
 sit in a world-readable temporary file, never appear in a command line, and
-are never printed (``--diff`` shows "content hidden" for them). After the
-files, the services that read them are reloaded or restarted.
+are never printed (``--diff`` shows "content hidden" for them). What must
+follow a change (reload, restart) is planned here and done by step 3, once
+the containers are up.
 """
 
 from __future__ import annotations
 
+import base64
 import difflib
 import io
 import shlex
@@ -18,14 +20,7 @@ from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 
 from .host_state import Entry, HostState
-from .render import (
-    RELOAD_ALERTMANAGER,
-    RELOAD_PROMETHEUS,
-    RESET_GRAFANA_PASSWORD,
-    ManagedDir,
-    ManagedFile,
-    StackFiles,
-)
+from .render import ManagedDir, ManagedFile, StackFiles
 from .settings import Settings
 
 # Only these top-level directories are pgmon's to prune; anything else a user
@@ -86,28 +81,9 @@ def tar_stream(plan: FilePlan) -> bytes:
     return buffer.getvalue()
 
 
-def action_command(action: str, project: str, base_dir: str) -> str:
-    """One shell line per action; each only acts on a container that exists."""
-    kind, _, service = action.partition(":")
-    container = shlex.quote(f"{project}-{service}")
-    when_present = f"if docker container inspect {container} >/dev/null 2>&1; then {{}}; fi"
-    if action in (RELOAD_PROMETHEUS, RELOAD_ALERTMANAGER):
-        # SIGHUP reloads config and rules without losing state or scrapes.
-        return when_present.format(f"docker kill -s HUP {container} >/dev/null")
-    if action == RESET_GRAFANA_PASSWORD:
-        # Grafana keeps the first password in its database; the CLI makes a new one take effect.
-        secret = shlex.quote(f"{base_dir}/grafana/secrets/admin_password")
-        return when_present.format(
-            f"docker exec -i {container} grafana cli --homepath /usr/share/grafana "
-            f"admin reset-admin-password --password-from-stdin < {secret} >/dev/null"
-        )
-    return when_present.format(f"docker restart {container} >/dev/null")
-
-
 def describe(plan: FilePlan, current: dict[str, Entry]) -> list[str]:
     lines = [f"{'update' if f.path in current else 'create'} {f.path}" for f in plan.write_files]
     lines += [f"remove {path}" for path in plan.remove]
-    lines += [f"then {action.replace(':', ' ')}" for action in plan.actions]
     return lines
 
 
@@ -123,12 +99,11 @@ def _log_diff(plan: FilePlan, current: dict[str, Entry], old_contents: dict[str,
 
 
 @operation()
-def sync_stack_files(base_dir: str, project: str, stack: StackFiles, current: dict[str, Entry]):
+def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry]):
     """
     Make ``base_dir`` hold exactly the rendered stack files, with their owners and modes.
 
     + base_dir: the stack's directory on the host
-    + project: the Compose project name (container name prefix)
     + stack: the rendered files (``render.render_stack``)
     + current: the host's files now (``host_state.read_host_state(...).entries``)
 
@@ -138,7 +113,7 @@ def sync_stack_files(base_dir: str, project: str, stack: StackFiles, current: di
 
         sync_stack_files(
             name="Write pgmon configuration",
-            base_dir="/opt/pgmon", project="pgmon", stack=stack, current=state.entries,
+            base_dir="/opt/pgmon", stack=stack, current=state.entries,
         )
     """
     plan = plan_files(stack, current)
@@ -150,12 +125,11 @@ def sync_stack_files(base_dir: str, project: str, stack: StackFiles, current: di
         if host.state.config.DIFF:
             _log_diff(plan, current, _old_contents(plan, current, base_dir))
     base = shlex.quote(base_dir)
-    script = [f"umask 077 && mkdir -p {base} && tar -C {base} -x -p --same-owner -f -"]
+    # pyinfra's stdin is text, so the tar travels base64-encoded.
+    script = [f"umask 077 && mkdir -p {base} && base64 -d | tar -C {base} -x -p --same-owner -f -"]
     if plan.remove:
         script.append(f"cd {base} && rm -rf -- " + " ".join(shlex.quote(p) for p in plan.remove))
-    yield StringCommand(" && ".join(script), _stdin=tar_stream(plan))
-    if plan.actions:
-        yield " && ".join(action_command(a, project, base_dir) for a in plan.actions)
+    yield StringCommand(" && ".join(script), _stdin=base64.encodebytes(tar_stream(plan)).decode())
 
 
 def _old_contents(plan: FilePlan, current: dict[str, Entry], base_dir: str) -> dict[str, bytes]:
@@ -176,7 +150,6 @@ def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
     sync_stack_files(
         name="Write pgmon configuration",
         base_dir=settings.config.base_dir,
-        project=settings.config.project,
         stack=stack,
         current=state.entries,
     )

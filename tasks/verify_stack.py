@@ -11,6 +11,7 @@ database. Anything failing fails the run; nothing is stopped.
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -18,8 +19,9 @@ from urllib.parse import quote
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, deploy, operation
 
+from .host_state import host_output
 from .http_tunnel import HostHTTP
-from .render import DASHBOARD_9628_UID, DATASOURCE_UID
+from .render import DASHBOARD_9628_UID, DATASOURCE_UID, EXPORTER_PORT
 from .settings import Settings
 
 
@@ -60,7 +62,41 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
     return [Finding("prometheus", True, f"ready, config and {len(names)} rules loaded, Alertmanager connected")]
 
 
-def check_databases(settings: Settings, http: HostHTTP) -> list[Finding]:
+def exporter_readings_command(settings: Settings) -> str:
+    """Scrape every exporter now, in parallel, from inside the Prometheus container (its busybox wget).
+
+    Prints ``<database> pg_up <v>`` and ``<database> pg_exporter_last_scrape_error <v>`` lines.
+    Asking the exporters directly gives the state of this moment, not of the last scrape.
+    Exporters are addressed by IP on the metrics network, read from Docker on the host:
+    a busybox wget is not guaranteed to resolve names.
+    """
+    project = settings.config.project
+    network_members = "{{range .Containers}}/{{.Name}} {{.IPv4Address}}{{println}}{{end}}"
+    # "/<project>-exporter-<db> 172.18.0.5/16" -> "<db> 172.18.0.5"
+    to_db_and_ip = r"s#^/" + project + r"-exporter-\([^ ]*\) \([^/]*\)/.*#\1 \2#p"
+    addresses = " ".join([
+        "docker network inspect -f", shlex.quote(network_members), shlex.quote(project + "-metrics"),
+        "| sed -n", shlex.quote(to_db_and_ip),
+    ])
+    scrape = (
+        # `timeout` rather than wget's -T, which Debian's static busybox mishandles.
+        "while read db ip; do (timeout 10 wget -q -O - http://$ip:%d/metrics 2>/dev/null"
+        " | grep -E '^(pg_up|pg_exporter_last_scrape_error) ' | sed \"s/^/$db /\") & done; wait" % EXPORTER_PORT
+    )
+    container = shlex.quote(f"{project}-prometheus")
+    return f"{addresses} | docker exec -i {container} sh -c {shlex.quote(scrape)}"
+
+
+def parse_exporter_readings(lines: list[str]) -> dict[str, dict[str, float]]:
+    readings: dict[str, dict[str, float]] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            readings.setdefault(parts[0], {})[parts[1]] = float(parts[2])
+    return readings
+
+
+def check_databases(settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]) -> list[Finding]:
     port = settings.config.prometheus_port
     _, body = http.get_json("127.0.0.1", port, "/api/v1/targets?state=active")
     targets = {
@@ -68,31 +104,31 @@ def check_databases(settings: Settings, http: HostHTTP) -> list[Finding]:
         for t in (body or {}).get("data", {}).get("activeTargets", [])
         if t["labels"].get("job") == "postgres"
     }
-    pg_up = _vector(http, port, 'pg_up{job="postgres"}')
-    scrape_error = _vector(http, port, 'pg_exporter_last_scrape_error{job="postgres"}')
     findings = []
     for db in settings.databases:
         subject = f"database {db.name}"
         where = f"{db.server}/{db.dbname}"
         container = f"{settings.config.project}-exporter-{db.name}"
         target = targets.get(db.name)
-        if target is None:
-            findings.append(Finding(subject, False, f"not discovered by Prometheus yet ({where})",
-                                    "is prometheus/targets/postgres.json on the host current?"))
-        elif target["health"] != "up":
-            error = target.get("lastError") or "not scraped yet"
-            findings.append(Finding(subject, False, f"exporter not answering: {error}", f"docker logs {container}"))
-        elif db.name not in pg_up:
-            findings.append(Finding(subject, False, "no pg_up sample yet", f"docker logs {container}"))
-        elif pg_up[db.name] != 1:
+        reading = readings.get(db.name, {})
+        if "pg_up" not in reading:
+            findings.append(Finding(subject, False, "its exporter does not answer", f"docker logs {container}"))
+        elif reading["pg_up"] != 1:
             findings.append(Finding(
                 subject, False, f"PostgreSQL unreachable from the exporter (pg_up 0) at {where}",
                 f"is the server up and listening? does pg_hba.conf admit user {db.user!r} from the Docker "
                 f"network? is ${db.password_env} right? then: docker logs {container}",
             ))
-        elif scrape_error.get(db.name, 0) != 0:
+        elif reading.get("pg_exporter_last_scrape_error", 0) != 0:
             findings.append(Finding(subject, False, "exporter reports a scrape error",
                                     f"does {db.user!r} have the pg_monitor role? docker logs {container}"))
+        elif target is None:
+            findings.append(Finding(subject, False, f"not discovered by Prometheus yet ({where})",
+                                    "is prometheus/targets/postgres.json on the host current?"))
+        elif target["health"] != "up":
+            error = target.get("lastError") or "not scraped yet"
+            findings.append(Finding(subject, False, f"Prometheus cannot scrape its exporter: {error}",
+                                    f"docker logs {container}"))
         else:
             findings.append(Finding(subject, True, f"pg_up 1 at {where}"))
     return findings
@@ -136,20 +172,22 @@ def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
     return [Finding("grafana", True, "healthy, datasource answers, dashboard 9628 present")]
 
 
-def check_stack(settings: Settings, http: HostHTTP) -> list[Finding]:
+def check_stack(settings: Settings, http: HostHTTP, run_shell) -> list[Finding]:
+    readings = parse_exporter_readings(run_shell(exporter_readings_command(settings)))
     return (
         check_prometheus(settings, http)
         + check_alertmanager(settings, http)
         + check_grafana(settings, http)
-        + check_databases(settings, http)
+        + check_databases(settings, http, readings)
     )
 
 
-def wait_for_stack(settings: Settings, http: HostHTTP, clock=time.monotonic, pause=time.sleep) -> list[Finding]:
+def wait_for_stack(settings: Settings, http: HostHTTP, run_shell, clock=time.monotonic,
+                   pause=time.sleep) -> list[Finding]:
     """Poll ``check_stack`` until everything passes or the deadline; return the last findings."""
     deadline = clock() + settings.config.verify_timeout_seconds
     while True:
-        findings = check_stack(settings, http)
+        findings = check_stack(settings, http, run_shell)
         if all(f.ok for f in findings) or clock() >= deadline:
             return findings
         pause(1.0)
@@ -167,7 +205,7 @@ def report(findings: list[Finding]) -> list[str]:
 
 def _fail(state, host, lines: list[str]) -> bool:
     for line in lines:
-        logger.error(f"{host.print_prefix}{line}")
+        logger.error(f"{host.print_prefix}pgmon: {line}")
     return False
 
 
@@ -187,7 +225,7 @@ def verify(settings: Settings):
     # Runs at execution only: before that, the containers may not exist yet.
     if not host.state.is_executing:
         return
-    findings = wait_for_stack(settings, HostHTTP(host))
+    findings = wait_for_stack(settings, HostHTTP(host), lambda command: host_output(host, command, check=False))
     failed = [f for f in findings if not f.ok]
     lines = report(findings)
     if not failed:

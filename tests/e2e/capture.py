@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Received:
     path: str
     body: dict
+    at: float  # time.monotonic() when it arrived
 
     @property
     def text(self) -> str:
@@ -80,7 +81,7 @@ class _DiscordHandler(_Handler):
         if too_long:
             return self._reply(400, {"message": "Invalid Form Body", "code": 50035})
         with self.server.lock:
-            self.server.received.append(Received(self.path, body))
+            self.server.received.append(Received(self.path, body, time.monotonic()))
         self._reply(204, None)
 
 
@@ -93,15 +94,26 @@ class _TelegramHandler(_Handler):
             return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"})
         if len(body["text"]) > 4096:
             return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"})
+        try:
+            chat_id = int(body["chat_id"])  # clients send it as a string or a number
+        except ValueError:
+            return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
         with self.server.lock:
-            self.server.received.append(Received(self.path, body))
-        self._reply(200, {"ok": True, "result": {"message_id": len(self.server.received), "chat": {"id": body["chat_id"]}}})
+            self.server.received.append(Received(self.path, body, time.monotonic()))
+            message_id = len(self.server.received)
+        # The shape of Telegram's answer: clients parse "result" as a Message.
+        self._reply(200, {"ok": True, "result": {
+            "message_id": message_id, "date": int(time.time()), "text": body["text"],
+            "from": {"id": 4242, "is_bot": True, "first_name": "pgmon", "username": "pgmon_test_bot"},
+            "chat": {"id": chat_id, "title": "pgmon test", "type": "supergroup"},
+        }})
 
 
 class CaptureServer:
     """A running stand-in; ``secret`` is the webhook "id/token" (Discord) or bot token (Telegram)."""
 
     def __init__(self, kind: str, bind: str, secret: str):
+        self.kind = kind
         handler = {"discord": _DiscordHandler, "telegram": _TelegramHandler}[kind]
         self._server = _Capture((bind, 0), handler, secret)
         self.port = self._server.server_address[1]

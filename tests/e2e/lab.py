@@ -41,7 +41,7 @@ class LabDatabase:
 
 # Passwords full of characters that break naive URL or YAML templating.
 DATABASES = (
-    LabDatabase("shop", 5432, "shop", "pgmon_shop", "p@ss:w/rd#%'\"1 shop$HOME"),
+    LabDatabase("shop", 5432, "shop", "pgmon_shop", "p@ss:w/rd#%'\"1\\shop$HOME"),
     LabDatabase("billing", 5432, "billing", "pgmon_billing", "b1ll!ng@#%:/?&='\""),
     LabDatabase("ledger", 5433, "ledger", "pgmon_ledger", "l3dger$$`x`@:/#%"),
     LabDatabase("analytics", 5432, "analytics", "pgmon_analytics", "an@lyt1cs:/#%'\"$x"),
@@ -65,10 +65,14 @@ def wait_until(what: str, condition, timeout: float, interval: float = 0.3):
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-        return True
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
+    return state != "Z"
 
 
 class Lab:
@@ -109,7 +113,20 @@ class Lab:
         (self.dir / "dockerd.started-pid").write_text(str(process.pid))
         wait_until("dockerd", lambda: run("docker", "info", check=False).returncode == 0, 60)
 
+    def _server_certificate(self) -> tuple[Path, Path]:
+        """A self-signed certificate so that sslmode=require is exercised."""
+        cert, key = self.dir / "pg-server.crt", self.dir / "pg-server.key"
+        if not cert.exists():
+            run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=pgmon-lab",
+                "-keyout", str(key), "-out", str(cert))
+            shutil.chown(key, "postgres", "postgres")
+            key.chmod(0o600)
+            cert.chmod(0o644)
+        return cert, key
+
     def _start_postgres(self) -> None:
+        cert, key = self._server_certificate()
+        self.dir.chmod(0o755)  # the postgres user reads the certificate from here
         for port, cluster in CLUSTERS.items():
             if not Path(f"/etc/postgresql/{PG_VERSION}/{cluster}").exists():
                 run("pg_createcluster", PG_VERSION, cluster, "--port", str(port))
@@ -118,6 +135,7 @@ class Lab:
             (conf / "conf.d" / "pgmon-lab.conf").write_text(
                 f"listen_addresses = 'localhost,{DOCKER_BRIDGE_IP}'\n"
                 "shared_preload_libraries = 'pg_stat_statements'\n"
+                f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
             )
             hba = conf / "pg_hba.conf"
             line = "host all all 172.16.0.0/12 scram-sha-256  # pgmon-lab: Docker networks\n"
@@ -127,7 +145,7 @@ class Lab:
                 run("pg_ctlcluster", PG_VERSION, cluster, "start")
                 (self.dir / f"postgres-{cluster}.started").write_text("")
             else:
-                run("pg_ctlcluster", PG_VERSION, cluster, "reload")
+                run("pg_ctlcluster", PG_VERSION, cluster, "restart")
         for db in DATABASES:
             self.psql(
                 db.port,
@@ -205,11 +223,16 @@ class Project:
         (self.directory / "group_data" / "all.py").write_text(body)
 
     def pyinfra(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        """``pyinfra -y inventory.py <repo>/deploy.py`` run from the project folder, as a user would."""
+        """``pyinfra [args] inventory.py <repo>/deploy.py`` run from the project folder, as a user would.
+
+        ``-y`` (no confirmation prompt) is added except with ``--dry``, where it would skip change detection.
+        """
+        if "--dry" not in args:
+            args = ("-y", *args)
         env = {**os.environ, **self.environment, "XDG_CACHE_HOME": str(self.directory / "cache")}
         env.pop("PGMON_HOST", None)
         return subprocess.run(
-            [sys.executable, "-m", "pyinfra", "-y", *args, "inventory.py", str(REPO / "deploy.py")],
+            [sys.executable, "-m", "pyinfra", *args, "inventory.py", str(REPO / "deploy.py")],
             cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout,
         )
 

@@ -13,7 +13,9 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql postgresql-contrib)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
-[ -x /bin/busybox ] && busybox --list 2>/dev/null | grep -qx wget || need_apt+=(busybox-static)
+command -v openssl >/dev/null || need_apt+=(openssl)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)  # the stand-in images' /bin
+[ -d /usr/lib/python3/dist-packages/yaml ] || need_apt+=(python3-yaml)  # the Grafana stand-in
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null

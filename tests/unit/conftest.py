@@ -9,8 +9,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 # Values chosen to break naive templating: quotes, colons, $, #, @, %, YAML markers.
 ENVIRON = {
-    "PW_SHOP": "p@ss:w/rd#%'\"1 $HOME",
-    "PW_BILLING": "- [yaml]: {x}",
+    "PW_SHOP": "p@ss:w/rd#%'\"1\\$HOME",
+    "PW_BILLING": "-[yaml]:{x}&*a",
     "PW_LEDGER": "l3dger",
     "GRAFANA_PW": "gr@f'ana\"#%",
     "DISCORD_URL": "http://127.0.0.1:9/api/webhooks/1/tok",

@@ -1,8 +1,8 @@
 from tasks.host_state import Container, Entry, parse_state
 from tasks.render import render_stack
 from tasks.settings import build_settings
-from tasks.stack_containers import plan_containers
-from tasks.stack_files import action_command, plan_files
+from tasks.stack_containers import action_command, plan_containers
+from tasks.stack_files import plan_files
 
 from .conftest import ENVIRON, group_data
 
@@ -83,7 +83,7 @@ def test_parse_state_reads_the_host_listing():
 
 def test_actions_only_touch_existing_containers():
     command = action_command("restart:exporter-shop", "pgmon", "/opt/pgmon")
-    assert command == ("if docker container inspect pgmon-exporter-shop >/dev/null 2>&1; "
-                       "then docker restart pgmon-exporter-shop >/dev/null; fi")
+    assert command == ("if docker container inspect -f '{{.State.Running}}' pgmon-exporter-shop 2>/dev/null "
+                       "| grep -qx true; then docker restart pgmon-exporter-shop >/dev/null; fi")
     assert "--password-from-stdin < /opt/pgmon/grafana/secrets/admin_password" in action_command(
         "reset-password:grafana", "pgmon", "/opt/pgmon")

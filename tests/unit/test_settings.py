@@ -84,3 +84,8 @@ def test_telegram_chat_id_must_be_numeric():
 
 def test_grafana_password_admin_is_refused():
     assert "choose a real password" in error_for(group_data(), {**ENVIRON, "GRAFANA_PW": "admin"})
+
+
+def test_password_with_white_space_is_refused_before_the_exporter_leaks_it():
+    message = error_for(group_data(), {**ENVIRON, "PW_LEDGER": "two words"})
+    assert "PW_LEDGER contains white space" in message and "two words" not in message

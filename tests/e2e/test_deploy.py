@@ -1,0 +1,209 @@
+"""The deploy, end to end, over real SSH onto a real Docker engine, in the order a user lives it.
+
+The tests in this module share one deployment and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import (
+    BASE_DIR,
+    EVALUATION_SECONDS,
+    GRAFANA_PORT,
+    GROUP_WAIT,
+    POSTGRES_DOWN_FOR,
+    SCRAPE_SECONDS,
+    prometheus_query,
+)
+
+pytestmark = pytest.mark.e2e
+
+FIRST = ["shop", "billing", "ledger"]
+WITH_ANALYTICS = FIRST + ["analytics"]
+SECRET_FILES = ("exporters/", "grafana/secrets/", "alertmanager/secrets/", "alertmanager/alertmanager.yml")
+
+
+def assert_ok(result) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
+def changed_operations(output: str) -> list[str]:
+    """Operation rows of pyinfra's results table that report a change (Success column)."""
+    rows = output.split("--> Results:")[1].split("Grand total")[0].splitlines()[2:]
+    return [row.split("   ")[0].strip() for row in rows if row.strip() and row.split()[-3] != "-"]
+
+
+def verification_lines(output: str) -> dict[str, str]:
+    lines = {}
+    for line in output.splitlines():
+        if "pgmon: database " in line:
+            words = line.split("pgmon: database ", 1)[1].split()
+            lines[words[0]] = " ".join(words[1:])
+    return lines
+
+
+def test_dry_run_on_a_fresh_host_changes_nothing(deployment):
+    deployment.configure(FIRST)
+    output = assert_ok(deployment.run("--dry", "--diff"))
+    assert "pgmon: will create exporters/shop/password" in output
+    assert "pgmon: will start exporter-ledger" in output
+    assert "exporters/shop/password: content hidden (holds a secret)" in output
+    assert not Path(BASE_DIR).exists()
+    assert deployment.containers() == {}
+
+
+def test_first_deploy_verifies_every_component(deployment):
+    started = time.monotonic()
+    output = assert_ok(deployment.run("-vvv", "--diff"))
+    print(f"\nfirst deploy of {len(FIRST)} databases: {time.monotonic() - started:.1f}s")
+    for component in ("prometheus", "alertmanager", "grafana"):
+        assert f"pgmon: {component}" in output and "ok" in output.split(f"pgmon: {component}")[1].split("\n")[0]
+    assert {name: line.split()[0] for name, line in verification_lines(output).items()} == {
+        "shop": "ok", "billing": "ok", "ledger": "ok"}
+    assert set(deployment.containers()) == {"prometheus", "alertmanager", "grafana",
+                                             "exporter-shop", "exporter-billing", "exporter-ledger"}
+
+
+def test_server_wide_series_are_counted_once_per_server(deployment):
+    per_server = {r["metric"]["server"]: float(r["value"][1])
+                  for r in prometheus_query("count by (server) (pg_settings_max_connections)")}
+    assert per_server == {"host.docker.internal:5432": 1.0, "host.docker.internal:5433": 1.0}
+    stat_database = prometheus_query('count by (server) (pg_stat_database_xact_commit{datname="shop"})')
+    assert [float(r["value"][1]) for r in stat_database] == [1.0]
+    assert prometheus_query('{job="postgres", database=""}') == []
+    assert prometheus_query('{job="postgres", server=""}') == []
+    instances = {r["metric"]["instance"] for r in prometheus_query('pg_up{job="postgres"}')}
+    assert instances == set(FIRST)
+
+
+def test_secrets_are_not_readable_by_others_on_the_host(deployment):
+    base = Path(BASE_DIR)
+    checked = 0
+    for path in base.rglob("*"):
+        relative = str(path.relative_to(base))
+        if path.is_file() and relative.startswith(SECRET_FILES):
+            assert path.stat().st_mode & 0o007 == 0, relative
+            checked += 1
+    assert checked >= 7
+    inspect = subprocess.run(["docker", "inspect", *deployment.containers().values()],
+                             capture_output=True, text=True, check=True).stdout
+    for name, value in deployment.secrets.items():
+        if "PASSWORD" in name or "TOKEN" in name:
+            assert value not in inspect, name
+
+
+def test_grafana_serves_the_imported_dashboard_with_the_datasource_bound(deployment):
+    auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
+    response = requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/pgmon-postgresql-9628",
+                            auth=auth, timeout=10)
+    assert response.status_code == 200
+    dashboard = json.dumps(response.json()["dashboard"])
+    assert "${DS_PROMETHEUS}" not in dashboard and "pgmon-prometheus" in dashboard
+    assert requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/pgmon-postgresql-9628",
+                        auth=("admin", "admin"), timeout=10).status_code == 401
+
+
+def test_rerun_reports_no_changes(deployment):
+    before = deployment.host_fingerprint()
+    started = time.monotonic()
+    output = assert_ok(deployment.run())
+    print(f"\nno-change rerun: {time.monotonic() - started:.1f}s")
+    assert changed_operations(output) == []
+    assert deployment.host_fingerprint() == before
+
+
+def test_dry_run_of_an_added_database_touches_nothing(deployment):
+    before = deployment.host_fingerprint()
+    deployment.configure(WITH_ANALYTICS)
+    output = assert_ok(deployment.run("--dry", "--diff"))
+    assert "pgmon: will start exporter-analytics" in output
+    assert "pgmon: will create exporters/analytics/password" in output
+    diff_lines = [line.strip() for line in output.splitlines()]
+    assert '+ "exporter-analytics:9187"' in [" ".join(line.split()) for line in diff_lines]  # targets diff
+    assert "will recreate" not in output and "will then" not in output
+    assert deployment.host_fingerprint() == before
+
+
+def test_adding_a_database_starts_only_its_exporter(deployment):
+    before = deployment.containers()
+    output = assert_ok(deployment.run())
+    after = deployment.containers()
+    assert set(after) - set(before) == {"exporter-analytics"}
+    assert {name: after[name] for name in before} == before  # nothing else recreated
+    assert verification_lines(output)["analytics"].startswith("ok")
+
+
+def test_removing_a_database_keeps_the_others_and_the_history(deployment):
+    before = deployment.containers()
+    deployment.configure(FIRST)
+    assert_ok(deployment.run())
+    after = deployment.containers()
+    assert set(before) - set(after) == {"exporter-analytics"}
+    assert {name: before[name] for name in after} == after
+    assert not Path(BASE_DIR, "exporters/analytics").exists()
+    history = prometheus_query('count_over_time(pg_up{database="analytics"}[10m])')
+    assert history and float(history[0]["value"][1]) > 0  # the TSDB kept its samples
+
+
+def test_rotated_grafana_password_takes_effect_without_leaking(deployment):
+    before = deployment.containers()
+    deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"] = "n3w'gr@fana\"#%:" + str(time.time_ns())
+    output = assert_ok(deployment.run("-vvv", "--diff"))
+    assert "pgmon: grafana" in output and "healthy, datasource answers" in output  # verified with the new one
+    assert deployment.containers() == before  # a reset, not a recreated container
+    auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
+    assert requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/search", auth=auth, timeout=10).status_code == 200
+
+
+def test_down_database_fails_verification_naming_it_and_alerts_both_channels(deployment, lab):
+    deployment.discord.clear()
+    deployment.telegram.clear()
+    stopped = time.monotonic()
+    lab.stop_cluster(5433)
+    try:
+        result = deployment.run("--data", "pgmon_verify_timeout_seconds=15")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        lines = verification_lines(output)
+        assert lines["ledger"].startswith("FAIL") and "pg_up 0" in lines["ledger"]
+        assert lines["shop"].startswith("ok") and lines["billing"].startswith("ok")
+        assert "pgmon verification failed for database ledger;" in output
+        assert set(deployment.containers()) >= {"exporter-ledger", "prometheus"}  # nothing stopped
+
+        def firing(message):
+            return "PostgresDown" in message.text and "ledger" in message.text and "FIRING" in message.text.upper()
+
+        bound = SCRAPE_SECONDS + EVALUATION_SECONDS + _seconds(POSTGRES_DOWN_FOR) + _seconds(GROUP_WAIT)
+        for channel in (deployment.discord, deployment.telegram):
+            message = channel.wait_for(firing, timeout=60)
+            print(f"\nPostgresDown at {channel.kind}: {message.at - stopped:.1f}s after the stop "
+                  f"(bound from the configured intervals: {bound}s)")
+        telegram_text = deployment.telegram.wait_for(firing, 1).text
+        assert "host.docker.internal:5433" in telegram_text and "<b>" in telegram_text
+    finally:
+        lab.start_cluster(5433)
+    for channel in (deployment.discord, deployment.telegram):
+        channel.wait_for(lambda m: "RESOLVED" in m.text.upper() and "ledger" in m.text, timeout=90)
+
+
+def test_no_secret_in_any_pyinfra_output(deployment):
+    assert len(deployment.outputs) >= 8
+    for name, value in deployment.secrets.items():
+        if name.endswith("_CHAT"):
+            continue  # a chat id is an address, not a credential
+        secret_part = value.rsplit("/", 1)[-1] if name.endswith("_URL") else value
+        for output in deployment.outputs:
+            assert secret_part not in output, f"{name} leaked into pyinfra output"
+
+
+def _seconds(duration: str) -> int:
+    return int(duration.rstrip("s"))
