@@ -4,7 +4,8 @@ Each service carries a ``pgmon.revision`` label, a digest of its definition.
 Containers whose revision matches and that are running are left alone, so an
 unchanged re-run runs no command and adding a database starts one exporter.
 When something must change, ``docker compose up`` does it (it recreates
-exactly the services whose definition changed) and waits for health checks.
+exactly the services whose definition changed). It does not wait for health
+checks: step 4 checks each part directly, sooner and more precisely.
 Then the running services whose files changed in step 2 are reloaded
 (Prometheus, Alertmanager: SIGHUP), restarted (an exporter whose password
 changed, Grafana after provisioning changes), or given the new Grafana admin
@@ -83,7 +84,6 @@ def compose_up(
     desired: dict[str, str],
     running: dict[str, Container],
     after_file_changes: tuple[str, ...],
-    wait_seconds: int,
 ):
     """
     Bring the Compose project in ``base_dir`` to the desired service revisions.
@@ -92,7 +92,6 @@ def compose_up(
     + desired: service name -> revision label the rendered compose file sets
     + running: service name -> container found on the host
     + after_file_changes: actions (``reload:prometheus``, ``restart:exporter-x``...) the file step asks for
-    + wait_seconds: how long ``--wait`` may take for health checks
 
     **Example:**
 
@@ -101,7 +100,7 @@ def compose_up(
         compose_up(
             name="Start pgmon containers",
             base_dir="/opt/pgmon", project="pgmon", desired={"prometheus": "ab12..."}, running={},
-            after_file_changes=("reload:prometheus",), wait_seconds=180,
+            after_file_changes=("reload:prometheus",),
         )
     """
     plan = plan_containers(desired, running)
@@ -111,7 +110,7 @@ def compose_up(
     if not plan.empty:
         yield (
             f"cd {shlex.quote(base_dir)} && "
-            f"docker compose up --detach --remove-orphans --wait --wait-timeout {int(wait_seconds)}"
+            "docker compose up --detach --remove-orphans"
         )
     if after_file_changes:
         yield " && ".join(action_command(a, project, base_dir) for a in after_file_changes)
@@ -127,5 +126,4 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
         desired=stack.service_revisions,
         running=state.containers,
         after_file_changes=plan_files(stack, state.entries).actions,
-        wait_seconds=settings.config.verify_timeout_seconds,
     )

@@ -26,6 +26,7 @@ from .settings import Settings
 # Only these top-level directories are pgmon's to prune; anything else a user
 # keeps under base_dir is left alone.
 MANAGED_TOPS = ("prometheus", "alertmanager", "exporters", "grafana")
+STAGE_PREFIX = ".pgmon-stage."  # left behind only by an interrupted run
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
     stale = sorted(
         path
         for path in current
-        if path.split("/")[0] in MANAGED_TOPS and path not in wanted
+        if (path.split("/")[0] in MANAGED_TOPS or path.startswith(STAGE_PREFIX)) and path not in wanted
     )
     # Removing a directory removes what is inside: list only the outermost stale paths.
     remove = tuple(p for p in stale if not any(p.startswith(other + "/") for other in stale))
@@ -68,17 +69,34 @@ def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
 
 
 def tar_stream(plan: FilePlan) -> bytes:
+    """The changed files with their owners and modes (directories are made by ``apply_script``)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        for d in plan.write_dirs:
-            info = tarfile.TarInfo(d.path)
-            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, d.mode, d.uid, d.gid
-            archive.addfile(info)
         for f in plan.write_files:
             info = tarfile.TarInfo(f.path)
             info.size, info.mode, info.uid, info.gid = len(f.content), f.mode, f.uid, f.gid
             archive.addfile(info, io.BytesIO(f.content))
     return buffer.getvalue()
+
+
+def apply_script(plan: FilePlan, base_dir: str) -> str:
+    """Shell that unpacks the tar from stdin into a staging folder, then renames each file into place.
+
+    A rename is atomic: Prometheus, watching its target files, never reads half a file.
+    """
+    base = shlex.quote(base_dir)
+    steps = [f"umask 077 && mkdir -p {base} && stage=$(mktemp -d {base}/{STAGE_PREFIX}XXXXXX)"]
+    for d in sorted(plan.write_dirs, key=lambda d: d.path.count("/") + (d.path != ".")):
+        path = shlex.quote(f"{base_dir}/{d.path}")
+        steps.append(f"mkdir -p {path} && chown {d.uid}:{d.gid} {path} && chmod {d.mode:o} {path}")
+    if plan.write_files:
+        # pyinfra's stdin is text, so the tar travels base64-encoded.
+        steps.append('base64 -d | tar -C "$stage" -x -p --same-owner -f -')
+        steps += [f'mv -f "$stage"/{shlex.quote(f.path)} {shlex.quote(f"{base_dir}/{f.path}")}'
+                  for f in plan.write_files]
+    steps += [f"rm -rf -- {shlex.quote(f'{base_dir}/{path}')}" for path in plan.remove]
+    steps.append('rm -rf "$stage"')
+    return " && ".join(steps)
 
 
 def describe(plan: FilePlan, current: dict[str, Entry]) -> list[str]:
@@ -124,12 +142,8 @@ def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry]
             host.log(f"pgmon: will {line}")
         if host.state.config.DIFF:
             _log_diff(plan, current, _old_contents(plan, current, base_dir))
-    base = shlex.quote(base_dir)
-    # pyinfra's stdin is text, so the tar travels base64-encoded.
-    script = [f"umask 077 && mkdir -p {base} && base64 -d | tar -C {base} -x -p --same-owner -f -"]
-    if plan.remove:
-        script.append(f"cd {base} && rm -rf -- " + " ".join(shlex.quote(p) for p in plan.remove))
-    yield StringCommand(" && ".join(script), _stdin=base64.encodebytes(tar_stream(plan)).decode())
+    stdin = base64.encodebytes(tar_stream(plan)).decode() if plan.write_files else None
+    yield StringCommand(apply_script(plan, base_dir), _stdin=stdin)
 
 
 def _old_contents(plan: FilePlan, current: dict[str, Entry], base_dir: str) -> dict[str, bytes]:

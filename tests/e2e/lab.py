@@ -15,13 +15,21 @@ Use it by hand (see README, "Running your own inventory through the lab"):
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import requests
+
+from .capture import CaptureServer
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(os.environ.get("PGMON_LAB_DIR", "/tmp/pgmon-lab"))
@@ -79,6 +87,11 @@ class Lab:
     def __init__(self, directory: Path = LAB_DIR):
         self.dir = directory
         self.ssh_key = self.dir / "id_ed25519"
+        self.started: set[str] = set()  # markers of what this object started
+
+    def _mark_started(self, marker: str, content: str = "") -> None:
+        (self.dir / marker).write_text(content)
+        self.started.add(marker)
 
     # --- machine services -------------------------------------------------
     def up(self) -> None:
@@ -90,10 +103,12 @@ class Lab:
         self._start_postgres()
         self._start_sshd()
 
-    def down(self) -> None:
+    def down(self, everything: bool = False) -> None:
+        """Stop what this object started; with ``everything``, what any ``up`` left running."""
+        markers = {p.name for p in self.dir.glob("*.started*")} if everything else self.started
         for name in ("sshd", "dockerd"):
             pidfile = self.dir / f"{name}.started-pid"
-            if pidfile.exists():
+            if pidfile.name in markers and pidfile.exists():
                 pid = int(pidfile.read_text())
                 if _pid_alive(pid):
                     os.kill(pid, 15)
@@ -101,7 +116,7 @@ class Lab:
                 pidfile.unlink()
         for port, cluster in CLUSTERS.items():
             marker = self.dir / f"postgres-{cluster}.started"
-            if marker.exists():
+            if marker.name in markers and marker.exists():
                 run("pg_ctlcluster", PG_VERSION, cluster, "stop", check=False)
                 marker.unlink()
 
@@ -110,7 +125,7 @@ class Lab:
             return
         log = open(self.dir / "dockerd.log", "ab")
         process = subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-        (self.dir / "dockerd.started-pid").write_text(str(process.pid))
+        self._mark_started("dockerd.started-pid", str(process.pid))
         wait_until("dockerd", lambda: run("docker", "info", check=False).returncode == 0, 60)
 
     def _server_certificate(self) -> tuple[Path, Path]:
@@ -132,21 +147,29 @@ class Lab:
                 run("pg_createcluster", PG_VERSION, cluster, "--port", str(port))
             conf = Path(f"/etc/postgresql/{PG_VERSION}/{cluster}")
             (conf / "conf.d").mkdir(exist_ok=True)
-            (conf / "conf.d" / "pgmon-lab.conf").write_text(
+            lab_conf = conf / "conf.d" / "pgmon-lab.conf"
+            old = lab_conf.read_text() if lab_conf.exists() else ""
+            lab_conf.write_text(
                 f"listen_addresses = 'localhost,{DOCKER_BRIDGE_IP}'\n"
                 "shared_preload_libraries = 'pg_stat_statements'\n"
                 f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
             )
             hba = conf / "pg_hba.conf"
             line = "host all all 172.16.0.0/12 scram-sha-256  # pgmon-lab: Docker networks\n"
+            changed = old != lab_conf.read_text()
             if line not in hba.read_text():
                 hba.write_text(hba.read_text() + line)
+                changed = True
             if run("pg_ctlcluster", PG_VERSION, cluster, "status", check=False).returncode != 0:
                 run("pg_ctlcluster", PG_VERSION, cluster, "start")
-                (self.dir / f"postgres-{cluster}.started").write_text("")
-            else:
+                self._mark_started(f"postgres-{cluster}.started")
+            elif changed:
                 run("pg_ctlcluster", PG_VERSION, cluster, "restart")
-        for db in DATABASES:
+        self.create_databases(DATABASES)
+
+    def create_databases(self, databases) -> None:
+        """Each database with its own monitoring role (pg_monitor) and password."""
+        for db in databases:
             self.psql(
                 db.port,
                 "postgres",
@@ -195,7 +218,7 @@ class Lab:
         log = open(self.dir / "sshd.log", "ab")
         process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
                                    start_new_session=True)
-        pidfile.write_text(str(process.pid))
+        self._mark_started(pidfile.name, str(process.pid))
         wait_until("sshd", lambda: run("ssh", *self.ssh_options(), "root@127.0.0.1", "true",
                                        check=False).returncode == 0, 30)
 
@@ -237,6 +260,134 @@ class Project:
         )
 
 
+BASE_DIR = "/opt/pgmon-e2e"
+COMPOSE_PROJECT = "pgmon-e2e"
+PROMETHEUS_PORT, ALERTMANAGER_PORT, GRAFANA_PORT = 19090, 19093, 13000
+SCRAPE_SECONDS = 2
+EVALUATION_SECONDS = 2
+POSTGRES_DOWN_FOR = "4s"
+GROUP_WAIT = "1s"
+
+
+def serve_dashboard_fixture() -> ThreadingHTTPServer:
+    """Serves tests/fixtures/dashboard-9628.json at grafana.com's download path, on loopback."""
+
+    class Handler(SimpleHTTPRequestHandler):
+        def translate_path(self, path):
+            if path.startswith("/api/dashboards/9628/revisions/"):
+                return str(REPO / "tests/fixtures/dashboard-9628.json")
+            return "/nonexistent"
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a deployment lives on the lab host, so the suite and the benchmark do not collide."""
+
+    base_dir: str = BASE_DIR
+    project: str = COMPOSE_PROJECT
+    prometheus_port: int = PROMETHEUS_PORT
+    alertmanager_port: int = ALERTMANAGER_PORT
+    grafana_port: int = GRAFANA_PORT
+
+
+class Deployment:
+    """A pgmon project in a folder (inventory.py + group_data/), run through pyinfra over SSH."""
+
+    def __init__(self, lab: Lab, directory: Path, discord: CaptureServer, telegram: CaptureServer,
+                 dashboard_url: str, databases: tuple[LabDatabase, ...] = DATABASES, site: Site = Site()):
+        self.lab = lab
+        self.site = site
+        self.databases = databases
+        self.discord, self.telegram = discord, telegram
+        self.dashboard_url = dashboard_url
+        self.secrets = {
+            "PGMON_E2E_DISCORD_URL": f"http://host.docker.internal:{discord.port}/api/webhooks/{discord._server.secret}",
+            "PGMON_E2E_TELEGRAM_TOKEN": telegram._server.secret,
+            "PGMON_E2E_TELEGRAM_CHAT": "-100987654321",
+            "PGMON_E2E_GRAFANA_PASSWORD": "gr@fana:" + secrets.token_hex(8) + "'\"#%",
+        }
+        for db in databases:
+            self.secrets[self.password_env(db.name)] = db.password
+        self.project = Project(directory, self.secrets)
+        self.outputs: list[str] = []
+
+    @staticmethod
+    def password_env(name: str) -> str:
+        return f"PGMON_E2E_{name.upper()}_PASSWORD"
+
+    def group_data(self, names: list[str]) -> dict:
+        databases = [
+            {"name": db.name, "host": "host.docker.internal", "port": db.port, "dbname": db.dbname,
+             "user": db.user, "password_env": self.password_env(db.name),
+             "sslmode": "disable" if db.name == "billing" else "require"}
+            for name in names for db in self.databases if db.name == name
+        ]
+        return {
+            "pgmon_databases": databases,
+            "pgmon_discord": {"webhook_url_env": "PGMON_E2E_DISCORD_URL"},
+            "pgmon_telegram": {"bot_token_env": "PGMON_E2E_TELEGRAM_TOKEN", "chat_id_env": "PGMON_E2E_TELEGRAM_CHAT",
+                               "api_url": f"http://host.docker.internal:{self.telegram.port}"},
+            "pgmon_grafana_admin_password_env": "PGMON_E2E_GRAFANA_PASSWORD",
+            "pgmon_base_dir": self.site.base_dir,
+            "pgmon_project": self.site.project,
+            "pgmon_prometheus_port": self.site.prometheus_port,
+            "pgmon_alertmanager_port": self.site.alertmanager_port,
+            "pgmon_grafana_bind_address": "127.0.0.1",
+            "pgmon_grafana_port": self.site.grafana_port,
+            "pgmon_scrape_interval_seconds": SCRAPE_SECONDS,
+            "pgmon_evaluation_interval_seconds": EVALUATION_SECONDS,
+            "pgmon_alert_timing": {"postgres_down_for": POSTGRES_DOWN_FOR, "group_wait": GROUP_WAIT,
+                                   "group_interval": "5s", "repeat_interval": "1h"},
+            "pgmon_dashboard_9628": {"url": self.dashboard_url + "/api/dashboards/9628/revisions/{revision}/download"},
+            "pgmon_verify_timeout_seconds": 120,
+        }
+
+    def configure(self, names: list[str], **overrides) -> None:
+        self.project.write(self.lab.inventory_source(), {**self.group_data(names), **overrides})
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        result = self.project.pyinfra(*args)
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def containers(self) -> dict[str, str]:
+        """service -> container id, for the project's containers."""
+        out = subprocess.run(
+            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={self.site.project}",
+             "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}'],
+            text=True, capture_output=True, check=True).stdout
+        return dict(line.split() for line in out.splitlines())
+
+    def host_fingerprint(self) -> dict:
+        """Every file under base_dir (content, mode, owner) and every container id."""
+        files = {}
+        base = Path(self.site.base_dir)
+        if base.exists():
+            for path in sorted(base.rglob("*")):
+                st = path.lstat()
+                digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+                files[str(path.relative_to(base))] = (digest, st.st_mode, st.st_uid, st.st_gid)
+        return {"files": files, "containers": self.containers()}
+
+    def teardown(self) -> None:
+        subprocess.run(["docker", "compose", "-p", self.site.project, "down", "--volumes", "--remove-orphans"],
+                       cwd="/", capture_output=True)
+        subprocess.run(["rm", "-rf", self.site.base_dir], check=True)
+
+
+def prometheus_query(query: str, port: int = PROMETHEUS_PORT) -> list[dict]:
+    response = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
 def main(argv: list[str]) -> int:
     lab = Lab()
     if argv[:1] == ["up"]:
@@ -247,7 +398,7 @@ def main(argv: list[str]) -> int:
               f" containers reach them at host.docker.internal. Passwords: tests/e2e/lab.py DATABASES.")
         return 0
     if argv[:1] == ["down"]:
-        lab.down()
+        lab.down(everything=True)
         return 0
     print("usage: python3 -m tests.e2e.lab up|down", file=sys.stderr)
     return 2

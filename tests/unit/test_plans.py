@@ -49,8 +49,9 @@ def test_removed_database_removes_its_directory_only(settings, dashboard_9628):
     dbs = group_data()["pgmon_databases"]
     fewer = render_stack(build_settings(group_data(pgmon_databases=dbs[:2]), ENVIRON), dashboard_9628)
     current["notes.txt"] = Entry("f", 0o644, 0, 0, "2" * 64)  # a user's file: not pgmon's to remove
+    current[".pgmon-stage.x1"] = Entry("d", 0o700, 0, 0)  # left by an interrupted run
     plan = plan_files(fewer, current)
-    assert plan.remove == ("exporters/ledger",)
+    assert plan.remove == (".pgmon-stage.x1", "exporters/ledger")
     assert [f.path for f in plan.write_files] == ["docker-compose.yml", "prometheus/targets/postgres.json"]
 
 
