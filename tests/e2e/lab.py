@@ -155,11 +155,13 @@ class Lab:
                 f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
             )
             hba = conf / "pg_hba.conf"
-            line = "host all all 172.16.0.0/12 scram-sha-256  # pgmon-lab: Docker networks\n"
             changed = old != lab_conf.read_text()
-            if line not in hba.read_text():
-                hba.write_text(hba.read_text() + line)
-                changed = True
+            # Docker's default address pools: 172.17-31.x, then 192.168.x once those are used.
+            for network in ("172.16.0.0/12", "192.168.0.0/16"):
+                line = f"host all all {network} scram-sha-256  # pgmon-lab: Docker networks\n"
+                if line not in hba.read_text():
+                    hba.write_text(hba.read_text() + line)
+                    changed = True
             if run("pg_ctlcluster", PG_VERSION, cluster, "status", check=False).returncode != 0:
                 run("pg_ctlcluster", PG_VERSION, cluster, "start")
                 self._mark_started(f"postgres-{cluster}.started")
