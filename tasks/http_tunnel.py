@@ -34,6 +34,7 @@ class HostHTTP:
     def __init__(self, host, timeout: float = 10.0):
         self.host = host
         self.timeout = timeout
+        self._connections: dict[tuple[str, int], _TunnelledConnection] = {}  # kept alive between requests
         if not isinstance(host.connector, (SSHConnector, LocalConnector)):
             raise DeployError(f"{host.name}: verification needs the ssh or local connector")
 
@@ -58,15 +59,25 @@ class HostHTTP:
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        connection = _TunnelledConnection(self._socket_factory(address, port), self.timeout)
-        try:
-            connection.request("GET", path, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        except Exception as error:  # refused channel, timeout, reset: all mean "not answering"
-            return 0, f"{type(error).__name__}: {error}".encode()
-        finally:
+        key = (address, port)
+        for attempt in (1, 2):  # a kept-alive connection the server closed gets one fresh retry
+            connection = self._connections.get(key)
+            if connection is None:
+                connection = self._connections[key] = _TunnelledConnection(
+                    self._socket_factory(address, port), self.timeout)
+            try:
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            except Exception as error:  # refused channel, timeout, reset: all mean "not answering"
+                self._connections.pop(key).close()
+                if attempt == 2:
+                    return 0, f"{type(error).__name__}: {error}".encode()
+
+    def close(self) -> None:
+        for connection in self._connections.values():
             connection.close()
+        self._connections.clear()
 
     def get_json(self, address: str, port: int, path: str, auth=None):
         status, body = self.get(address, port, path, auth)

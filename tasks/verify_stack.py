@@ -225,7 +225,11 @@ def verify(settings: Settings):
     # Runs at execution only: before that, the containers may not exist yet.
     if not host.state.is_executing:
         return
-    findings = wait_for_stack(settings, HostHTTP(host), lambda command: host_output(host, command, check=False))
+    http = HostHTTP(host)
+    try:
+        findings = wait_for_stack(settings, http, lambda command: host_output(host, command, check=False))
+    finally:
+        http.close()
     failed = [f for f in findings if not f.ok]
     lines = report(findings)
     if not failed:
