@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.files import FileContents
 
 from .host_state import Entry, HostState
 from .render import ManagedDir, ManagedFile, StackFiles
@@ -105,7 +106,7 @@ def describe(plan: FilePlan, current: dict[str, Entry]) -> list[str]:
     return lines
 
 
-def _log_diff(plan: FilePlan, current: dict[str, Entry], old_contents: dict[str, bytes]) -> None:
+def _log_diff(plan: FilePlan, old_contents: dict[str, bytes]) -> None:
     for f in plan.write_files:
         if f.secret:
             logger.info(f"  {f.path}: content hidden (holds a secret)")
@@ -141,15 +142,13 @@ def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry]
         for line in describe(plan, current):
             host.log(f"pgmon: will {line}")
         if host.state.config.DIFF:
-            _log_diff(plan, current, _old_contents(plan, current, base_dir))
+            _log_diff(plan, _old_contents(plan, current, base_dir))
     stdin = base64.encodebytes(tar_stream(plan)).decode() if plan.write_files else None
     yield StringCommand(apply_script(plan, base_dir), _stdin=stdin)
 
 
 def _old_contents(plan: FilePlan, current: dict[str, Entry], base_dir: str) -> dict[str, bytes]:
     """Current contents of the non-secret files about to change, for --diff only."""
-    from pyinfra.facts.files import FileContents
-
     contents = {}
     for f in plan.write_files:
         if f.path in current and not f.secret:
