@@ -16,7 +16,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_type_hints
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     model_validator,
 )
 from pyinfra.api.exceptions import DeployError as PyinfraDeployError
@@ -39,6 +40,7 @@ DEFAULT_IMAGES = {
     "prometheus": "prom/prometheus:v2.53.3",
     "alertmanager": "prom/alertmanager:v0.28.1",
     "postgres_exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+    "node_exporter": "prom/node-exporter:v1.9.0",
     "grafana": "grafana/grafana:12.2.1",
 }
 
@@ -56,7 +58,8 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _DURATION_RE = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
-RESERVED_LABELS = {"database", "server", "instance", "job"}
+# Set by pgmon on series or alerts: "datname" by the exporter, "severity" and "thresholds" by the rules.
+RESERVED_LABELS = {"database", "server", "instance", "job", "datname", "alertname", "severity", "thresholds"}
 
 
 def _check_name(value: str) -> str:
@@ -83,6 +86,15 @@ def _check_duration(value: str) -> str:
     return value
 
 
+_DURATION_PART_RE = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a Prometheus duration such as '1h30m'."""
+    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART_RE.findall(value))
+
+
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key in labels:
         if not _LABEL_RE.match(key) or key.startswith("__"):
@@ -106,11 +118,77 @@ Duration = Annotated[str, AfterValidator(_check_duration)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 IPAddress = Annotated[str, AfterValidator(_check_address)]
+Percent = Annotated[float, Field(gt=0, le=100)]
+Seconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
+PerSecond = Annotated[float, Field(ge=0)]
+Severity = Literal["critical", "warning"]
 
 
 class _Strict(BaseModel):
     # Unknown keys are typos: refuse them instead of silently ignoring them.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlertThresholds(_Strict):
+    """Every alert rule's threshold and ``for`` duration; ``pgmon_alert_thresholds`` overrides them.
+
+    docs/alerts.md documents each key. Percentages are 0-100; "_window" keys are
+    the range a rate or change is measured over.
+    """
+
+    exporter_errors_for: Duration = "5m"
+    connections_percent: Percent = 80
+    connections_for: Duration = "5m"
+    deadlocks_window: Duration = "10m"
+    lock_waiters: Count = 1
+    lock_waiters_for: Duration = "2m"
+    replication_lag_seconds: Seconds = 300
+    replication_lag_for: Duration = "5m"
+    long_transaction_seconds: Seconds = 1800
+    long_transaction_for: Duration = "1m"
+    idle_in_transaction_seconds: Seconds = 300
+    idle_in_transaction_for: Duration = "1m"
+    slow_query_mean_seconds: Seconds = 1
+    slow_query_window: Duration = "10m"
+    slow_query_for: Duration = "5m"
+    cache_hit_percent: Percent = 90
+    cache_hit_min_blocks_per_second: PerSecond = 100
+    cache_hit_window: Duration = "10m"
+    cache_hit_for: Duration = "15m"
+    wraparound_percent: Percent = 50
+    wraparound_for: Duration = "5m"
+    restart_window: Duration = "15m"
+    host_cpu_percent: Percent = 90
+    host_cpu_for: Duration = "15m"
+    host_memory_available_percent: Percent = 10
+    host_memory_for: Duration = "10m"
+    host_disk_free_percent: Percent = 10
+    host_disk_for: Duration = "10m"
+
+
+# Keys of rules that judge a whole PostgreSQL server: a database's override applies to its server.
+SERVER_THRESHOLDS = frozenset({
+    "connections_percent", "connections_for", "replication_lag_seconds", "replication_lag_for",
+    "wraparound_percent", "wraparound_for", "restart_window",
+})
+# Keys of the processing host's rules: global only.
+HOST_THRESHOLDS = frozenset(name for name in AlertThresholds.model_fields if name.startswith("host_"))
+# Ranges that rate(), increase() and changes() need several scrapes in.
+WINDOW_THRESHOLDS = ("deadlocks_window", "slow_query_window", "cache_hit_window", "restart_window")
+MIN_SCRAPES_PER_WINDOW = 4
+
+# The same keys, each optional, plus PostgresDown/ExporterDown's `for` (globally pgmon_alert_timing's).
+DatabaseAlertThresholds = create_model(
+    "DatabaseAlertThresholds",
+    __base__=_Strict,
+    postgres_down_for=(Duration | None, None),
+    **{
+        name: (hint | None, None)
+        for name, hint in get_type_hints(AlertThresholds, include_extras=True).items()
+        if name not in HOST_THRESHOLDS
+    },
+)
 
 
 class Database(_Strict):
@@ -125,6 +203,8 @@ class Database(_Strict):
     # lib/pq (used by postgres_exporter) knows these four modes, not 'prefer'.
     sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "require"
     labels: Labels = {}
+    # Overrides of pgmon_alert_thresholds for this database (server-wide keys: for its server).
+    alert_thresholds: DatabaseAlertThresholds = DatabaseAlertThresholds()
 
     @property
     def server(self) -> str:
@@ -133,15 +213,36 @@ class Database(_Strict):
         return f"{host}:{self.port}"
 
 
+def _check_severities(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("list at least one severity ('critical', 'warning'), or remove the channel")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{value!r} lists a severity twice")
+    return value
+
+
+Severities = Annotated[list[Severity], AfterValidator(_check_severities)]
+
+
 class Discord(_Strict):
     webhook_url_env: EnvName = "PGMON_DISCORD_WEBHOOK_URL"
+    severities: Severities = ["critical", "warning"]
 
 
 class Telegram(_Strict):
     bot_token_env: EnvName = "PGMON_TELEGRAM_BOT_TOKEN"
+    # The variable holds one chat id, or several separated by commas.
     chat_id_env: EnvName = "PGMON_TELEGRAM_CHAT_ID"
+    severities: Severities = ["critical"]
     # Only tests and self-hosted Bot API servers change this.
     api_url: str = "https://api.telegram.org"
+
+
+class Watchdog(_Strict):
+    """A dead man's switch: a URL that expects the always-firing Watchdog alert every ``interval``."""
+
+    url_env: EnvName = "PGMON_WATCHDOG_URL"
+    interval: Duration = "1m"
 
 
 class Dashboard9628(_Strict):
@@ -175,10 +276,12 @@ class SettingsInput(_Strict):
     grafana_admin_password_env: EnvName = "PGMON_GRAFANA_ADMIN_PASSWORD"
     discord: Discord | None = None
     telegram: Telegram | None = None
+    watchdog: Watchdog | None = None
     alert_timing: AlertTiming = AlertTiming()
+    alert_thresholds: AlertThresholds = AlertThresholds()
     dashboard_9628: Dashboard9628 = Dashboard9628()
     docker_install: Literal["docker-repo", "distro"] = "docker-repo"
-    images: dict[Literal["prometheus", "alertmanager", "postgres_exporter", "grafana"], str] = {}
+    images: dict[Literal["prometheus", "alertmanager", "postgres_exporter", "node_exporter", "grafana"], str] = {}
     verify_timeout_seconds: int = Field(default=180, ge=5, le=3600)
 
     @model_validator(mode="after")
@@ -202,9 +305,49 @@ class SettingsInput(_Strict):
             if port in seen:
                 problems.append(f"{field}: port {port} is already used by {seen[port]}; pick another")
             seen.setdefault(port, field)
+        problems += self._threshold_problems()
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
+
+    def _threshold_problems(self) -> list[str]:
+        problems = []
+        shortest = MIN_SCRAPES_PER_WINDOW * self.scrape_interval_seconds
+        sources = [("alert_thresholds", self.alert_thresholds)] + [
+            (f"databases[{index}].alert_thresholds", db.alert_thresholds) for index, db in enumerate(self.databases)
+        ]
+        for where, thresholds in sources:
+            for key in WINDOW_THRESHOLDS:
+                value = getattr(thresholds, key)
+                if value is not None and duration_seconds(value) < shortest:
+                    problems.append(
+                        f"{where}.{key}: {value!r} holds fewer than {MIN_SCRAPES_PER_WINDOW} scrapes "
+                        f"({self.scrape_interval_seconds}s apart); make it at least {shortest}s"
+                    )
+        first_setting: dict[tuple[str, str], tuple[Database, object]] = {}
+        for index, db in enumerate(self.databases):
+            for key, value in db.alert_thresholds.model_dump(include=SERVER_THRESHOLDS, exclude_none=True).items():
+                other, other_value = first_setting.setdefault((db.server, key), (db, value))
+                if other_value != value:
+                    problems.append(
+                        f"databases[{index}].alert_thresholds.{key}: {db.name} shares {db.server} with "
+                        f"{other.name}, which sets {other_value!r}; {key} judges the whole server, so give "
+                        "the same value or set it on one of them only"
+                    )
+        return problems
+
+    def thresholds_for(self, db: Database) -> AlertThresholds:
+        """The global thresholds with ``db``'s overrides, and those of other databases on its server for
+        server-wide keys."""
+        overrides = {}
+        for other in self.databases:
+            if other.server == db.server:
+                overrides.update(other.alert_thresholds.model_dump(include=SERVER_THRESHOLDS, exclude_none=True))
+        overrides.update(db.alert_thresholds.model_dump(exclude={"postgres_down_for"}, exclude_none=True))
+        return self.alert_thresholds.model_copy(update=overrides)
+
+    def postgres_down_for(self, db: Database) -> str:
+        return db.alert_thresholds.postgres_down_for or self.alert_timing.postgres_down_for
 
 
 class DatabaseSecrets(BaseModel):
@@ -222,11 +365,17 @@ class Settings(BaseModel):
     grafana_admin_password: SecretStr
     discord_webhook_url: SecretStr | None
     telegram_bot_token: SecretStr | None
-    telegram_chat_id: int | None
+    telegram_chat_ids: tuple[int, ...]
+    watchdog_url: SecretStr | None
 
     @property
     def databases(self) -> list[Database]:
         return self.config.databases
+
+    @property
+    def telegram_chat_id(self) -> int | None:
+        """The first Telegram chat, for callers written when there was only one."""
+        return self.telegram_chat_ids[0] if self.telegram_chat_ids else None
 
     def image(self, component: str) -> str:
         return self.config.images.get(component, DEFAULT_IMAGES[component])
@@ -238,12 +387,29 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         path = SETTING_PREFIX + "".join(
             f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
         ).lstrip(".")
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and "alert_thresholds" in item["loc"]:
+            lines.append(f"{path}: {_unknown_threshold_hint(item['loc'])}")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key; remove it or fix its spelling (see README, Configuration)")
+        elif not item["loc"]:  # the whole-model checks: one line per problem, each naming its field
+            lines += [SETTING_PREFIX + line for line in item["msg"].removeprefix("Value error, ").splitlines()]
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"{path}: {message}")
     return lines
+
+
+def _unknown_threshold_hint(loc: tuple) -> str:
+    key, per_database = loc[-1], loc[0] == "databases"
+    if per_database and key in HOST_THRESHOLDS:
+        return "is about the processing host, not a database; set it in pgmon_alert_thresholds"
+    if not per_database and key == "postgres_down_for":
+        return ("set it as pgmon_alert_timing.postgres_down_for (or per database, in the entry's "
+                "alert_thresholds)")
+    known = (DatabaseAlertThresholds if per_database else AlertThresholds).model_fields
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = f"did you mean {close[0]}?" if close else "the keys are listed in docs/alerts.md"
+    return f"unknown alert threshold; {hint}"
 
 
 def _unknown_setting_lines(keys: list[str]) -> list[str]:
@@ -313,18 +479,19 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
             f"pgmon_grafana_admin_password_env: {config.grafana_admin_password_env} is 'admin'; choose a real password"
         )
     webhook = secret("pgmon_discord.webhook_url_env", config.discord.webhook_url_env) if config.discord else None
-    token = chat_id = None
+    token, chat_ids = None, ()
     if config.telegram:
         token = secret("pgmon_telegram.bot_token_env", config.telegram.bot_token_env)
-        chat = secret("pgmon_telegram.chat_id_env", config.telegram.chat_id_env)
-        if chat is not None:
+        chats = secret("pgmon_telegram.chat_id_env", config.telegram.chat_id_env)
+        if chats is not None:
             try:
-                chat_id = int(chat.get_secret_value())
+                chat_ids = tuple(dict.fromkeys(int(chat) for chat in chats.get_secret_value().split(",")))
             except ValueError:
                 problems.append(
                     f"pgmon_telegram.chat_id_env: {config.telegram.chat_id_env} must hold a numeric chat id "
-                    "(e.g. -1001234567890)"
+                    "(e.g. -1001234567890), or several separated by commas"
                 )
+    watchdog = secret("pgmon_watchdog.url_env", config.watchdog.url_env) if config.watchdog else None
     if problems:
         raise DeployError(_problem_report(problems))
     return Settings(
@@ -333,7 +500,8 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
         grafana_admin_password=grafana_password,
         discord_webhook_url=webhook,
         telegram_bot_token=token,
-        telegram_chat_id=chat_id,
+        telegram_chat_ids=chat_ids,
+        watchdog_url=watchdog,
     )
 
 
