@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
 import jinja2
 import yaml
 
-from .settings import Database, Settings
+from .settings import (
+    MIN_SCRAPES_PER_WINDOW,
+    SERVER_THRESHOLDS,
+    AlertThresholds,
+    Database,
+    Settings,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -43,6 +50,32 @@ SERVER_WIDE_COLLECTORS = (
     "stat_database",
     "wal",
 )
+# Server-wide collectors postgres_exporter leaves off that the alert rules need, turned on in that
+# same one exporter: the server's start time, transaction ID age per database, and pg_stat_statements
+# (its view lists every database's statements, so the extension must be in that exporter's database).
+SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound", "stat_statements")
+NODE_EXPORTER_PORT = 9100
+EXPORTER_QUERIES = "/etc/postgres_exporter/queries.yaml"
+
+
+def render_exporter_queries() -> bytes:
+    """A query every exporter runs: ``pgmon_database_info{datname=<its database>} 1``.
+
+    With the target labels (``database``, ``server``) it tells the alert rules which configured
+    database a server-wide row (by ``datname``) is about, so adding a database changes no rule.
+    (postgres_exporter 0.17 marks --extend.query-path deprecated; it is its only way to add a query.)
+    """
+    return _yaml(
+        {
+            "pgmon_database": {
+                "query": "SELECT current_database() AS datname, 1 AS info",
+                "metrics": [
+                    {"datname": {"usage": "LABEL", "description": "The database this exporter connects to"}},
+                    {"info": {"usage": "GAUGE", "description": "Always 1; pgmon's rules join on it"}},
+                ],
+            }
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -116,9 +149,9 @@ def server_primaries(settings: Settings) -> set[str]:
 
 
 def exporter_flags(primary: bool) -> list[str]:
-    flags = ["--web.listen-address=:9187", "--log.level=warn"]
+    flags = ["--web.listen-address=:9187", "--log.level=warn", f"--extend.query-path={EXPORTER_QUERIES}"]
     if primary:
-        return flags + ["--collector.postmaster"]
+        return flags + [f"--collector.{name}" for name in SERVER_WIDE_OPT_IN_COLLECTORS]
     return flags + ["--disable-default-metrics", "--disable-settings-metrics"] + [
         f"--no-collector.{name}" for name in SERVER_WIDE_COLLECTORS
     ]
@@ -200,6 +233,17 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "healthcheck": _healthcheck("http://127.0.0.1:3000/api/health"),
         },
     }
+    services["node-exporter"] = {
+        "image": settings.image("node_exporter"),
+        "container_name": f"{project}-node-exporter",
+        "restart": "unless-stopped",
+        # The host's CPU, memory and file systems: its processes and root file system, read-only.
+        "command": ["--path.rootfs=/host", f"--web.listen-address=:{NODE_EXPORTER_PORT}", "--log.level=warn"],
+        "pid": "host",
+        "volumes": ["/:/host:ro"],
+        "networks": ["metrics"],
+        "healthcheck": _healthcheck(f"http://127.0.0.1:{NODE_EXPORTER_PORT}/"),
+    }
     primaries = server_primaries(settings)
     for db in settings.databases:
         services[exporter_service(db)] = {
@@ -259,6 +303,12 @@ def render_prometheus_config(settings: Settings) -> bytes:
                         {"files": ["/etc/prometheus/targets/postgres.json"], "refresh_interval": "30s"}
                     ],
                 },
+                {
+                    "job_name": "node",
+                    "static_configs": [
+                        {"targets": [f"node-exporter:{NODE_EXPORTER_PORT}"], "labels": {"instance": "processing-host"}}
+                    ],
+                },
             ],
         }
     )
@@ -275,18 +325,124 @@ def render_postgres_targets(settings: Settings) -> bytes:
     return (json.dumps(targets, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def _jinja() -> jinja2.Environment:
-    return jinja2.Environment(
+def _rules_jinja() -> jinja2.Environment:
+    """Jinja for the rule template: [[ ]] and [% %], so Prometheus's {{ }} is written as it is."""
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        variable_start_string="[[",
+        variable_end_string="]]",
+        block_start_string="[%",
+        block_end_string="%]",
+        comment_start_string="[#",
+        comment_end_string="#]",
+    )
+    # A JSON string is a YAML string; Jinja's own tojson would also turn < and > into \u003c for HTML.
+    env.filters["tojson"] = json.dumps
+    env.filters["oneline"] = lambda text: " ".join(line.strip() for line in text.splitlines() if line.strip())
+    env.filters["sel"] = lambda match: "{" + match + "}" if match else ""  # metric[[ v.match | sel ]]
+    env.filters["also"] = lambda match: ", " + match if match else ""  # {job="x"[[ v.match | also ]]}
+    env.filters["window"] = lambda duration: f"[{duration}]"  # a range: metric[[ w | window ]]
+    env.filters["num"] = _number
+    env.filters["seconds"] = _seconds_text
+    return env
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _seconds_text(value: float) -> str:
+    """A threshold in seconds as people read it: 300 -> '5m', 5400 -> '1h30m', 0.5 -> '0.5s'."""
+    if not float(value).is_integer() or value < 60:
+        return _number(value) + "s"
+    rest, parts = int(value), []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class RuleVariant:
+    """One copy of the rules for the databases (or servers) that share thresholds.
+
+    ``match`` is the PromQL matcher selecting them, ``labels`` tells the copies apart (a static
+    ``thresholds`` label: "default", or the members); both are empty when one copy serves all.
+    """
+
+    t: AlertThresholds
+    down_for: str = ""
+    match: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def promql_string(value: str) -> str:
+    return json.dumps(value)  # PromQL string literals take JSON's escapes
+
+
+def _matcher(label: str, values: list[str]) -> str:
+    if len(values) == 1:
+        return f"{label}={promql_string(values[0])}"
+    alternatives = "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value) for value in values)
+    return f"{label}=~{promql_string(alternatives)}"
+
+
+def _variants(label: str, groups: dict[tuple, tuple[RuleVariant, list[str]]], default: tuple) -> list[RuleVariant]:
+    if len(groups) == 1:
+        return [variant for variant, _ in groups.values()]
+    return [
+        replace(variant, match=_matcher(label, members),
+                labels={"thresholds": "default" if key == default else ", ".join(members)})
+        for key, (variant, members) in groups.items()
+    ]
+
+
+def rule_variants(settings: Settings) -> tuple[list[RuleVariant], list[RuleVariant]]:
+    """Per-database and per-server copies of the rules, one per distinct set of thresholds."""
+    cfg = settings.config
+
+    def database_key(thresholds: AlertThresholds, down_for: str) -> tuple:
+        return (tuple(thresholds.model_dump(exclude=SERVER_THRESHOLDS).items()), down_for)
+
+    def server_key(thresholds: AlertThresholds) -> tuple:
+        return tuple(thresholds.model_dump(include=SERVER_THRESHOLDS).items())
+
+    by_database: dict[tuple, tuple[RuleVariant, list[str]]] = {}
+    by_server: dict[tuple, tuple[RuleVariant, list[str]]] = {}
+    for db in settings.databases:
+        thresholds, down_for = cfg.thresholds_for(db), cfg.postgres_down_for(db)
+        variant = RuleVariant(thresholds, down_for)
+        by_database.setdefault(database_key(thresholds, down_for), (variant, []))[1].append(db.name)
+        servers = by_server.setdefault(server_key(thresholds), (variant, []))[1]
+        if db.server not in servers:
+            servers.append(db.server)
+    return (
+        _variants("database", by_database, database_key(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for)),
+        _variants("server", by_server, server_key(cfg.alert_thresholds)),
     )
 
 
 def render_rules(settings: Settings) -> bytes:
-    template = _jinja().get_template("prometheus/pgmon.rules.yml.j2")
-    return template.render(timing=settings.config.alert_timing).encode()
+    cfg = settings.config
+    databases, servers = rule_variants(settings)
+    extra_labels = sorted({key for db in settings.databases for key in db.labels})
+    template = _rules_jinja().get_template("prometheus/pgmon.rules.yml.j2")
+    return template.render(
+        project=cfg.project,
+        # Labels a rule built on a server-wide series takes from pgmon_database_info.
+        join_labels=", ".join(["database", *extra_labels]),
+        databases=databases,
+        servers=servers,
+        host=cfg.alert_thresholds,
+        down_for=cfg.alert_timing.postgres_down_for,
+        host_rate_window=f"{max(300, MIN_SCRAPES_PER_WINDOW * cfg.scrape_interval_seconds)}s",
+    ).encode()
 
 
 def render_alertmanager_config(settings: Settings) -> bytes:
@@ -502,6 +658,17 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
                 settings.database_passwords[db.name].get_secret_value().encode(),
                 on_change=(restart_action(exporter_service(db)),),
                 **secret,
+            )
+        )
+        # In the exporter's own folder: a single-file mount would keep showing a replaced file's old inode.
+        files.append(
+            ManagedFile(
+                f"exporters/{db.name}/queries.yaml",
+                render_exporter_queries(),
+                mode=0o400,
+                uid=NOBODY,
+                gid=NOBODY,
+                on_change=(restart_action(exporter_service(db)),),
             )
         )
     revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}

@@ -1,0 +1,73 @@
+"""The alert rules, proven by `promtool test rules` (tests/rules/*.yml) on the rules pgmon renders."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.render import render_rules
+from tasks.settings import build_settings
+
+from .conftest import ENVIRON, group_data
+
+RULE_TESTS = Path(__file__).resolve().parents[1] / "rules"
+# Alerts that cannot have a silent case: Watchdog fires always, by design.
+ALWAYS_FIRING = {"Watchdog"}
+
+needs_promtool = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool: run tests/e2e/prepare_machine.sh")
+
+
+def rule_test_settings(**overrides):
+    """The settings tests/rules/*.yml are written for: shop and billing on db1:5432, ledger on db2:5433;
+    billing overrides two thresholds, ledger one of its server's."""
+    databases = group_data()["pgmon_databases"]
+    databases[1] = {**databases[1], "alert_thresholds": {"idle_in_transaction_seconds": 600, "postgres_down_for": "5m"}}
+    databases[2] = {**databases[2], "alert_thresholds": {"connections_percent": 90}}
+    return build_settings(group_data(pgmon_databases=databases, **overrides), ENVIRON)
+
+
+def run_rule_tests(settings, directory: Path) -> subprocess.CompletedProcess:
+    (directory / "pgmon.rules.yml").write_bytes(render_rules(settings))
+    names = []
+    for test_file in sorted(RULE_TESTS.glob("*.yml")):
+        shutil.copy(test_file, directory / test_file.name)
+        names.append(test_file.name)
+    return subprocess.run(["promtool", "test", "rules", *names], cwd=directory, capture_output=True, text=True,
+                          check=False)
+
+
+@needs_promtool
+def test_every_rule_test_passes(tmp_path):
+    result = run_rule_tests(rule_test_settings(), tmp_path)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr
+
+
+@needs_promtool
+def test_rule_tests_notice_a_changed_threshold(tmp_path):
+    result = run_rule_tests(rule_test_settings(pgmon_alert_thresholds={"connections_percent": 85}), tmp_path)
+    assert result.returncode != 0
+    assert "TooManyConnections" in result.stdout + result.stderr
+
+
+def _cases() -> dict[str, set[str]]:
+    """alertname -> {"fires", "silent"}: the kinds of cases tests/rules/ has for it."""
+    kinds: dict[str, set[str]] = {}
+    for test_file in RULE_TESTS.glob("*.yml"):
+        for test in yaml.safe_load(test_file.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                kinds.setdefault(case["alertname"], set()).add("fires" if case.get("exp_alerts") else "silent")
+    return kinds
+
+
+def test_every_alert_has_a_firing_and_a_silent_case():
+    rules = yaml.safe_load(render_rules(rule_test_settings()))
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    cases = _cases()
+    missing = {
+        name: sorted({"fires", "silent"} - cases.get(name, set()) - ({"silent"} if name in ALWAYS_FIRING else set()))
+        for name in alerts
+    }
+    assert {name: kinds for name, kinds in missing.items() if kinds} == {}
+    assert set(cases) <= alerts, "tests/rules/ tests an alert pgmon no longer has"
