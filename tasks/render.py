@@ -445,11 +445,34 @@ def render_rules(settings: Settings) -> bytes:
     ).encode()
 
 
+def _severity_matcher(severities: list[str]) -> str:
+    if len(severities) == 1:
+        return f"severity={promql_string(severities[0])}"
+    return f"severity=~{promql_string('|'.join(severities))}"
+
+
 def render_alertmanager_config(settings: Settings) -> bytes:
     cfg = settings.config
     timing = cfg.alert_timing
     receivers: list[dict] = [{"name": "blackhole"}]
     routes: list[dict] = []
+    if settings.watchdog_url is not None:
+        receivers.append(
+            {
+                "name": "watchdog",
+                "webhook_configs": [{"url_file": "/etc/alertmanager/secrets/watchdog_url", "send_resolved": False}],
+            }
+        )
+        # The dead man's switch wants the always-firing Watchdog every interval, not every repeat_interval.
+        routes.append(
+            {
+                "receiver": "watchdog",
+                "matchers": ['alertname="Watchdog"'],
+                "group_wait": "0s",
+                "group_interval": cfg.watchdog.interval,
+                "repeat_interval": cfg.watchdog.interval,
+            }
+        )
     if settings.discord_webhook_url is not None:
         receivers.append(
             {
@@ -464,28 +487,31 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 ],
             }
         )
-        routes.append({"receiver": "discord", "matchers": ['severity=~"critical|warning"'], "continue": True})
+        routes.append({"receiver": "discord", "matchers": [_severity_matcher(cfg.discord.severities)], "continue": True})
     if settings.telegram_bot_token is not None:
         receivers.append(
             {
                 "name": "telegram",
+                # One config per chat: Alertmanager's telegram_configs take a single chat_id each.
                 "telegram_configs": [
                     {
                         "bot_token_file": "/etc/alertmanager/secrets/telegram_bot_token",
-                        "chat_id": settings.telegram_chat_id,
+                        "chat_id": chat_id,
                         "api_url": cfg.telegram.api_url,
                         "parse_mode": "HTML",
                         "send_resolved": True,
                         "message": '{{ template "pgmon.telegram.message" . }}',
                     }
+                    for chat_id in settings.telegram_chat_ids
                 ],
             }
         )
-        routes.append({"receiver": "telegram", "matchers": ['severity="critical"'], "continue": True})
+        routes.append({"receiver": "telegram", "matchers": [_severity_matcher(cfg.telegram.severities)], "continue": True})
     return _yaml(
         {
             "templates": ["/etc/alertmanager/templates/*.tmpl"],
             "route": {
+                # Watchdog (severity "none") and anything no channel takes end here.
                 "receiver": "blackhole",
                 "group_by": ["alertname", "server", "database"],
                 "group_wait": timing.group_wait,
@@ -649,6 +675,10 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
                 settings.telegram_bot_token.get_secret_value().encode(),
                 **secret,
             )
+        )
+    if settings.watchdog_url is not None:
+        files.append(
+            ManagedFile("alertmanager/secrets/watchdog_url", settings.watchdog_url.get_secret_value().encode(), **secret)
         )
     for db in settings.databases:
         directories.append(ManagedDir(f"exporters/{db.name}", 0o500, NOBODY, NOBODY))

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import yaml
 
 from tasks.render import (
@@ -11,15 +10,10 @@ from tasks.render import (
     render_rules,
     render_stack,
 )
-from tasks.settings import DeployError, build_settings
+from tasks.settings import build_settings
 
 from .conftest import ENVIRON, FIXTURES, group_data
-
-
-def error_for(data, environ=ENVIRON) -> str:
-    with pytest.raises(DeployError) as caught:
-        build_settings(data, environ)
-    return str(caught.value)
+from .test_settings import error_for
 
 
 def with_thresholds(index: int, thresholds: dict, **overrides) -> dict:
@@ -36,11 +30,10 @@ def alert_rules(settings) -> dict[str, list[dict]]:
     return rules
 
 
-def render_stack_file(settings, path: str, whole: bool = False):
-    """One rendered file's content (or, with ``whole``, its ManagedFile)."""
+def rendered(settings, path: str):
+    """One file of the rendered stack, as a ManagedFile."""
     stack = render_stack(settings, json.loads((FIXTURES / "dashboard-9628.json").read_text()))
-    managed = next(f for f in stack.files if f.path == path)
-    return managed if whole else managed.content
+    return next(f for f in stack.files if f.path == path)
 
 
 def test_threshold_mistakes_name_the_key_and_the_fix():
@@ -117,7 +110,7 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
     for collector in ("postmaster", "database_wraparound", "stat_statements"):
         assert f"--collector.{collector}" in services["exporter-shop"]["command"]
         assert f"--collector.{collector}" not in services["exporter-billing"]["command"]
-    queries = render_stack_file(settings, "exporters/billing/queries.yaml", whole=True)
+    queries = rendered(settings, "exporters/billing/queries.yaml")
     assert (queries.mode, queries.uid) == (0o400, 65534) and queries.on_change == ("restart:exporter-billing",)
     query = yaml.safe_load(queries.content)["pgmon_database"]
     assert query["query"] == "SELECT current_database() AS datname, 1 AS info"
