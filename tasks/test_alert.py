@@ -1,0 +1,163 @@
+"""Send a test alert through the deployed Alertmanager to every configured channel, and say what came of it.
+
+For "did my webhook and bot token work": ``pyinfra inventory.py send_test_alert.py`` (docs/alerts.md).
+One alert ``PgmonTestAlert`` per severity some channel takes, so that every channel gets one. They
+are added with the amtool inside the Alertmanager container, so they follow the real routes and
+templates; they resolve by themselves after a minute, which also shows the resolved message.
+Alertmanager's own counters of notification requests then tell, per channel, whether the service
+accepted them (no message is read back from Discord or Telegram).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, deploy, operation
+
+from .host_state import host_output
+from .http_tunnel import HostHTTP
+from .settings import Settings, duration_seconds
+from .verify_stack import _fail
+
+TEST_ALERT = "PgmonTestAlert"
+SEVERITIES = ("critical", "warning")
+TEST_ALERT_LIFETIME = timedelta(minutes=1)
+_REQUESTS_RE = re.compile(
+    r'^alertmanager_notification_requests(_failed)?_total\{[^}]*integration="([a-z]+)"[^}]*\} (\S+)$', re.MULTILINE
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel: str
+    expected: int  # messages: one per Discord webhook, one per Telegram chat
+    sent: int
+    refused: int
+
+    @property
+    def ok(self) -> bool:
+        return self.sent >= self.expected  # even if a retry was needed on the way
+
+
+def expected_messages(settings: Settings) -> dict[str, int]:
+    channels = {}
+    if settings.discord_webhook_url is not None:
+        channels["discord"] = 1
+    if settings.telegram_bot_token is not None:
+        channels["telegram"] = len(settings.telegram_chat_ids)
+    return channels
+
+
+def add_alerts_command(settings: Settings, now: datetime) -> str:
+    """One ``amtool alert add`` per severity that some channel takes, run in the Alertmanager container."""
+    cfg = settings.config
+    taken = {s for channel in (cfg.discord, cfg.telegram) if channel for s in channel.severities}
+    sent_at = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+    commands = []
+    for severity in (s for s in SEVERITIES if s in taken):
+        args = [
+            "docker", "exec", f"{cfg.project}-alertmanager",
+            "amtool", "--alertmanager.url=http://127.0.0.1:9093", "alert", "add",
+            f"alertname={TEST_ALERT}", f"severity={severity}",
+            f"--annotation=summary=pgmon test alert ({severity}): this channel works",
+            (f"--annotation=description=Sent at {sent_at} by send_test_alert.py through the Alertmanager "
+             "pgmon deployed; every channel that takes this severity gets it."),
+            "--annotation=hint=Nothing to fix. It resolves by itself in a minute.",
+            f"--start={now.isoformat()}",
+            f"--end={(now + TEST_ALERT_LIFETIME).isoformat()}",
+        ]
+        commands.append(shlex.join(args) + " >/dev/null")
+    return " && ".join(commands)
+
+
+def request_counts(metrics: str) -> dict[str, tuple[float, float]]:
+    """integration -> (notification requests, failed ones), from Alertmanager's /metrics."""
+    counts: dict[str, list[float]] = {}
+    for failed, integration, value in _REQUESTS_RE.findall(metrics):
+        counts.setdefault(integration, [0.0, 0.0])[1 if failed else 0] += float(value)
+    return {integration: (total, failed) for integration, (total, failed) in counts.items()}
+
+
+def deliveries(expected: dict[str, int], before: dict, after: dict) -> list[Delivery]:
+    result = []
+    for channel, count in expected.items():
+        total_before, failed_before = before.get(channel, (0.0, 0.0))
+        total_after, failed_after = after.get(channel, (0.0, 0.0))
+        refused = int(failed_after - failed_before)
+        result.append(Delivery(channel, count, int(total_after - total_before) - refused, refused))
+    return result
+
+
+def wait_for_deliveries(read_counts, expected: dict[str, int], before: dict, timeout: float,
+                        clock=time.monotonic, pause=time.sleep) -> list[Delivery]:
+    """Poll ``read_counts`` until every channel has sent or refused, or the deadline."""
+    deadline = clock() + timeout
+    while True:
+        result = deliveries(expected, before, read_counts())
+        if all(d.ok or d.refused for d in result) or clock() >= deadline:
+            return result
+        pause(1.0)
+
+
+def report(result: list[Delivery], container: str, waited: float) -> list[str]:
+    lines = []
+    for d in result:
+        if d.ok:
+            lines.append(f"{d.channel:<9} ok    {d.sent} message(s) accepted")
+        elif d.refused:
+            lines.append(f"{d.channel:<9} FAIL  the service refused {d.refused} request(s); docker logs {container} "
+                         "says why (a wrong webhook URL or bot token, a chat the bot is not in)")
+        else:
+            lines.append(f"{d.channel:<9} FAIL  {d.sent} of {d.expected} message(s) sent within {waited:.0f}s; "
+                         f"docker logs {container}")
+    return lines
+
+
+@operation(is_idempotent=False)
+def send(settings: Settings):
+    """
+    Send a test alert through the deployed Alertmanager and report, per channel, whether it was delivered.
+
+    + settings: the validated pgmon settings
+
+    **Example:**
+
+    .. code:: python
+
+        send(name="Send a pgmon test alert", settings=settings)
+    """
+    if not host.state.is_executing:
+        return
+    cfg = settings.config
+    container = f"{cfg.project}-alertmanager"
+    expected = expected_messages(settings)
+    http = HostHTTP(host)
+    try:
+        def read_counts() -> dict:
+            status, body = http.get("127.0.0.1", cfg.alertmanager_port, "/metrics")
+            return request_counts(body.decode()) if status == 200 else {}
+
+        before = read_counts()
+        host_output(host, add_alerts_command(settings, datetime.now(timezone.utc)))
+        # A new group waits group_wait; an alert joining a group that still exists (a recent
+        # test) waits for the group's next group_interval tick.
+        waited = duration_seconds(cfg.alert_timing.group_wait) + duration_seconds(cfg.alert_timing.group_interval) + 30
+        result = wait_for_deliveries(read_counts, expected, before, waited)
+    finally:
+        http.close()
+    lines = report(result, container, waited)
+    if all(d.ok for d in result):
+        for line in lines:
+            host.log(f"pgmon: test alert: {line}")
+        return
+    yield FunctionCommand(_fail, (["pgmon test alert not delivered everywhere:"] + lines,), {})
+
+
+@deploy("Send a pgmon test alert")
+def send_test_alert(settings: Settings):
+    send(name="Send a test alert to every channel", settings=settings)
