@@ -91,11 +91,13 @@ def group(alerts: list[dict], common: dict | None = None) -> dict:
 
 
 def render(name: str, data: dict, tmp_path) -> str:
+    """What Alertmanager sends: Telegram's HTML parse mode runs the template as html/template."""
     data_file = tmp_path / "data.json"
     data_file.write_text(json.dumps(data))
+    kind = "html" if name.startswith("pgmon.telegram.") else "text"
     result = subprocess.run(
         ["amtool", "template", "render", f"--template.glob={TEMPLATE}", f"--template.data={data_file}",
-         f'--template.text={{{{ template "{name}" . }}}}'],
+         f'--template.text={{{{ template "{name}" . }}}}', f"--template.type={kind}"],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout.removesuffix("\n")  # amtool ends what it prints with a newline
@@ -156,7 +158,7 @@ def test_values_are_escaped_for_each_channel(tmp_path):
     # Telegram's HTML mode: pgmon's <b> tags and entities only, every tag closed.
     assert not re.search(r"[<>&]", telegram_text_outside_markup(telegram)), telegram
     assert telegram.count("<b>") == telegram.count("</b>") == 2
-    assert "&lt;b&gt;x&lt;/b&gt; &amp; &#34;q&#34; &#39;a&#39;" in telegram and "d&lt;&amp;&gt; on" in telegram
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; \"q\" 'a' *b*" in telegram and "d&lt;&amp;&gt; on" in telegram
     discord = render("pgmon.discord.message", data, tmp_path)
     assert r"<b\>x</b\> & "  in discord and r"\*b\* \_i\_ \~s\~ \|sp\| \`c\` \> \[l\](http://x) \#h \\" in discord
 
