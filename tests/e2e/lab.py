@@ -247,8 +247,8 @@ class Project:
         body = "".join(f"{key} = {value!r}\n" for key, value in group_data.items())
         (self.directory / "group_data" / "all.py").write_text(body)
 
-    def pyinfra(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        """``pyinfra [args] inventory.py <repo>/deploy.py`` run from the project folder, as a user would.
+    def pyinfra(self, *args: str, timeout: float = 900, deploy: str = "deploy.py") -> subprocess.CompletedProcess:
+        """``pyinfra [args] inventory.py <repo>/<deploy>`` run from the project folder, as a user would.
 
         ``-y`` (no confirmation prompt) is added except with ``--dry``, where it would skip change detection.
         """
@@ -257,7 +257,7 @@ class Project:
         env = {**os.environ, **self.environment, "XDG_CACHE_HOME": str(self.directory / "cache")}
         env.pop("PGMON_HOST", None)
         return subprocess.run(
-            [sys.executable, "-m", "pyinfra", *args, "inventory.py", str(REPO / "deploy.py")],
+            [sys.executable, "-m", "pyinfra", *args, "inventory.py", str(REPO / deploy)],
             cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout,
         )
 

@@ -1,0 +1,229 @@
+"""Incidents caused for real on the lab's PostgreSQL, and the messages that reach Discord and Telegram.
+
+One deployment (shop and billing on 5432, ledger alone on 5433) with thresholds shortened through
+group_data, so that each incident alerts within seconds, and warnings routed to Telegram too so
+that both capture servers see every alert. For each incident: cause it, wait for the FIRING message
+naming the alert and the database at both capture servers, end it, wait for the RESOLVED one.
+The tests share the deployment and run in file order.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tasks.settings import duration_seconds
+
+from .conftest import EVALUATION_SECONDS, GROUP_WAIT, POSTGRES_DOWN_FOR, SCRAPE_SECONDS
+from .lab import wait_until
+
+pytestmark = pytest.mark.e2e
+
+NAMES = ["shop", "billing", "ledger"]
+CHATS = ("-100987654321", "-100123456789")
+APP = "pgmon-e2e-incident"  # application_name of every session these tests open
+THRESHOLDS = {
+    "exporter_errors_for": "10s",
+    "lock_waiters_for": "4s",
+    "deadlocks_window": "20s",
+    "slow_query_mean_seconds": 1,
+    "slow_query_window": "20s",
+    "slow_query_for": "0s",
+    "restart_window": "2m",
+}
+# Per database: ledger's is its server's (5433 has only ledger); billing's leaves shop at the default.
+DATABASE_THRESHOLDS = {
+    "ledger": {"connections_percent": 20, "connections_for": "4s"},
+    "billing": {"idle_in_transaction_seconds": 5, "idle_in_transaction_for": "2s"},
+}
+WAIT = 90  # seconds for a message; the configured intervals make it a few
+
+
+class Session:
+    """An interactive psql (as postgres) fed statements one at a time; it runs each as it arrives."""
+
+    def __init__(self, port: int, dbname: str):
+        self.process = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", "env", f"PGAPPNAME={APP}", "psql", "-X", "-q", "-p", str(port),
+             "-d", dbname],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+    def run(self, sql: str) -> None:
+        self.process.stdin.write(sql + "\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=10)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+
+
+def sessions_where(lab, port: int, condition: str) -> int:
+    sql = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{APP}' AND {condition}"
+    return int(lab.psql(port, "postgres", sql).strip())
+
+
+def end_sessions(lab) -> None:
+    for port in (5432, 5433):
+        lab.psql(port, "postgres", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{APP}'")
+
+
+def message(channel, alert: str, database: str, status: str = "FIRING", timeout: float = WAIT):
+    """The first message at ``channel`` whose text names ``alert``, ``database`` and ``status``."""
+    return channel.wait_for(
+        lambda m: alert in m.text and database in m.text and f"[{status}" in m.text, timeout=timeout)
+
+
+def both_channels(deployment, alert: str, database: str, status: str = "FIRING") -> list:
+    return [message(channel, alert, database, status) for channel in (deployment.discord, deployment.telegram)]
+
+
+@pytest.fixture(scope="module")
+def incidents(deployment, lab):
+    """The deployment, up with short thresholds; pg_stat_statements in shop (5432's first database)."""
+    lab.psql(5432, "shop", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    for dbname in ("shop", "billing"):
+        lab.psql(5432, dbname, "DROP TABLE IF EXISTS pgmon_e2e; CREATE TABLE pgmon_e2e (id int PRIMARY KEY, v int); "
+                               "INSERT INTO pgmon_e2e VALUES (1, 0), (2, 0)")
+    data = deployment.group_data(NAMES)
+    databases = [{**db, "alert_thresholds": DATABASE_THRESHOLDS.get(db["name"], {})} for db in data["pgmon_databases"]]
+    deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
+    deployment.configure(
+        NAMES,
+        pgmon_databases=databases,
+        pgmon_alert_thresholds=THRESHOLDS,
+        pgmon_telegram={**data["pgmon_telegram"], "severities": ["critical", "warning"]},
+    )
+    result = deployment.run()
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    yield deployment
+    end_sessions(lab)
+    for dbname in ("shop", "billing"):
+        lab.psql(5432, dbname, "DROP TABLE IF EXISTS pgmon_e2e")
+    lab.psql(5432, "shop", "DROP EXTENSION IF EXISTS pg_stat_statements")
+
+
+@pytest.fixture
+def fresh(incidents):
+    """Capture servers emptied before a test, and its sessions ended after it whatever happened."""
+    incidents.discord.clear()
+    incidents.telegram.clear()
+    yield incidents
+    end_sessions(incidents.lab)
+
+
+def test_test_alert_command_reaches_every_channel_and_chat(fresh):
+    result = fresh.project.pyinfra(deploy="send_test_alert.py")
+    fresh.outputs.append(result.stdout + result.stderr)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "pgmon: test alert: discord   ok    1 message(s) accepted" in output
+    assert "pgmon: test alert: telegram  ok    2 message(s) accepted" in output
+    discord = fresh.discord.wait_for(lambda m: "PgmonTestAlert" in m.text, timeout=5)
+    assert "(critical)" in discord.text and "(warning)" in discord.text  # one group, both severities
+    telegram = [m for m in fresh.telegram.received if "PgmonTestAlert" in m.text]
+    assert sorted(str(m.body["chat_id"]) for m in telegram) == sorted(CHATS)
+
+
+def test_too_many_connections_on_a_server(fresh):
+    lab = fresh.lab
+    sessions = [Session(5433, "ledger") for _ in range(25)]  # idle psql sessions hold their connections
+    try:
+        wait_until("25 sessions on 5433", lambda: sessions_where(lab, 5433, "true") >= 25, 30)
+        for received in both_channels(fresh, "TooManyConnections", "ledger"):
+            assert "host.docker.internal:5433" in received.text and "Most connected: ledger" in received.text
+    finally:
+        for session in sessions:
+            session.close()
+    both_channels(fresh, "TooManyConnections", "host.docker.internal:5433", status="RESOLVED")
+
+
+def test_a_real_deadlock_between_two_sessions(fresh):
+    lab = fresh.lab
+    count = "SELECT deadlocks FROM pg_stat_database WHERE datname = 'billing'"
+    before = int(lab.psql(5432, "billing", count))
+    first, second = Session(5432, "billing"), Session(5432, "billing")
+    try:
+        first.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
+        second.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 2;")
+        wait_until("both hold a row", lambda: sessions_where(lab, 5432, "state = 'idle in transaction'") == 2, 10)
+        first.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 2;")
+        wait_until("the first waits", lambda: sessions_where(lab, 5432, "wait_event_type = 'Lock'") == 1, 10)
+        second.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
+        aborted = "state = 'idle in transaction (aborted)'"
+        wait_until("PostgreSQL to break the deadlock", lambda: sessions_where(lab, 5432, aborted) == 1, 15)
+        first.run("ROLLBACK;")
+        second.run("ROLLBACK;")
+        # A session reports its statistics once out of its transaction.
+        wait_until("the deadlock counted", lambda: int(lab.psql(5432, "billing", count)) > before, 15)
+    finally:
+        first.close()
+        second.close()
+    for received in both_channels(fresh, "Deadlocks", "billing"):
+        assert "host.docker.internal:5432" in received.text
+    both_channels(fresh, "Deadlocks", "billing", status="RESOLVED")
+
+
+def test_a_session_holding_a_lock_others_wait_on(fresh):
+    lab = fresh.lab
+    holder, waiter = Session(5432, "shop"), Session(5432, "shop")
+    try:
+        # A row lock. (An ACCESS EXCLUSIVE table lock would also stall the exporter's own table
+        # queries in that database: ExporterDown, docs/alerts.md.)
+        holder.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
+        wait_until("the row locked", lambda: sessions_where(lab, 5432, "state = 'idle in transaction'") == 1, 10)
+        waiter.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
+        for received in both_channels(fresh, "LockContention", "shop"):
+            assert "waiting on locks" in received.text
+        holder.run("COMMIT;")
+        wait_until("the waiter served", lambda: sessions_where(lab, 5432, "wait_event_type = 'Lock'") == 0, 10)
+    finally:
+        holder.close()
+        waiter.close()
+    both_channels(fresh, "LockContention", "shop", status="RESOLVED")
+
+
+def test_a_transaction_left_open(fresh):
+    session = Session(5432, "billing")
+    try:
+        session.run("BEGIN; SELECT 1;")
+        for received in both_channels(fresh, "IdleInTransaction", "billing"):
+            assert "fix the missing COMMIT" in received.text  # the hint
+        session.run("ROLLBACK;")
+    finally:
+        session.close()
+    both_channels(fresh, "IdleInTransaction", "billing", status="RESOLVED")
+
+
+def test_a_slow_query_seen_by_pg_stat_statements(fresh):
+    for _ in range(3):  # the same statement, so its counters grow between scrapes
+        fresh.lab.psql(5432, "billing", "SELECT pg_sleep(2)")
+    for received in both_channels(fresh, "SlowQueries", "billing"):
+        assert "per call" in received.text
+    both_channels(fresh, "SlowQueries", "billing", status="RESOLVED")
+
+
+def test_postgres_down_reaches_both_channels_within_the_bound_then_resolves(fresh):
+    lab = fresh.lab
+    bound = SCRAPE_SECONDS + EVALUATION_SECONDS + duration_seconds(POSTGRES_DOWN_FOR) + duration_seconds(GROUP_WAIT)
+    stopped = time.monotonic()
+    lab.stop_cluster(5433)
+    try:
+        discord, telegram = both_channels(fresh, "PostgresDown", "ledger")
+        for channel, received in (("discord", discord), ("telegram", telegram)):
+            print(f"\nPostgresDown at {channel}: {received.at - stopped:.1f}s after the stop "
+                  f"(scrape {SCRAPE_SECONDS}s + evaluation {EVALUATION_SECONDS}s + for {POSTGRES_DOWN_FOR} "
+                  f"+ group_wait {GROUP_WAIT} = {bound:g}s)")
+        assert "<b>[FIRING:1 · CRITICAL] PostgresDown · ledger on host.docker.internal:5433</b>" in telegram.text
+        chats = {str(m.body["chat_id"]) for m in fresh.telegram.received if "PostgresDown" in m.text}
+        assert chats == set(CHATS)
+    finally:
+        lab.start_cluster(5433)
+    both_channels(fresh, "PostgresDown", "ledger", status="RESOLVED")
+    both_channels(fresh, "PostgresRestarted", "host.docker.internal:5433")
+
