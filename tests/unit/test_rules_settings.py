@@ -1,6 +1,8 @@
 """Alert thresholds, routing and the stack additions the rules need: settings in, configs out."""
 
 import json
+import re
+from pathlib import Path
 
 import yaml
 
@@ -10,7 +12,7 @@ from tasks.render import (
     render_rules,
     render_stack,
 )
-from tasks.settings import build_settings
+from tasks.settings import AlertThresholds, build_settings
 
 from .conftest import ENVIRON, FIXTURES, group_data
 from .test_settings import error_for
@@ -114,3 +116,11 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
     assert (queries.mode, queries.uid) == (0o400, 65534) and queries.on_change == ("restart:exporter-billing",)
     query = yaml.safe_load(queries.content)["pgmon_database"]
     assert query["query"] == "SELECT current_database() AS datname, 1 AS info"
+
+
+def test_docs_list_every_threshold_with_its_default():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \| (?:database|server|host) \|", docs, re.MULTILINE))
+    defaults = {key: value if isinstance(value, str) else f"{value:g}"
+                for key, value in AlertThresholds().model_dump().items()}
+    assert rows == defaults
