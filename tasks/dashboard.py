@@ -1,20 +1,56 @@
-"""Dashboard 9628 ("PostgreSQL Database") fetched on the controller, cached, never by Grafana.
+"""Dashboard 9628 ("PostgreSQL Database") fetched on the controller, cached, never by Grafana,
+and adapted to pgmon's labels before it is bound and written.
 
 Grafana's import API does not download from grafana.com, so the controller does,
 once per pinned revision, and keeps the JSON in ~/.cache/pgmon (or
 $XDG_CACHE_HOME/pgmon). Air-gapped sites set ``pgmon_dashboard_9628.file``.
+
+As published, 9628 finds its exporters by Kubernetes labels (``kubernetes_namespace``,
+``release``) that a Docker stack does not have, and assumes one exporter per server whose
+``instance`` carries every series. ``adapt_dashboard_9628`` rewrites its template variables
+and label matchers for pgmon's ``server``/``instance`` labels; docs/dashboards.md explains the
+choice.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import requests
 
 from .settings import DeployError, Settings
+
+# The exporter process's own series: one set per exporter, so they follow the database picked.
+# Every other series 9628 reads comes from the collectors that only a server's first exporter runs
+# (render.SERVER_WIDE_COLLECTORS and the default metrics), labelled with that exporter's instance.
+PER_EXPORTER_PREFIXES = ("process_",)
+# Labels 9628 selects on that pgmon replaces with its scope matcher (server or instance).
+REPLACED_LABELS = ("kubernetes_namespace", "release", "instance")
+# postgres_exporter 0.11+ names these counters with _total; 9628 still queries the old names.
+_BGWRITER = re.compile(r"^pg_stat_bgwriter_\w+$")
+# A metric selector: a pg_/process_ metric name and its optional {matchers} (quoted values may hold braces).
+_SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*)(\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\})?')
+_MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")\s*,?')
+
+SERVER_VARIABLE = {
+    "name": "server", "label": "Server", "type": "query",
+    "query": 'label_values(pg_up{job="postgres"}, server)',
+}
+VARIABLE_CHANGES = {
+    # pgmon's instance label is the configured database name: the picker for "which database".
+    "instance": {"label": "Database", "query": 'label_values(pg_up{job="postgres", server="$server"}, instance)'},
+    # The PostgreSQL name of the database picked; server-wide rows are labelled with it.
+    "datname": {"label": "PostgreSQL database", "hide": 2, "includeAll": False, "multi": False,
+                "query": 'label_values(pgmon_database_info{instance="$instance"}, datname)'},
+}
+# A drop-down of pgmon's dashboards (all tagged "pgmon"), keeping the time range.
+PGMON_DASHBOARDS_LINK = {"title": "pgmon", "type": "dashboards", "tags": ["pgmon"], "asDropdown": True,
+                         "includeVars": False, "keepTime": True, "icon": "external link", "targetBlank": False}
 
 
 def cache_dir() -> Path:
@@ -33,17 +69,20 @@ def _checked(dashboard: object, source: str, field: str) -> dict:
 
 
 def load_dashboard_9628(settings: Settings) -> dict:
-    """The dashboard's JSON: from the configured file, the cache, or a download (then cached)."""
+    """The dashboard adapted to pgmon's labels, from the configured file, the cache, or a download (then cached)."""
     source = settings.config.dashboard_9628
     if source.file:
         try:
-            return _checked(json.loads(Path(source.file).read_text()), source.file, "pgmon_dashboard_9628.file")
+            published = json.loads(Path(source.file).read_text())
         except (OSError, ValueError) as error:
             raise DeployError(f"pgmon_dashboard_9628.file: cannot read {source.file}: {error}")
+        return adapt_dashboard_9628(_checked(published, source.file, "pgmon_dashboard_9628.file"),
+                                    "pgmon_dashboard_9628.file")
     url = source.url.format(revision=source.revision)
     cached = cache_dir() / f"dashboard-9628-r{source.revision}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
     if cached.exists():
-        return _checked(json.loads(cached.read_text()), str(cached), "pgmon_dashboard_9628")
+        return adapt_dashboard_9628(_checked(json.loads(cached.read_text()), str(cached), "pgmon_dashboard_9628"),
+                                    "pgmon_dashboard_9628.revision")
     try:
         response = requests.get(url, timeout=30)
         response.raise_for_status()
@@ -53,8 +92,80 @@ def load_dashboard_9628(settings: Settings) -> dict:
             f"pgmon_dashboard_9628.url: cannot download {url} ({error}); without internet access, "
             "save the dashboard JSON on this machine and set pgmon_dashboard_9628 = {'file': '/path/9628.json'}"
         )
+    adapted = adapt_dashboard_9628(dashboard, "pgmon_dashboard_9628.revision")  # refuse before caching
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".partial")
     partial.write_text(json.dumps(dashboard))
     partial.replace(cached)
+    return adapted
+
+
+def panels_of(panels: list[dict]):
+    """Every panel, including those inside collapsed rows."""
+    for panel in panels:
+        yield panel
+        yield from panels_of(panel.get("panels") or [])
+
+
+def scope_selectors(expr: str) -> str:
+    """9628's label matchers turned into pgmon's: each selector gets ``server="$server"`` (server-wide
+    series) or ``instance="$instance"`` (the exporter's own), in place of release/instance/namespace."""
+
+    def rewrite(match: re.Match) -> str:
+        name, braces = match.group(1), match.group(2) or "{}"
+        if _BGWRITER.match(name) and not name.endswith("_total"):
+            name += "_total"
+        if _MATCHER.sub("", braces[1:-1]).strip():  # dropping what it cannot read would widen the query
+            raise ValueError(f"cannot read the label matchers of {match.group(0)}")
+        kept = [m.group(0).strip().rstrip(",").strip() for m in _MATCHER.finditer(braces[1:-1])
+                if m.group(1) not in REPLACED_LABELS]
+        scope = 'instance="$instance"' if name.startswith(PER_EXPORTER_PREFIXES) else 'server="$server"'
+        return name + "{" + ", ".join([scope, *kept]) + "}"
+
+    return _SELECTOR.sub(rewrite, expr)
+
+
+def adapt_dashboard_9628(published: dict, field: str) -> dict:
+    """9628 for pgmon: Server and Database pickers in place of its Kubernetes chain, every query scoped
+    by them, bgwriter counters under their current names. Refuses a dashboard it does not recognise
+    (naming ``field``), so a changed upstream JSON cannot slip through with empty panels.
+    """
+    dashboard = copy.deepcopy(published)
+    variables = dashboard.get("templating", {}).get("list", [])
+    by_name = {v.get("name"): v for v in variables}
+    missing = [name for name in ("namespace", "release", *VARIABLE_CHANGES) if name not in by_name]
+    if missing:
+        raise DeployError(
+            f"{field}: this dashboard has no template variable(s) {', '.join(missing)}, so it is not the "
+            "revision pgmon knows how to adapt (9628 revision 8); pin revision 8"
+        )
+    adapted_variables = []
+    for variable in variables:
+        name = variable.get("name")
+        if name == "namespace":
+            continue  # no Kubernetes namespace on a Docker stack
+        if name == "release":
+            variable = {**variable, **SERVER_VARIABLE, "regex": "", "includeAll": False, "multi": False}
+        elif name in VARIABLE_CHANGES:
+            variable = {**variable, **VARIABLE_CHANGES[name], "regex": ""}
+        if name in ("release", *VARIABLE_CHANGES):
+            variable["definition"] = variable["query"]
+            variable["current"], variable["options"] = {}, []  # values of the Kubernetes chain mean nothing here
+        adapted_variables.append(variable)
+    dashboard["templating"]["list"] = adapted_variables
+    for panel in panels_of(dashboard.get("panels", [])):
+        for target in panel.get("targets") or []:
+            if isinstance(target.get("expr"), str):
+                try:
+                    target["expr"] = scope_selectors(target["expr"])
+                except ValueError as error:
+                    raise DeployError(f"{field}: panel {panel.get('title')!r}: {error}; pin revision 8, whose "
+                                      "queries pgmon knows")
+    leftovers = sorted(set(re.findall(r"\$release|\$namespace|kubernetes_namespace|\$\{(?:release|namespace)\}",
+                                      json.dumps(dashboard))))
+    if leftovers:
+        raise DeployError(f"{field}: the dashboard still refers to {', '.join(leftovers)} after pgmon adapted it; "
+                          "pin revision 8, whose queries pgmon knows")
+    dashboard["tags"] = sorted(set(dashboard.get("tags") or []) | {"pgmon"})
+    dashboard["links"] = [*(dashboard.get("links") or []), PGMON_DASHBOARDS_LINK]
     return dashboard

@@ -140,6 +140,7 @@ def test_dashboard_inputs_bound_like_grafana_import(dashboard_9628):
     bound = bind_dashboard_inputs(dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID)
     text = json.dumps(bound)
     assert "${DS_PROMETHEUS}" not in text and "__inputs" not in bound
-    assert bound["panels"][0]["datasource"] == DATASOURCE_UID and bound["uid"] == DASHBOARD_9628_UID
+    first_query = next(panel for panel in bound["panels"] if panel["type"] != "row")
+    assert first_query["datasource"] == DATASOURCE_UID and bound["uid"] == DASHBOARD_9628_UID
     with pytest.raises(ValueError, match="DS_PROMETHEUS"):
         bind_dashboard_inputs(dashboard_9628, {}, DASHBOARD_9628_UID)

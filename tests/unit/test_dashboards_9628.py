@@ -1,0 +1,92 @@
+"""Dashboard 9628 as pgmon writes it: adapted to pgmon's labels, refused when it is not the one pgmon knows."""
+
+import copy
+import json
+import re
+
+import pytest
+
+from tasks import dashboard as dashboard_module
+from tasks.dashboard import adapt_dashboard_9628, load_dashboard_9628, panels_of
+from tasks.settings import DeployError, build_settings
+
+from .conftest import ENVIRON, FIXTURES, group_data
+
+SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*)(\{[^}]*\})?')
+VARIABLE = re.compile(r"\$\{?(\w+)")
+
+
+def exprs(dashboard: dict):
+    for panel in panels_of(dashboard["panels"]):
+        for target in panel.get("targets") or []:
+            yield panel["title"], target["expr"]
+
+
+def test_9628_picks_a_server_then_a_database_by_pgmons_labels(dashboard_9628):
+    published = copy.deepcopy(dashboard_9628)
+    adapted = adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")
+    assert dashboard_9628 == published  # the published JSON (the cache) is left as it is
+    variables = {v["name"]: v for v in adapted["templating"]["list"]}
+    assert list(variables) == ["interval", "server", "instance", "datname", "mode"]  # no Kubernetes namespace
+    assert variables["server"]["query"] == 'label_values(pg_up{job="postgres"}, server)'
+    assert variables["instance"]["label"] == "Database"
+    assert variables["instance"]["query"] == 'label_values(pg_up{job="postgres", server="$server"}, instance)'
+    assert variables["datname"]["hide"] == 2 and "pgmon_database_info" in variables["datname"]["query"]
+    assert "pgmon" in adapted["tags"] and any(link.get("tags") == ["pgmon"] for link in adapted["links"])
+
+
+def test_9628_queries_are_scoped_by_server_or_by_the_databases_exporter(dashboard_9628):
+    adapted = adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")
+    defined = {v["name"] for v in adapted["templating"]["list"]}
+    selectors = 0
+    for title, expr in exprs(adapted):
+        assert "release" not in expr and "kubernetes_namespace" not in expr, title
+        assert set(VARIABLE.findall(expr)) <= defined, (title, expr)
+        for name, matchers in SELECTOR.findall(expr):
+            selectors += 1
+            scope = 'instance="$instance"' if name.startswith("process_") else 'server="$server"'
+            assert matchers.startswith("{" + scope), (title, expr)
+            assert matchers.count("instance=") == (1 if name.startswith("process_") else 0), (title, expr)
+            if name.startswith("pg_stat_bgwriter_"):
+                assert name.endswith("_total"), (title, expr)
+    assert selectors >= 40
+
+
+def test_9628_adaptation_refuses_a_dashboard_it_does_not_know(dashboard_9628):
+    other = copy.deepcopy(dashboard_9628)
+    other["templating"]["list"] = [v for v in other["templating"]["list"] if v["name"] != "release"]
+    with pytest.raises(DeployError, match=r"pgmon_dashboard_9628.file: .*no template variable\(s\) release.*revision 8"):
+        adapt_dashboard_9628(other, "pgmon_dashboard_9628.file")
+    unreadable = copy.deepcopy(dashboard_9628)
+    unreadable["panels"][1]["targets"][0]["expr"] = "pg_static{instance='$instance'}"
+    with pytest.raises(DeployError, match=r"panel 'Version': cannot read the label matchers"):
+        adapt_dashboard_9628(unreadable, "pgmon_dashboard_9628.revision")
+    leftover = copy.deepcopy(dashboard_9628)
+    leftover["panels"][1]["title"] = "Version in $namespace"
+    with pytest.raises(DeployError, match=r"still refers to \$namespace"):
+        adapt_dashboard_9628(leftover, "pgmon_dashboard_9628.revision")
+
+
+def test_9628_download_is_cached_as_published_and_served_adapted(dashboard_9628, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    downloads = []
+
+    class Response:
+        def raise_for_status(self):
+            pass
+
+        def json(self):
+            return copy.deepcopy(dashboard_9628)
+
+    monkeypatch.setattr(dashboard_module.requests, "get", lambda url, timeout: downloads.append(url) or Response())
+    settings = build_settings(group_data(pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}"}), ENVIRON)
+    first, second = load_dashboard_9628(settings), load_dashboard_9628(settings)
+    assert downloads == ["http://127.0.0.1:9/8"] and first == second
+    assert "server" in {v["name"] for v in first["templating"]["list"]}
+    (cached,) = (tmp_path / "pgmon").glob("dashboard-9628-r8-*.json")
+    assert json.loads(cached.read_text()) == dashboard_9628
+
+
+def test_9628_from_a_file_is_adapted_too():
+    settings = build_settings(group_data(pgmon_dashboard_9628={"file": str(FIXTURES / "dashboard-9628.json")}), ENVIRON)
+    assert not any("$release" in expr for _, expr in exprs(load_dashboard_9628(settings)))
