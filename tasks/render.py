@@ -28,6 +28,7 @@ from .settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
+DASHBOARDS_DIR = PROJECT_ROOT / "files" / "grafana" / "dashboards"
 
 ROOT = 0
 NOBODY = 65534  # the user of the prom/* and postgres-exporter images
@@ -445,6 +446,18 @@ def render_rules(settings: Settings) -> bytes:
     ).encode()
 
 
+def render_recording_rules(settings: Settings) -> bytes:
+    """The series pgmon's dashboards read: per-database and per-table ratios and rates."""
+    window = max(60, MIN_SCRAPES_PER_WINDOW * settings.config.scrape_interval_seconds)
+    template = _rules_jinja().get_template("prometheus/pgmon.recording.yml.j2")
+    return template.render(window=f"{window}s").encode()
+
+
+def pgmon_dashboard_files() -> dict[str, bytes]:
+    """pgmon's own dashboards (files/grafana/dashboards), provisioned as they are in the repository."""
+    return {path.name: path.read_bytes() for path in sorted(DASHBOARDS_DIR.glob("*.json"))}
+
+
 def _severity_matcher(severities: list[str]) -> str:
     if len(severities) == 1:
         return f"severity={promql_string(severities[0])}"
@@ -621,6 +634,8 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         ManagedFile("docker-compose.yml", render_compose(settings, services)),
         ManagedFile("prometheus/prometheus.yml", render_prometheus_config(settings), on_change=(RELOAD_PROMETHEUS,)),
         ManagedFile("prometheus/rules/pgmon.rules.yml", render_rules(settings), on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile("prometheus/rules/pgmon.recording.yml", render_recording_rules(settings),
+                    on_change=(RELOAD_PROMETHEUS,)),
         ManagedFile("prometheus/targets/postgres.json", render_postgres_targets(settings)),
         # Holds the Telegram chat id: readable by the Alertmanager user only.
         ManagedFile(
@@ -650,6 +665,8 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             "grafana/dashboards/postgresql-9628.json",
             (json.dumps(dashboard, indent=1, sort_keys=True) + "\n").encode(),
         ),
+        # Grafana rescans the folder: a changed file updates its dashboard in place, no restart.
+        *(ManagedFile(f"grafana/dashboards/{name}", content) for name, content in pgmon_dashboard_files().items()),
         ManagedFile(
             "grafana/secrets/admin_password",
             settings.grafana_admin_password.get_secret_value().encode(),

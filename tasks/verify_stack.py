@@ -4,13 +4,14 @@ Checks, from the host's point of view (through the SSH connection): every
 database's exporter is scraped and reports ``pg_up 1`` without scrape errors;
 Prometheus is ready with its config and rules loaded; Alertmanager is ready
 with the expected receivers; Grafana is healthy, its datasource answers and
-dashboard 9628 is there. It polls until all pass or the deadline
+pgmon's dashboards (9628 and its own) are there. It polls until all pass or the deadline
 (``pgmon_verify_timeout_seconds``), then prints one line per component and
 database. Anything failing fails the run; nothing is stopped.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from dataclasses import dataclass
@@ -21,7 +22,12 @@ from pyinfra.api import FunctionCommand, deploy, operation
 
 from .host_state import host_output
 from .http_tunnel import HostHTTP
-from .render import DASHBOARD_9628_UID, DATASOURCE_UID, EXPORTER_PORT
+from .render import (
+    DASHBOARD_9628_UID,
+    DATASOURCE_UID,
+    EXPORTER_PORT,
+    pgmon_dashboard_files,
+)
 from .settings import Settings
 
 
@@ -165,11 +171,13 @@ def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
     if status != 200:
         return [Finding("grafana", False, f"its Prometheus datasource does not answer (HTTP {status})",
                         f"docker logs {container}")]
-    status, _ = http.get_json(address, cfg.grafana_port, f"/api/dashboards/uid/{DASHBOARD_9628_UID}", auth)
-    if status != 200:
-        return [Finding("grafana", False, f"dashboard 9628 is not present (HTTP {status})",
-                        f"docker exec {container} ls /etc/grafana/dashboards")]
-    return [Finding("grafana", True, "healthy, datasource answers, dashboard 9628 present")]
+    uids = [DASHBOARD_9628_UID] + [json.loads(content)["uid"] for content in pgmon_dashboard_files().values()]
+    for uid in uids:
+        status, _ = http.get_json(address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth)
+        if status != 200:
+            return [Finding("grafana", False, f"dashboard {uid} is not present (HTTP {status})",
+                            f"docker exec {container} ls /etc/grafana/dashboards; docker logs {container}")]
+    return [Finding("grafana", True, f"healthy, datasource answers, dashboards present: {', '.join(uids)}")]
 
 
 def check_stack(settings: Settings, http: HostHTTP, run_shell) -> list[Finding]:

@@ -42,10 +42,11 @@ def test_prometheus_config_and_rules_pass_promtool(settings, dashboard_9628, tmp
     result = subprocess.run(["promtool", "check", "config", paths["prometheus/prometheus.yml"]],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 rule files found" in result.stdout and "WARNING" not in result.stdout + result.stderr
-    result = subprocess.run(["promtool", "check", "rules", paths["prometheus/rules/pgmon.rules.yml"]],
-                            capture_output=True, text=True)
-    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+    assert "2 rule files found" in result.stdout and "WARNING" not in result.stdout + result.stderr
+    for rules in ("pgmon.rules.yml", "pgmon.recording.yml"):
+        result = subprocess.run(["promtool", "check", "rules", paths[f"prometheus/rules/{rules}"]],
+                                capture_output=True, text=True)
+        assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
 @needs(not shutil.which("amtool"), reason="amtool: run tests/e2e/prepare_machine.sh")
