@@ -221,6 +221,14 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                 "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
                 "GF_NEWS_NEWS_FEED_ENABLED": "false",
+                # Nothing leaves the host on Grafana's own initiative: Grafana 12 installs "preinstalled"
+                # plugins from grafana.com at every start, fetches plugin signing keys and Gravatar
+                # images, and offers snapshot publishing to snapshots.raintank.io.
+                "GF_PLUGINS_PREINSTALL_DISABLED": "true",
+                "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED": "true",
+                "GF_PLUGINS_PLUGIN_ADMIN_ENABLED": "false",
+                "GF_SECURITY_DISABLE_GRAVATAR": "true",
+                "GF_SNAPSHOTS_EXTERNAL_ENABLED": "false",
             },
             "ports": [f"{cfg.grafana_bind_address}:{cfg.grafana_port}:3000"],
             "volumes": [

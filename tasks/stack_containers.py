@@ -67,7 +67,11 @@ def action_command(action: str, project: str, base_dir: str) -> str:
         command = f"docker kill -s HUP {container} >/dev/null"
     elif action == RESET_GRAFANA_PASSWORD:
         secret = shlex.quote(f"{base_dir}/grafana/secrets/admin_password")
+        # A container started a moment ago may not have created its database (and admin) yet.
+        healthy = "i=0; until wget -q -O /dev/null http://127.0.0.1:3000/api/health; do i=$((i+1)); " \
+                  "[ $i -lt 120 ] || exit 1; sleep 0.5; done"
         command = (
+            f"docker exec {container} sh -c {shlex.quote(healthy)} && "
             f"docker exec -i {container} grafana cli --homepath /usr/share/grafana "
             f"admin reset-admin-password --password-from-stdin < {secret} >/dev/null"
         )

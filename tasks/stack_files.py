@@ -21,7 +21,7 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 
 from .host_state import Entry, HostState
-from .render import ManagedDir, ManagedFile, StackFiles
+from .render import RESET_GRAFANA_PASSWORD, ManagedDir, ManagedFile, StackFiles
 from .settings import Settings
 
 # Only these top-level directories are pgmon's to prune; anything else a user
@@ -64,7 +64,9 @@ def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
     remove = tuple(p for p in stale if not any(p.startswith(other + "/") for other in stale))
     actions: list[str] = []
     for f in files:
-        if f.path in current:  # a brand-new file is read when its container starts
+        # A brand-new file is read when its container starts, except Grafana's admin password: Grafana
+        # applies it only when it creates its database, and that volume may outlive base_dir.
+        if f.path in current or RESET_GRAFANA_PASSWORD in f.on_change:
             actions += [a for a in f.on_change if a not in actions]
     return FilePlan(dirs, files, remove, tuple(actions))
 

@@ -1,4 +1,4 @@
-"""pgmon's own dashboards and the recording rules they read."""
+"""pgmon's own dashboards, the recording rules they read, and Grafana's settings."""
 
 import json
 import re
@@ -13,6 +13,7 @@ from tasks.render import (
     DASHBOARD_9628_UID,
     DATASOURCE_UID,
     RELOAD_PROMETHEUS,
+    compose_services,
     pgmon_dashboard_files,
     render_recording_rules,
     render_stack,
@@ -169,3 +170,18 @@ def test_recording_rules_name_the_database_a_server_wide_row_is_about(settings, 
     result = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_sends_nothing_off_the_host_and_admits_only_its_admin(settings):
+    environment = compose_services(settings)["grafana"]["environment"]
+    assert {key: environment.get(key) for key in (
+        "GF_AUTH_ANONYMOUS_ENABLED", "GF_USERS_ALLOW_SIGN_UP", "GF_ANALYTICS_REPORTING_ENABLED",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES", "GF_PLUGINS_PLUGIN_ADMIN_ENABLED",
+        "GF_SNAPSHOTS_EXTERNAL_ENABLED")} == dict.fromkeys((
+            "GF_AUTH_ANONYMOUS_ENABLED", "GF_USERS_ALLOW_SIGN_UP", "GF_ANALYTICS_REPORTING_ENABLED",
+            "GF_ANALYTICS_CHECK_FOR_UPDATES", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES",
+            "GF_PLUGINS_PLUGIN_ADMIN_ENABLED", "GF_SNAPSHOTS_EXTERNAL_ENABLED"), "false")
+    assert {key: environment.get(key) for key in (
+        "GF_PLUGINS_PREINSTALL_DISABLED", "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED", "GF_SECURITY_DISABLE_GRAVATAR")
+    } == dict.fromkeys(("GF_PLUGINS_PREINSTALL_DISABLED", "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED",
+                        "GF_SECURITY_DISABLE_GRAVATAR"), "true")
