@@ -303,6 +303,23 @@ def test_import_with_a_missing_input_is_refused_like_grafana(site, start):
     assert call(port, "/api/dashboards/import", body={"overwrite": True})[0] == 422
 
 
+def test_import_of_the_9628_fixture_needs_valid_credentials_and_binds_every_datasource(site, start):
+    fixture = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "dashboard-9628.json").read_text())
+    port = start(site["env"]).port
+    body = {"dashboard": fixture, "overwrite": True, "inputs": INPUTS, "folderUid": ""}
+    for auth in (None, ("admin", "wrong")):
+        status, answer = call(port, "/api/dashboards/import", auth=auth, body=body)
+        assert status == 401, answer
+    assert call(port, "/api/dashboards/uid/000000039")[0] == 404  # nothing stored by a refused import
+    status, answer = call(port, "/api/dashboards/import", body=body)
+    assert status == 200 and answer["title"] == "PostgreSQL Database", answer
+    model = call(port, "/api/dashboards/uid/000000039")[1]["dashboard"]
+    assert "${DS_PROMETHEUS}" not in json.dumps(model) and "__requires" not in model
+    datasources = {p.get("datasource") for p in model["panels"] if p["type"] != "row"}
+    datasources |= {v["datasource"] for v in model["templating"]["list"] if "datasource" in v}
+    assert datasources == {"prom"}
+
+
 def test_ds_query_returns_frames_from_prometheus(site, start, prometheus):
     port = start(site["env"]).port
     status, body = call(port, "/api/ds/query", body={"from": "now-1h", "to": "now", "queries": [
