@@ -40,7 +40,7 @@ def assert_ok(result) -> str:
 def changed_operations(output: str) -> list[str]:
     """Operation rows of pyinfra's results table that report a change (Success column)."""
     rows = output.split("--> Results:")[1].split("Grand total")[0].splitlines()[2:]
-    return [row.split("   ")[0].strip() for row in rows if row.strip() and row.split()[-3] != "-"]
+    return [row.strip().split("   ")[0] for row in rows if row.strip() and row.split()[-3] != "-"]
 
 
 def verification_lines(output: str) -> dict[str, str]:
