@@ -52,9 +52,8 @@ SERVER_WIDE_COLLECTORS = (
     "wal",
 )
 # Server-wide collectors postgres_exporter leaves off that the alert rules need, turned on in that
-# same one exporter: the server's start time, transaction ID age per database, and pg_stat_statements
-# (its view lists every database's statements, so the extension must be in that exporter's database).
-SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound", "stat_statements")
+# same one exporter: the server's start time and transaction ID age per database.
+SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound")
 NODE_EXPORTER_PORT = 9100
 EXPORTER_QUERIES = "/etc/postgres_exporter/queries.yaml"
 
@@ -149,8 +148,12 @@ def server_primaries(settings: Settings) -> set[str]:
     return set(primaries.values())
 
 
-def exporter_flags(primary: bool) -> list[str]:
+def exporter_flags(primary: bool, statements: bool = False) -> list[str]:
+    """``statements``: the database has pg_stat_statements (whose view lists every database's statements)."""
     flags = ["--web.listen-address=:9187", "--log.level=warn", f"--extend.query-path={EXPORTER_QUERIES}"]
+    if statements:
+        # Only where the extension is: elsewhere the query fails, and PostgreSQL logs it, at every scrape.
+        flags.append("--collector.stat_statements")
     if primary:
         return flags + [f"--collector.{name}" for name in SERVER_WIDE_OPT_IN_COLLECTORS]
     return flags + ["--disable-default-metrics", "--disable-settings-metrics"] + [
@@ -259,7 +262,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "image": settings.image("postgres_exporter"),
             "container_name": f"{project}-exporter-{db.name}",
             "restart": "unless-stopped",
-            "command": exporter_flags(db.name in primaries),
+            "command": exporter_flags(db.name in primaries, db.pg_stat_statements),
             "environment": {
                 "DATA_SOURCE_URI": data_source_uri(db),
                 "DATA_SOURCE_USER": db.user,

@@ -203,6 +203,9 @@ class Database(_Strict):
     # lib/pq (used by postgres_exporter) knows these four modes, not 'prefer'.
     sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "require"
     labels: Labels = {}
+    # The database has the pg_stat_statements extension: its exporter reads slow queries there, for
+    # every database of the server (the view lists them all). One database per server is enough.
+    pg_stat_statements: bool = False
     # Overrides of pgmon_alert_thresholds for this database (server-wide keys: for its server).
     alert_thresholds: DatabaseAlertThresholds = DatabaseAlertThresholds()
 
@@ -324,6 +327,14 @@ class SettingsInput(_Strict):
                         f"{where}.{key}: {value!r} holds fewer than {MIN_SCRAPES_PER_WINDOW} scrapes "
                         f"({self.scrape_interval_seconds}s apart); make it at least {shortest}s"
                     )
+        statements: dict[str, Database] = {}
+        for index, db in enumerate(self.databases):
+            other = statements.setdefault(db.server, db) if db.pg_stat_statements else db
+            if other is not db:
+                problems.append(
+                    f"databases[{index}].pg_stat_statements: {other.name} on the same server {db.server} already "
+                    "reads pg_stat_statements, which lists the statements of every database there; set it once"
+                )
         first_setting: dict[tuple[str, str], tuple[Database, object]] = {}
         for index, db in enumerate(self.databases):
             for key, value in db.alert_thresholds.model_dump(include=SERVER_THRESHOLDS, exclude_none=True).items():

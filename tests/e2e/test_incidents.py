@@ -85,13 +85,14 @@ def both_channels(deployment, alert: str, database: str, status: str = "FIRING")
 
 @pytest.fixture(scope="module")
 def incidents(deployment, lab):
-    """The deployment, up with short thresholds; pg_stat_statements in shop (5432's first database)."""
+    """The deployment, up with short thresholds; pg_stat_statements in shop, read for all of 5432."""
     lab.psql(5432, "shop", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     for dbname in ("shop", "billing"):
         lab.psql(5432, dbname, "DROP TABLE IF EXISTS pgmon_e2e; CREATE TABLE pgmon_e2e (id int PRIMARY KEY, v int); "
                                "INSERT INTO pgmon_e2e VALUES (1, 0), (2, 0)")
     data = deployment.group_data(NAMES)
-    databases = [{**db, "alert_thresholds": DATABASE_THRESHOLDS.get(db["name"], {})} for db in data["pgmon_databases"]]
+    databases = [{**db, "alert_thresholds": DATABASE_THRESHOLDS.get(db["name"], {}),
+                  "pg_stat_statements": db["name"] == "shop"} for db in data["pgmon_databases"]]
     deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
     deployment.configure(
         NAMES,

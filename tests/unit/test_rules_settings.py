@@ -109,7 +109,8 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
     services = compose_services(settings)
     for name in ("exporter-shop", "exporter-billing", "exporter-ledger"):
         assert "--extend.query-path=/etc/postgres_exporter/queries.yaml" in services[name]["command"]
-    for collector in ("postmaster", "database_wraparound", "stat_statements"):
+        assert "--collector.stat_statements" not in services[name]["command"]  # nobody said it is there
+    for collector in ("postmaster", "database_wraparound"):
         assert f"--collector.{collector}" in services["exporter-shop"]["command"]
         assert f"--collector.{collector}" not in services["exporter-billing"]["command"]
     queries = rendered(settings, "exporters/billing/queries.yaml")
@@ -124,3 +125,15 @@ def test_docs_list_every_threshold_with_its_default():
     defaults = {key: value if isinstance(value, str) else f"{value:g}"
                 for key, value in AlertThresholds().model_dump().items()}
     assert rows == defaults
+
+
+def test_pg_stat_statements_is_read_where_a_database_says_it_is_and_once_per_server():
+    databases = group_data()["pgmon_databases"]
+    databases[1] = {**databases[1], "pg_stat_statements": True}
+    services = compose_services(build_settings(group_data(pgmon_databases=databases), ENVIRON))
+    assert "--collector.stat_statements" in services["exporter-billing"]["command"]
+    assert "--collector.stat_statements" not in services["exporter-shop"]["command"]
+    databases[0] = {**databases[0], "pg_stat_statements": True}
+    message = error_for(group_data(pgmon_databases=databases))
+    assert ("pgmon_databases[1].pg_stat_statements: shop on the same server db1:5432 already reads "
+            "pg_stat_statements") in message
