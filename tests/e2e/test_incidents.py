@@ -16,7 +16,13 @@ import pytest
 
 from tasks.settings import duration_seconds
 
-from .conftest import EVALUATION_SECONDS, GROUP_WAIT, POSTGRES_DOWN_FOR, SCRAPE_SECONDS
+from .conftest import (
+    EVALUATION_SECONDS,
+    GROUP_WAIT,
+    POSTGRES_DOWN_FOR,
+    SCRAPE_SECONDS,
+    prometheus_query,
+)
 from .lab import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +122,19 @@ def fresh(incidents):
     incidents.telegram.clear()
     yield incidents
     end_sessions(incidents.lab)
+
+
+def test_healthy_databases_raise_nothing(fresh):
+    """No false alarm, not even pending: the rules over the lab's normal state, longer than the shortest `for`.
+
+    Host rules are left out: this machine's CPU belongs to whatever else runs on it.
+    """
+    wait_until("every exporter scraped", lambda: len(prometheus_query("pg_up == 1")) == len(NAMES), 60)
+    observed_until = time.monotonic() + 3 * duration_seconds(THRESHOLDS["exporter_errors_for"])
+    while time.monotonic() < observed_until:
+        alerts = {r["metric"]["alertname"] for r in prometheus_query('ALERTS{alertname!~"Watchdog|Host.*"}')}
+        assert alerts == set(), alerts
+        time.sleep(EVALUATION_SECONDS)
 
 
 def test_test_alert_command_reaches_every_channel_and_chat(fresh):
