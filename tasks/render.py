@@ -148,9 +148,14 @@ def server_primaries(settings: Settings) -> set[str]:
     return set(primaries.values())
 
 
-def exporter_flags(primary: bool, statements: bool = False) -> list[str]:
-    """``statements``: the database has pg_stat_statements (whose view lists every database's statements)."""
+def exporter_flags(primary: bool, statements: bool = False, tables: bool = True) -> list[str]:
+    """``statements``: the database has pg_stat_statements (whose view lists every database's statements).
+
+    ``tables``: keep the per-table collectors; False drops the largest share of series for many-table databases.
+    """
     flags = ["--web.listen-address=:9187", "--log.level=warn", f"--extend.query-path={EXPORTER_QUERIES}"]
+    if not tables:
+        flags += ["--no-collector.stat_user_tables", "--no-collector.statio_user_tables"]
     if statements:
         # Only where the extension is: elsewhere the query fails, and PostgreSQL logs it, at every scrape.
         flags.append("--collector.stat_statements")
@@ -262,7 +267,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "image": settings.image("postgres_exporter"),
             "container_name": f"{project}-exporter-{db.name}",
             "restart": "unless-stopped",
-            "command": exporter_flags(db.name in primaries, db.pg_stat_statements),
+            "command": exporter_flags(db.name in primaries, db.pg_stat_statements, db.table_metrics),
             "environment": {
                 "DATA_SOURCE_URI": data_source_uri(db),
                 "DATA_SOURCE_USER": db.user,

@@ -206,6 +206,8 @@ class Database(_Strict):
     # The database has the pg_stat_statements extension: its exporter reads slow queries there, for
     # every database of the server (the view lists them all). One database per server is enough.
     pg_stat_statements: bool = False
+    # Per-table series (about 28 a table, docs/benchmarks.md); False drops them for a database with many tables.
+    table_metrics: bool = True
     # Overrides of pgmon_alert_thresholds for this database (server-wide keys: for its server).
     alert_thresholds: DatabaseAlertThresholds = DatabaseAlertThresholds()
 

@@ -39,6 +39,7 @@ from tests.e2e.lab import (
     Site,
     prometheus_query,
     serve_dashboard_fixture,
+    wait_until,
 )
 
 SITE = Site(base_dir="/opt/pgmon-bench", project="pgmon-bench", prometheus_port=29090, alertmanager_port=29093,
@@ -152,6 +153,7 @@ def measure_tables(deployment: Deployment, lab: Lab, tables: int) -> dict[str, f
           FROM generate_series(1, {tables}) g \\gexec
         SELECT format('SELECT count(*) FROM t%s', g) FROM generate_series(1, {tables}) g \\gexec
     """)
+    tables = int(lab.psql(5432, "benchtables", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
     deployment.databases = deployment.databases + (many,)
     deployment.secrets[deployment.password_env(many.name)] = many.password
     deployment.teardown()
@@ -169,6 +171,15 @@ def measure_tables(deployment: Deployment, lab: Lab, tables: int) -> dict[str, f
         time.sleep(1)
     duration = sample('scrape_duration_seconds{job="postgres"}')
     samples = sample('scrape_samples_scraped{job="postgres"}')
+
+    # The same database with table_metrics off (its exporter is recreated, so a fresh sample is one scrape away).
+    group_data = deployment.group_data([empty[0].name, empty[1].name, many.name])
+    group_data["pgmon_databases"][2]["table_metrics"] = False
+    deployment.project.write(deployment.lab.inventory_source(), group_data)
+    timed_run(deployment, "turning table metrics off")
+    without = wait_until("a scrape without table metrics", lambda: (
+        (v := sample('scrape_samples_scraped{job="postgres"}').get(many.name)) is not None
+        and v < samples[many.name] and v), 60)
     return {
         "tables": tables,
         "duration": duration[many.name],
@@ -176,6 +187,7 @@ def measure_tables(deployment: Deployment, lab: Lab, tables: int) -> dict[str, f
         "series": samples[many.name],
         "series_empty": samples[empty[1].name],
         "per_table": (samples[many.name] - samples[empty[1].name]) / tables,
+        "series_without_tables": without,
     }
 
 
@@ -250,6 +262,7 @@ def main() -> int:
           f"{table_cost['duration_empty'] * 1000:.0f} ms) |")
     print(f"| samples per scrape | {table_cost['series']:.0f} (empty database: {table_cost['series_empty']:.0f}) |")
     print(f"| series per table | {table_cost['per_table']:.1f} |")
+    print(f"| samples per scrape with `table_metrics: False` | {table_cost['series_without_tables']:.0f} |")
     print("\n| PostgresDown, database stopped to message | seconds |\n|---|---|")
     print(f"| Discord capture server | {alert['discord']:.1f} |")
     print(f"| Telegram capture server | {alert['telegram']:.1f} |")

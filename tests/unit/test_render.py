@@ -145,3 +145,12 @@ def test_dashboard_inputs_bound_like_grafana_import(dashboard_9628):
     assert first_query["datasource"] == DATASOURCE_UID and bound["uid"] == DASHBOARD_9628_UID
     with pytest.raises(ValueError, match="DS_PROMETHEUS"):
         bind_dashboard_inputs(dashboard_9628, {}, DASHBOARD_9628_UID)
+
+
+def test_table_metrics_can_be_turned_off_per_database():
+    dbs = group_data()["pgmon_databases"]
+    settings = build_settings(group_data(pgmon_databases=[dbs[0], {**dbs[1], "table_metrics": False}]), ENVIRON)
+    services = compose_services(settings)
+    assert "--no-collector.stat_user_tables" in services["exporter-billing"]["command"]
+    assert "--no-collector.statio_user_tables" in services["exporter-billing"]["command"]
+    assert not any("user_tables" in flag for flag in services["exporter-shop"]["command"])
