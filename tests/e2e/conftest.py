@@ -7,22 +7,7 @@ import secrets
 import pytest
 
 from .capture import CaptureServer
-from .lab import (  # noqa: F401  (constants re-exported for the test modules)
-    ALERTMANAGER_PORT,
-    BASE_DIR,
-    COMPOSE_PROJECT,
-    DOCKER_BRIDGE_IP,
-    EVALUATION_SECONDS,
-    GRAFANA_PORT,
-    GROUP_WAIT,
-    POSTGRES_DOWN_FOR,
-    PROMETHEUS_PORT,
-    SCRAPE_SECONDS,
-    Deployment,
-    Lab,
-    prometheus_query,
-    serve_dashboard_fixture,
-)
+from .lab import DOCKER_BRIDGE_IP, Deployment, Lab, serve_dashboard_fixture
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,8 @@ import requests
 
 from tasks.render import DASHBOARD_9628_UID, pgmon_dashboard_files
 
-from .conftest import SCRAPE_SECONDS, Deployment, prometheus_query
 from .grafana_queries import Dashboard, Prometheus
-from .lab import Site, wait_until
+from .lab import SCRAPE_SECONDS, Deployment, Site, prometheus_query, wait_until
 from .test_deploy import assert_ok, changed_operations
 
 pytestmark = pytest.mark.e2e

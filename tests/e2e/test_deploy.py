@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import (
+from .lab import (
     BASE_DIR,
     EVALUATION_SECONDS,
     GRAFANA_PORT,

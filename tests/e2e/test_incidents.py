@@ -16,14 +16,14 @@ import pytest
 
 from tasks.settings import duration_seconds
 
-from .conftest import (
+from .lab import (
     EVALUATION_SECONDS,
     GROUP_WAIT,
     POSTGRES_DOWN_FOR,
     SCRAPE_SECONDS,
     prometheus_query,
+    wait_until,
 )
-from .lab import wait_until
 
 pytestmark = pytest.mark.e2e
 
