@@ -180,6 +180,18 @@ def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
     return [Finding("grafana", True, f"healthy, datasource answers, dashboards present: {', '.join(uids)}")]
 
 
+def slow_query_coverage(settings: Settings) -> Finding:
+    """Where the SlowQueries rule can fire: only on servers with a database that has pg_stat_statements."""
+    servers = sorted({db.server for db in settings.databases})
+    covered = {db.server for db in settings.databases if db.pg_stat_statements}
+    silent = [server for server in servers if server not in covered]
+    if not silent:
+        return Finding("slow queries", True, "pg_stat_statements read on every server")
+    # Not a failure: the extension is optional. Saying so keeps a silent rule from passing for a quiet one.
+    return Finding("slow queries", True, f"rule silent on {', '.join(silent)}: no database there has "
+                   "pg_stat_statements = True (CREATE EXTENSION pg_stat_statements, then set it on one entry)")
+
+
 def check_stack(settings: Settings, http: HostHTTP, run_shell) -> list[Finding]:
     readings = parse_exporter_readings(run_shell(exporter_readings_command(settings)))
     return (
@@ -187,6 +199,7 @@ def check_stack(settings: Settings, http: HostHTTP, run_shell) -> list[Finding]:
         + check_alertmanager(settings, http)
         + check_grafana(settings, http)
         + check_databases(settings, http, readings)
+        + [slow_query_coverage(settings)]
     )
 
 
