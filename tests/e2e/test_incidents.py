@@ -107,7 +107,9 @@ def incidents(deployment, lab):
         pgmon_telegram={**data["pgmon_telegram"], "severities": ["critical", "warning"]},
     )
     result = deployment.run()
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "rule silent on host.docker.internal:5433:" in output, output[-6000:]
     yield deployment
     end_sessions(lab)
     for dbname in ("shop", "billing"):
