@@ -58,7 +58,19 @@ def cache_dir() -> Path:
     return Path(base) / "pgmon"
 
 
-def _checked(dashboard: object, source: str, field: str) -> dict:
+def _published(raw: bytes, source: str, field: str, pinned: str | None) -> dict:
+    """The published JSON read from ``raw``, refused unless it has the pinned sha256 and 9628's input."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if pinned and digest != pinned:
+        raise DeployError(
+            f"pgmon_dashboard_9628.sha256: {source} has sha256 {digest}, not the pinned {pinned}; "
+            "fetch the pinned revision again (delete the cached copy in ~/.cache/pgmon), or pin the new sha256 "
+            "after reviewing the JSON"
+        )
+    try:
+        dashboard = json.loads(raw)
+    except ValueError as error:
+        raise DeployError(f"{field}: {source} is not JSON ({error}); point it at dashboard 9628's JSON")
     inputs = dashboard.get("__inputs", []) if isinstance(dashboard, dict) else None
     if not isinstance(inputs, list) or "DS_PROMETHEUS" not in [i.get("name") for i in inputs]:
         raise DeployError(
@@ -69,33 +81,37 @@ def _checked(dashboard: object, source: str, field: str) -> dict:
 
 
 def load_dashboard_9628(settings: Settings) -> dict:
-    """The dashboard adapted to pgmon's labels, from the configured file, the cache, or a download (then cached)."""
+    """The dashboard adapted to pgmon's labels, from the configured file, the cache, or a download (then cached).
+
+    The cache keeps the downloaded bytes as they are, so ``sha256sum`` of the cached file is the
+    value to pin in ``pgmon_dashboard_9628.sha256``.
+    """
     source = settings.config.dashboard_9628
     if source.file:
         try:
-            published = json.loads(Path(source.file).read_text())
-        except (OSError, ValueError) as error:
+            raw = Path(source.file).read_bytes()
+        except OSError as error:
             raise DeployError(f"pgmon_dashboard_9628.file: cannot read {source.file}: {error}")
-        return adapt_dashboard_9628(_checked(published, source.file, "pgmon_dashboard_9628.file"),
+        return adapt_dashboard_9628(_published(raw, source.file, "pgmon_dashboard_9628.file", source.sha256),
                                     "pgmon_dashboard_9628.file")
     url = source.url.format(revision=source.revision)
     cached = cache_dir() / f"dashboard-9628-r{source.revision}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
     if cached.exists():
-        return adapt_dashboard_9628(_checked(json.loads(cached.read_text()), str(cached), "pgmon_dashboard_9628"),
-                                    "pgmon_dashboard_9628.revision")
+        published = _published(cached.read_bytes(), str(cached), "pgmon_dashboard_9628", source.sha256)
+        return adapt_dashboard_9628(published, "pgmon_dashboard_9628.revision")
     try:
         response = requests.get(url, timeout=30)
         response.raise_for_status()
-        dashboard = _checked(response.json(), url, "pgmon_dashboard_9628.url")
-    except (requests.RequestException, ValueError) as error:
+    except requests.RequestException as error:
         raise DeployError(
             f"pgmon_dashboard_9628.url: cannot download {url} ({error}); without internet access, "
             "save the dashboard JSON on this machine and set pgmon_dashboard_9628 = {'file': '/path/9628.json'}"
         )
-    adapted = adapt_dashboard_9628(dashboard, "pgmon_dashboard_9628.revision")  # refuse before caching
+    published = _published(response.content, url, "pgmon_dashboard_9628.url", source.sha256)
+    adapted = adapt_dashboard_9628(published, "pgmon_dashboard_9628.revision")  # refuse before caching
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".partial")
-    partial.write_text(json.dumps(dashboard))
+    partial.write_bytes(response.content)
     partial.replace(cached)
     return adapted
 

@@ -104,6 +104,12 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+def _check_sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"{value!r} is not a sha256: write the 64 lowercase hex digits sha256sum prints")
+    return value
+
+
 def _check_address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
@@ -118,6 +124,7 @@ Duration = Annotated[str, AfterValidator(_check_duration)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 IPAddress = Annotated[str, AfterValidator(_check_address)]
+Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 Percent = Annotated[float, Field(gt=0, le=100)]
 Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=1)]
@@ -256,6 +263,8 @@ class Dashboard9628(_Strict):
     url: str = DASHBOARD_9628_URL
     # For air-gapped sites: a JSON file on the controller, used instead of url.
     file: str | None = None
+    # The sha256 of the published JSON's bytes: any other content (download, cache or file) is refused.
+    sha256: Sha256 | None = None
 
 
 class AlertTiming(_Strict):

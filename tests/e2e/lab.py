@@ -32,6 +32,7 @@ import requests
 from .capture import CaptureServer
 
 REPO = Path(__file__).resolve().parents[2]
+DASHBOARD_FIXTURE = REPO / "tests/fixtures/dashboard-9628.json"
 LAB_DIR = Path(os.environ.get("PGMON_LAB_DIR", "/tmp/pgmon-lab"))
 SSH_PORT = 2222
 DOCKER_BRIDGE_IP = "172.17.0.1"  # docker0: containers reach the host here (host.docker.internal)
@@ -277,7 +278,7 @@ def serve_dashboard_fixture() -> ThreadingHTTPServer:
     class Handler(SimpleHTTPRequestHandler):
         def translate_path(self, path):
             if path.startswith("/api/dashboards/9628/revisions/"):
-                return str(REPO / "tests/fixtures/dashboard-9628.json")
+                return str(DASHBOARD_FIXTURE)
             return "/nonexistent"
 
         def log_message(self, *args):
@@ -347,7 +348,9 @@ class Deployment:
             "pgmon_evaluation_interval_seconds": EVALUATION_SECONDS,
             "pgmon_alert_timing": {"postgres_down_for": POSTGRES_DOWN_FOR, "group_wait": GROUP_WAIT,
                                    "group_interval": "5s", "repeat_interval": "1h"},
-            "pgmon_dashboard_9628": {"url": self.dashboard_url + "/api/dashboards/9628/revisions/{revision}/download"},
+            # Pinned as a user would pin the published JSON: the deploy refuses any other bytes.
+            "pgmon_dashboard_9628": {"url": self.dashboard_url + "/api/dashboards/9628/revisions/{revision}/download",
+                                     "sha256": hashlib.sha256(DASHBOARD_FIXTURE.read_bytes()).hexdigest()},
             "pgmon_verify_timeout_seconds": 120,
         }
 

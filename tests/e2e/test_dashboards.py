@@ -19,7 +19,14 @@ import requests
 from tasks.render import DASHBOARD_9628_UID, pgmon_dashboard_files
 
 from .grafana_queries import Dashboard, Prometheus
-from .lab import SCRAPE_SECONDS, Deployment, Site, prometheus_query, wait_until
+from .lab import (
+    DASHBOARD_FIXTURE,
+    SCRAPE_SECONDS,
+    Deployment,
+    Site,
+    prometheus_query,
+    wait_until,
+)
 from .test_deploy import assert_ok, changed_operations
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +34,6 @@ pytestmark = pytest.mark.e2e
 SITE = Site(base_dir="/opt/pgmon-dash", project="pgmon-dash", prometheus_port=39090, alertmanager_port=39093,
             grafana_port=33000)
 NAMES = ["shop", "billing", "ledger"]  # billing shares shop's server: its server-wide rows come from shop's exporter
-FIXTURE_9628 = Path(__file__).resolve().parents[1] / "fixtures" / "dashboard-9628.json"
 UIDS = [DASHBOARD_9628_UID] + [json.loads(content)["uid"] for content in pgmon_dashboard_files().values()]
 SCHEMA = "pgmon_dash"
 REPORT = "pgmon-dash-report"  # application_name of the long-running report sessions
@@ -165,7 +171,7 @@ def test_every_panel_shows_data_for_every_database(stack, workload, databases, u
 
 def test_the_published_9628_would_show_empty_panels_here(stack, workload, databases):
     """Proves the check above can fail: 9628 as published, with no adaptation, leaves panels empty."""
-    published = Dashboard(json.loads(FIXTURE_9628.read_text()), Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
+    published = Dashboard(json.loads(DASHBOARD_FIXTURE.read_text()), Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
     for db in databases:
         empty = published.empty_panels(picks(db))
         assert any("'Buffers (bgwriter)' has no data" in line for line in empty), db.name  # names without _total
@@ -183,7 +189,7 @@ def test_rerun_changes_no_dashboard(stack):
 def test_a_changed_dashboard_file_updates_the_dashboard_in_place(stack, tmp_path):
     before = served(stack, DASHBOARD_9628_UID)["dashboard"]
     containers = stack.containers()
-    edited = json.loads(FIXTURE_9628.read_text()) | {"title": "PostgreSQL Database (edited)"}
+    edited = json.loads(DASHBOARD_FIXTURE.read_text()) | {"title": "PostgreSQL Database (edited)"}
     (tmp_path / "9628.json").write_text(json.dumps(edited))
     stack.configure(NAMES, pgmon_dashboard_9628={"file": str(tmp_path / "9628.json")})
     try:

@@ -1,6 +1,7 @@
 """Dashboard 9628 as pgmon writes it: adapted to pgmon's labels, refused when it is not the one pgmon knows."""
 
 import copy
+import hashlib
 import json
 import re
 
@@ -67,24 +68,60 @@ def test_9628_adaptation_refuses_a_dashboard_it_does_not_know(dashboard_9628):
         adapt_dashboard_9628(leftover, "pgmon_dashboard_9628.revision")
 
 
-def test_9628_download_is_cached_as_published_and_served_adapted(dashboard_9628, monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def serve_download(monkeypatch, body: bytes) -> list[str]:
+    """requests.get answering every URL with ``body``; returns the URLs asked for."""
     downloads = []
 
     class Response:
+        content = body
+
         def raise_for_status(self):
             pass
 
-        def json(self):
-            return copy.deepcopy(dashboard_9628)
-
     monkeypatch.setattr(dashboard_module.requests, "get", lambda url, timeout: downloads.append(url) or Response())
+    return downloads
+
+
+def test_9628_download_is_cached_byte_for_byte_and_served_adapted(dashboard_9628, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    published = json.dumps(dashboard_9628, indent=1).encode()
+    downloads = serve_download(monkeypatch, published)
     settings = build_settings(group_data(pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}"}), ENVIRON)
     first, second = load_dashboard_9628(settings), load_dashboard_9628(settings)
     assert downloads == ["http://127.0.0.1:9/8"] and first == second
     assert "server" in {v["name"] for v in first["templating"]["list"]}
     (cached,) = (tmp_path / "pgmon").glob("dashboard-9628-r8-*.json")
-    assert json.loads(cached.read_text()) == dashboard_9628
+    assert cached.read_bytes() == published  # so sha256sum of the cache is the value to pin
+
+
+def test_9628_other_bytes_than_the_pinned_sha256_are_refused(dashboard_9628, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    published = json.dumps(dashboard_9628).encode()
+    pinned = hashlib.sha256(published).hexdigest()
+    serve_download(monkeypatch, published.replace(b"PostgreSQL Database", b"PostgreSQL Database (changed)"))
+    data = group_data(pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}", "sha256": pinned})
+    with pytest.raises(DeployError, match=rf"pgmon_dashboard_9628.sha256: http://127.0.0.1:9/8 has sha256 \w{{64}}, "
+                                          rf"not the pinned {pinned}"):
+        load_dashboard_9628(build_settings(data, ENVIRON))
+    assert not list((tmp_path / "pgmon").glob("*.json"))  # what was refused is not cached
+
+    serve_download(monkeypatch, published)
+    assert load_dashboard_9628(build_settings(data, ENVIRON))["templating"]
+    (cached,) = (tmp_path / "pgmon").glob("dashboard-9628-r8-*.json")
+    cached.write_bytes(cached.read_bytes() + b"\n")  # a cache edited since, by hand or by an older pgmon
+    with pytest.raises(DeployError, match=rf"{cached} has sha256 .*delete the cached copy"):
+        load_dashboard_9628(build_settings(data, ENVIRON))
+
+    other_file = tmp_path / "9628.json"
+    other_file.write_bytes(published + b" ")
+    with pytest.raises(DeployError, match=rf"pgmon_dashboard_9628.sha256: {other_file} has sha256"):
+        load_dashboard_9628(build_settings(group_data(pgmon_dashboard_9628={"file": str(other_file),
+                                                                            "sha256": pinned}), ENVIRON))
+
+
+def test_9628_sha256_must_be_written_as_sha256sum_prints_it():
+    with pytest.raises(DeployError, match=r"pgmon_dashboard_9628.sha256: .*64 lowercase hex digits"):
+        build_settings(group_data(pgmon_dashboard_9628={"sha256": "ABC"}), ENVIRON)
 
 
 def test_9628_from_a_file_is_adapted_too():
