@@ -51,9 +51,10 @@ SERVER_WIDE_COLLECTORS = (
     "stat_database",
     "wal",
 )
-# Server-wide collectors postgres_exporter leaves off that the alert rules need, turned on in that
-# same one exporter: the server's start time and transaction ID age per database.
-SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound")
+# Server-wide collectors postgres_exporter leaves off, turned on in that same one exporter: the server's
+# start time and transaction ID age per database (for the alert rules), and PostgreSQL 17's checkpoint
+# counters (for dashboard 9628; the collector skips older servers without querying them).
+SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound", "stat_checkpointer")
 NODE_EXPORTER_PORT = 9100
 EXPORTER_QUERIES = "/etc/postgres_exporter/queries.yaml"
 

@@ -53,6 +53,17 @@ def test_9628_queries_are_scoped_by_server_or_by_the_databases_exporter(dashboar
     assert selectors >= 40
 
 
+def test_9628_checkpoint_queries_fall_back_to_postgresql_17_names(dashboard_9628):
+    adapted = dict(exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")))
+    assert adapted["Checkpoint Stats"] == (
+        '(irate(pg_stat_bgwriter_checkpoint_sync_time_total{server="$server"}[5m])) or '
+        '(irate(pg_stat_checkpointer_sync_time_total{server="$server"}[5m]))')
+    fallbacks = [expr for _, expr in exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628"))
+                 if "pg_stat_checkpointer_" in expr]
+    assert len(fallbacks) == 3  # buffers written, write time, sync time
+    assert all(expr.count(" or ") == 1 for expr in fallbacks)
+
+
 def test_9628_adaptation_refuses_a_dashboard_it_does_not_know(dashboard_9628):
     other = copy.deepcopy(dashboard_9628)
     other["templating"]["list"] = [v for v in other["templating"]["list"] if v["name"] != "release"]

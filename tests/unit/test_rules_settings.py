@@ -110,7 +110,7 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
     for name in ("exporter-shop", "exporter-billing", "exporter-ledger"):
         assert "--extend.query-path=/etc/postgres_exporter/queries.yaml" in services[name]["command"]
         assert "--collector.stat_statements" not in services[name]["command"]  # nobody said it is there
-    for collector in ("postmaster", "database_wraparound"):
+    for collector in ("postmaster", "database_wraparound", "stat_checkpointer"):
         assert f"--collector.{collector}" in services["exporter-shop"]["command"]
         assert f"--collector.{collector}" not in services["exporter-billing"]["command"]
     queries = rendered(settings, "exporters/billing/queries.yaml")
