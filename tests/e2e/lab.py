@@ -37,6 +37,10 @@ LAB_DIR = Path(os.environ.get("PGMON_LAB_DIR", "/tmp/pgmon-lab"))
 SSH_PORT = 2222
 DOCKER_BRIDGE_IP = "172.17.0.1"  # docker0: containers reach the host here (host.docker.internal)
 PG_VERSION = "15"
+# A second server version, in a container: PostgreSQL 17 moved pg_stat_bgwriter's checkpoint columns.
+POSTGRES17_PORT = 5434
+POSTGRES17_CONTAINER = "pgmon-lab-postgresql17"
+POSTGRES17_IMAGE = "pgmon-test/postgresql:17"  # built by tests/e2e/images/build_images.sh
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,16 @@ class LabDatabase:
     dbname: str
     user: str
     password: str
+    sslmode: str = "require"
 
 
 # Passwords full of characters that break naive URL or YAML templating.
 DATABASES = (
     LabDatabase("shop", 5432, "shop", "pgmon_shop", "p@ss:w/rd#%'\"1\\shop$HOME"),
-    LabDatabase("billing", 5432, "billing", "pgmon_billing", "b1ll!ng@#%:/?&='\""),
+    LabDatabase("billing", 5432, "billing", "pgmon_billing", "b1ll!ng@#%:/?&='\"", sslmode="disable"),
     LabDatabase("ledger", 5433, "ledger", "pgmon_ledger", "l3dger$$`x`@:/#%"),
     LabDatabase("analytics", 5432, "analytics", "pgmon_analytics", "an@lyt1cs:/#%'\"$x"),
+    LabDatabase("orders", POSTGRES17_PORT, "orders", "pgmon_orders", "0rd3rs@17:/#%'\"$", sslmode="disable"),
 )
 CLUSTERS = {5432: "main", 5433: "second"}
 
@@ -101,12 +107,17 @@ class Lab:
             raise RuntimeError("run tests/e2e/prepare_machine.sh first (Docker engine and Compose missing)")
         self._start_docker()
         run("bash", str(REPO / "tests/e2e/images/build_images.sh"))
+        self._start_postgres17()
         self._start_postgres()
         self._start_sshd()
 
     def down(self, everything: bool = False) -> None:
         """Stop what this object started; with ``everything``, what any ``up`` left running."""
         markers = {p.name for p in self.dir.glob("*.started*")} if everything else self.started
+        marker = self.dir / "postgresql17.started"
+        if marker.name in markers and marker.exists():
+            run("docker", "rm", "-f", "-v", POSTGRES17_CONTAINER, check=False)
+            marker.unlink()
         for name in ("sshd", "dockerd"):
             pidfile = self.dir / f"{name}.started-pid"
             if pidfile.name in markers and pidfile.exists():
@@ -170,6 +181,19 @@ class Lab:
                 run("pg_ctlcluster", PG_VERSION, cluster, "restart")
         self.create_databases(DATABASES)
 
+    def _start_postgres17(self) -> None:
+        """Published on the Docker bridge address, where containers reach the host's clusters too."""
+        running = run("docker", "inspect", "-f", "{{.State.Running}}", POSTGRES17_CONTAINER, check=False)
+        if running.stdout.strip() != "true":
+            run("docker", "rm", "-f", "-v", POSTGRES17_CONTAINER, check=False)
+            # The superuser's own password is never used: the lab connects on the local socket.
+            run("docker", "run", "-d", "--name", POSTGRES17_CONTAINER, "-e", f"POSTGRES_PASSWORD={secrets.token_hex(16)}",
+                "-p", f"{DOCKER_BRIDGE_IP}:{POSTGRES17_PORT}:5432", POSTGRES17_IMAGE,
+                "-c", "shared_preload_libraries=pg_stat_statements")
+            self._mark_started("postgresql17.started")
+        wait_until("PostgreSQL 17", lambda: run("docker", "exec", POSTGRES17_CONTAINER, "pg_isready", "-q",
+                                                check=False).returncode == 0, 60)
+
     def create_databases(self, databases) -> None:
         """Each database with its own monitoring role (pg_monitor) and password."""
         for db in databases:
@@ -186,8 +210,11 @@ class Lab:
             )
 
     def psql(self, port: int, dbname: str, sql: str, variables: dict[str, str] | None = None) -> str:
-        args = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-                "-p", str(port), "-d", dbname]
+        if port == POSTGRES17_PORT:  # inside its container, on the local socket
+            as_superuser, port = ["docker", "exec", "-i", POSTGRES17_CONTAINER], 5432
+        else:
+            as_superuser = ["runuser", "-u", "postgres", "--"]
+        args = [*as_superuser, "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", dbname]
         for key, value in (variables or {}).items():
             args += ["-v", f"{key}={value}"]
         return run(*args, input=sql).stdout
@@ -329,7 +356,7 @@ class Deployment:
         databases = [
             {"name": db.name, "host": "host.docker.internal", "port": db.port, "dbname": db.dbname,
              "user": db.user, "password_env": self.password_env(db.name),
-             "sslmode": "disable" if db.name == "billing" else "require"}
+             "sslmode": db.sslmode}
             for name in names for db in self.databases if db.name == name
         ]
         return {

@@ -11,6 +11,8 @@
 #   grafana/grafana:12.2.1: NOT Grafana. grafana/standin.py on Debian's python3.11,
 #     imitating the HTTP API pgmon uses (see the docstring there), behind a run.sh that
 #     behaves like the official one. Real Grafana is not exercised by the offline tests.
+#   pgmon-test/postgresql:17: not a stand-in but a second PostgreSQL version for the suite,
+#     Debian trixie's PostgreSQL 17 on trixie's glibc.
 #
 # Each image carries the label pgmon.standin=<sha256 of its build inputs>; an image that
 # already has the right label is left alone. Needs root (owners inside the images) and a
@@ -32,7 +34,8 @@ die() { echo "build_images: $*" >&2; exit 1; }
 docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd, or set DOCKER_HOST)"
 for f in "$BUSYBOX" "$LIBDIR/libc.so.6" /lib64/ld-linux-x86-64.so.2 /etc/ssl/certs/ca-certificates.crt \
          /usr/bin/python3.11 "$DEB/usr/bin/prometheus" "$DEB/usr/bin/promtool" "$DEB/usr/bin/prometheus-alertmanager" \
-         "$DEB/usr/bin/amtool" "$DEB/usr/bin/prometheus-postgres-exporter" "$DEB/usr/bin/prometheus-node-exporter"; do
+         "$DEB/usr/bin/amtool" "$DEB/usr/bin/prometheus-postgres-exporter" "$DEB/usr/bin/prometheus-node-exporter" \
+         "$CACHE/pg17-root/usr/lib/postgresql/17/bin/postgres"; do
   [ -e "$f" ] || die "missing $f (run tests/e2e/prepare_machine.sh first)"
 done
 # Grafana's provisioning files are YAML; the stand-in uses Debian's PyYAML.
@@ -165,6 +168,35 @@ EOF
 }
 smoke_node_exporter() { docker run --rm "$1" --version 2>&1 | grep -q '^node_exporter, version 1\.9\.0'; }
 
+# Not a stand-in: PostgreSQL 17 itself, Debian trixie's build with trixie's own glibc (a merged /usr
+# as in Debian 13), so the suite also runs against the server version that moved pg_stat_bgwriter's
+# checkpoint columns. Packages extracted by tests/e2e/prepare_machine.sh.
+TAG_postgresql17=pgmon-test/postgresql:17
+PG17=$CACHE/pg17-root
+PG17_UID=999
+inputs_postgresql17() { sys_stat "$PG17/usr/lib/postgresql/17" "$PG17/usr/lib/x86_64-linux-gnu"; own postgresql17; }
+fill_postgresql17() {
+  local d=$1
+  rm -rf "$d/lib" "$d/lib64"
+  ln -s usr/lib "$d/lib"; ln -s usr/lib64 "$d/lib64"
+  tar -C "$PG17" --exclude=./usr/share/doc --exclude=./usr/share/locale --exclude=./usr/share/man -c ./usr | tar -C "$d" -x
+  install -m 0755 "$HERE/postgresql17/run.sh" "$d/run.sh"
+  mkdir -p "$d/var/lib/postgresql/data" "$d/var/run/postgresql"
+  chown -R "$PG17_UID:$PG17_UID" "$d/var/lib/postgresql" "$d/var/run/postgresql"
+  chmod 700 "$d/var/lib/postgresql/data"
+}
+changes_postgresql17() {
+  cat <<'EOF2'
+ENV PATH=/usr/lib/postgresql/17/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ENV PGDATA=/var/lib/postgresql/data
+USER postgres
+EXPOSE 5432
+VOLUME ["/var/lib/postgresql/data"]
+ENTRYPOINT ["/run.sh"]
+EOF2
+}
+smoke_postgresql17() { docker run --rm --entrypoint postgres "$1" --version 2>&1 | grep -q '^postgres (PostgreSQL) 17\.'; }
+
 TAG_grafana=grafana/grafana:12.2.1
 PY_EXCLUDES=(--exclude=python3.11/test --exclude=python3.11/idlelib --exclude=python3.11/tkinter
              --exclude=python3.11/turtledemo --exclude=python3.11/ensurepip --exclude=python3.11/lib2to3
@@ -238,6 +270,7 @@ build() {
   old=$(docker image inspect -f '{{ .Id }}' "$tag" 2>/dev/null || true)
   d=$WORK/$name
   [ "$name" = grafana ] && extra="grafana:x:$GRAFANA_UID:0::/home/grafana:/sbin/nologin"$'\n'
+  [ "$name" = postgresql17 ] && extra="postgres:x:$PG17_UID:$PG17_UID::/var/lib/postgresql:/bin/sh"$'\n'
   base_rootfs "$d" "$extra"
   "fill_$name" "$d"
   local args=(--change "LABEL pgmon.standin=$fp")
@@ -252,7 +285,7 @@ build() {
   echo "$tag: built ($((SECONDS - started))s)"
 }
 
-for image in prometheus alertmanager postgres_exporter node_exporter grafana; do
+for image in prometheus alertmanager postgres_exporter node_exporter grafana postgresql17; do
   build "$image"
 done
 
