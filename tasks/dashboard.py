@@ -164,8 +164,9 @@ def with_checkpointer_fallback(expr: str) -> str:
 
 def adapt_dashboard_9628(published: dict, field: str) -> dict:
     """9628 for pgmon: Server and Database pickers in place of its Kubernetes chain, every query scoped
-    by them, bgwriter counters under their current names (and PostgreSQL 17's checkpointer ones). Refuses a dashboard it does not recognise
-    (naming ``field``), so a changed upstream JSON cannot slip through with empty panels.
+    by them, bgwriter counters under their current names (or PostgreSQL 17's checkpointer ones).
+    Refuses a dashboard it does not recognise (naming ``field``), so a changed upstream JSON cannot
+    slip through with empty panels.
     """
     dashboard = copy.deepcopy(published)
     variables = dashboard.get("templating", {}).get("list", [])

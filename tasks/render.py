@@ -475,6 +475,11 @@ def pgmon_dashboard_files() -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(DASHBOARDS_DIR.glob("*.json"))}
 
 
+def provisioned_dashboard_uids() -> list[str]:
+    """The uid of every dashboard pgmon provisions: 9628 first, then its own."""
+    return [DASHBOARD_9628_UID] + [json.loads(content)["uid"] for content in pgmon_dashboard_files().values()]
+
+
 def _severity_matcher(severities: list[str]) -> str:
     if len(severities) == 1:
         return f"severity={promql_string(severities[0])}"

@@ -11,7 +11,6 @@ database. Anything failing fails the run; nothing is stopped.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from dataclasses import dataclass
@@ -22,12 +21,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 
 from .host_state import host_output
 from .http_tunnel import HostHTTP
-from .render import (
-    DASHBOARD_9628_UID,
-    DATASOURCE_UID,
-    EXPORTER_PORT,
-    pgmon_dashboard_files,
-)
+from .render import DATASOURCE_UID, EXPORTER_PORT, provisioned_dashboard_uids
 from .settings import Settings
 
 
@@ -171,7 +165,7 @@ def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
     if status != 200:
         return [Finding("grafana", False, f"its Prometheus datasource does not answer (HTTP {status})",
                         f"docker logs {container}")]
-    uids = [DASHBOARD_9628_UID] + [json.loads(content)["uid"] for content in pgmon_dashboard_files().values()]
+    uids = provisioned_dashboard_uids()
     for uid in uids:
         status, _ = http.get_json(address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth)
         if status != 200:

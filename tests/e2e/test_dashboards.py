@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks.render import DASHBOARD_9628_UID, pgmon_dashboard_files
+from tasks.render import DASHBOARD_9628_UID, provisioned_dashboard_uids
 
 from .grafana_queries import Dashboard, Prometheus
 from .lab import (
@@ -39,7 +39,7 @@ NAMES = ["shop", "billing", "ledger", "orders"]
 # PostgreSQL 17 moved these to pg_stat_io, which postgres_exporter 0.17 does not read: on such a server
 # these two targets of 9628's 'Buffers (bgwriter)' have nothing to show (docs/dashboards.md).
 MOVED_TO_PG_STAT_IO = ("pg_stat_bgwriter_buffers_backend_total{", "pg_stat_bgwriter_buffers_backend_fsync_total{")
-UIDS = [DASHBOARD_9628_UID] + [json.loads(content)["uid"] for content in pgmon_dashboard_files().values()]
+UIDS = provisioned_dashboard_uids()
 SCHEMA = "pgmon_dash"
 REPORT = "pgmon-dash-report"  # application_name of the long-running report sessions
 

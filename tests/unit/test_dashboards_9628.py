@@ -54,12 +54,11 @@ def test_9628_queries_are_scoped_by_server_or_by_the_databases_exporter(dashboar
 
 
 def test_9628_checkpoint_queries_fall_back_to_postgresql_17_names(dashboard_9628):
-    adapted = dict(exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")))
-    assert adapted["Checkpoint Stats"] == (
+    adapted = list(exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")))
+    assert dict(adapted)["Checkpoint Stats"] == (
         '(irate(pg_stat_bgwriter_checkpoint_sync_time_total{server="$server"}[5m])) or '
         '(irate(pg_stat_checkpointer_sync_time_total{server="$server"}[5m]))')
-    fallbacks = [expr for _, expr in exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628"))
-                 if "pg_stat_checkpointer_" in expr]
+    fallbacks = [expr for _, expr in adapted if "pg_stat_checkpointer_" in expr]
     assert len(fallbacks) == 3  # buffers written, write time, sync time
     assert all(expr.count(" or ") == 1 for expr in fallbacks)
 

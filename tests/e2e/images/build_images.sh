@@ -86,7 +86,7 @@ copy_libs() { # DIR ELF...: the shared libraries they need, at the same paths
 # ---------------------------------------------------------------- the images
 # Per image: TAG_x, inputs_x (prints what the fingerprint covers), fill_x DIR (lays out
 # the root file system), changes_x (Dockerfile-like lines for `docker import --change`),
-# smoke_x (proves the image runs).
+# smoke_x (proves the image runs), and PASSWD_x if it needs a user besides root and nobody.
 
 TAG_prometheus=prom/prometheus:v2.53.3
 inputs_prometheus() { sys_stat "$DEB/usr/bin/prometheus" "$DEB/usr/bin/promtool" "$DEB/usr/share/prometheus/web"; own prometheus; }
@@ -174,6 +174,7 @@ smoke_node_exporter() { docker run --rm "$1" --version 2>&1 | grep -q '^node_exp
 TAG_postgresql17=pgmon-test/postgresql:17
 PG17=$CACHE/pg17-root
 PG17_UID=999
+PASSWD_postgresql17="postgres:x:$PG17_UID:$PG17_UID::/var/lib/postgresql:/bin/sh"$'\n'
 inputs_postgresql17() { sys_stat "$PG17/usr/lib/postgresql/17" "$PG17/usr/lib/x86_64-linux-gnu"; own postgresql17; }
 fill_postgresql17() {
   local d=$1
@@ -198,6 +199,7 @@ EOF2
 smoke_postgresql17() { docker run --rm --entrypoint postgres "$1" --version 2>&1 | grep -q '^postgres (PostgreSQL) 17\.'; }
 
 TAG_grafana=grafana/grafana:12.2.1
+PASSWD_grafana="grafana:x:$GRAFANA_UID:0::/home/grafana:/sbin/nologin"$'\n'
 PY_EXCLUDES=(--exclude=python3.11/test --exclude=python3.11/idlelib --exclude=python3.11/tkinter
              --exclude=python3.11/turtledemo --exclude=python3.11/ensurepip --exclude=python3.11/lib2to3
              --exclude=python3.11/pydoc_data --exclude='python3.11/config-3.11-*'
@@ -258,7 +260,7 @@ COMMON_INPUTS=$( { sha256sum <"${BASH_SOURCE[0]}";  # stdin: the same whatever p
  sys_stat "$BUSYBOX" "$LIBDIR/libc.so.6" /lib64/ld-linux-x86-64.so.2 /etc/ssl/certs/ca-certificates.crt; } )
 
 build() {
-  local name=$1 tagvar="TAG_$1" tag fp have old started d extra="" line
+  local name=$1 tagvar="TAG_$1" passwdvar="PASSWD_$1" tag fp have old started d line
   tag=${!tagvar}
   fp=$( { echo "$COMMON_INPUTS"; "inputs_$name"; } | sha256sum | cut -c1-64)
   have=$(docker image inspect -f '{{ index .Config.Labels "pgmon.standin" }}' "$tag" 2>/dev/null || true)
@@ -269,9 +271,7 @@ build() {
   started=$SECONDS
   old=$(docker image inspect -f '{{ .Id }}' "$tag" 2>/dev/null || true)
   d=$WORK/$name
-  [ "$name" = grafana ] && extra="grafana:x:$GRAFANA_UID:0::/home/grafana:/sbin/nologin"$'\n'
-  [ "$name" = postgresql17 ] && extra="postgres:x:$PG17_UID:$PG17_UID::/var/lib/postgresql:/bin/sh"$'\n'
-  base_rootfs "$d" "$extra"
+  base_rootfs "$d" "${!passwdvar:-}"
   "fill_$name" "$d"
   local args=(--change "LABEL pgmon.standin=$fp")
   while IFS= read -r line; do args+=(--change "$line"); done < <("changes_$name")
