@@ -186,10 +186,12 @@ class Lab:
         running = run("docker", "inspect", "-f", "{{.State.Running}}", POSTGRES17_CONTAINER, check=False)
         if running.stdout.strip() != "true":
             run("docker", "rm", "-f", "-v", POSTGRES17_CONTAINER, check=False)
-            # The superuser's own password is never used: the lab connects on the local socket.
-            run("docker", "run", "-d", "--name", POSTGRES17_CONTAINER, "-e", f"POSTGRES_PASSWORD={secrets.token_hex(16)}",
+            # The superuser's own password is never used (the lab connects on the local socket); passed by
+            # name so it is not on a command line.
+            run("docker", "run", "-d", "--name", POSTGRES17_CONTAINER, "-e", "POSTGRES_PASSWORD",
                 "-p", f"{DOCKER_BRIDGE_IP}:{POSTGRES17_PORT}:5432", POSTGRES17_IMAGE,
-                "-c", "shared_preload_libraries=pg_stat_statements")
+                "-c", "shared_preload_libraries=pg_stat_statements",
+                env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)})
             self._mark_started("postgresql17.started")
         wait_until("PostgreSQL 17", lambda: run("docker", "exec", POSTGRES17_CONTAINER, "pg_isready", "-q",
                                                 check=False).returncode == 0, 60)
