@@ -8,6 +8,6 @@ Same inventory, group_data and environment as the deploy. It reaches the real Di
 from pyinfra import host
 
 from tasks import load_settings
-from tasks.test_alert import send_test_alert
+from tasks.alert_delivery import send_test_alert
 
 send_test_alert(load_settings(host))

@@ -1,13 +1,17 @@
 """pgmon's deploy library: each module is one step a reader can name.
 
     settings         group_data + environment -> one validated Settings
-    render           Settings -> file contents (pure)
+    stack_model      the managed files, owners, services, ports and actions every step speaks of
+    render/          Settings -> file contents (pure), one module per component
     dashboard        dashboard 9628 JSON, downloaded once on the controller
     host_state       the host now, in one round trip
     docker_engine    step 1: Docker Engine and Compose v2
     stack_files      step 2: configuration under base_dir
     stack_containers step 3: containers, recreating only what changed
     verify_stack     step 4: HTTP checks with a per-database summary
+    http_tunnel      HTTP to the host's loopback through the SSH connection (steps 4 and the test alert)
+    alert_delivery   send_test_alert.py: a test alert through the deployed Alertmanager
+    reporting        how an operation fails the run with lines the user reads
 
 Another deploy.py can call the same steps; see this repository's deploy.py.
 """

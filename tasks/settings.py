@@ -44,6 +44,8 @@ DEFAULT_IMAGES = {
     "grafana": "grafana/grafana:12.2.1",
 }
 
+Component = Literal[tuple(DEFAULT_IMAGES)]  # the keys pgmon_images may override
+
 DASHBOARD_9628_URL = "https://grafana.com/api/dashboards/9628/revisions/{revision}/download"
 
 
@@ -295,7 +297,7 @@ class SettingsInput(_Strict):
     alert_thresholds: AlertThresholds = AlertThresholds()
     dashboard_9628: Dashboard9628 = Dashboard9628()
     docker_install: Literal["docker-repo", "distro"] = "docker-repo"
-    images: dict[Literal["prometheus", "alertmanager", "postgres_exporter", "node_exporter", "grafana"], str] = {}
+    images: dict[Component, str] = {}
     verify_timeout_seconds: int = Field(default=180, ge=5, le=3600)
 
     @model_validator(mode="after")
@@ -394,12 +396,7 @@ class Settings(BaseModel):
     def databases(self) -> list[Database]:
         return self.config.databases
 
-    @property
-    def telegram_chat_id(self) -> int | None:
-        """The first Telegram chat, for callers written when there was only one."""
-        return self.telegram_chat_ids[0] if self.telegram_chat_ids else None
-
-    def image(self, component: str) -> str:
+    def image(self, component: Component) -> str:
         return self.config.images.get(component, DEFAULT_IMAGES[component])
 
 

@@ -21,27 +21,35 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from .host_state import Container, HostState
-from .render import RELOAD_ALERTMANAGER, RELOAD_PROMETHEUS, RESET_GRAFANA_PASSWORD, StackFiles
 from .settings import Settings
 from .stack_files import plan_files
+from .stack_model import (
+    GRAFANA_PORT,
+    RELOAD_ALERTMANAGER,
+    RELOAD_PROMETHEUS,
+    RESET_GRAFANA_PASSWORD,
+    StackFiles,
+    action_service,
+    container_name,
+)
 
 
 @dataclass(frozen=True)
 class ContainerPlan:
     start: tuple[str, ...]
     recreate: tuple[str, ...]
-    restart: tuple[str, ...]  # present with the right revision but not running
+    start_stopped: tuple[str, ...]  # present with the right revision but not running
     remove: tuple[str, ...]
 
     @property
     def empty(self) -> bool:
-        return not (self.start or self.recreate or self.restart or self.remove)
+        return not (self.start or self.recreate or self.start_stopped or self.remove)
 
     def describe(self) -> list[str]:
         return (
             [f"start {s}" for s in self.start]
             + [f"recreate {s} (its definition changed)" for s in self.recreate]
-            + [f"start stopped {s}" for s in self.restart]
+            + [f"start stopped {s}" for s in self.start_stopped]
             + [f"remove {s} (no longer configured)" for s in self.remove]
         )
 
@@ -51,7 +59,7 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
     return ContainerPlan(
         start=tuple(s for s in desired if s not in running),
         recreate=tuple(s for s in desired if s in running and running[s].revision != desired[s]),
-        restart=tuple(
+        start_stopped=tuple(
             s for s in desired if s in running and running[s].revision == desired[s] and running[s].state != "running"
         ),
         remove=tuple(s for s in running if s not in desired),
@@ -60,15 +68,14 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
 
 def action_command(action: str, project: str, base_dir: str) -> str:
     """One shell line per action; each acts only on a running container (a stopped one reads its files at start)."""
-    service = action.partition(":")[2]
-    container = shlex.quote(f"{project}-{service}")
+    container = shlex.quote(container_name(project, action_service(action)))
     if action in (RELOAD_PROMETHEUS, RELOAD_ALERTMANAGER):
         # SIGHUP reloads config and rules without losing state or scrapes.
         command = f"docker kill -s HUP {container} >/dev/null"
     elif action == RESET_GRAFANA_PASSWORD:
         secret = shlex.quote(f"{base_dir}/grafana/secrets/admin_password")
         # A container started a moment ago may not have created its database (and admin) yet.
-        healthy = "i=0; until wget -q -O /dev/null http://127.0.0.1:3000/api/health; do i=$((i+1)); " \
+        healthy = f"i=0; until wget -q -O /dev/null http://127.0.0.1:{GRAFANA_PORT}/api/health; do i=$((i+1)); " \
                   "[ $i -lt 120 ] || exit 1; sleep 0.5; done"
         command = (
             f"docker exec {container} sh -c {shlex.quote(healthy)} && "

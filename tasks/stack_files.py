@@ -21,8 +21,8 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 
 from .host_state import Entry, HostState
-from .render import RESET_GRAFANA_PASSWORD, ManagedDir, ManagedFile, StackFiles
 from .settings import Settings
+from .stack_model import RESET_GRAFANA_PASSWORD, ManagedDir, ManagedFile, StackFiles
 
 # Only these top-level directories are pgmon's to prune; anything else a user
 # keeps under base_dir is left alone.

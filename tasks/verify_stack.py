@@ -16,13 +16,15 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra import host
+from pyinfra.api import deploy, operation
 
 from .host_state import host_output
 from .http_tunnel import HostHTTP
-from .render import DATASOURCE_UID, EXPORTER_PORT, provisioned_dashboard_uids
+from .render.grafana import DATASOURCE_UID, provisioned_dashboard_uids
+from .reporting import failure
 from .settings import Settings
+from .stack_model import EXPORTER_PORT, container_name, exporter_service
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def _vector(http: HostHTTP, port: int, query: str) -> dict[str, float]:
 
 def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
     port = settings.config.prometheus_port
-    container = f"{settings.config.project}-prometheus"
+    container = container_name(settings.config.project, "prometheus")
     status, body = http.get("127.0.0.1", port, "/-/ready")
     if status != 200:
         return [Finding("prometheus", False, f"not ready on 127.0.0.1:{port} ({status or body.decode()})",
@@ -73,7 +75,7 @@ def exporter_readings_command(settings: Settings) -> str:
     project = settings.config.project
     network_members = "{{range .Containers}}/{{.Name}} {{.IPv4Address}}{{println}}{{end}}"
     # "/<project>-exporter-<db> 172.18.0.5/16" -> "<db> 172.18.0.5"
-    to_db_and_ip = r"s#^/" + project + r"-exporter-\([^ ]*\) \([^/]*\)/.*#\1 \2#p"
+    to_db_and_ip = r"s#^/" + container_name(project, exporter_service("")) + r"\([^ ]*\) \([^/]*\)/.*#\1 \2#p"
     addresses = " ".join([
         "docker network inspect -f", shlex.quote(network_members), shlex.quote(project + "-metrics"),
         "| sed -n", shlex.quote(to_db_and_ip),
@@ -83,7 +85,7 @@ def exporter_readings_command(settings: Settings) -> str:
         "while read db ip; do (timeout 10 wget -q -O - http://$ip:%d/metrics 2>/dev/null"
         " | grep -E '^(pg_up|pg_exporter_last_scrape_error) ' | sed \"s/^/$db /\") & done; wait" % EXPORTER_PORT
     )
-    container = shlex.quote(f"{project}-prometheus")
+    container = shlex.quote(container_name(project, "prometheus"))
     return f"{addresses} | docker exec -i {container} sh -c {shlex.quote(scrape)}"
 
 
@@ -108,7 +110,7 @@ def check_databases(settings: Settings, http: HostHTTP, readings: dict[str, dict
     for db in settings.databases:
         subject = f"database {db.name}"
         where = f"{db.server}/{db.dbname}"
-        container = f"{settings.config.project}-exporter-{db.name}"
+        container = container_name(settings.config.project, exporter_service(db.name))
         target = targets.get(db.name)
         reading = readings.get(db.name, {})
         if "pg_up" not in reading:
@@ -136,7 +138,7 @@ def check_databases(settings: Settings, http: HostHTTP, readings: dict[str, dict
 
 def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
     port = settings.config.alertmanager_port
-    container = f"{settings.config.project}-alertmanager"
+    container = container_name(settings.config.project, "alertmanager")
     status, body = http.get_json("127.0.0.1", port, "/api/v2/status")
     if status != 200 or not body:
         return [Finding("alertmanager", False, f"not answering on 127.0.0.1:{port}", f"docker logs {container}")]
@@ -153,7 +155,7 @@ def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
 def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
     cfg = settings.config
     address = "127.0.0.1" if cfg.grafana_bind_address == "0.0.0.0" else cfg.grafana_bind_address
-    container = f"{cfg.project}-grafana"
+    container = container_name(cfg.project, "grafana")
     auth = (cfg.grafana_admin_user, settings.grafana_admin_password.get_secret_value())
     status, health = http.get_json(address, cfg.grafana_port, "/api/health")
     if status != 200 or (health or {}).get("database") != "ok":
@@ -218,12 +220,6 @@ def report(findings: list[Finding]) -> list[str]:
     return lines
 
 
-def _fail(state, host, lines: list[str]) -> bool:
-    for line in lines:
-        logger.error(f"{host.print_prefix}pgmon: {line}")
-    return False
-
-
 @operation()
 def verify(settings: Settings):
     """
@@ -252,7 +248,7 @@ def verify(settings: Settings):
             host.log(f"pgmon: {line}")
         return
     summary = f"pgmon verification failed for {', '.join(f.subject for f in failed)}; everything else keeps running:"
-    yield FunctionCommand(_fail, ([summary] + lines,), {})
+    yield failure([summary] + lines)
 
 
 @deploy("Verify the pgmon stack")

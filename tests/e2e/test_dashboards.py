@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks.render import DASHBOARD_9628_UID, provisioned_dashboard_uids
+from tasks.render.grafana import DASHBOARD_9628_UID, provisioned_dashboard_uids
 
 from .grafana_queries import Dashboard, Prometheus
 from .lab import (

@@ -1,11 +1,26 @@
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tasks.settings import build_settings
+from tasks.dashboard import panels_of
+from tasks.render import render_stack
+from tasks.render.prometheus import render_rules
+from tasks.settings import DeployError, build_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _needs(tool: str):
+    return pytest.mark.skipif(not shutil.which(tool), reason=f"{tool}: run tests/e2e/prepare_machine.sh")
+
+
+needs_promtool = _needs("promtool")
+needs_amtool = _needs("amtool")
+needs_docker = _needs("docker")
 
 # Values chosen to break naive templating: quotes, colons, $, #, @, %, YAML markers.
 ENVIRON = {
@@ -44,3 +59,42 @@ def settings():
 @pytest.fixture
 def dashboard_9628():
     return json.loads((FIXTURES / "dashboard-9628.json").read_text())
+
+
+def error_for(data, environ=ENVIRON) -> str:
+    """The DeployError message ``build_settings`` gives for ``data``."""
+    with pytest.raises(DeployError) as caught:
+        build_settings(data, environ)
+    return str(caught.value)
+
+
+def with_thresholds(index: int, thresholds: dict, **overrides) -> dict:
+    """group_data() with per-database alert_thresholds on database ``index``."""
+    databases = group_data()["pgmon_databases"]
+    databases[index] = {**databases[index], "alert_thresholds": thresholds}
+    return group_data(pgmon_databases=databases, **overrides)
+
+
+def alert_rules(settings) -> dict[str, list[dict]]:
+    """alertname -> its rendered rules (one per thresholds variant)."""
+    rules: dict[str, list[dict]] = {}
+    for group in yaml.safe_load(render_rules(settings))["groups"]:
+        for rule in group["rules"]:
+            rules.setdefault(rule["alert"], []).append(rule)
+    return rules
+
+
+def rendered(settings, path: str):
+    """One file of the rendered stack, as a ManagedFile."""
+    stack = render_stack(settings, json.loads((FIXTURES / "dashboard-9628.json").read_text()))
+    return next(f for f in stack.files if f.path == path)
+
+
+VARIABLE = re.compile(r"\$\{?(\w+)")
+
+
+def exprs(dashboard: dict):
+    """(panel title, PromQL expression) of every query of a dashboard."""
+    for panel in panels_of(dashboard["panels"]):
+        for target in panel.get("targets") or []:
+            yield panel["title"], target["expr"]

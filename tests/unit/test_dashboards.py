@@ -2,26 +2,22 @@
 
 import json
 import re
-import shutil
-import subprocess
 
-import pytest
 import yaml
 
 from tasks.dashboard import adapt_dashboard_9628, panels_of
-from tasks.render import (
+from tasks.render import render_stack
+from tasks.render.compose import compose_services
+from tasks.render.grafana import (
     DASHBOARD_9628_UID,
     DATASOURCE_UID,
-    RELOAD_PROMETHEUS,
-    compose_services,
     pgmon_dashboard_files,
-    render_recording_rules,
-    render_stack,
 )
+from tasks.render.prometheus import render_recording_rules
 from tasks.settings import build_settings
+from tasks.stack_model import DASHBOARDS_DIR, RELOAD_PROMETHEUS
 
-from .conftest import ENVIRON, group_data
-from .test_dashboards_9628 import VARIABLE, exprs
+from .conftest import ENVIRON, VARIABLE, exprs, group_data
 
 # Raw and recorded (level:metric:operation) metric names with their matchers.
 SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*|[a-z_]+:[\w:]+)(\{[^}]*\})?')
@@ -37,7 +33,7 @@ def own_dashboards() -> dict[str, dict]:
 
 def test_own_dashboards_have_units_thresholds_and_descriptions_on_every_panel():
     dashboards = own_dashboards()
-    assert set(dashboards) == {"pgmon-fleet.json", "pgmon-tables.json"}
+    assert dashboards and set(dashboards) == {path.name for path in DASHBOARDS_DIR.glob("*.json")}
     uids = [d["uid"] for d in dashboards.values()]
     assert len(set(uids + [DASHBOARD_9628_UID])) == len(uids) + 1
     for name, dashboard in dashboards.items():
@@ -96,80 +92,6 @@ def test_rate_windows_hold_at_least_four_scrapes(settings):
     assert "[60s]" in render_recording_rules(settings).decode()
     slow = build_settings(group_data(pgmon_scrape_interval_seconds=60), ENVIRON)
     assert "[240s]" in render_recording_rules(slow).decode() and "[60s]" not in render_recording_rules(slow).decode()
-
-
-RULE_TEST = {
-    "rule_files": ["pgmon.recording.yml"],
-    "evaluation_interval": "15s",
-    "tests": [{
-        "interval": "15s",
-        "input_series": [
-            # shop's exporter runs the server-wide collectors of db1:5432: rows for each PostgreSQL database.
-            {"series": 'pgmon_database_info{server="db1:5432", database="shop", instance="shop", datname="shop db"}',
-             "values": "1x20"},
-            {"series": 'pgmon_database_info{server="db1:5432", database="billing", instance="billing", datname="billing"}',
-             "values": "1x20"},
-            {"series": 'pg_stat_database_xact_commit{server="db1:5432", database="shop", datname="billing"}',
-             "values": "0+60x20"},
-            {"series": 'pg_stat_database_xact_rollback{server="db1:5432", database="shop", datname="billing"}',
-             "values": "0x20"},
-            {"series": 'pg_stat_database_xact_commit{server="db1:5432", database="shop", datname="shop db"}',
-             "values": "0+15x20"},
-            {"series": 'pg_stat_database_xact_rollback{server="db1:5432", database="shop", datname="shop db"}',
-             "values": "0+15x20"},
-            {"series": 'pg_stat_database_xact_commit{server="db1:5432", database="shop", datname="postgres"}',
-             "values": "0+15x20"},
-            {"series": 'pg_stat_database_xact_rollback{server="db1:5432", database="shop", datname="postgres"}',
-             "values": "0x20"},
-            {"series": 'pg_stat_activity_count{server="db1:5432", database="shop", datname="billing", state="active",'
-                       ' backend_type="client backend", wait_event_type="Lock"}', "values": "2x20"},
-            {"series": 'pg_stat_activity_count{server="db1:5432", database="shop", datname="shop db", state="idle",'
-                       ' backend_type="client backend"}', "values": "3x20"},
-            {"series": 'pg_settings_max_connections{server="db1:5432", database="shop"}', "values": "103x20"},
-            {"series": 'pg_settings_superuser_reserved_connections{server="db1:5432", database="shop"}',
-             "values": "3x20"},
-            {"series": 'up{job="postgres", server="db1:5432", database="shop"}', "values": "1x20"},
-            {"series": 'up{job="postgres", server="db1:5432", database="billing"}', "values": "1x20"},
-            {"series": 'ALERTS{alertname="LockContention", alertstate="firing", server="db1:5432", database="billing"}',
-             "values": "1x20"},
-            {"series": 'pg_statio_user_tables_heap_blocks_hit{database="shop", relname="catalogue"}',
-             "values": "0+45x20"},
-            {"series": 'pg_statio_user_tables_heap_blocks_read{database="shop", relname="catalogue"}',
-             "values": "0+15x20"},
-            {"series": 'pg_statio_user_tables_heap_blocks_hit{database="shop", relname="idle"}', "values": "5x20"},
-            {"series": 'pg_statio_user_tables_heap_blocks_read{database="shop", relname="idle"}', "values": "5x20"},
-        ],
-        "promql_expr_test": [
-            {"expr": "database:pg_stat_database_xact:rate", "eval_time": "4m", "exp_samples": [
-                {"labels": 'database:pg_stat_database_xact:rate{server="db1:5432", database="billing"}', "value": 4},
-                {"labels": 'database:pg_stat_database_xact:rate{server="db1:5432", database="shop"}', "value": 2}]},
-            {"expr": "database:pg_stat_activity_lock_waiters:count", "eval_time": "4m", "exp_samples": [
-                {"labels": 'database:pg_stat_activity_lock_waiters:count{server="db1:5432", database="billing"}',
-                 "value": 2},
-                {"labels": 'database:pg_stat_activity_lock_waiters:count{server="db1:5432", database="shop"}',
-                 "value": 0}]},
-            {"expr": "database:pg_connections_used:ratio", "eval_time": "4m", "exp_samples": [
-                {"labels": 'database:pg_connections_used:ratio{server="db1:5432", database="billing"}', "value": 0.05},
-                {"labels": 'database:pg_connections_used:ratio{server="db1:5432", database="shop"}', "value": 0.05}]},
-            {"expr": "database:alerts_firing:count", "eval_time": "4m", "exp_samples": [
-                {"labels": 'database:alerts_firing:count{server="db1:5432", database="billing"}', "value": 1},
-                {"labels": 'database:alerts_firing:count{server="db1:5432", database="shop"}', "value": 0}]},
-            # A table without reads in the window has no ratio rather than 0/0.
-            {"expr": "table:pg_statio_user_tables_heap_blocks_hit:ratio", "eval_time": "4m", "exp_samples": [
-                {"labels": 'table:pg_statio_user_tables_heap_blocks_hit:ratio{database="shop", relname="catalogue"}',
-                 "value": 0.75}]},
-        ],
-    }],
-}
-
-
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool: run tests/e2e/prepare_machine.sh")
-def test_recording_rules_name_the_database_a_server_wide_row_is_about(settings, tmp_path):
-    (tmp_path / "pgmon.recording.yml").write_bytes(render_recording_rules(settings))
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(RULE_TEST, sort_keys=False))
-    result = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_grafana_sends_nothing_off_the_host_and_admits_only_its_admin(settings):

@@ -8,19 +8,12 @@ import re
 import pytest
 
 from tasks import dashboard as dashboard_module
-from tasks.dashboard import adapt_dashboard_9628, load_dashboard_9628, panels_of
+from tasks.dashboard import adapt_dashboard_9628, load_dashboard_9628
 from tasks.settings import DeployError, build_settings
 
-from .conftest import ENVIRON, FIXTURES, group_data
+from .conftest import ENVIRON, FIXTURES, VARIABLE, exprs, group_data
 
 SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*)(\{[^}]*\})?')
-VARIABLE = re.compile(r"\$\{?(\w+)")
-
-
-def exprs(dashboard: dict):
-    for panel in panels_of(dashboard["panels"]):
-        for target in panel.get("targets") or []:
-            yield panel["title"], target["expr"]
 
 
 def test_9628_picks_a_server_then_a_database_by_pgmons_labels(dashboard_9628):

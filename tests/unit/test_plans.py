@@ -65,7 +65,7 @@ def test_container_plan(settings, dashboard_9628):
     running["exporter-gone"] = Container("x", "running")
     del running["grafana"]
     plan = plan_containers(desired, running)
-    assert (plan.start, plan.recreate, plan.restart, plan.remove) == (
+    assert (plan.start, plan.recreate, plan.start_stopped, plan.remove) == (
         ("grafana",), ("exporter-shop",), ("exporter-billing",), ("exporter-gone",))
 
 

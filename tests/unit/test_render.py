@@ -1,24 +1,21 @@
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tasks.render import (
+from tasks.render import render_stack
+from tasks.render.compose import compose_services
+from tasks.render.exporters import server_primaries
+from tasks.render.grafana import (
     DASHBOARD_9628_UID,
     DATASOURCE_UID,
     bind_dashboard_inputs,
-    compose_services,
-    render_stack,
-    server_primaries,
 )
 from tasks.settings import build_settings
 
-from .conftest import ENVIRON, group_data
-
-needs = pytest.mark.skipif
+from .conftest import ENVIRON, group_data, needs_amtool, needs_docker, needs_promtool
 
 
 def write_tree(stack, root: Path) -> dict[str, Path]:
@@ -35,7 +32,7 @@ def _container_paths_to(root: Path, path: Path, prefix: str, local: str) -> None
     path.write_text(path.read_text().replace(prefix, str(root / local) + "/"))
 
 
-@needs(not shutil.which("promtool"), reason="promtool: run tests/e2e/prepare_machine.sh")
+@needs_promtool
 def test_prometheus_config_and_rules_pass_promtool(settings, dashboard_9628, tmp_path):
     paths = write_tree(render_stack(settings, dashboard_9628), tmp_path)
     _container_paths_to(tmp_path, paths["prometheus/prometheus.yml"], "/etc/prometheus/", "prometheus")
@@ -49,7 +46,7 @@ def test_prometheus_config_and_rules_pass_promtool(settings, dashboard_9628, tmp
         assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
-@needs(not shutil.which("amtool"), reason="amtool: run tests/e2e/prepare_machine.sh")
+@needs_amtool
 def test_alertmanager_config_passes_amtool_and_templates_render(settings, dashboard_9628, tmp_path):
     paths = write_tree(render_stack(settings, dashboard_9628), tmp_path)
     _container_paths_to(tmp_path, paths["alertmanager/alertmanager.yml"], "/etc/alertmanager/", "alertmanager")
@@ -66,7 +63,7 @@ def test_alertmanager_config_passes_amtool_and_templates_render(settings, dashbo
         assert rendered.returncode == 0 and rendered.stdout.strip(), (name, rendered.stderr)
 
 
-@needs(not shutil.which("docker"), reason="docker CLI with compose plugin")
+@needs_docker
 def test_compose_file_is_valid_and_values_survive_interpolation(settings, dashboard_9628, tmp_path):
     write_tree(render_stack(settings, dashboard_9628), tmp_path)
     result = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=tmp_path,

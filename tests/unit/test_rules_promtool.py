@@ -4,19 +4,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tasks.render import render_rules
+from tasks.render.prometheus import render_recording_rules, render_rules
 from tasks.settings import build_settings
 
-from .conftest import ENVIRON, group_data
+from .conftest import ENVIRON, group_data, needs_promtool
 
 RULE_TESTS = Path(__file__).resolve().parents[1] / "rules"
 # Alerts that cannot have a silent case: Watchdog fires always, by design.
 ALWAYS_FIRING = {"Watchdog"}
-
-needs_promtool = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool: run tests/e2e/prepare_machine.sh")
 
 
 def rule_test_settings(**overrides):
@@ -30,6 +27,7 @@ def rule_test_settings(**overrides):
 
 def run_rule_tests(settings, directory: Path) -> subprocess.CompletedProcess:
     (directory / "pgmon.rules.yml").write_bytes(render_rules(settings))
+    (directory / "pgmon.recording.yml").write_bytes(render_recording_rules(settings))
     names = []
     for test_file in sorted(RULE_TESTS.glob("*.yml")):
         shutil.copy(test_file, directory / test_file.name)

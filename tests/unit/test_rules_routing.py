@@ -2,20 +2,16 @@
 
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
-from tasks.render import TEMPLATES_DIR
 from tasks.settings import build_settings
+from tasks.stack_model import TEMPLATES_DIR
 
-from .conftest import ENVIRON, group_data
-from .test_rules_settings import rendered
-from .test_settings import error_for
+from .conftest import ENVIRON, error_for, group_data, needs_amtool, rendered
 
-needs_amtool = pytest.mark.skipif(not shutil.which("amtool"), reason="amtool: run tests/e2e/prepare_machine.sh")
 TEMPLATE = TEMPLATES_DIR / "alertmanager" / "pgmon.tmpl"
 TELEGRAM_LIMIT, DISCORD_DESCRIPTION_LIMIT, DISCORD_TITLE_LIMIT = 4096, 4096, 256
 # Text that breaks HTML and markdown, as label values and annotations can hold it.

@@ -1,41 +1,23 @@
 """Alert thresholds, routing and the stack additions the rules need: settings in, configs out."""
 
-import json
 import re
 from pathlib import Path
 
 import yaml
 
-from tasks.render import (
-    compose_services,
-    render_prometheus_config,
-    render_rules,
-    render_stack,
+from tasks.render.compose import compose_services
+from tasks.render.prometheus import render_prometheus_config, render_rules
+from tasks.settings import HOST_THRESHOLDS, SERVER_THRESHOLDS, AlertThresholds, build_settings
+from tasks.stack_model import TEMPLATES_DIR
+
+from .conftest import (
+    ENVIRON,
+    alert_rules,
+    error_for,
+    group_data,
+    rendered,
+    with_thresholds,
 )
-from tasks.settings import AlertThresholds, build_settings
-
-from .conftest import ENVIRON, FIXTURES, group_data
-from .test_settings import error_for
-
-
-def with_thresholds(index: int, thresholds: dict, **overrides) -> dict:
-    databases = group_data()["pgmon_databases"]
-    databases[index] = {**databases[index], "alert_thresholds": thresholds}
-    return group_data(pgmon_databases=databases, **overrides)
-
-
-def alert_rules(settings) -> dict[str, list[dict]]:
-    rules: dict[str, list[dict]] = {}
-    for group in yaml.safe_load(render_rules(settings))["groups"]:
-        for rule in group["rules"]:
-            rules.setdefault(rule["alert"], []).append(rule)
-    return rules
-
-
-def rendered(settings, path: str):
-    """One file of the rendered stack, as a ManagedFile."""
-    stack = render_stack(settings, json.loads((FIXTURES / "dashboard-9628.json").read_text()))
-    return next(f for f in stack.files if f.path == path)
 
 
 def test_threshold_mistakes_name_the_key_and_the_fix():
@@ -119,12 +101,32 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
     assert query["query"] == "SELECT current_database() AS datname, 1 AS info"
 
 
-def test_docs_list_every_threshold_with_its_default():
+def threshold_scope(key: str) -> str:
+    return "server" if key in SERVER_THRESHOLDS else "host" if key in HOST_THRESHOLDS else "database"
+
+
+def test_docs_list_every_threshold_with_its_default_and_scope():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
-    rows = dict(re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \| (?:database|server|host) \|", docs, re.MULTILINE))
-    defaults = {key: value if isinstance(value, str) else f"{value:g}"
+    rows = {key: (default, scope) for key, default, scope in
+            re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \| (database|server|host) \|", docs, re.MULTILINE)}
+    expected = {key: (value if isinstance(value, str) else f"{value:g}", threshold_scope(key))
                 for key, value in AlertThresholds().model_dump().items()}
-    assert rows == defaults
+    assert rows == expected
+
+
+def test_server_thresholds_are_exactly_the_keys_the_per_server_rules_read():
+    # A key read in a per-server loop but missing from SERVER_THRESHOLDS would take the first database's value
+    # for the whole server; one listed there but read per database would ignore the database's override.
+    template = (TEMPLATES_DIR / "prometheus" / "pgmon.rules.yml.j2").read_text()
+    loops = re.findall(r"\[% for v in (databases|servers) %\](.*?)\[% endfor %\]", template, re.DOTALL)
+    read = {"databases": set(), "servers": set()}
+    for kind, body in loops:
+        read[kind] |= set(re.findall(r"\bv\.thresholds\.(\w+)", body))
+    assert read["servers"] == SERVER_THRESHOLDS
+    assert not read["databases"] & SERVER_THRESHOLDS
+    host_keys = set(re.findall(r"\bhost_thresholds\.(\w+)", template))
+    assert host_keys and host_keys <= HOST_THRESHOLDS
+    assert read["databases"] | read["servers"] | host_keys == set(AlertThresholds.model_fields)
 
 
 def test_pg_stat_statements_is_read_where_a_database_says_it_is_and_once_per_server():

@@ -3,8 +3,7 @@
 import shlex
 from datetime import datetime, timezone
 
-from tasks.settings import build_settings
-from tasks.test_alert import (
+from tasks.alert_delivery import (
     Delivery,
     add_alerts_command,
     expected_messages,
@@ -12,6 +11,7 @@ from tasks.test_alert import (
     request_counts,
     wait_for_deliveries,
 )
+from tasks.settings import build_settings
 
 from .conftest import ENVIRON, group_data
 

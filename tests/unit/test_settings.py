@@ -1,20 +1,12 @@
 import pytest
 
-from tasks.settings import DeployError, build_settings
-
-from .conftest import ENVIRON, group_data
-
-
-def error_for(data, environ=ENVIRON) -> str:
-    with pytest.raises(DeployError) as caught:
-        build_settings(data, environ)
-    return str(caught.value)
+from .conftest import ENVIRON, error_for, group_data
 
 
 def test_valid_settings_read_secrets_from_the_environment(settings):
     assert [db.name for db in settings.databases] == ["shop", "billing", "ledger"]
     assert settings.database_passwords["shop"].get_secret_value() == ENVIRON["PW_SHOP"]
-    assert settings.telegram_chat_id == -1001234567890
+    assert settings.telegram_chat_ids == (-1001234567890,)
     assert ENVIRON["PW_SHOP"] not in repr(settings)
 
 

@@ -15,17 +15,19 @@ import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import get_args
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
 
 from .host_state import host_output
 from .http_tunnel import HostHTTP
-from .settings import Settings, duration_seconds
-from .verify_stack import _fail
+from .reporting import failure
+from .settings import Settings, Severity, duration_seconds
+from .stack_model import ALERTMANAGER_PORT, container_name
 
 TEST_ALERT = "PgmonTestAlert"
-SEVERITIES = ("critical", "warning")
+SEVERITIES = get_args(Severity)
 TEST_ALERT_LIFETIME = timedelta(minutes=1)
 _REQUESTS_RE = re.compile(
     r'^alertmanager_notification_requests(_failed)?_total\{[^}]*integration="([a-z]+)"[^}]*\} (\S+)$', re.MULTILINE
@@ -61,8 +63,8 @@ def add_alerts_command(settings: Settings, now: datetime) -> str:
     commands = []
     for severity in (s for s in SEVERITIES if s in taken):
         args = [
-            "docker", "exec", f"{cfg.project}-alertmanager",
-            "amtool", "--alertmanager.url=http://127.0.0.1:9093", "alert", "add",
+            "docker", "exec", container_name(cfg.project, "alertmanager"),
+            "amtool", f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}", "alert", "add",
             f"alertname={TEST_ALERT}", f"severity={severity}",
             f"--annotation=summary=pgmon test alert ({severity}): this channel works",
             (f"--annotation=description=Sent at {sent_at} by send_test_alert.py through the Alertmanager "
@@ -134,7 +136,7 @@ def send(settings: Settings):
     if not host.state.is_executing:
         return
     cfg = settings.config
-    container = f"{cfg.project}-alertmanager"
+    container = container_name(cfg.project, "alertmanager")
     expected = expected_messages(settings)
     http = HostHTTP(host)
     try:
@@ -155,7 +157,7 @@ def send(settings: Settings):
         for line in lines:
             host.log(f"pgmon: test alert: {line}")
         return
-    yield FunctionCommand(_fail, (["pgmon test alert not delivered everywhere:"] + lines,), {})
+    yield failure(["pgmon test alert not delivered everywhere:"] + lines)
 
 
 @deploy("Send a pgmon test alert")

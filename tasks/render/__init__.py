@@ -1,0 +1,169 @@
+"""Pure render functions: settings in, file contents out. No pyinfra, no I/O on the host.
+
+Structured configs (compose, prometheus.yml, alertmanager.yml, targets) are
+built as Python data and serialised, so no database name, label or password
+can break their syntax. The rule catalogue is a Jinja template whose values all
+pass through ``tojson`` for the same reason.
+
+Each module renders one component; this one lays them out under base_dir with the owners and modes
+the containers need.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..settings import Settings
+from ..stack_model import (
+    GRAFANA_GID,
+    GRAFANA_UID,
+    NOBODY,
+    RELOAD_ALERTMANAGER,
+    RELOAD_PROMETHEUS,
+    RESET_GRAFANA_PASSWORD,
+    RESTART_GRAFANA,
+    TEMPLATES_DIR,
+    ManagedDir,
+    ManagedFile,
+    StackFiles,
+    exporter_service,
+    restart_action,
+)
+from .alertmanager import render_alertmanager_config
+from .compose import compose_services, render_compose
+from .exporters import render_exporter_queries
+from .grafana import (
+    DASHBOARD_9628_UID,
+    DATASOURCE_UID,
+    bind_dashboard_inputs,
+    pgmon_dashboard_files,
+    render_grafana_dashboard_provider,
+    render_grafana_datasource,
+)
+from .prometheus import (
+    render_postgres_targets,
+    render_prometheus_config,
+    render_recording_rules,
+    render_rules,
+)
+
+
+def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
+    """Every directory and file under base_dir, with owners and modes the containers need.
+
+    Example:
+
+    .. code:: python
+
+        stack = render_stack(settings, json.load(open("9628.json")))
+        [f.path for f in stack.files]  # ["docker-compose.yml", "prometheus/prometheus.yml", ...]
+    """
+    services = compose_services(settings)
+    dashboard = bind_dashboard_inputs(dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID)
+    directories = [
+        ManagedDir("."),
+        ManagedDir("prometheus"),
+        ManagedDir("prometheus/rules"),
+        ManagedDir("prometheus/targets"),
+        ManagedDir("alertmanager"),
+        ManagedDir("alertmanager/templates"),
+        ManagedDir("alertmanager/secrets", 0o500, NOBODY, NOBODY),
+        ManagedDir("exporters"),
+        ManagedDir("grafana"),
+        ManagedDir("grafana/provisioning"),
+        ManagedDir("grafana/provisioning/datasources"),
+        ManagedDir("grafana/provisioning/dashboards"),
+        ManagedDir("grafana/dashboards"),
+        ManagedDir("grafana/secrets", 0o500, GRAFANA_UID, GRAFANA_GID),
+    ]
+    secret = dict(mode=0o400, uid=NOBODY, gid=NOBODY, secret=True)
+    files = [
+        ManagedFile("docker-compose.yml", render_compose(settings, services)),
+        ManagedFile("prometheus/prometheus.yml", render_prometheus_config(settings), on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile("prometheus/rules/pgmon.rules.yml", render_rules(settings), on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile("prometheus/rules/pgmon.recording.yml", render_recording_rules(settings),
+                    on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile("prometheus/targets/postgres.json", render_postgres_targets(settings)),
+        # Holds the Telegram chat id: readable by the Alertmanager user only.
+        ManagedFile(
+            "alertmanager/alertmanager.yml",
+            render_alertmanager_config(settings),
+            mode=0o440,
+            gid=NOBODY,
+            secret=True,
+            on_change=(RELOAD_ALERTMANAGER,),
+        ),
+        ManagedFile(
+            "alertmanager/templates/pgmon.tmpl",
+            (TEMPLATES_DIR / "alertmanager" / "pgmon.tmpl").read_bytes(),
+            on_change=(RELOAD_ALERTMANAGER,),
+        ),
+        ManagedFile(
+            "grafana/provisioning/datasources/pgmon.yml",
+            render_grafana_datasource(settings),
+            on_change=(RESTART_GRAFANA,),
+        ),
+        ManagedFile(
+            "grafana/provisioning/dashboards/pgmon.yml",
+            render_grafana_dashboard_provider(),
+            on_change=(RESTART_GRAFANA,),
+        ),
+        ManagedFile(
+            "grafana/dashboards/postgresql-9628.json",
+            (json.dumps(dashboard, indent=1, sort_keys=True) + "\n").encode(),
+        ),
+        # Grafana rescans the folder: a changed file updates its dashboard in place, no restart.
+        *(ManagedFile(f"grafana/dashboards/{name}", content) for name, content in pgmon_dashboard_files().items()),
+        ManagedFile(
+            "grafana/secrets/admin_password",
+            settings.grafana_admin_password.get_secret_value().encode(),
+            mode=0o400,
+            uid=GRAFANA_UID,
+            gid=GRAFANA_GID,
+            secret=True,
+            on_change=(RESET_GRAFANA_PASSWORD,),
+        ),
+    ]
+    if settings.discord_webhook_url is not None:
+        files.append(
+            ManagedFile(
+                "alertmanager/secrets/discord_webhook_url",
+                settings.discord_webhook_url.get_secret_value().encode(),
+                **secret,
+            )
+        )
+    if settings.telegram_bot_token is not None:
+        files.append(
+            ManagedFile(
+                "alertmanager/secrets/telegram_bot_token",
+                settings.telegram_bot_token.get_secret_value().encode(),
+                **secret,
+            )
+        )
+    if settings.watchdog_url is not None:
+        files.append(
+            ManagedFile("alertmanager/secrets/watchdog_url", settings.watchdog_url.get_secret_value().encode(), **secret)
+        )
+    for db in settings.databases:
+        directories.append(ManagedDir(f"exporters/{db.name}", 0o500, NOBODY, NOBODY))
+        files.append(
+            ManagedFile(
+                f"exporters/{db.name}/password",
+                settings.database_passwords[db.name].get_secret_value().encode(),
+                on_change=(restart_action(exporter_service(db.name)),),
+                **secret,
+            )
+        )
+        # In the exporter's own folder: a single-file mount would keep showing a replaced file's old inode.
+        files.append(
+            ManagedFile(
+                f"exporters/{db.name}/queries.yaml",
+                render_exporter_queries(),
+                mode=0o400,
+                uid=NOBODY,
+                gid=NOBODY,
+                on_change=(restart_action(exporter_service(db.name)),),
+            )
+        )
+    revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}
+    return StackFiles(tuple(directories), tuple(files), revisions)

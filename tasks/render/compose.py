@@ -1,0 +1,166 @@
+"""docker-compose.yml: every service of the stack, each labelled with a revision of its definition."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ..settings import Settings
+from ..stack_model import (
+    ALERTMANAGER_PORT,
+    EXPORTER_PORT,
+    GRAFANA_PORT,
+    NODE_EXPORTER_PORT,
+    NODE_EXPORTER_SERVICE,
+    PROMETHEUS_PORT,
+    container_name,
+    exporter_service,
+    yaml_bytes,
+)
+from .exporters import data_source_uri, exporter_flags, server_primaries
+
+
+def _escape_compose(value):
+    # Compose interpolates "$VAR" in every string; "$$" is a literal dollar.
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_escape_compose(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape_compose(v) for k, v in value.items()}
+    return value
+
+
+
+def _healthcheck(url: str) -> dict:
+    return {
+        "test": ["CMD", "wget", "-q", "-O", "/dev/null", url],
+        "interval": "10s",
+        "timeout": "5s",
+        "retries": 5,
+        "start_period": "20s",
+    }
+
+
+def compose_services(settings: Settings) -> dict[str, dict]:
+    """Every service of the stack, each labelled with a revision that changes with its definition."""
+    cfg = settings.config
+    project = cfg.project
+
+    def container(service: str) -> str:
+        return container_name(project, service)
+
+    host_gateway = ["host.docker.internal:host-gateway"]
+    services: dict[str, dict] = {
+        "prometheus": {
+            "image": settings.image("prometheus"),
+            "container_name": container("prometheus"),
+            "restart": "unless-stopped",
+            "command": [
+                "--config.file=/etc/prometheus/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+                "--storage.tsdb.retention.time=30d",
+            ],
+            "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],
+            "volumes": ["./prometheus:/etc/prometheus:ro", "prometheus-data:/prometheus"],
+            "networks": ["metrics", "ui"],
+            "healthcheck": _healthcheck(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"),
+        },
+        "alertmanager": {
+            "image": settings.image("alertmanager"),
+            "container_name": container("alertmanager"),
+            "restart": "unless-stopped",
+            "command": [
+                "--config.file=/etc/alertmanager/alertmanager.yml",
+                "--storage.path=/alertmanager",
+                "--cluster.listen-address=",  # a single instance: no gossip port
+            ],
+            "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
+            "volumes": ["./alertmanager:/etc/alertmanager:ro", "alertmanager-data:/alertmanager"],
+            "networks": ["metrics"],
+            "extra_hosts": host_gateway,
+            "healthcheck": _healthcheck(f"http://127.0.0.1:{ALERTMANAGER_PORT}/-/ready"),
+        },
+        "grafana": {
+            "image": settings.image("grafana"),
+            "container_name": container("grafana"),
+            "restart": "unless-stopped",
+            "environment": {
+                "GF_SECURITY_ADMIN_USER": cfg.grafana_admin_user,
+                "GF_SECURITY_ADMIN_PASSWORD__FILE": "/etc/grafana/secrets/admin_password",
+                "GF_USERS_ALLOW_SIGN_UP": "false",
+                "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                "GF_ANALYTICS_REPORTING_ENABLED": "false",
+                "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+                "GF_NEWS_NEWS_FEED_ENABLED": "false",
+                # Nothing leaves the host on Grafana's own initiative: Grafana 12 installs "preinstalled"
+                # plugins from grafana.com at every start, fetches plugin signing keys and Gravatar
+                # images, and offers snapshot publishing to snapshots.raintank.io.
+                "GF_PLUGINS_PREINSTALL_DISABLED": "true",
+                "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED": "true",
+                "GF_PLUGINS_PLUGIN_ADMIN_ENABLED": "false",
+                "GF_SECURITY_DISABLE_GRAVATAR": "true",
+                "GF_SNAPSHOTS_EXTERNAL_ENABLED": "false",
+            },
+            "ports": [f"{cfg.grafana_bind_address}:{cfg.grafana_port}:{GRAFANA_PORT}"],
+            "volumes": [
+                "grafana-data:/var/lib/grafana",
+                "./grafana/provisioning:/etc/grafana/provisioning:ro",
+                "./grafana/dashboards:/etc/grafana/dashboards:ro",
+                "./grafana/secrets:/etc/grafana/secrets:ro",
+            ],
+            "networks": ["ui"],
+            "depends_on": ["prometheus"],
+            "healthcheck": _healthcheck(f"http://127.0.0.1:{GRAFANA_PORT}/api/health"),
+        },
+    }
+    services[NODE_EXPORTER_SERVICE] = {
+        "image": settings.image("node_exporter"),
+        "container_name": container(NODE_EXPORTER_SERVICE),
+        "restart": "unless-stopped",
+        # The host's CPU, memory and file systems: its processes and root file system, read-only.
+        "command": ["--path.rootfs=/host", f"--web.listen-address=:{NODE_EXPORTER_PORT}", "--log.level=warn"],
+        "pid": "host",
+        "volumes": ["/:/host:ro"],
+        "networks": ["metrics"],
+        "healthcheck": _healthcheck(f"http://127.0.0.1:{NODE_EXPORTER_PORT}/"),
+    }
+    primaries = server_primaries(settings)
+    for db in settings.databases:
+        services[exporter_service(db.name)] = {
+            "image": settings.image("postgres_exporter"),
+            "container_name": container(exporter_service(db.name)),
+            "restart": "unless-stopped",
+            "command": exporter_flags(db.name in primaries, db.pg_stat_statements, db.table_metrics),
+            "environment": {
+                "DATA_SOURCE_URI": data_source_uri(db),
+                "DATA_SOURCE_USER": db.user,
+                # A file, never the URL: any password works and none shows in `docker inspect`.
+                "DATA_SOURCE_PASS_FILE": "/etc/postgres_exporter/password",
+            },
+            "volumes": [f"./exporters/{db.name}:/etc/postgres_exporter:ro"],
+            "networks": ["metrics"],
+            "extra_hosts": host_gateway,
+            "healthcheck": _healthcheck(f"http://127.0.0.1:{EXPORTER_PORT}/"),
+        }
+    for service in services.values():
+        digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
+        service["labels"] = {"pgmon.revision": digest[:16]}
+    return services
+
+
+def render_compose(settings: Settings, services: dict[str, dict]) -> bytes:
+    project = settings.config.project
+    document = {
+        "name": project,
+        "services": services,
+        "networks": {
+            # Exporters and Alertmanager talk to Prometheus only; Grafana sees Prometheus only.
+            "metrics": {"name": f"{project}-metrics"},
+            "ui": {"name": f"{project}-ui"},
+        },
+        "volumes": {"prometheus-data": {}, "alertmanager-data": {}, "grafana-data": {}},
+    }
+    return yaml_bytes(_escape_compose(document))
+

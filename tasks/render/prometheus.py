@@ -1,0 +1,199 @@
+"""Prometheus: prometheus.yml, the exporters as file-discovery targets, and the alert and recording rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+
+import jinja2
+
+from ..settings import (
+    MIN_SCRAPES_PER_WINDOW,
+    SERVER_THRESHOLDS,
+    AlertThresholds,
+    Settings,
+)
+from ..stack_model import (
+    ALERTMANAGER_PORT,
+    EXPORTER_PORT,
+    NODE_EXPORTER_PORT,
+    NODE_EXPORTER_SERVICE,
+    PROMETHEUS_PORT,
+    TEMPLATES_DIR,
+    container_name,
+    exporter_service,
+    yaml_bytes,
+)
+
+
+def render_prometheus_config(settings: Settings) -> bytes:
+    cfg = settings.config
+    return yaml_bytes(
+        {
+            "global": {
+                "scrape_interval": f"{cfg.scrape_interval_seconds}s",
+                "evaluation_interval": f"{cfg.evaluation_interval_seconds}s",
+            },
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}]}]},
+            "rule_files": ["/etc/prometheus/rules/*.yml"],
+            "scrape_configs": [
+                {"job_name": "prometheus", "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}]},
+                {"job_name": "alertmanager", "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}]},
+                {
+                    # File discovery: adding a database needs no Prometheus restart or reload.
+                    "job_name": "postgres",
+                    "file_sd_configs": [
+                        {"files": ["/etc/prometheus/targets/postgres.json"], "refresh_interval": "30s"}
+                    ],
+                },
+                {
+                    "job_name": "node",
+                    "static_configs": [
+                        {"targets": [f"{NODE_EXPORTER_SERVICE}:{NODE_EXPORTER_PORT}"], "labels": {"instance": "processing-host"}}
+                    ],
+                },
+            ],
+        }
+    )
+
+
+def render_postgres_targets(settings: Settings) -> bytes:
+    targets = [
+        {
+            "targets": [f"{exporter_service(db.name)}:{EXPORTER_PORT}"],
+            "labels": {**db.labels, "database": db.name, "server": db.server, "instance": db.name},
+        }
+        for db in settings.databases
+    ]
+    return (json.dumps(targets, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _rules_jinja() -> jinja2.Environment:
+    """Jinja for the rule template: [[ ]] and [% %], so Prometheus's {{ }} is written as it is."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        variable_start_string="[[",
+        variable_end_string="]]",
+        block_start_string="[%",
+        block_end_string="%]",
+        comment_start_string="[#",
+        comment_end_string="#]",
+    )
+    # A JSON string is a YAML string; Jinja's own tojson would also turn < and > into \u003c for HTML.
+    env.filters["tojson"] = json.dumps
+    env.filters["oneline"] = lambda text: " ".join(line.strip() for line in text.splitlines() if line.strip())
+    env.filters["sel"] = lambda match: "{" + match + "}" if match else ""  # metric[[ v.match | sel ]]
+    env.filters["also"] = lambda match: ", " + match if match else ""  # {job="x"[[ v.match | also ]]}
+    env.filters["window"] = lambda duration: f"[{duration}]"  # a range: metric[[ w | window ]]
+    env.filters["num"] = _number
+    env.filters["seconds"] = _seconds_text
+    return env
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _seconds_text(value: float) -> str:
+    """A threshold in seconds as people read it: 300 -> '5m', 5400 -> '1h30m', 0.5 -> '0.5s'."""
+    if not float(value).is_integer() or value < 60:
+        return _number(value) + "s"
+    rest, parts = int(value), []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class RuleVariant:
+    """One copy of the rules for the databases (or servers) that share thresholds.
+
+    ``match`` is the PromQL matcher selecting them, ``labels`` tells the copies apart (a static
+    ``thresholds`` label: "default", or the members); both are empty when one copy serves all.
+    """
+
+    thresholds: AlertThresholds
+    down_for: str = ""
+    match: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def promql_string(value: str) -> str:
+    return json.dumps(value)  # PromQL string literals take JSON's escapes
+
+
+def label_matcher(label: str, values: list[str]) -> str:
+    """A PromQL matcher for any of ``values``: ``label="a"`` or ``label=~"a|b"``, each value taken literally."""
+    if len(values) == 1:
+        return f"{label}={promql_string(values[0])}"
+    alternatives = "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value) for value in values)
+    return f"{label}=~{promql_string(alternatives)}"
+
+
+def _variants(label: str, groups: dict[tuple, tuple[RuleVariant, list[str]]], default: tuple) -> list[RuleVariant]:
+    if len(groups) == 1:
+        return [variant for variant, _ in groups.values()]
+    return [
+        replace(variant, match=label_matcher(label, members),
+                labels={"thresholds": "default" if key == default else ", ".join(members)})
+        for key, (variant, members) in groups.items()
+    ]
+
+
+def rule_variants(settings: Settings) -> tuple[list[RuleVariant], list[RuleVariant]]:
+    """Per-database and per-server copies of the rules, one per distinct set of thresholds."""
+    cfg = settings.config
+
+    def database_key(thresholds: AlertThresholds, down_for: str) -> tuple:
+        return (tuple(thresholds.model_dump(exclude=SERVER_THRESHOLDS).items()), down_for)
+
+    def server_key(thresholds: AlertThresholds) -> tuple:
+        return tuple(thresholds.model_dump(include=SERVER_THRESHOLDS).items())
+
+    by_database: dict[tuple, tuple[RuleVariant, list[str]]] = {}
+    by_server: dict[tuple, tuple[RuleVariant, list[str]]] = {}
+    for db in settings.databases:
+        thresholds, down_for = cfg.thresholds_for(db), cfg.postgres_down_for(db)
+        variant = RuleVariant(thresholds, down_for)
+        by_database.setdefault(database_key(thresholds, down_for), (variant, []))[1].append(db.name)
+        servers = by_server.setdefault(server_key(thresholds), (variant, []))[1]
+        if db.server not in servers:
+            servers.append(db.server)
+    return (
+        _variants("database", by_database, database_key(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for)),
+        _variants("server", by_server, server_key(cfg.alert_thresholds)),
+    )
+
+
+def render_rules(settings: Settings) -> bytes:
+    cfg = settings.config
+    databases, servers = rule_variants(settings)
+    extra_labels = sorted({key for db in settings.databases for key in db.labels})
+    template = _rules_jinja().get_template("prometheus/pgmon.rules.yml.j2")
+    return template.render(
+        exporter_container=container_name(cfg.project, exporter_service("{{ $labels.database }}")),
+        node_exporter_container=container_name(cfg.project, NODE_EXPORTER_SERVICE),
+        # Labels a rule built on a server-wide series takes from pgmon_database_info.
+        join_labels=", ".join(["database", *extra_labels]),
+        databases=databases,
+        servers=servers,
+        host_thresholds=cfg.alert_thresholds,
+        down_for=cfg.alert_timing.postgres_down_for,
+        host_rate_window=f"{max(300, MIN_SCRAPES_PER_WINDOW * cfg.scrape_interval_seconds)}s",
+    ).encode()
+
+
+def render_recording_rules(settings: Settings) -> bytes:
+    """The series pgmon's dashboards read: per-database and per-table ratios and rates."""
+    window = max(60, MIN_SCRAPES_PER_WINDOW * settings.config.scrape_interval_seconds)
+    template = _rules_jinja().get_template("prometheus/pgmon.recording.yml.j2")
+    return template.render(window=f"{window}s").encode()
+

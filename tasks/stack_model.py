@@ -1,0 +1,90 @@
+"""The stack's vocabulary: the files pgmon manages, who owns them, the services and their ports.
+
+Every other module speaks in these terms, so this one imports nothing else of pgmon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+DASHBOARDS_DIR = PROJECT_ROOT / "files" / "grafana" / "dashboards"
+
+ROOT = 0
+NOBODY = 65534  # the user of the prom/* and postgres-exporter images
+GRAFANA_UID, GRAFANA_GID = 472, 0  # the grafana/grafana image runs as 472:0
+
+# The ports each component listens on inside its container (the images' defaults).
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+GRAFANA_PORT = 3000
+EXPORTER_PORT = 9187
+NODE_EXPORTER_PORT = 9100
+
+NODE_EXPORTER_SERVICE = "node-exporter"
+
+# What must follow a change of a file; planned by tasks/stack_files.py, done by tasks/stack_containers.py.
+RELOAD_PROMETHEUS = "reload:prometheus"
+RELOAD_ALERTMANAGER = "reload:alertmanager"
+RESTART_GRAFANA = "restart:grafana"
+RESET_GRAFANA_PASSWORD = "reset-password:grafana"
+
+
+def restart_action(service: str) -> str:
+    return f"restart:{service}"
+
+
+def action_service(action: str) -> str:
+    """The compose service an action acts on: ``reload:prometheus`` -> ``prometheus``."""
+    return action.partition(":")[2]
+
+
+def exporter_service(database_name: str) -> str:
+    """The compose service of a database's postgres_exporter."""
+    return f"exporter-{database_name}"
+
+
+def container_name(project: str, service: str) -> str:
+    """The container Compose runs for ``service``: compose files set ``container_name`` to this."""
+    return f"{project}-{service}"
+
+
+def yaml_bytes(data) -> bytes:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=4096).encode()
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A file pgmon owns under base_dir. ``on_change`` names what must follow an update."""
+
+    path: str
+    content: bytes = field(repr=False)
+    mode: int = 0o644
+    uid: int = ROOT
+    gid: int = ROOT
+    secret: bool = False
+    on_change: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class ManagedDir:
+    path: str
+    mode: int = 0o755
+    uid: int = ROOT
+    gid: int = ROOT
+
+
+@dataclass(frozen=True)
+class StackFiles:
+    directories: tuple[ManagedDir, ...]
+    files: tuple[ManagedFile, ...]
+    service_revisions: dict[str, str]  # compose service -> its pgmon.revision label
