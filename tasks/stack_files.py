@@ -22,12 +22,22 @@ from pyinfra.facts.files import FileContents
 
 from .host_state import Entry, HostState
 from .settings import Settings
-from .stack_model import RESET_GRAFANA_PASSWORD, ManagedDir, ManagedFile, StackFiles
+from .stack_model import RESET_GRAFANA_PASSWORD, ConfigCheck, ManagedDir, ManagedFile, StackFiles
 
 # Only these top-level directories are pgmon's to prune; anything else a user
 # keeps under base_dir is left alone.
 MANAGED_TOPS = ("prometheus", "alertmanager", "exporters", "grafana")
 STAGE_PREFIX = ".pgmon-stage."  # left behind only by an interrupted run
+CANDIDATES = ".check"  # inside the staging folder: whole component directories as they will be
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A component's directory as it will be after this run, checked before any of its files is replaced."""
+
+    check: ConfigCheck
+    directories: tuple[ManagedDir, ...]
+    files: tuple[ManagedFile, ...]
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class FilePlan:
     write_files: tuple[ManagedFile, ...]
     remove: tuple[str, ...]
     actions: tuple[str, ...]
+    candidates: tuple[Candidate, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -62,24 +73,65 @@ def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
     )
     # Removing a directory removes what is inside: list only the outermost stale paths.
     remove = tuple(p for p in stale if not any(p.startswith(other + "/") for other in stale))
+    changed = [f.path for f in files] + list(remove)
+    candidates = tuple(
+        Candidate(
+            check,
+            tuple(d for d in stack.directories if _under(d.path, check.directory)),
+            tuple(f for f in stack.files if _under(f.path, check.directory)),
+        )
+        for check in stack.config_checks
+        if any(_under(path, check.directory) for path in changed)
+    )
     actions: list[str] = []
     for f in files:
         # A brand-new file is read when its container starts, except Grafana's admin password: Grafana
         # applies it only when it creates its database, and that volume may outlive base_dir.
         if f.path in current or RESET_GRAFANA_PASSWORD in f.on_change:
             actions += [a for a in f.on_change if a not in actions]
-    return FilePlan(dirs, files, remove, tuple(actions))
+    return FilePlan(dirs, files, remove, tuple(actions), candidates)
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory + "/")
 
 
 def tar_stream(plan: FilePlan) -> bytes:
-    """The changed files with their owners and modes (directories are made by ``apply_script``)."""
+    """The changed files with their owners and modes (their directories are made by ``apply_script``), and each
+    candidate directory whole, under CANDIDATES."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        def add(path: str, entry: ManagedDir | ManagedFile) -> None:
+            info = tarfile.TarInfo(path)
+            info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.gid
+            if isinstance(entry, ManagedDir):
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(entry.content)
+                archive.addfile(info, io.BytesIO(entry.content))
+
         for f in plan.write_files:
-            info = tarfile.TarInfo(f.path)
-            info.size, info.mode, info.uid, info.gid = len(f.content), f.mode, f.uid, f.gid
-            archive.addfile(info, io.BytesIO(f.content))
+            add(f.path, f)
+        for candidate in plan.candidates:
+            for entry in (*candidate.directories, *candidate.files):
+                add(f"{CANDIDATES}/{entry.path}", entry)
     return buffer.getvalue()
+
+
+def check_command(candidate: Candidate, base_dir: str) -> str:
+    """Run the component's checker on its candidate directory; on refusal say which component, file and why,
+    remove the staging folder and stop before anything is replaced."""
+    check = candidate.check
+    mount = shlex.quote(f"{CANDIDATES}/{check.directory}:{check.mount}:ro")
+    run = (f'docker run --rm --network none --entrypoint {shlex.quote(check.command[0])} -v "$stage"/{mount} '
+           + shlex.join([check.image, *check.command[1:]]))
+    checker = check.command[0].rsplit("/", 1)[-1]
+    refused = shlex.quote(
+        f"pgmon: {check.image} refuses the new {check.directory} configuration ({checker}; {check.mount} there is "
+        f"{base_dir}/{check.directory}); nothing was replaced, the running configuration stays:"
+    )
+    return f'{{ out=$({run} 2>&1) || {{ printf "%s\\n" {refused} "$out" >&2; rm -rf "$stage"; exit 1; }}; }}'
 
 
 def apply_script(plan: FilePlan, base_dir: str) -> str:
@@ -95,6 +147,7 @@ def apply_script(plan: FilePlan, base_dir: str) -> str:
     if plan.write_files:
         # pyinfra's stdin is text, so the tar travels base64-encoded.
         steps.append('base64 -d | tar -C "$stage" -x -p --same-owner -f -')
+        steps += [check_command(candidate, base_dir) for candidate in plan.candidates]
         steps += [f'mv -f "$stage"/{shlex.quote(f.path)} {shlex.quote(f"{base_dir}/{f.path}")}'
                   for f in plan.write_files]
     steps += [f"rm -rf -- {shlex.quote(f'{base_dir}/{path}')}" for path in plan.remove]

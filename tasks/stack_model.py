@@ -84,7 +84,22 @@ class ManagedDir:
 
 
 @dataclass(frozen=True)
+class ConfigCheck:
+    """A component's own checker, run on a candidate copy of its directory before any file of it is replaced.
+
+    The candidate is mounted where the component reads its configuration, so every path in it resolves as
+    it will in the running container.
+    """
+
+    directory: str  # relative to base_dir: "prometheus"
+    image: str  # the image that will read the files
+    mount: str  # where the container reads the directory: "/etc/prometheus"
+    command: tuple[str, ...]  # the checker and its arguments: ("/bin/promtool", "check", "config", ...)
+
+
+@dataclass(frozen=True)
 class StackFiles:
     directories: tuple[ManagedDir, ...]
     files: tuple[ManagedFile, ...]
     service_revisions: dict[str, str]  # compose service -> its pgmon.revision label
+    config_checks: tuple[ConfigCheck, ...] = ()

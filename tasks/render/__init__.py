@@ -23,6 +23,7 @@ from ..stack_model import (
     RESET_GRAFANA_PASSWORD,
     RESTART_GRAFANA,
     TEMPLATES_DIR,
+    ConfigCheck,
     ManagedDir,
     ManagedFile,
     StackFiles,
@@ -166,4 +167,11 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             )
         )
     revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}
-    return StackFiles(tuple(directories), tuple(files), revisions)
+    # Checked by the images that will read them, so a file the component would reject never replaces a good one.
+    checks = (
+        ConfigCheck("prometheus", settings.image("prometheus"), "/etc/prometheus",
+                    ("/bin/promtool", "check", "config", "/etc/prometheus/prometheus.yml")),
+        ConfigCheck("alertmanager", settings.image("alertmanager"), "/etc/alertmanager",
+                    ("/bin/amtool", "check-config", "/etc/alertmanager/alertmanager.yml")),
+    )
+    return StackFiles(tuple(directories), tuple(files), revisions, checks)

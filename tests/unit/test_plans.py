@@ -91,3 +91,15 @@ def test_actions_only_touch_existing_containers():
     assert "--password-from-stdin < /opt/pgmon/grafana/secrets/admin_password" in reset
     # A container just started gets the time to create its database before the reset.
     assert reset.index("/api/health") < reset.index("reset-admin-password")
+
+
+def test_only_components_with_changed_files_are_checked_whole(settings, dashboard_9628):
+    stack = render_stack(settings, dashboard_9628)
+    current = host_entries(stack)
+    current["exporters/billing/password"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
+    assert plan_files(stack, current).candidates == ()
+    current["prometheus/rules/pgmon.rules.yml"] = Entry("f", 0o644, 0, 0, "0" * 64)
+    (candidate,) = plan_files(stack, current).candidates
+    assert candidate.check.directory == "prometheus" and candidate.check.command[0] == "/bin/promtool"
+    assert {f.path for f in candidate.files} == {f.path for f in stack.files if f.path.startswith("prometheus/")}
+    assert [d.path for d in candidate.directories] == ["prometheus", "prometheus/rules", "prometheus/targets"]
