@@ -13,6 +13,13 @@
 #     behaves like the official one. Real Grafana is not exercised by the offline tests.
 #   pgmon-test/postgresql:17: not a stand-in but a second PostgreSQL version for the suite,
 #     Debian trixie's PostgreSQL 17 on trixie's glibc.
+#   Newer versions, next to those (for an upgrade test), from Debian sid the same way:
+#     prom/prometheus:v3.5.3, prom/alertmanager:v0.33.1, prom/node-exporter:v1.11.1,
+#     quay.io/prometheuscommunity/postgres-exporter:v0.19.1, and pgmon-test/postgresql:18
+#     (sid's PostgreSQL 18 on sid's glibc).
+#
+# One set of functions per kind of image, called with the version and the extracted
+# packages to build it from (the build list at the end).
 #
 # Each image carries the label pgmon.standin=<sha256 of its build inputs>; an image that
 # already has the right label is left alone. Needs root (owners inside the images) and a
@@ -22,6 +29,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${PGMON_TEST_CACHE:-/var/cache/pgmon-test}
 DEB=$CACHE/root            # Debian trixie packages, extracted
+SID=$CACHE/sid-root        # Debian sid's newer builds of the same packages
 LIBDIR=/lib/x86_64-linux-gnu
 # Debian's busybox-static. Unlike the official images' busybox it cannot resolve
 # DNS names (static glibc), so pgmon's in-container checks use IP addresses.
@@ -32,11 +40,14 @@ die() { echo "build_images: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root: file owners inside the images are set with chown"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd, or set DOCKER_HOST)"
-for f in "$BUSYBOX" "$LIBDIR/libc.so.6" /lib64/ld-linux-x86-64.so.2 /etc/ssl/certs/ca-certificates.crt \
-         /usr/bin/python3.11 "$DEB/usr/bin/prometheus" "$DEB/usr/bin/promtool" "$DEB/usr/bin/prometheus-alertmanager" \
-         "$DEB/usr/bin/amtool" "$DEB/usr/bin/prometheus-postgres-exporter" "$DEB/usr/bin/prometheus-node-exporter" \
-         "$CACHE/pg17-root/usr/lib/postgresql/17/bin/postgres"; do
+for f in "$BUSYBOX" "$LIBDIR/libc.so.6" /lib64/ld-linux-x86-64.so.2 /etc/ssl/certs/ca-certificates.crt /usr/bin/python3.11 \
+         "$CACHE/pg17-root/usr/lib/postgresql/17/bin/postgres" "$CACHE/pg18-root/usr/lib/postgresql/18/bin/postgres"; do
   [ -e "$f" ] || die "missing $f (run tests/e2e/prepare_machine.sh first)"
+done
+for root in "$DEB" "$SID"; do
+  for f in prometheus promtool prometheus-alertmanager amtool prometheus-postgres-exporter prometheus-node-exporter; do
+    [ -e "$root/usr/bin/$f" ] || die "missing $root/usr/bin/$f (run tests/e2e/prepare_machine.sh first)"
+  done
 done
 # Grafana's provisioning files are YAML; the stand-in uses Debian's PyYAML.
 if [ ! -d /usr/lib/python3/dist-packages/yaml ]; then
@@ -84,23 +95,31 @@ copy_libs() { # DIR ELF...: the shared libraries they need, at the same paths
 }
 
 # ---------------------------------------------------------------- the images
-# Per image: TAG_x, inputs_x (prints what the fingerprint covers), fill_x DIR (lays out
-# the root file system), changes_x (Dockerfile-like lines for `docker import --change`),
-# smoke_x (proves the image runs), and PASSWD_x if it needs a user besides root and nobody.
+# Per kind of image x: inputs_x ROOT (prints what the fingerprint covers), fill_x DIR ROOT VERSION
+# (lays out the root file system), changes_x VERSION (Dockerfile-like lines for `docker import
+# --change`), smoke_x TAG VERSION (proves the image runs), and PASSWD_x if it needs a user besides
+# root and nobody. ROOT is the folder the Debian packages were extracted into.
 
-TAG_prometheus=prom/prometheus:v2.53.3
-inputs_prometheus() { sys_stat "$DEB/usr/bin/prometheus" "$DEB/usr/bin/promtool" "$DEB/usr/share/prometheus/web"; own prometheus; }
+# VERSION as an extended regex matching that version only (2.53.3, not 2.53.30).
+version_re() { echo "${1//./\\.}([^0-9]|\$)"; }
+major() { echo "${1%%.*}"; }
+
+inputs_prometheus() { sys_stat "$1/usr/bin/prometheus" "$1/usr/bin/promtool" "$1/usr/share/prometheus/web"; own prometheus; }
 fill_prometheus() {
-  local d=$1
-  install -m 0755 "$DEB/usr/bin/prometheus" "$d/bin/prometheus"
-  install -m 0755 "$DEB/usr/bin/promtool" "$d/bin/promtool"
+  local d=$1 root=$2 version=$3
+  install -m 0755 "$root/usr/bin/prometheus" "$d/bin/prometheus"
+  install -m 0755 "$root/usr/bin/promtool" "$d/bin/promtool"
   install -D -m 0644 "$HERE/prometheus/prometheus.yml" "$d/etc/prometheus/prometheus.yml"
-  mkdir -p "$d/usr/share/prometheus/console_libraries" "$d/usr/share/prometheus/consoles" "$d/prometheus"
-  ln -s /usr/share/prometheus/console_libraries "$d/etc/prometheus/console_libraries"
-  ln -s /usr/share/prometheus/consoles "$d/etc/prometheus/consoles"
+  mkdir -p "$d/usr/share/prometheus" "$d/prometheus"
+  if [ "$(major "$version")" = 2 ]; then  # Prometheus 3 has no console templates (nor their folders)
+    mkdir -p "$d/usr/share/prometheus/console_libraries" "$d/usr/share/prometheus/consoles"
+    ln -s /usr/share/prometheus/console_libraries "$d/etc/prometheus/console_libraries"
+    ln -s /usr/share/prometheus/consoles "$d/etc/prometheus/consoles"
+  fi
   # Debian's build serves its web UI from --web.local-assets (default below).
-  cp -a "$DEB/usr/share/prometheus/web" "$d/usr/share/prometheus/web"
+  cp -a "$root/usr/share/prometheus/web" "$d/usr/share/prometheus/web"
   chown -R "$NOBODY:$NOBODY" "$d/etc/prometheus" "$d/prometheus"
+  [ "$(major "$version")" = 2 ] || chmod g+w "$d/prometheus"  # as the official 3.x image
 }
 changes_prometheus() {
   cat <<'EOF'
@@ -109,24 +128,27 @@ EXPOSE 9090
 VOLUME ["/prometheus"]
 WORKDIR /prometheus
 ENTRYPOINT ["/bin/prometheus"]
-CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.console.libraries=/usr/share/prometheus/console_libraries", "--web.console.templates=/usr/share/prometheus/consoles"]
 EOF
+  if [ "$(major "$1")" = 2 ]; then
+    echo 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.console.libraries=/usr/share/prometheus/console_libraries", "--web.console.templates=/usr/share/prometheus/consoles"]'
+  else
+    echo 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+  fi
 }
 smoke_prometheus() {
-  docker run --rm "$1" --version 2>&1 | grep -q '^prometheus, version 2\.53\.3' &&
+  docker run --rm "$1" --version 2>&1 | grep -Eq "^prometheus, version $(version_re "$2")" &&
   docker run --rm --entrypoint /bin/promtool "$1" check config /etc/prometheus/prometheus.yml >/dev/null 2>&1
 }
 
-TAG_alertmanager=prom/alertmanager:v0.28.1
-inputs_alertmanager() { sys_stat "$DEB/usr/bin/prometheus-alertmanager" "$DEB/usr/bin/amtool" "$DEB/usr/share/prometheus/alertmanager"; own alertmanager; }
+inputs_alertmanager() { sys_stat "$1/usr/bin/prometheus-alertmanager" "$1/usr/bin/amtool" "$1/usr/share/prometheus/alertmanager"; own alertmanager; }
 fill_alertmanager() {
-  local d=$1
-  install -m 0755 "$DEB/usr/bin/prometheus-alertmanager" "$d/bin/alertmanager"
-  install -m 0755 "$DEB/usr/bin/amtool" "$d/bin/amtool"
+  local d=$1 root=$2
+  install -m 0755 "$root/usr/bin/prometheus-alertmanager" "$d/bin/alertmanager"
+  install -m 0755 "$root/usr/bin/amtool" "$d/bin/amtool"
   install -D -m 0644 "$HERE/alertmanager/alertmanager.yml" "$d/etc/alertmanager/alertmanager.yml"
   mkdir -p "$d/alertmanager" "$d/usr/share/prometheus"
-  # Debian's build looks for its UI and templates there (--web.ui-path).
-  cp -a "$DEB/usr/share/prometheus/alertmanager" "$d/usr/share/prometheus/alertmanager"
+  # Debian's build looks for its UI and templates (default.tmpl) there (--web.ui-path).
+  cp -a "$root/usr/share/prometheus/alertmanager" "$d/usr/share/prometheus/alertmanager"
   chown -R "$NOBODY:$NOBODY" "$d/etc/alertmanager" "$d/alertmanager"
 }
 changes_alertmanager() {
@@ -140,13 +162,12 @@ CMD ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertm
 EOF
 }
 smoke_alertmanager() {
-  docker run --rm "$1" --version 2>&1 | grep -q '^alertmanager, version 0\.28\.1' &&
+  docker run --rm "$1" --version 2>&1 | grep -Eq "^alertmanager, version $(version_re "$2")" &&
   docker run --rm --entrypoint /bin/amtool "$1" check-config /etc/alertmanager/alertmanager.yml >/dev/null 2>&1
 }
 
-TAG_postgres_exporter=quay.io/prometheuscommunity/postgres-exporter:v0.17.1
-inputs_postgres_exporter() { sys_stat "$DEB/usr/bin/prometheus-postgres-exporter"; }
-fill_postgres_exporter() { install -m 0755 "$DEB/usr/bin/prometheus-postgres-exporter" "$1/bin/postgres_exporter"; }
+inputs_postgres_exporter() { sys_stat "$1/usr/bin/prometheus-postgres-exporter"; }
+fill_postgres_exporter() { install -m 0755 "$2/usr/bin/prometheus-postgres-exporter" "$1/bin/postgres_exporter"; }
 changes_postgres_exporter() {
   cat <<'EOF'
 USER nobody
@@ -154,11 +175,10 @@ EXPOSE 9187
 ENTRYPOINT ["/bin/postgres_exporter"]
 EOF
 }
-smoke_postgres_exporter() { docker run --rm "$1" --version 2>&1 | grep -q '^postgres_exporter, version 0\.17\.1'; }
+smoke_postgres_exporter() { docker run --rm "$1" --version 2>&1 | grep -Eq "^postgres_exporter, version $(version_re "$2")"; }
 
-TAG_node_exporter=prom/node-exporter:v1.9.0
-inputs_node_exporter() { sys_stat "$DEB/usr/bin/prometheus-node-exporter"; }
-fill_node_exporter() { install -m 0755 "$DEB/usr/bin/prometheus-node-exporter" "$1/bin/node_exporter"; }
+inputs_node_exporter() { sys_stat "$1/usr/bin/prometheus-node-exporter"; }
+fill_node_exporter() { install -m 0755 "$2/usr/bin/prometheus-node-exporter" "$1/bin/node_exporter"; }
 changes_node_exporter() {
   cat <<'EOF'
 USER nobody
@@ -166,39 +186,49 @@ EXPOSE 9100
 ENTRYPOINT ["/bin/node_exporter"]
 EOF
 }
-smoke_node_exporter() { docker run --rm "$1" --version 2>&1 | grep -q '^node_exporter, version 1\.9\.0'; }
+smoke_node_exporter() { docker run --rm "$1" --version 2>&1 | grep -Eq "^node_exporter, version $(version_re "$2")"; }
 
-# Not a stand-in: PostgreSQL 17 itself, Debian trixie's build with trixie's own glibc (a merged /usr
-# as in Debian 13), so the suite also runs against the server version that moved pg_stat_bgwriter's
-# checkpoint columns. Packages extracted by tests/e2e/prepare_machine.sh.
-TAG_postgresql17=pgmon-test/postgresql:17
-PG17=$CACHE/pg17-root
-PG17_UID=999
-PASSWD_postgresql17="postgres:x:$PG17_UID:$PG17_UID::/var/lib/postgresql:/bin/sh"$'\n'
-inputs_postgresql17() { sys_stat "$PG17/usr/lib/postgresql/17" "$PG17/usr/lib/x86_64-linux-gnu"; own postgresql17; }
-fill_postgresql17() {
-  local d=$1
+# Not a stand-in: PostgreSQL itself (VERSION: the major version), Debian's build on the glibc of its
+# own suite (a merged /usr as in Debian 13): 17 from trixie, whose pg_stat_bgwriter lost the checkpoint
+# columns, and 18 from sid. Packages extracted by tests/e2e/prepare_machine.sh; postgresql17/run.sh
+# serves both versions.
+PG_UID=999
+PASSWD_postgresql="postgres:x:$PG_UID:$PG_UID::/var/lib/postgresql:/bin/sh"$'\n'
+inputs_postgresql() { sys_stat "$1/usr/lib/postgresql" "$1/usr/lib/x86_64-linux-gnu"; own postgresql17; }
+fill_postgresql() {
+  local d=$1 root=$2
   rm -rf "$d/lib" "$d/lib64"
   ln -s usr/lib "$d/lib"; ln -s usr/lib64 "$d/lib64"
-  tar -C "$PG17" --exclude=./usr/share/doc --exclude=./usr/share/locale --exclude=./usr/share/man -c ./usr | tar -C "$d" -x
+  tar -C "$root" --exclude=./usr/share/doc --exclude=./usr/share/locale --exclude=./usr/share/man -c ./usr | tar -C "$d" -x
   install -m 0755 "$HERE/postgresql17/run.sh" "$d/run.sh"
   mkdir -p "$d/var/lib/postgresql/data" "$d/var/run/postgresql"
-  chown -R "$PG17_UID:$PG17_UID" "$d/var/lib/postgresql" "$d/var/run/postgresql"
+  chown -R "$PG_UID:$PG_UID" "$d/var/lib/postgresql" "$d/var/run/postgresql"
   chmod 700 "$d/var/lib/postgresql/data"
 }
-changes_postgresql17() {
-  cat <<'EOF2'
-ENV PATH=/usr/lib/postgresql/17/bin:/usr/sbin:/usr/bin:/sbin:/bin
+changes_postgresql() {
+  cat <<EOF
+ENV PATH=/usr/lib/postgresql/$1/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENV PGDATA=/var/lib/postgresql/data
 USER postgres
 EXPOSE 5432
 VOLUME ["/var/lib/postgresql/data"]
 ENTRYPOINT ["/run.sh"]
-EOF2
+EOF
 }
-smoke_postgresql17() { docker run --rm --entrypoint postgres "$1" --version 2>&1 | grep -q '^postgres (PostgreSQL) 17\.'; }
+# Also: every program and module of the server loads with its shared libraries, but llvmjit.so
+# (JIT: LLVM is left out) and pgxml.so (contrib xml2: the 17 image has no libxslt).
+smoke_postgresql() {
+  local broken
+  docker run --rm --entrypoint postgres "$1" --version 2>&1 | grep -q "^postgres (PostgreSQL) $2\." || return 1
+  broken=$(docker run --rm --entrypoint /bin/sh "$1" -c '
+    for f in /usr/lib/postgresql/'"$2"'/bin/* /usr/lib/postgresql/'"$2"'/lib/*.so; do
+      case $f in */llvmjit.so | */pgxml.so) continue ;; esac
+      out=$(/lib64/ld-linux-x86-64.so.2 --list "$f" 2>&1) || echo "$out"
+      case $out in *"not found"*) echo "$f: $out" ;; esac
+    done' 2>&1)
+  [ -z "$broken" ] || { echo "$broken" >&2; return 1; }
+}
 
-TAG_grafana=grafana/grafana:12.2.1
 PASSWD_grafana="grafana:x:$GRAFANA_UID:0::/home/grafana:/sbin/nologin"$'\n'
 PY_EXCLUDES=(--exclude=python3.11/test --exclude=python3.11/idlelib --exclude=python3.11/tkinter
              --exclude=python3.11/turtledemo --exclude=python3.11/ensurepip --exclude=python3.11/lib2to3
@@ -259,10 +289,9 @@ smoke_grafana() {
 COMMON_INPUTS=$( { sha256sum <"${BASH_SOURCE[0]}";  # stdin: the same whatever path it was started by
  sys_stat "$BUSYBOX" "$LIBDIR/libc.so.6" /lib64/ld-linux-x86-64.so.2 /etc/ssl/certs/ca-certificates.crt; } )
 
-build() {
-  local name=$1 tagvar="TAG_$1" passwdvar="PASSWD_$1" tag fp have old started d line
-  tag=${!tagvar}
-  fp=$( { echo "$COMMON_INPUTS"; "inputs_$name"; } | sha256sum | cut -c1-64)
+build() { # KIND TAG ROOT VERSION
+  local kind=$1 tag=$2 root=$3 version=$4 passwdvar="PASSWD_$1" fp have old started d line
+  fp=$( { echo "$COMMON_INPUTS"; echo "$tag $root $version"; "inputs_$kind" "$root"; } | sha256sum | cut -c1-64)
   have=$(docker image inspect -f '{{ index .Config.Labels "pgmon.standin" }}' "$tag" 2>/dev/null || true)
   if [ "$have" = "$fp" ]; then
     echo "$tag: up to date"
@@ -270,14 +299,14 @@ build() {
   fi
   started=$SECONDS
   old=$(docker image inspect -f '{{ .Id }}' "$tag" 2>/dev/null || true)
-  d=$WORK/$name
+  d=$WORK/$kind-$version
   base_rootfs "$d" "${!passwdvar:-}"
-  "fill_$name" "$d"
+  "fill_$kind" "$d" "$root" "$version"
   local args=(--change "LABEL pgmon.standin=$fp")
-  while IFS= read -r line; do args+=(--change "$line"); done < <("changes_$name")
+  while IFS= read -r line; do args+=(--change "$line"); done < <("changes_$kind" "$version")
   tar --numeric-owner -C "$d" -c . | docker import "${args[@]}" - "$tag" >/dev/null
   rm -rf "$d"
-  "smoke_$name" "$tag" || die "$tag was built but does not run (try: docker run --rm $tag --version)"
+  "smoke_$kind" "$tag" "$version" || die "$tag was built but does not run (try: docker run --rm $tag --version)"
   # The replaced image, now untagged, would only take space.
   if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{ .Id }}' "$tag")" ]; then
     docker rmi "$old" >/dev/null 2>&1 || true
@@ -285,9 +314,19 @@ build() {
   echo "$tag: built ($((SECONDS - started))s)"
 }
 
-for image in prometheus alertmanager postgres_exporter node_exporter grafana postgresql17; do
-  build "$image"
-done
+#     kind               tag                                                    root                version
+build prometheus         prom/prometheus:v2.53.3                                "$DEB"              2.53.3
+build alertmanager       prom/alertmanager:v0.28.1                              "$DEB"              0.28.1
+build postgres_exporter  quay.io/prometheuscommunity/postgres-exporter:v0.17.1  "$DEB"              0.17.1
+build node_exporter      prom/node-exporter:v1.9.0                              "$DEB"              1.9.0
+build grafana            grafana/grafana:12.2.1                                 /                   12.2.1
+build postgresql         pgmon-test/postgresql:17                               "$CACHE/pg17-root"  17
+# Debian sid's newer builds, next to the current ones for the upgrade test.
+build prometheus         prom/prometheus:v3.5.3                                 "$SID"              3.5.3
+build alertmanager       prom/alertmanager:v0.33.1                              "$SID"              0.33.1
+build postgres_exporter  quay.io/prometheuscommunity/postgres-exporter:v0.19.1  "$SID"              0.19.1
+build node_exporter      prom/node-exporter:v1.11.1                             "$SID"              1.11.1
+build postgresql         pgmon-test/postgresql:18                               "$CACHE/pg18-root"  18
 
 # Stand-ins replaced while a container still used them stay behind untagged; drop the
 # ones no container uses any more.
