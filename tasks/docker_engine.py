@@ -23,7 +23,8 @@ DOCKER_REPO_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-b
 
 def distro_packages(distro: str, major: int) -> list[str]:
     if distro == "Debian" and major >= 13:
-        return ["docker.io", "docker-compose"]
+        # docker.io only recommends its CLI there: a host with Recommends off would get an engine without it.
+        return ["docker.io", "docker-cli", "docker-compose"]
     if distro == "Ubuntu" and major >= 24:
         return ["docker.io", "docker-compose-v2"]
     raise DeployError(

@@ -5,7 +5,7 @@ from tasks.settings import DeployError
 
 
 def test_distro_packages_include_compose_v2_where_the_distribution_has_it():
-    assert distro_packages("Debian", 13) == ["docker.io", "docker-compose"]
+    assert distro_packages("Debian", 13) == ["docker.io", "docker-cli", "docker-compose"]
     assert distro_packages("Ubuntu", 24) == ["docker.io", "docker-compose-v2"]
 
 
