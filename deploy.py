@@ -1,23 +1,17 @@
-"""pgmon: PostgreSQL monitoring on the processing host. Run: pyinfra inventory.py deploy.py"""
+"""pgmon: PostgreSQL monitoring on the processing host. Run: pyinfra inventory.py deploy.py
 
-from pyinfra import host
+The steps are in tasks/deploy.py (``deploy_pgmon``): every setting and secret checked before the host is
+touched, one round trip to read the host, then Docker, files, containers and verification. Another
+pyinfra project makes the same call with pgmon installed: ``from pgmon import deploy_pgmon`` (README).
+"""
 
-from tasks import (
-    configure_stack,
-    install_docker,
-    load_dashboard_9628,
-    load_settings,
-    read_host_state,
-    render_stack,
-    start_stack,
-    verify_stack,
-)
+import sys
+from pathlib import Path
 
-settings = load_settings(host)  # every setting and secret checked before the host is touched
-stack = render_stack(settings, load_dashboard_9628(settings))
-state = read_host_state(host, settings)  # one round trip; each step decides from it
+# This checkout's tasks/, whichever folder pyinfra runs in (pyinfra puts only its working folder on the path).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-install_docker(settings, state)
-configure_stack(settings, state, stack)
-start_stack(settings, state, stack)
-verify_stack(settings)
+from tasks import deploy_pgmon  # noqa: E402
+
+deploy_pgmon()

@@ -3,11 +3,16 @@
     pyinfra inventory.py send_test_alert.py
 
 Same inventory, group_data and environment as the deploy. It reaches the real Discord and Telegram.
+From another project, with pgmon installed: ``from pgmon import send_pgmon_test_alert``.
 """
 
-from pyinfra import host
+import sys
+from pathlib import Path
 
-from tasks import load_settings
-from tasks.alert_delivery import send_test_alert
+# This checkout's tasks/, whichever folder pyinfra runs in (pyinfra puts only its working folder on the path).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-send_test_alert(load_settings(host))
+from tasks import send_pgmon_test_alert  # noqa: E402
+
+send_pgmon_test_alert()

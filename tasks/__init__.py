@@ -12,13 +12,15 @@
     http_tunnel      HTTP to the host's loopback through the SSH connection (steps 4 and the test alert)
     alert_delivery   send_test_alert.py: a test alert through the deployed Alertmanager
     reporting        how an operation fails the run with lines the user reads
+    deploy           the entry point: deploy_pgmon() runs the steps above in order (deploy.py)
 
-Another deploy.py can call the same steps; see this repository's deploy.py.
+Installed (a wheel or an sdist), this package is ``pgmon``; in a checkout it is also this folder,
+``tasks``. Another project's deploy file calls ``from pgmon import deploy_pgmon; deploy_pgmon()``
+(README, "Use pgmon from your own pyinfra project"), or the same steps one by one.
 """
 
-import os
-
 from .dashboard import load_dashboard_9628
+from .deploy import deploy_pgmon, load_settings, send_pgmon_test_alert
 from .docker_engine import install_docker
 from .host_state import read_host_state
 from .render import render_stack
@@ -27,22 +29,18 @@ from .stack_containers import start_stack
 from .stack_files import configure_stack
 from .verify_stack import verify_stack
 
-
-def load_settings(host) -> Settings:
-    """Validate ``host``'s pgmon data and read its secrets from this process's environment."""
-    return build_settings(host.data.dict(), os.environ)
-
-
 __all__ = [
     "DeployError",
     "Settings",
     "build_settings",
     "configure_stack",
+    "deploy_pgmon",
     "install_docker",
     "load_dashboard_9628",
     "load_settings",
     "read_host_state",
     "render_stack",
+    "send_pgmon_test_alert",
     "start_stack",
     "verify_stack",
 ]

@@ -1,0 +1,62 @@
+"""pgmon's entry point for a pyinfra deploy file: the whole deploy, or the test alert, in one call.
+
+In another project's deploy file, with pgmon installed (``pip install pgmon-<version>-py3-none-any.whl``):
+
+    from pgmon import deploy_pgmon
+
+    deploy_pgmon()
+
+The settings are that project's host data (the same ``pgmon_*`` keys as this repository's
+group_data/all.py) and the secrets they name, read from the environment pyinfra runs in. This
+repository's own deploy.py is the same call.
+
+``deploy_pgmon`` is a plain function around pgmon's ``@deploy`` steps rather than a ``@deploy`` of its
+own, so that every operation keeps its name (``Configure the pgmon stack | Write pgmon configuration``)
+wherever it is called from; a caller that wraps it in a ``@deploy`` of its own gets that deploy's
+name in front, as pyinfra does for any nested deploy.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyinfra import host
+
+from .alert_delivery import send_test_alert
+from .dashboard import load_dashboard_9628
+from .docker_engine import install_docker
+from .host_state import read_host_state
+from .render import render_stack
+from .settings import Settings, build_settings
+from .stack_containers import start_stack
+from .stack_files import configure_stack
+from .verify_stack import verify_stack
+
+
+def load_settings(current_host) -> Settings:
+    """Validate ``current_host``'s pgmon data and read its secrets from this process's environment."""
+    return build_settings(current_host.data.dict(), os.environ)
+
+
+def deploy_pgmon() -> Settings:
+    """Deploy and verify pgmon on the current host; returns the validated settings.
+
+    Every setting and secret is checked before the host is touched (a problem stops the run, naming
+    the field and the fix); then one round trip reads the host, and the four steps each change only
+    what differs: Docker, the files under ``pgmon_base_dir``, the containers, then HTTP verification.
+    ``--dry`` and ``--diff`` show what would change and touch nothing.
+    """
+    settings = load_settings(host)
+    stack = render_stack(settings, load_dashboard_9628(settings))
+    state = read_host_state(host, settings)  # one round trip; each step decides from it
+
+    install_docker(settings, state)
+    configure_stack(settings, state, stack)
+    start_stack(settings, state, stack)
+    verify_stack(settings)
+    return settings
+
+
+def send_pgmon_test_alert() -> None:
+    """Send a test alert through the deployed Alertmanager to every configured channel (docs/alerts.md)."""
+    send_test_alert(load_settings(host))
