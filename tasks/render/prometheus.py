@@ -13,6 +13,7 @@ from ..settings import (
     SERVER_THRESHOLDS,
     AlertThresholds,
     Settings,
+    duration_seconds,
 )
 from ..stack_model import (
     ALERTMANAGER_PORT,
@@ -93,6 +94,8 @@ def _rules_jinja() -> jinja2.Environment:
     env.filters["window"] = lambda duration: f"[{duration}]"  # a range: metric[[ w | window ]]
     env.filters["num"] = _number
     env.filters["seconds"] = _seconds_text
+    env.filters["gib_bytes"] = lambda gib: _number(gib * 2**30)  # a threshold in GiB, as bytes
+    env.filters["duration_seconds"] = lambda duration: _number(duration_seconds(duration))  # '1d' -> 86400
     return env
 
 
@@ -101,11 +104,11 @@ def _number(value: float) -> str:
 
 
 def _seconds_text(value: float) -> str:
-    """A threshold in seconds as people read it: 300 -> '5m', 5400 -> '1h30m', 0.5 -> '0.5s'."""
+    """A threshold in seconds as people read it: 300 -> '5m', 5400 -> '1h30m', 604800 -> '7d', 0.5 -> '0.5s'."""
     if not float(value).is_integer() or value < 60:
         return _number(value) + "s"
     rest, parts = int(value), []
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if rest >= size:
             parts.append(f"{rest // size}{unit}")
             rest %= size

@@ -18,9 +18,11 @@ ALWAYS_FIRING = {"Watchdog"}
 
 def rule_test_settings(**overrides):
     """The settings tests/rules/*.yml are written for: shop and billing on db1:5432, ledger on db2:5433;
-    billing overrides two thresholds, ledger one of its server's."""
+    billing overrides four thresholds (the table ages: hours instead of days), ledger one of its server's."""
     databases = group_data()["pgmon_databases"]
-    databases[1] = {**databases[1], "alert_thresholds": {"idle_in_transaction_seconds": 600, "postgres_down_for": "5m"}}
+    databases[1] = {**databases[1], "alert_thresholds": {
+        "idle_in_transaction_seconds": 600, "postgres_down_for": "5m",
+        "dead_tuples_vacuum_age_seconds": 3600, "analyze_age_seconds": 3600}}
     databases[2] = {**databases[2], "alert_thresholds": {"connections_percent": 90}}
     return build_settings(group_data(pgmon_databases=databases, **overrides), ENVIRON)
 
