@@ -83,7 +83,7 @@ def _published(raw: bytes, source: str, field: str, pinned: str | None) -> dict:
     except ValueError as error:
         raise DeployError(f"{field}: {source} is not JSON ({error}); point it at dashboard 9628's JSON")
     inputs = dashboard.get("__inputs", []) if isinstance(dashboard, dict) else None
-    if not isinstance(inputs, list) or "DS_PROMETHEUS" not in [i.get("name") for i in inputs]:
+    if not isinstance(inputs, list) or "DS_PROMETHEUS" not in [i.get("name") for i in inputs if isinstance(i, dict)]:
         raise DeployError(
             f"{field}: {source} is not a grafana.com dashboard export with a DS_PROMETHEUS input; "
             "point it at dashboard 9628's JSON"
@@ -163,6 +163,15 @@ def with_checkpointer_fallback(expr: str) -> str:
 
 
 def adapt_dashboard_9628(published: dict, field: str) -> dict:
+    """``_adapt`` that names ``field`` for any JSON shape it cannot read, instead of failing with a traceback."""
+    try:
+        return _adapt(published, field)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise DeployError(f"{field}: the dashboard JSON is not shaped like 9628's ({type(error).__name__}: "
+                          f"{error}); point it at dashboard 9628 revision 8") from None
+
+
+def _adapt(published: dict, field: str) -> dict:
     """9628 for pgmon: Server and Database pickers in place of its Kubernetes chain, every query scoped
     by them, bgwriter counters under their current names (or PostgreSQL 17's checkpointer ones).
     Refuses a dashboard it does not recognise (naming ``field``), so a changed upstream JSON cannot

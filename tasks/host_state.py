@@ -12,12 +12,16 @@ digests of secret files, which must not reach the output.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 
+from pyinfra import logger
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
 from .settings import DeployError, Settings
+from .stack_model import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,31 @@ class HostState:
     docker_installed: bool
     containers: dict[str, Container] = field(default_factory=dict)
     entries: dict[str, Entry] = field(default_factory=dict)  # path relative to base_dir
+    held_by: str | None = None  # another pgmon run changing this base_dir now (tasks/host_lock.py)
+    written: frozenset[str] | None = None  # what pgmon wrote under base_dir last time; None: no manifest
+
+
+LOCK_DIR = "/run/lock"  # a tmpfs: a reboot leaves no lock behind
+
+
+def lock_path(base_dir: str) -> str:
+    """The lock and holder record of a base_dir (two stacks with their own base_dir do not block each other)."""
+    return f"{LOCK_DIR}/pgmon-{hashlib.sha256(base_dir.encode()).hexdigest()[:16]}"
+
+
+def describe_holder(record: str) -> str:
+    """``by=admin from=me@laptop pid=12 since=T`` -> ``admin (SSH user) from me@laptop since T``."""
+    fields = dict(re.findall(r"(\w+)=(\S*)", record))
+    if "by" not in fields:
+        return "a run that left no record"
+    return f"{fields['by']} (SSH user) from {fields.get('from', '?')} since {fields.get('since', '?')}"
+
+
+def holder_check_command(base_dir: str) -> str:
+    """Prints ``held <record>`` while a run holds base_dir's lock; takes no lock itself."""
+    lock = shlex.quote(lock_path(base_dir))
+    return (f"if [ -e {lock}.lock ] && ! flock -n {lock}.lock true 2>/dev/null; "
+            f"then echo \"held $(cat {lock}.holder 2>/dev/null)\"; fi")
 
 
 def state_command(settings: Settings) -> str:
@@ -57,8 +86,10 @@ def state_command(settings: Settings) -> str:
             f"  docker ps -a --filter {project} --format {fmt} 2>/dev/null",
             "fi",
             f"if [ -d {base} ]; then cd {base} &&",
-            "  find . -printf 'entry %y %m %U %G %p\\n' &&",
-            "  find . -type f -exec sha256sum {} + | sed 's/^/sum /'",
+            # Names with control characters (a newline) are left out: pgmon writes none and touches none.
+            "  find . -path '*[[:cntrl:]]*' -prune -o -printf 'entry %y %m %U %G %p\\n' &&",
+            "  find . -path '*[[:cntrl:]]*' -prune -o -type f -exec sha256sum {} + | sed 's/^/sum /' &&",
+            f"  {{ [ ! -f {MANIFEST} ] || sed 's/^/written /' {MANIFEST}; }}",
             "fi",
             "true",
         ]
@@ -75,6 +106,8 @@ def parse_state(lines: list[str]) -> HostState:
     containers: dict[str, Container] = {}
     entries: dict[str, Entry] = {}
     sums: dict[str, str] = {}
+    held_by = None
+    written: set[str] | None = None
     for line in lines:
         word, _, rest = line.partition(" ")
         if word == "docker-installed":
@@ -91,6 +124,10 @@ def parse_state(lines: list[str]) -> HostState:
         elif word == "entry":
             kind, mode, uid, gid, path = rest.split(" ", 4)
             entries[_relative(path)] = Entry(kind, int(mode, 8), int(uid), int(gid))
+        elif word == "written":
+            written = (written or set()) | {rest}
+        elif word == "held":
+            held_by = describe_holder(rest)
         elif word == "sum":
             digest, _, path = rest.partition("  ")
             sums[_relative(path)] = digest
@@ -98,17 +135,28 @@ def parse_state(lines: list[str]) -> HostState:
         if path in entries:
             e = entries[path]
             entries[path] = Entry(e.kind, e.mode, e.uid, e.gid, digest)
-    return HostState(engine, compose, installed, containers, entries)
+    return HostState(engine, compose, installed, containers, entries, held_by,
+                     None if written is None else frozenset(written))
+
+
+COMMAND_TIMEOUT_SECONDS = 120  # a hung Docker daemon or SSH session must not hold a run without bound
 
 
 def host_output(host, command: str, check: bool = True) -> list[str]:
     """Run ``command`` on ``host`` (with _sudo etc. from host data), unprinted; its stdout lines.
 
-    With ``check`` a failing command raises DeployError; without, its output is returned as is.
+    With ``check`` a failing command raises DeployError; without, its output (none, if it timed out) is returned.
     """
     arguments, _ = pop_global_arguments(host.state, host, {})
     connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS if k in arguments}
-    ok, output = host.run_shell_command(command, print_output=False, print_input=False, **connector_arguments)
+    connector_arguments["_timeout"] = COMMAND_TIMEOUT_SECONDS
+    try:
+        ok, output = host.run_shell_command(command, print_output=False, print_input=False, **connector_arguments)
+    except TimeoutError:
+        if check:
+            raise DeployError(f"a command on {host.name} did not finish within {COMMAND_TIMEOUT_SECONDS}s "
+                              "(is the Docker daemon answering? `docker info` on the host)")
+        return []
     if not ok and check:
         raise DeployError(
             f"a command failed on {host.name}: {' '.join(output.stderr_lines)[-500:]} "
@@ -118,5 +166,9 @@ def host_output(host, command: str, check: bool = True) -> list[str]:
 
 
 def read_host_state(host, settings: Settings) -> HostState:
-    """The host's state, in one round trip."""
-    return parse_state(host_output(host, state_command(settings)))
+    """The host's state, in one round trip; a warning when another pgmon run is changing it right now."""
+    state = parse_state(host_output(host, state_command(settings) + "\n" + holder_check_command(settings.config.base_dir)))
+    if state.held_by:
+        host.log(f"pgmon: WARNING another pgmon run is changing {settings.config.base_dir} now: {state.held_by}; "
+                 "what this run shows may change under it, and it cannot apply until that run ends", log_func=logger.warning)
+    return state

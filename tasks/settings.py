@@ -14,9 +14,11 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Annotated, Literal, get_type_hints
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,17 +34,29 @@ from pyinfra.api.exceptions import DeployError as PyinfraDeployError
 
 SETTING_PREFIX = "pgmon_"
 
-# The images the stack runs. Exact versions: Prometheus 2.53 is the LTS line;
-# Alertmanager 0.28 is the first with webhook_url_file/bot_token_file for
-# Discord and Telegram; postgres_exporter 0.17.1 and node_exporter 1.9.0 are the
-# current releases; Grafana 12.2.1 is the current stable. The tests ran these.
+# The images the stack runs, on lines their upstream supports (README, "Versions": what the tests ran of each
+# line). Prometheus 3.13 is the LTS line (to 2027-07-31); Alertmanager, supported in its newest minor only, reads Telegram chat ids from a file (0.31+);
+# postgres_exporter stays on the 0.19 the tests ran, because 0.20 renames metrics the rules and dashboards read.
 DEFAULT_IMAGES = {
-    "prometheus": "prom/prometheus:v2.53.3",
-    "alertmanager": "prom/alertmanager:v0.28.1",
-    "postgres_exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
-    "node_exporter": "prom/node-exporter:v1.9.0",
+    "prometheus": "prom/prometheus:v3.13.3",
+    "alertmanager": "prom/alertmanager:v0.35.1",
+    "postgres_exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.19.1",
+    "node_exporter": "prom/node-exporter:v1.11.1",
     "grafana": "grafana/grafana:12.2.1",
 }
+# The oldest version of each that pgmon's files work with, where an image's tag says its version.
+MINIMUM_VERSIONS = {
+    "prometheus": (2, 55),  # the first that reads Prometheus 3's TSDB: a way back after an upgrade
+    "alertmanager": (0, 31),  # telegram_configs.chat_id_file
+    "postgres_exporter": (0, 17),
+}
+_VERSION_TAG_RE = re.compile(r":v?([0-9]+)\.([0-9]+)(?:\.[0-9]+)?(?:$|[-+@])")
+
+
+def image_version(image: str) -> tuple[int, int] | None:
+    """(major, minor) from an image's tag (``prom/prometheus:v3.13.3`` -> (3, 13)); None if the tag does not say."""
+    match = _VERSION_TAG_RE.search(image)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 Component = Literal[tuple(DEFAULT_IMAGES)]  # the keys pgmon_images may override
 
@@ -59,9 +73,22 @@ class DeployError(PyinfraDeployError):
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_DURATION_RE = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+# Prometheus's duration: units from the largest down, each at most once (30s1m and 5m5m are refused there).
+_DURATION_RE = re.compile(r"^(?=[0-9])([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$")
+MAX_DURATION_SECONDS = 100 * 365 * 86400  # Prometheus's limit is about 292 years (int64 nanoseconds)
 # Set by pgmon on series or alerts: "datname" by the exporter, "severity" and "thresholds" by the rules.
 RESERVED_LABELS = {"database", "server", "instance", "job", "datname", "alertname", "severity", "thresholds"}
+# Labels the exporters and Prometheus set on series pgmon's rules read: an extra label of the same name would
+# be renamed exported_<name> by Prometheus, and a rule grouping by it would never fire.
+SERIES_LABELS = {
+    "alertstate", "application_name", "backend_type", "client_addr", "client_hostname", "collector", "cpu",
+    "device", "fstype", "indexrelname", "le", "mode", "mountpoint", "name", "plugin", "queryid", "quantile",
+    "relname", "rolname", "schemaname", "sequencename", "server_version", "short_version", "slot_name", "slot_type", "state",
+    "sync_state", "usename", "user", "version", "wait_event", "wait_event_type",
+}
+# PromQL keywords: a label of that name in a rule's `by (...)` list makes the rules file invalid.
+PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+                   "bool", "offset", "inf", "nan", "start", "end", "atan2", "limit", "smoothed", "anchored"}
 
 
 def _check_name(value: str) -> str:
@@ -75,16 +102,26 @@ def _check_name(value: str) -> str:
 
 def _check_env_name(value: str) -> str:
     if not _ENV_RE.match(value):
+        # The value is not repeated: what stands here by mistake is often the secret itself.
         raise ValueError(
-            f"{value!r} is not an environment variable name: give the NAME of the variable "
-            "that holds the secret (e.g. PGMON_SHOP_PASSWORD), not the secret itself"
+            "is not an environment variable name: give the NAME of the variable that holds the secret "
+            "(letters, digits and '_', e.g. PGMON_SHOP_PASSWORD), not the secret itself"
         )
     return value
 
 
 def _check_duration(value: str) -> str:
     if not _DURATION_RE.match(value):
-        raise ValueError(f"{value!r} is not a Prometheus duration: write e.g. '30s', '5m', '1h'")
+        raise ValueError(f"{value!r} is not a Prometheus duration: write e.g. '30s', '5m', '1h30m' "
+                         "(units from the largest, each once)")
+    if duration_seconds(value) > MAX_DURATION_SECONDS:
+        raise ValueError(f"{value!r} is longer than 100 years")
+    return value
+
+
+def _check_positive_duration(value: str) -> str:
+    if duration_seconds(value) <= 0:
+        raise ValueError(f"{value!r} must be longer than 0s")
     return value
 
 
@@ -103,6 +140,11 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"label name {key!r} is invalid: use letters, digits and '_'")
         if key in RESERVED_LABELS:
             raise ValueError(f"label {key!r} is set by pgmon itself: choose another label name")
+        if key in SERIES_LABELS:
+            raise ValueError(f"label {key!r} is set by the exporters on the series the rules read; Prometheus "
+                             "would rename yours exported_" + key + ": choose another label name")
+        if key.lower() in PROMQL_KEYWORDS:
+            raise ValueError(f"label {key!r} is a PromQL keyword and would break the rules: choose another name")
     return labels
 
 
@@ -114,15 +156,53 @@ def _check_sha256(value: str) -> str:
 
 def _check_address(value: str) -> str:
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address: write e.g. '0.0.0.0' or '127.0.0.1'")
+    if address.version != 4 or str(address) != value:
+        raise ValueError(f"{value!r}: write an IPv4 address as four plain numbers, e.g. '0.0.0.0' (all) or "
+                         "'127.0.0.1'; pgmon does not publish Grafana on IPv6 addresses")
+    return value
+
+
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+
+
+def _check_host(value: str) -> str:
+    """A host name or IP address, nothing that could reach into the exporter's connection URI."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a host name or IP address: write e.g. 'db1.internal', '10.0.0.5' "
+                         "or '::1' (no scheme, port, path or brackets; the port goes in 'port')")
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL: write e.g. 'https://api.telegram.org'")
+    return value.rstrip("/")
+
+
+def _check_dashboard_url(value: str) -> str:
+    try:
+        value.format(revision=1)
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("may hold {revision} and no other {...} placeholder (double a literal brace: {{ }})")
+    _check_http_url(value.format(revision=1))
     return value
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 Duration = Annotated[str, AfterValidator(_check_duration)]
+Interval = Annotated[str, AfterValidator(_check_duration), AfterValidator(_check_positive_duration)]
+Host = Annotated[str, AfterValidator(_check_host)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 IPAddress = Annotated[str, AfterValidator(_check_address)]
@@ -168,6 +248,42 @@ class AlertThresholds(_Strict):
     wraparound_percent: Percent = 50
     wraparound_for: Duration = "5m"
     restart_window: Duration = "15m"
+    # Replication and WAL (server).
+    replication_slot_inactive_for: Duration = "30m"
+    replication_slot_wal_gib: Annotated[float, Field(gt=0)] = 10
+    replication_slot_wal_for: Duration = "5m"
+    archive_failing_window: Duration = "10m"
+    archive_failing_for: Duration = "5m"
+    role_change_window: Duration = "15m"
+    replica_not_streaming_for: Duration = "5m"
+    role_connections_percent: Percent = 80
+    role_connections_for: Duration = "5m"
+    checkpoints_requested_percent: Percent = 50
+    checkpoints_window: Duration = "1h"
+    checkpoints_for: Duration = "15m"
+    checksum_failures: Count = 1
+    pending_restart_for: Duration = "30m"
+    # Transactions, tables, sequences, temporary files, size (database).
+    rollback_percent: Percent = 10
+    rollback_min_per_second: PerSecond = 1
+    rollback_window: Duration = "10m"
+    rollback_for: Duration = "10m"
+    dead_tuples_percent: Percent = 20
+    dead_tuples_min: Count = 10000
+    dead_tuples_vacuum_age_seconds: Seconds = 86400
+    dead_tuples_for: Duration = "30m"
+    analyze_age_seconds: Seconds = 604800
+    analyze_min_rows: Count = 1000
+    analyze_for: Duration = "30m"
+    sequence_used_percent: Percent = 75
+    temp_files_gib: Annotated[float, Field(gt=0)] = 1
+    temp_files_window: Duration = "10m"
+    database_growth_gib: Annotated[float, Field(gt=0)] = 1
+    database_growth_window: Duration = "1h"
+    database_size_limit_gib: Annotated[float, Field(gt=0)] = 100
+    database_size_window: Duration = "6h"
+    database_size_horizon: Duration = "1d"
+    database_size_for: Duration = "30m"
     host_cpu_percent: Percent = 90
     host_cpu_for: Duration = "15m"
     host_memory_available_percent: Percent = 10
@@ -180,11 +296,19 @@ class AlertThresholds(_Strict):
 SERVER_THRESHOLDS = frozenset({
     "connections_percent", "connections_for", "replication_lag_seconds", "replication_lag_for",
     "wraparound_percent", "wraparound_for", "restart_window",
+    "replication_slot_inactive_for", "replication_slot_wal_gib", "replication_slot_wal_for",
+    "archive_failing_window", "archive_failing_for", "role_change_window", "replica_not_streaming_for",
+    "role_connections_percent", "role_connections_for", "checkpoints_requested_percent", "checkpoints_window",
+    "checkpoints_for", "checksum_failures", "pending_restart_for",
 })
 # Keys of the processing host's rules: global only.
 HOST_THRESHOLDS = frozenset(name for name in AlertThresholds.model_fields if name.startswith("host_"))
 # Ranges that rate(), increase() and changes() need several scrapes in.
-WINDOW_THRESHOLDS = ("deadlocks_window", "slow_query_window", "cache_hit_window", "restart_window")
+WINDOW_THRESHOLDS = (
+    "deadlocks_window", "slow_query_window", "cache_hit_window", "restart_window", "archive_failing_window",
+    "role_change_window", "checkpoints_window", "rollback_window", "temp_files_window", "database_growth_window",
+    "database_size_window",
+)
 MIN_SCRAPES_PER_WINDOW = 4
 
 # The same keys, each optional, plus PostgresDown/ExporterDown's `for` (globally pgmon_alert_timing's).
@@ -204,7 +328,7 @@ class Database(_Strict):
     """One monitored database; ``name`` is pgmon's name for it in labels and containers."""
 
     name: Name
-    host: str = Field(min_length=1)
+    host: Host
     port: Port = 5432
     dbname: str = Field(min_length=1)
     user: str = Field(min_length=1)
@@ -249,20 +373,20 @@ class Telegram(_Strict):
     chat_id_env: EnvName = "PGMON_TELEGRAM_CHAT_ID"
     severities: Severities = ["critical"]
     # Only tests and self-hosted Bot API servers change this.
-    api_url: str = "https://api.telegram.org"
+    api_url: HttpUrl = "https://api.telegram.org"
 
 
 class Watchdog(_Strict):
     """A dead man's switch: a URL that expects the always-firing Watchdog alert every ``interval``."""
 
     url_env: EnvName = "PGMON_WATCHDOG_URL"
-    interval: Duration = "1m"
+    interval: Interval = "1m"
 
 
 class Dashboard9628(_Strict):
     revision: int = Field(default=8, ge=1)
     # Where the controller downloads the JSON; {revision} is filled in.
-    url: str = DASHBOARD_9628_URL
+    url: Annotated[str, AfterValidator(_check_dashboard_url)] = DASHBOARD_9628_URL
     # For air-gapped sites: a JSON file on the controller, used instead of url.
     file: str | None = None
     # The sha256 of the published JSON's bytes: any other content (download, cache or file) is refused.
@@ -272,8 +396,30 @@ class Dashboard9628(_Strict):
 class AlertTiming(_Strict):
     postgres_down_for: Duration = "1m"
     group_wait: Duration = "30s"
-    group_interval: Duration = "5m"
-    repeat_interval: Duration = "4h"
+    group_interval: Interval = "5m"
+    repeat_interval: Interval = "4h"
+
+
+# Directories of the system or of its users: pgmon owns, hashes and prunes what is under base_dir.
+SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+               "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+               "/var/log", "/var/tmp", "/usr/local"}
+SYSTEM_TREES = ("/bin/", "/boot/", "/dev/", "/etc/", "/lib/", "/lib32/", "/lib64/", "/proc/", "/run/", "/sbin/",
+                "/sys/", "/usr/")
+
+
+def _base_dir_problems(path: str) -> list[str]:
+    if not path.startswith("/"):
+        return [f"{path!r} must be an absolute path such as /opt/pgmon"]
+    normal = posixpath.normpath(path)
+    if normal != path.rstrip("/") or "//" in path:
+        return [f"{path!r} is not written plainly (it means {normal!r}); write {normal!r} if that is meant"]
+    if not re.fullmatch(r"[A-Za-z0-9/._+-]+", path):
+        return [f"{path!r}: use letters, digits and / . _ + - only"]
+    if normal in SYSTEM_DIRS or normal.startswith(SYSTEM_TREES):
+        return [f"{path!r} is a directory of the system; pgmon owns and prunes its base_dir: use a folder of its "
+                "own such as /opt/pgmon or /srv/pgmon"]
+    return []
 
 
 class SettingsInput(_Strict):
@@ -299,12 +445,13 @@ class SettingsInput(_Strict):
     docker_install: Literal["docker-repo", "distro"] = "docker-repo"
     images: dict[Component, str] = {}
     verify_timeout_seconds: int = Field(default=180, ge=5, le=3600)
+    # End the shell of a run that holds the host's lock and hung (its connection never closed): tasks/host_lock.py.
+    take_over_lock: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> SettingsInput:
         problems = []
-        if not self.base_dir.startswith("/") or self.base_dir.rstrip("/") in ("", "/"):
-            problems.append(f"base_dir: {self.base_dir!r} must be an absolute directory like /opt/pgmon")
+        problems += [f"base_dir: {problem}" for problem in _base_dir_problems(self.base_dir)]
         names = [db.name for db in self.databases]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"databases: the name {dup!r} is used twice; each database needs its own name")
@@ -322,6 +469,11 @@ class SettingsInput(_Strict):
                 problems.append(f"{field}: port {port} is already used by {seen[port]}; pick another")
             seen.setdefault(port, field)
         problems += self._threshold_problems()
+        for component, image in self.images.items():
+            version, minimum = image_version(image), MINIMUM_VERSIONS.get(component)
+            if version and minimum and version < minimum:
+                problems.append(f"images.{component}: {image!r} is older than pgmon supports "
+                                f"({'.'.join(map(str, minimum))} or later; the default is {DEFAULT_IMAGES[component]!r})")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -398,6 +550,11 @@ class Settings(BaseModel):
 
     def image(self, component: Component) -> str:
         return self.config.images.get(component, DEFAULT_IMAGES[component])
+
+    def version(self, component: Component) -> tuple[int, int]:
+        """The component's version, from its image's tag; a tag that does not say (a digest, a mirror's own
+        naming) counts as the default's."""
+        return image_version(self.image(component)) or image_version(DEFAULT_IMAGES[component])
 
 
 def _format_validation_error(error: ValidationError) -> list[str]:
@@ -480,37 +637,42 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
             return None
         return SecretStr(value)
 
+    def checked(field: str, env_name: str, problem) -> SecretStr | None:
+        """The secret, if ``problem(value)`` finds nothing wrong; the problem is said without the value."""
+        value = secret(field, env_name)
+        if value is None:
+            return None
+        wrong = problem(value.get_secret_value())
+        if wrong:
+            problems.append(f"{field}: the value of {env_name} {wrong}")
+            return None
+        return value
+
     passwords = {}
     for index, db in enumerate(config.databases):
-        field = f"pgmon_databases[{index}].password_env ({db.name})"
-        value = secret(field, db.password_env)
-        if value is not None and any(c.isspace() for c in value.get_secret_value()):
-            # postgres_exporter 0.17 builds a key=value DSN it cannot parse back, then logs it, password included.
-            problems.append(
-                f"{field}: the password in {db.password_env} contains white space, which postgres_exporter "
-                "cannot use (it fails with 'malformed dsn'); give this monitoring user a password without spaces"
-            )
-        elif value is not None:
+        # Written to a pgpass line: anything but a line break works (PGPASSFILE; never in a DSN or a log).
+        value = checked(f"pgmon_databases[{index}].password_env ({db.name})", db.password_env,
+                        lambda v: "holds a line break; give this monitoring user a password without one"
+                        if "\n" in v or "\r" in v else None)
+        if value is not None:
             passwords[db.name] = value
-    grafana_password = secret("pgmon_grafana_admin_password_env", config.grafana_admin_password_env)
-    if grafana_password is not None and grafana_password.get_secret_value() == "admin":
-        problems.append(
-            f"pgmon_grafana_admin_password_env: {config.grafana_admin_password_env} is 'admin'; choose a real password"
-        )
-    webhook = secret("pgmon_discord.webhook_url_env", config.discord.webhook_url_env) if config.discord else None
+    grafana_password = checked(
+        "pgmon_grafana_admin_password_env", config.grafana_admin_password_env,
+        lambda v: "is 'admin'; choose a real password" if v == "admin" else
+        "starts or ends with white space or holds a line break, which Grafana drops from the password file; "
+        "choose another" if v != v.strip() or "\n" in v or "\r" in v else None)
+    webhook = None
+    if config.discord:
+        webhook = checked("pgmon_discord.webhook_url_env", config.discord.webhook_url_env, _url_problem)
     token, chat_ids = None, ()
     if config.telegram:
-        token = secret("pgmon_telegram.bot_token_env", config.telegram.bot_token_env)
-        chats = secret("pgmon_telegram.chat_id_env", config.telegram.chat_id_env)
+        token = checked("pgmon_telegram.bot_token_env", config.telegram.bot_token_env,
+                        lambda v: None if re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", v) else
+                        "is not a bot token as @BotFather gives it (digits, ':', then letters, digits, '_' or '-')")
+        chats = checked("pgmon_telegram.chat_id_env", config.telegram.chat_id_env, _chat_ids_problem)
         if chats is not None:
-            try:
-                chat_ids = tuple(dict.fromkeys(int(chat) for chat in chats.get_secret_value().split(",")))
-            except ValueError:
-                problems.append(
-                    f"pgmon_telegram.chat_id_env: {config.telegram.chat_id_env} must hold a numeric chat id "
-                    "(e.g. -1001234567890), or several separated by commas"
-                )
-    watchdog = secret("pgmon_watchdog.url_env", config.watchdog.url_env) if config.watchdog else None
+            chat_ids = tuple(dict.fromkeys(int(chat.strip(" ")) for chat in chats.get_secret_value().split(",")))
+    watchdog = checked("pgmon_watchdog.url_env", config.watchdog.url_env, _url_problem) if config.watchdog else None
     if problems:
         raise DeployError(_problem_report(problems))
     return Settings(
@@ -522,6 +684,23 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
         telegram_chat_ids=chat_ids,
         watchdog_url=watchdog,
     )
+
+
+def _url_problem(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        return "is not an http(s) URL without spaces (e.g. https://discord.com/api/webhooks/...)"
+    return None
+
+
+_CHAT_ID_RE = re.compile(r"-?[1-9][0-9]{0,15}")  # ASCII digits only: int() would also read '١٢٣' as 123
+
+
+def _chat_ids_problem(value: str) -> str | None:
+    if all(_CHAT_ID_RE.fullmatch(chat.strip(" ")) for chat in value.split(",")):
+        return None
+    return "must hold a Telegram chat id (e.g. -1001234567890: an optional '-', then up to 16 digits, not 0), " \
+           "or several separated by commas"
 
 
 def _problem_report(problems: list[str]) -> str:

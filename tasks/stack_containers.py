@@ -18,8 +18,9 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import FunctionCommand, deploy, operation
 
+from .host_lock import claim_host
 from .host_state import Container, HostState
 from .settings import Settings
 from .stack_files import plan_files
@@ -66,6 +67,16 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
     )
 
 
+def compose_command(base_dir: str, project: str, arguments: str) -> str:
+    """``docker compose`` on pgmon's file and project only: a stray compose.yaml, a .env with COMPOSE_FILE or
+    COMPOSE_PROJECT_NAME in base_dir, or such variables in the SSH session cannot redirect it (and then
+    --remove-orphans remove pgmon's containers)."""
+    base = shlex.quote(base_dir)
+    return (f"cd {base} && env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES docker compose "
+            f"--project-name {shlex.quote(project)} --file {base}/docker-compose.yml --project-directory {base} "
+            f"--env-file /dev/null {arguments}")
+
+
 def action_command(action: str, project: str, base_dir: str) -> str:
     """One shell line per action; each acts only on a running container (a stopped one reads its files at start)."""
     container = shlex.quote(container_name(project, action_service(action)))
@@ -95,6 +106,7 @@ def compose_up(
     desired: dict[str, str],
     running: dict[str, Container],
     after_file_changes: tuple[str, ...],
+    claim: FunctionCommand | None = None,
 ):
     """
     Bring the Compose project in ``base_dir`` to the desired service revisions.
@@ -103,6 +115,7 @@ def compose_up(
     + desired: service name -> revision label the rendered compose file sets
     + running: service name -> container found on the host
     + after_file_changes: actions (``reload:prometheus``, ``restart:exporter-x``...) the file step asks for
+    + claim: run before any change, to fail changing nothing if another run holds the host (``host_lock.claim_host``)
 
     **Example:**
 
@@ -118,11 +131,10 @@ def compose_up(
     if not host.state.is_executing:
         for line in plan.describe() + [f"then {a.replace(':', ' ')}" for a in after_file_changes]:
             host.log(f"pgmon: will {line}")
+    if claim is not None and (not plan.empty or after_file_changes):
+        yield claim
     if not plan.empty:
-        yield (
-            f"cd {shlex.quote(base_dir)} && "
-            "docker compose up --detach --remove-orphans"
-        )
+        yield compose_command(base_dir, project, "up --detach --remove-orphans")
     if after_file_changes:
         yield " && ".join(action_command(a, project, base_dir) for a in after_file_changes)
 
@@ -136,5 +148,6 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
         project=settings.config.project,
         desired=stack.service_revisions,
         running=state.containers,
-        after_file_changes=plan_files(stack, state.entries).actions,
+        after_file_changes=plan_files(stack, state.entries, state.written).actions,
+        claim=claim_host(settings, state),
     )

@@ -17,16 +17,22 @@ import tarfile
 from dataclasses import dataclass
 
 from pyinfra import host, logger
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 
+from .host_lock import claim_host
 from .host_state import Entry, HostState
 from .settings import Settings
-from .stack_model import RESET_GRAFANA_PASSWORD, ConfigCheck, ManagedDir, ManagedFile, StackFiles
+from .stack_model import (
+    RESET_GRAFANA_PASSWORD,
+    ConfigCheck,
+    ManagedDir,
+    ManagedFile,
+    StackFiles,
+)
 
-# Only these top-level directories are pgmon's to prune; anything else a user
-# keeps under base_dir is left alone.
-MANAGED_TOPS = ("prometheus", "alertmanager", "exporters", "grafana")
+# Before pgmon kept a manifest, only a removed database's folder was left to prune.
+PRUNED_WITHOUT_MANIFEST = "exporters/"
 STAGE_PREFIX = ".pgmon-stage."  # left behind only by an interrupted run
 CANDIDATES = ".check"  # inside the staging folder: whole component directories as they will be
 
@@ -57,8 +63,12 @@ def _differs(entry: Entry | None, kind: str, mode: int, uid: int, gid: int) -> b
     return entry is None or (entry.kind, entry.mode, entry.uid, entry.gid) != (kind, mode, uid, gid)
 
 
-def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
-    """What to write, remove and reload so that base_dir matches ``stack``."""
+def plan_files(stack: StackFiles, current: dict[str, Entry], written: frozenset[str] | None = None) -> FilePlan:
+    """What to write, remove and reload so that base_dir matches ``stack``.
+
+    Only paths pgmon wrote before (``written``, its manifest on the host) are ever removed: files a user keeps
+    under base_dir, even inside pgmon's folders, are left alone.
+    """
     dirs = tuple(d for d in stack.directories if _differs(current.get(d.path), "d", d.mode, d.uid, d.gid))
     files = tuple(
         f
@@ -66,10 +76,9 @@ def plan_files(stack: StackFiles, current: dict[str, Entry]) -> FilePlan:
         if _differs(current.get(f.path), "f", f.mode, f.uid, f.gid) or current[f.path].sha256 != f.sha256
     )
     wanted = {d.path for d in stack.directories} | {f.path for f in stack.files}
+    ours = written if written is not None else {p for p in current if p.startswith(PRUNED_WITHOUT_MANIFEST)}
     stale = sorted(
-        path
-        for path in current
-        if (path.split("/")[0] in MANAGED_TOPS or path.startswith(STAGE_PREFIX)) and path not in wanted
+        path for path in current if (path in ours or path.startswith(STAGE_PREFIX)) and path not in wanted
     )
     # Removing a directory removes what is inside: list only the outermost stale paths.
     remove = tuple(p for p in stale if not any(p.startswith(other + "/") for other in stale))
@@ -131,7 +140,11 @@ def check_command(candidate: Candidate, base_dir: str) -> str:
         f"pgmon: {check.image} refuses the new {check.directory} configuration ({checker}; {check.mount} there is "
         f"{base_dir}/{check.directory}); nothing was replaced, the running configuration stays:"
     )
-    return f'{{ out=$({run} 2>&1) || {{ printf "%s\\n" {refused} "$out" >&2; rm -rf "$stage"; exit 1; }}; }}'
+    unchecked = shlex.quote(f"pgmon: could not run {checker} of {check.image} to check the new {check.directory} "
+                            "configuration; nothing was replaced:")
+    # docker run exits 125-127 when it could not run the checker at all, the checker 1 when it refuses.
+    return (f'{{ out=$({run} 2>&1) || {{ status=$?; [ $status -ge 125 ] && message={unchecked} || message={refused}; '
+            f'printf "%s\\n" "$message" "$out" >&2; rm -rf "$stage"; exit 1; }}; }}')
 
 
 def apply_script(plan: FilePlan, base_dir: str) -> str:
@@ -143,12 +156,16 @@ def apply_script(plan: FilePlan, base_dir: str) -> str:
     steps = [f"umask 077 && mkdir -p {base} && stage=$(mktemp -d {base}/{STAGE_PREFIX}XXXXXX)"]
     for d in sorted(plan.write_dirs, key=lambda d: d.path.count("/") + (d.path != ".")):
         path = shlex.quote(f"{base_dir}/{d.path}")
-        steps.append(f"mkdir -p {path} && chown {d.uid}:{d.gid} {path} && chmod {d.mode:o} {path}")
+        # Whatever stands there that is not a directory (a planted symlink) goes; chown -h never follows a link;
+        # a 5-digit mode clears the setgid bit a parent directory passes on, which chmod 755 would keep.
+        steps.append(f"{{ [ -d {path} ] && [ ! -L {path} ] || {{ rm -rf {path} && mkdir {path}; }}; }} && "
+                     f"chown -h {d.uid}:{d.gid} {path} && chmod {d.mode:05o} {path}")
     if plan.write_files:
         # pyinfra's stdin is text, so the tar travels base64-encoded.
         steps.append('base64 -d | tar -C "$stage" -x -p --same-owner -f -')
         steps += [check_command(candidate, base_dir) for candidate in plan.candidates]
-        steps += [f'mv -f "$stage"/{shlex.quote(f.path)} {shlex.quote(f"{base_dir}/{f.path}")}'
+        # -T: a symlink planted where a file belongs is replaced, never followed into another directory.
+        steps += [f'mv -fT "$stage"/{shlex.quote(f.path)} {shlex.quote(f"{base_dir}/{f.path}")}'
                   for f in plan.write_files]
     steps += [f"rm -rf -- {shlex.quote(f'{base_dir}/{path}')}" for path in plan.remove]
     steps.append('rm -rf "$stage"')
@@ -173,13 +190,16 @@ def _log_diff(plan: FilePlan, old_contents: dict[str, bytes]) -> None:
 
 
 @operation()
-def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry]):
+def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry],
+                     written: frozenset[str] | None = None, claim: FunctionCommand | None = None):
     """
     Make ``base_dir`` hold exactly the rendered stack files, with their owners and modes.
 
     + base_dir: the stack's directory on the host
     + stack: the rendered files (``render.render_stack``)
     + current: the host's files now (``host_state.read_host_state(...).entries``)
+    + written: what pgmon wrote there before (``HostState.written``); only those paths are ever removed
+    + claim: run before any change, to fail changing nothing if another run holds the host (``host_lock.claim_host``)
 
     **Example:**
 
@@ -187,10 +207,11 @@ def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry]
 
         sync_stack_files(
             name="Write pgmon configuration",
-            base_dir="/opt/pgmon", stack=stack, current=state.entries,
+            base_dir="/opt/pgmon", stack=stack, current=state.entries, written=state.written,
+            claim=claim_host(settings, state),
         )
     """
-    plan = plan_files(stack, current)
+    plan = plan_files(stack, current, written)
     if plan.empty:
         return
     if not host.state.is_executing:
@@ -199,6 +220,8 @@ def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry]
         if host.state.config.DIFF:
             _log_diff(plan, _old_contents(plan, current, base_dir))
     stdin = base64.encodebytes(tar_stream(plan)).decode() if plan.write_files else None
+    if claim is not None:
+        yield claim
     yield StringCommand(apply_script(plan, base_dir), _stdin=stdin)
 
 
@@ -220,5 +243,7 @@ def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
         base_dir=settings.config.base_dir,
         stack=stack,
         current=state.entries,
+        written=state.written,
+        claim=claim_host(settings, state),
     )
 

@@ -6,18 +6,24 @@ Every other module speaks in these terms, so this one imports nothing else of pg
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
-DASHBOARDS_DIR = PROJECT_ROOT / "files" / "grafana" / "dashboards"
+# What the deploy reads at run time is package data (pyproject.toml): installed, pgmon/_templates and
+# pgmon/_files inside the package; in a checkout (this folder imported as ``tasks``, or as ``pgmon`` by an
+# editable install) the repository's templates/ and files/, the folders those two names map to.
+PACKAGE_DIR = Path(__file__).resolve().parent
+_INSTALLED = (PACKAGE_DIR / "_templates").is_dir()
+TEMPLATES_DIR = PACKAGE_DIR / "_templates" if _INSTALLED else PACKAGE_DIR.parent / "templates"
+DASHBOARDS_DIR = (PACKAGE_DIR / "_files" if _INSTALLED else PACKAGE_DIR.parent / "files") / "grafana" / "dashboards"
 
 ROOT = 0
 NOBODY = 65534  # the user of the prom/* and postgres-exporter images
 GRAFANA_UID, GRAFANA_GID = 472, 0  # the grafana/grafana image runs as 472:0
+NODE_EXPORTER_UID = 65532  # owns nothing on the host, so it reads only what is world-readable
 
 # The ports each component listens on inside its container (the images' defaults).
 PROMETHEUS_PORT = 9090
@@ -27,6 +33,7 @@ EXPORTER_PORT = 9187
 NODE_EXPORTER_PORT = 9100
 
 NODE_EXPORTER_SERVICE = "node-exporter"
+MANIFEST = ".pgmon-manifest"  # every path pgmon wrote under base_dir: the only ones it ever prunes
 
 # What must follow a change of a file; planned by tasks/stack_files.py, done by tasks/stack_containers.py.
 RELOAD_PROMETHEUS = "reload:prometheus"
@@ -54,8 +61,23 @@ def container_name(project: str, service: str) -> str:
     return f"{project}-{service}"
 
 
+# Plain scalars that some reader would take for a number, a boolean or null: YAML 1.1 (PyYAML, Go's yaml.v2
+# in Prometheus and Alertmanager) and YAML 1.2 (Compose) disagree on '059', '1e3', '0o17', '0b1', '1_000'...
+_NOT_PLAIN = re.compile(r"[-+.]?[0-9]|[-+]?\.(inf|nan)$|(y|yes|n|no|true|false|on|off|null|~)$", re.IGNORECASE)
+
+
+class _Dumper(yaml.SafeDumper):
+    def represent_str(self, data: str):
+        style = "'" if _NOT_PLAIN.match(data) else None
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _Dumper.represent_str)
+
+
 def yaml_bytes(data) -> bytes:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=4096).encode()
+    """YAML every reader reads back to the same values: strings that look like anything else are quoted."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096).encode()
 
 
 @dataclass(frozen=True)

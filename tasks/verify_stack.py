@@ -11,6 +11,8 @@ database. Anything failing fails the run; nothing is stopped.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pyinfra.api import deploy, operation
 
 from .host_state import host_output
 from .http_tunnel import HostHTTP
+from .render.alertmanager import render_alertmanager_config
 from .render.grafana import DATASOURCE_UID, provisioned_dashboard_uids
 from .reporting import failure
 from .settings import Settings
@@ -83,10 +86,12 @@ def exporter_readings_command(settings: Settings) -> str:
     scrape = (
         # `timeout` rather than wget's -T, which Debian's static busybox mishandles.
         "while read db ip; do (timeout 10 wget -q -O - http://$ip:%d/metrics 2>/dev/null"
-        " | grep -E '^(pg_up|pg_exporter_last_scrape_error) ' | sed \"s/^/$db /\") & done; wait" % EXPORTER_PORT
+        " | grep -E '^(pg_up|pg_exporter_last_scrape_error|pgmon_role_[a-z_]+)[ {]'"
+        " | sed \"s/{[^}]*}//; s/^/$db /\") & done; wait" % EXPORTER_PORT
     )
     container = shlex.quote(container_name(project, "prometheus"))
-    return f"{addresses} | docker exec -i {container} sh -c {shlex.quote(scrape)}"
+    # Bounded on the host too: a hung Docker daemon answers neither `network inspect` nor `exec`.
+    return f"timeout 60 sh -c {shlex.quote(f'{addresses} | docker exec -i {container} sh -c {shlex.quote(scrape)}')}"
 
 
 def parse_exporter_readings(lines: list[str]) -> dict[str, dict[str, float]]:
@@ -132,8 +137,22 @@ def check_databases(settings: Settings, http: HostHTTP, readings: dict[str, dict
             findings.append(Finding(subject, False, f"Prometheus cannot scrape its exporter: {error}",
                                     f"docker logs {container}"))
         else:
-            findings.append(Finding(subject, True, f"pg_up 1 at {where}"))
+            findings.append(Finding(subject, True, f"pg_up 1 at {where}{privilege_warning(db, reading)}"))
     return findings
+
+
+def privilege_warning(db, reading: dict[str, float]) -> str:
+    """What the monitoring role may do beyond pg_monitor, said after an ok (README: a least-privilege role)."""
+    more = [what for metric, what in (("pgmon_role_superuser", "is a superuser"),
+                                      ("pgmon_role_extra_attributes", "may create roles or databases, replicate "
+                                                                      "or bypass row security"))
+            if reading.get(metric, 0) > 0]
+    if reading.get("pgmon_role_writable_tables", 0) > 0:
+        more.append(f"may write {reading['pgmon_role_writable_tables']:.0f} table(s) of {db.dbname!r}")
+    if not more:
+        return ""
+    return (f"; WARNING role {db.user!r} {', and '.join(more)}: monitoring needs pg_monitor only "
+            "(README, \"A least-privilege monitoring role\")")
 
 
 def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
@@ -144,12 +163,23 @@ def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
         return [Finding("alertmanager", False, f"not answering on 127.0.0.1:{port}", f"docker logs {container}")]
     expected = [name for name, secret in (("discord", settings.discord_webhook_url),
                                           ("telegram", settings.telegram_bot_token)) if secret is not None]
-    loaded = body.get("config", {}).get("original", "")
-    missing = [name for name in expected if f"name: {name}" not in loaded]
-    if missing:
-        return [Finding("alertmanager", False, f"running an old configuration (no receiver {', '.join(missing)})",
-                        f"docker logs {container} | grep -i error")]
-    return [Finding("alertmanager", True, f"ready, receivers: {', '.join(expected)}")]
+    _, metrics = http.get("127.0.0.1", port, "/metrics")
+    loaded = dict(_ALERTMANAGER_CONFIG_RE.findall(metrics.decode(errors="replace")))
+    if loaded.get("last_reload_successful") != "1" or \
+            float(loaded.get("hash", "nan")) != config_hash_metric(render_alertmanager_config(settings)):
+        # Alertmanager keeps the configuration it had when a reload fails.
+        return [Finding("alertmanager", False, "is not running the configuration pgmon just wrote (its last reload "
+                        "failed, or it did not reload)", f"docker logs {container} | grep -i -e error -e reload")]
+    return [Finding("alertmanager", True, f"ready, configuration loaded, receivers: {', '.join(expected)}")]
+
+
+_ALERTMANAGER_CONFIG_RE = re.compile(r"^alertmanager_config_(hash|last_reload_successful) (\S+)$", re.MULTILINE)
+
+
+def config_hash_metric(config: bytes) -> float:
+    """``alertmanager_config_hash`` for a configuration file's bytes: the first 48 bits of its MD5, as Alertmanager
+    computes it (little-endian)."""
+    return float(int.from_bytes(hashlib.md5(config).digest()[:6], "little"))
 
 
 def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:

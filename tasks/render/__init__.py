@@ -17,6 +17,7 @@ from ..settings import Settings
 from ..stack_model import (
     GRAFANA_GID,
     GRAFANA_UID,
+    MANIFEST,
     NOBODY,
     RELOAD_ALERTMANAGER,
     RELOAD_PROMETHEUS,
@@ -30,9 +31,9 @@ from ..stack_model import (
     exporter_service,
     restart_action,
 )
-from .alertmanager import render_alertmanager_config
+from .alertmanager import render_alertmanager_config, telegram_chat_file
 from .compose import compose_services, render_compose
-from .exporters import render_exporter_queries
+from .exporters import render_exporter_queries, render_pgpass, server_primaries
 from .grafana import (
     DASHBOARD_9628_UID,
     DATASOURCE_UID,
@@ -78,6 +79,8 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         ManagedDir("grafana/secrets", 0o500, GRAFANA_UID, GRAFANA_GID),
     ]
     secret = dict(mode=0o400, uid=NOBODY, gid=NOBODY, secret=True)
+    # Alertmanager reads its secret files when it loads its configuration.
+    alertmanager_secret = dict(secret, on_change=(RELOAD_ALERTMANAGER,))
     files = [
         ManagedFile("docker-compose.yml", render_compose(settings, services)),
         ManagedFile("prometheus/prometheus.yml", render_prometheus_config(settings), on_change=(RELOAD_PROMETHEUS,)),
@@ -89,9 +92,6 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         ManagedFile(
             "alertmanager/alertmanager.yml",
             render_alertmanager_config(settings),
-            mode=0o440,
-            gid=NOBODY,
-            secret=True,
             on_change=(RELOAD_ALERTMANAGER,),
         ),
         ManagedFile(
@@ -138,19 +138,23 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             ManagedFile(
                 "alertmanager/secrets/telegram_bot_token",
                 settings.telegram_bot_token.get_secret_value().encode(),
-                **secret,
+                **alertmanager_secret,
             )
         )
+        files += [ManagedFile(f"alertmanager/secrets/{telegram_chat_file(index)}", str(chat_id).encode(),
+                              **alertmanager_secret) for index, chat_id in enumerate(settings.telegram_chat_ids)]
     if settings.watchdog_url is not None:
         files.append(
             ManagedFile("alertmanager/secrets/watchdog_url", settings.watchdog_url.get_secret_value().encode(), **secret)
         )
+    # The first exporter of each server also reads the server-wide views' extra queries (exporters.py).
+    primaries = server_primaries(settings)
     for db in settings.databases:
         directories.append(ManagedDir(f"exporters/{db.name}", 0o500, NOBODY, NOBODY))
         files.append(
             ManagedFile(
-                f"exporters/{db.name}/password",
-                settings.database_passwords[db.name].get_secret_value().encode(),
+                f"exporters/{db.name}/pgpass",
+                render_pgpass(settings.database_passwords[db.name].get_secret_value()),
                 on_change=(restart_action(exporter_service(db.name)),),
                 **secret,
             )
@@ -159,13 +163,15 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         files.append(
             ManagedFile(
                 f"exporters/{db.name}/queries.yaml",
-                render_exporter_queries(),
+                render_exporter_queries(db.name in primaries),
                 mode=0o400,
                 uid=NOBODY,
                 gid=NOBODY,
                 on_change=(restart_action(exporter_service(db.name)),),
             )
         )
+    paths = sorted({d.path for d in directories} | {f.path for f in files} | {MANIFEST})
+    files.append(ManagedFile(MANIFEST, ("\n".join(paths) + "\n").encode()))
     revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}
     # Checked by the images that will read them, so a file the component would reject never replaces a good one.
     checks = (

@@ -7,6 +7,11 @@ from ..stack_model import yaml_bytes
 from .prometheus import label_matcher
 
 
+def telegram_chat_file(index: int) -> str:
+    """The file (under alertmanager/secrets/) holding the index-th Telegram chat id."""
+    return f"telegram_chat_{index}"
+
+
 def render_alertmanager_config(settings: Settings) -> bytes:
     cfg = settings.config
     timing = cfg.alert_timing
@@ -48,17 +53,18 @@ def render_alertmanager_config(settings: Settings) -> bytes:
         receivers.append(
             {
                 "name": "telegram",
-                # One config per chat: Alertmanager's telegram_configs take a single chat_id each.
+                # One config per chat: Alertmanager's telegram_configs take a single chat each. The ids are
+                # files (Alertmanager 0.31+), like the token, so this file holds no secret.
                 "telegram_configs": [
                     {
                         "bot_token_file": "/etc/alertmanager/secrets/telegram_bot_token",
-                        "chat_id": chat_id,
+                        "chat_id_file": f"/etc/alertmanager/secrets/{telegram_chat_file(index)}",
                         "api_url": cfg.telegram.api_url,
                         "parse_mode": "HTML",
                         "send_resolved": True,
                         "message": '{{ template "pgmon.telegram.message" . }}',
                     }
-                    for chat_id in settings.telegram_chat_ids
+                    for index in range(len(settings.telegram_chat_ids))
                 ],
             }
         )

@@ -12,12 +12,13 @@ from ..stack_model import (
     GRAFANA_PORT,
     NODE_EXPORTER_PORT,
     NODE_EXPORTER_SERVICE,
+    NODE_EXPORTER_UID,
     PROMETHEUS_PORT,
     container_name,
     exporter_service,
     yaml_bytes,
 )
-from .exporters import data_source_uri, exporter_flags, server_primaries
+from .exporters import EXPORTER_CONFIG_DIR, EXPORTER_PASSFILE, data_source_uri, exporter_flags, server_primaries
 
 
 def _escape_compose(value):
@@ -50,6 +51,10 @@ def compose_services(settings: Settings) -> dict[str, dict]:
     def container(service: str) -> str:
         return container_name(project, service)
 
+    def mount(directory: str, target: str) -> str:
+        # Absolute: a moved base_dir changes every definition, so each container is recreated on the new files.
+        return f"{cfg.base_dir}/{directory}:{target}:ro"
+
     host_gateway = ["host.docker.internal:host-gateway"]
     services: dict[str, dict] = {
         "prometheus": {
@@ -62,7 +67,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--storage.tsdb.retention.time=30d",
             ],
             "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],
-            "volumes": ["./prometheus:/etc/prometheus:ro", "prometheus-data:/prometheus"],
+            "volumes": [mount("prometheus", "/etc/prometheus"), "prometheus-data:/prometheus"],
             "networks": ["metrics", "ui"],
             "healthcheck": _healthcheck(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"),
         },
@@ -76,7 +81,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--cluster.listen-address=",  # a single instance: no gossip port
             ],
             "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
-            "volumes": ["./alertmanager:/etc/alertmanager:ro", "alertmanager-data:/alertmanager"],
+            "volumes": [mount("alertmanager", "/etc/alertmanager"), "alertmanager-data:/alertmanager"],
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
             "healthcheck": _healthcheck(f"http://127.0.0.1:{ALERTMANAGER_PORT}/-/ready"),
@@ -106,9 +111,9 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "ports": [f"{cfg.grafana_bind_address}:{cfg.grafana_port}:{GRAFANA_PORT}"],
             "volumes": [
                 "grafana-data:/var/lib/grafana",
-                "./grafana/provisioning:/etc/grafana/provisioning:ro",
-                "./grafana/dashboards:/etc/grafana/dashboards:ro",
-                "./grafana/secrets:/etc/grafana/secrets:ro",
+                mount("grafana/provisioning", "/etc/grafana/provisioning"),
+                mount("grafana/dashboards", "/etc/grafana/dashboards"),
+                mount("grafana/secrets", "/etc/grafana/secrets"),
             ],
             "networks": ["ui"],
             "depends_on": ["prometheus"],
@@ -123,6 +128,8 @@ def compose_services(settings: Settings) -> dict[str, dict]:
         "command": ["--path.rootfs=/host", f"--web.listen-address=:{NODE_EXPORTER_PORT}", "--log.level=warn"],
         "pid": "host",
         "volumes": ["/:/host:ro"],
+        # Not the images' 65534: with the host's / mounted, that user could read the secret files 65534 owns.
+        "user": f"{NODE_EXPORTER_UID}:{NODE_EXPORTER_UID}",
         "networks": ["metrics"],
         "healthcheck": _healthcheck(f"http://127.0.0.1:{NODE_EXPORTER_PORT}/"),
     }
@@ -132,14 +139,18 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "image": settings.image("postgres_exporter"),
             "container_name": container(exporter_service(db.name)),
             "restart": "unless-stopped",
-            "command": exporter_flags(db.name in primaries, db.pg_stat_statements, db.table_metrics),
+            "command": exporter_flags(db.name in primaries, db.pg_stat_statements, db.table_metrics,
+                                      settings.version("postgres_exporter")),
             "environment": {
                 "DATA_SOURCE_URI": data_source_uri(db),
-                "DATA_SOURCE_USER": db.user,
+                # libpq's own variables, which lib/pq reads: any name or password PostgreSQL accepts, and
+                # none of them in a DSN the exporter could fail to parse and then log.
+                "PGDATABASE": db.dbname,
+                "PGUSER": db.user,
                 # A file, never the URL: any password works and none shows in `docker inspect`.
-                "DATA_SOURCE_PASS_FILE": "/etc/postgres_exporter/password",
+                "PGPASSFILE": EXPORTER_PASSFILE,
             },
-            "volumes": [f"./exporters/{db.name}:/etc/postgres_exporter:ro"],
+            "volumes": [mount(f"exporters/{db.name}", EXPORTER_CONFIG_DIR)],
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
             "healthcheck": _healthcheck(f"http://127.0.0.1:{EXPORTER_PORT}/"),

@@ -1,8 +1,6 @@
-"""postgres_exporter: which collectors each exporter runs, its extra query, and how it finds its database."""
+"""postgres_exporter: which collectors each exporter runs, its extra queries, and how it finds its database."""
 
 from __future__ import annotations
-
-from urllib.parse import quote
 
 from ..settings import Database, Settings
 from ..stack_model import EXPORTER_PORT, yaml_bytes
@@ -24,27 +22,113 @@ SERVER_WIDE_COLLECTORS = (
 # start time and transaction ID age per database (for the alert rules), and PostgreSQL 17's checkpoint
 # counters (for dashboard 9628; the collector skips older servers without querying them).
 SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound", "stat_checkpointer")
-EXPORTER_QUERIES = "/etc/postgres_exporter/queries.yaml"
+EXPORTER_CONFIG_DIR = "/etc/postgres_exporter"  # the exporter's own folder under base_dir, mounted read-only
+EXPORTER_QUERIES = f"{EXPORTER_CONFIG_DIR}/queries.yaml"
+EXPORTER_PASSFILE = f"{EXPORTER_CONFIG_DIR}/pgpass"
 
 
-def render_exporter_queries() -> bytes:
-    """A query every exporter runs: ``pgmon_database_info{datname=<its database>} 1``.
+def _query(sql: str, *metrics: tuple[str, str, str]) -> dict:
+    """A queries.yaml entry: the SQL (one line) and its columns as (name, usage, description)."""
+    return {
+        "query": " ".join(line.strip() for line in sql.strip().splitlines()),
+        "metrics": [{name: {"usage": usage, "description": description}} for name, usage, description in metrics],
+    }
 
-    With the target labels (``database``, ``server``) it tells the alert rules which configured
-    database a server-wide row (by ``datname``) is about, so adding a database changes no rule.
+
+# Every exporter, about its own database. Each series is named <query>_<column>.
+DATABASE_QUERIES = {
+    # pgmon_database_info{datname=<its database>} 1: with the target labels (database, server) it tells the
+    # alert rules which configured database a server-wide row (by datname) is about, so adding a database
+    # changes no rule.
+    "pgmon_database": _query(
+        "SELECT current_database() AS datname, 1 AS info",
+        ("datname", "LABEL", "The database this exporter connects to"),
+        ("info", "GAUGE", "Always 1; pgmon's rules join on it"),
+    ),
+    # pgmon_sequence_used_percent: how much of its range each sequence has used, up to the smaller of its
+    # own limit and that of the integer column owning it (a bigint sequence feeding an integer column stops at
+    # 2^31-1). Cycling sequences never run out; a sequence the monitoring user may not read has no
+    # last_value here (GRANT SELECT on it: docs/alerts.md), nor one never used.
+    "pgmon_sequence": _query(
+        """
+        SELECT s.schemaname, s.sequencename,
+          100 * CASE WHEN s.increment_by > 0
+            THEN (s.last_value::float8 - s.min_value::float8)
+              / (LEAST(s.max_value, CASE t.typname WHEN 'int2' THEN 32767 WHEN 'int4' THEN 2147483647 END)::float8
+                 - s.min_value::float8)
+            ELSE (s.max_value::float8 - s.last_value::float8)
+              / (s.max_value::float8 - GREATEST(s.min_value,
+                   CASE t.typname WHEN 'int2' THEN -32768 WHEN 'int4' THEN -2147483648 END)::float8)
+          END AS used_percent
+        FROM pg_sequences s
+        JOIN pg_namespace n ON n.nspname = s.schemaname
+        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
+        LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+        LEFT JOIN pg_type t ON t.oid = a.atttypid
+        WHERE NOT s.cycle AND s.last_value IS NOT NULL
+        """,
+        ("schemaname", "LABEL", "Schema of the sequence"),
+        ("sequencename", "LABEL", "Name of the sequence"),
+        ("used_percent", "GAUGE", "Share of the sequence's range already used (0-100)"),
+    ),
+    # pgmon_role_*: what the monitoring role may do beyond pg_monitor, for verification's least-privilege warning.
+    "pgmon_role": _query(
+        """
+        SELECT rolsuper::int AS superuser,
+          (rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)::int AS extra_attributes,
+          (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS writable_tables
+        FROM pg_roles WHERE rolname = current_user
+        """,
+        ("superuser", "GAUGE", "1 if the monitoring role is a superuser"),
+        ("extra_attributes", "GAUGE", "1 if it may create roles or databases, replicate or bypass row security"),
+        ("writable_tables", "GAUGE", "Tables of this database the monitoring role may write"),
+    ),
+}
+# Only the first exporter of each server: these read server-wide views, like SERVER_WIDE_COLLECTORS.
+SERVER_QUERIES = {
+    # pgmon_wal_receiver_streaming: 1 while this server (a replica) streams WAL from its upstream, else 0
+    # (postgres_exporter's stat_wal_receiver collector skips a receiver without a replication slot);
+    # pgmon_wal_receiver_configured: 1 where primary_conninfo is set, so a standby fed from the archive
+    # only is not expected to stream (pg_monitor may read the setting: pg_read_all_settings).
+    "pgmon_wal_receiver": _query(
+        """
+        SELECT count(*) FILTER (WHERE status = 'streaming') AS streaming,
+          (SELECT count(*) FROM pg_settings WHERE name = 'primary_conninfo' AND setting <> '') AS configured
+        FROM pg_stat_wal_receiver
+        """,
+        ("streaming", "GAUGE", "WAL receivers streaming from an upstream server (0 or 1)"),
+        ("configured", "GAUGE", "1 when primary_conninfo is set"),
+    ),
+    # pgmon_settings_pending_restart{name}: a row per setting changed in the configuration but not in effect
+    # until a restart; no row when none waits.
+    "pgmon_settings": _query(
+        "SELECT name, 1 AS pending_restart FROM pg_settings WHERE pending_restart",
+        ("name", "LABEL", "The setting"),
+        ("pending_restart", "GAUGE", "1: the setting waits for a restart"),
+    ),
+    # pgmon_stat_database_checksum_failures{datname}: data page checksum failures per database since the
+    # statistics were reset (shared catalogs: no datname). No row where data checksums are off (NULL).
+    "pgmon_stat_database": _query(
+        """
+        SELECT COALESCE(datname, '') AS datname, checksum_failures
+        FROM pg_stat_database WHERE checksum_failures IS NOT NULL
+        """,
+        ("datname", "LABEL", "The database; empty for shared catalogs"),
+        ("checksum_failures", "COUNTER", "Data page checksum failures detected"),
+    ),
+}
+
+
+def render_exporter_queries(primary: bool) -> bytes:
+    """The queries.yaml of one exporter: DATABASE_QUERIES, plus SERVER_QUERIES in a server's first exporter.
+
     (postgres_exporter 0.17 marks --extend.query-path deprecated; it is its only way to add a query.)
     """
-    return yaml_bytes(
-        {
-            "pgmon_database": {
-                "query": "SELECT current_database() AS datname, 1 AS info",
-                "metrics": [
-                    {"datname": {"usage": "LABEL", "description": "The database this exporter connects to"}},
-                    {"info": {"usage": "GAUGE", "description": "Always 1; pgmon's rules join on it"}},
-                ],
-            }
-        }
-    )
+    return yaml_bytes({**DATABASE_QUERIES, **(SERVER_QUERIES if primary else {})})
 
 
 def server_primaries(settings: Settings) -> set[str]:
@@ -55,12 +139,26 @@ def server_primaries(settings: Settings) -> set[str]:
     return set(primaries.values())
 
 
-def exporter_flags(primary: bool, statements: bool = False, tables: bool = True) -> list[str]:
+# Server-wide collectors that postgres_exporter 0.19 added, on by default: off in all but the first exporter.
+# 0.17 refuses the flags of collectors it does not have, so the flags follow the version.
+SERVER_WIDE_COLLECTORS_SINCE = {"stat_progress_vacuum": (0, 19)}
+
+
+# Under Prometheus's default scrape timeout (10s): a slow database gives up its collection, the scrape still
+# answers. Fixed, so a changed scrape interval recreates no exporter.
+COLLECTION_TIMEOUT = "9s"
+
+
+def exporter_flags(primary: bool, statements: bool = False, tables: bool = True,
+                   version: tuple[int, int] = (0, 19)) -> list[str]:
     """``statements``: the database has pg_stat_statements (whose view lists every database's statements).
 
     ``tables``: keep the per-table collectors; False drops the largest share of series for many-table databases.
+    ``version``: postgres_exporter's (major, minor), from its image.
     """
     flags = [f"--web.listen-address=:{EXPORTER_PORT}", "--log.level=warn", f"--extend.query-path={EXPORTER_QUERIES}"]
+    if version >= (0, 19):
+        flags.append(f"--collection-timeout={COLLECTION_TIMEOUT}")
     if not tables:
         flags += ["--no-collector.stat_user_tables", "--no-collector.statio_user_tables"]
     if statements:
@@ -68,11 +166,18 @@ def exporter_flags(primary: bool, statements: bool = False, tables: bool = True)
         flags.append("--collector.stat_statements")
     if primary:
         return flags + [f"--collector.{name}" for name in SERVER_WIDE_OPT_IN_COLLECTORS]
+    server_wide = [*SERVER_WIDE_COLLECTORS,
+                   *(name for name, since in SERVER_WIDE_COLLECTORS_SINCE.items() if version >= since)]
     return flags + ["--disable-default-metrics", "--disable-settings-metrics"] + [
-        f"--no-collector.{name}" for name in SERVER_WIDE_COLLECTORS
+        f"--no-collector.{name}" for name in server_wide
     ]
 
 
 def data_source_uri(db: Database) -> str:
-    """host:port/dbname?sslmode=… as postgres_exporter wants it, the database name URL-escaped."""
-    return f"{db.server}/{quote(db.dbname, safe='')}?sslmode={db.sslmode}"
+    """host:port?sslmode=… for postgres_exporter; the database, user and password come from libpq's variables."""
+    return f"{db.server}?sslmode={db.sslmode}"
+
+
+def render_pgpass(password: str) -> bytes:
+    """A libpq password file matching any server: ``*:*:*:*:<password>``, with ``\\`` and ``:`` escaped."""
+    return ("*:*:*:*:" + password.replace("\\", "\\\\").replace(":", "\\:") + "\n").encode()

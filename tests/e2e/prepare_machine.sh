@@ -101,11 +101,11 @@ fi
 
 install -D -m 0755 "$CACHE/root/usr/libexec/docker/cli-plugins/docker-compose" \
   /usr/libexec/docker/cli-plugins/docker-compose
+# The checkers of the versions the stack runs (sid's builds: Prometheus 3, Alertmanager 0.33).
 for tool in promtool amtool; do
-  install -m 0755 "$CACHE/root/usr/bin/$tool" /usr/local/bin/$tool
+  install -m 0755 "$CACHE/sid-root/usr/bin/$tool" /usr/local/bin/$tool
 done
 echo "prepare_machine: ok ($(docker compose version), $(promtool --version 2>&1 | head -1))"
-# sid's tools stay out of PATH (unit tests run against the ones above); prepend the folder to try them.
 echo "prepare_machine: sid packages in $CACHE/sid-root, $CACHE/pg18-root:"
 for deb in "$CACHE"/sid-debs/*.deb "$CACHE"/pg18-debs/postgresql-18_*.deb; do
   echo "  $(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)"

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 FIRST = ["shop", "billing", "ledger"]
 WITH_ANALYTICS = FIRST + ["analytics"]
-SECRET_FILES = ("exporters/", "grafana/secrets/", "alertmanager/secrets/", "alertmanager/alertmanager.yml")
+SECRET_FILES = ("exporters/", "grafana/secrets/", "alertmanager/secrets/")
 
 
 def assert_ok(result) -> str:
@@ -55,9 +55,9 @@ def verification_lines(output: str) -> dict[str, str]:
 def test_dry_run_on_a_fresh_host_changes_nothing(deployment):
     deployment.configure(FIRST)
     output = assert_ok(deployment.run("--dry", "--diff"))
-    assert "pgmon: will create exporters/shop/password" in output
+    assert "pgmon: will create exporters/shop/pgpass" in output
     assert "pgmon: will start exporter-ledger" in output
-    assert "exporters/shop/password: content hidden (holds a secret)" in output
+    assert "exporters/shop/pgpass: content hidden (holds a secret)" in output
     assert not Path(BASE_DIR).exists()
     assert deployment.containers() == {}
 
@@ -146,7 +146,7 @@ def test_dry_run_of_an_added_database_touches_nothing(deployment):
     deployment.configure(WITH_ANALYTICS)
     output = assert_ok(deployment.run("--dry", "--diff"))
     assert "pgmon: will start exporter-analytics" in output
-    assert "pgmon: will create exporters/analytics/password" in output
+    assert "pgmon: will create exporters/analytics/pgpass" in output
     diff_lines = [line.strip() for line in output.splitlines()]
     assert '+ "exporter-analytics:9187"' in [" ".join(line.split()) for line in diff_lines]  # targets diff
     assert "will recreate" not in output and "will then" not in output

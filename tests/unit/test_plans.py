@@ -30,18 +30,18 @@ def test_changed_config_reloads_and_changed_password_restarts_one_exporter(setti
     stack = render_stack(settings, dashboard_9628)
     current = host_entries(stack)
     current["prometheus/rules/pgmon.rules.yml"] = Entry("f", 0o644, 0, 0, "0" * 64)
-    current["exporters/billing/password"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
+    current["exporters/billing/pgpass"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
     plan = plan_files(stack, current)
-    assert [f.path for f in plan.write_files] == ["prometheus/rules/pgmon.rules.yml", "exporters/billing/password"]
+    assert [f.path for f in plan.write_files] == ["prometheus/rules/pgmon.rules.yml", "exporters/billing/pgpass"]
     assert plan.actions == ("reload:prometheus", "restart:exporter-billing")
 
 
 def test_wrong_mode_is_repaired(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
     current = host_entries(stack)
-    e = current["exporters/shop/password"]
-    current["exporters/shop/password"] = Entry("f", 0o644, e.uid, e.gid, e.sha256)
-    assert [f.path for f in plan_files(stack, current).write_files] == ["exporters/shop/password"]
+    e = current["exporters/shop/pgpass"]
+    current["exporters/shop/pgpass"] = Entry("f", 0o644, e.uid, e.gid, e.sha256)
+    assert [f.path for f in plan_files(stack, current).write_files] == ["exporters/shop/pgpass"]
 
 
 def test_removed_database_removes_its_directory_only(settings, dashboard_9628):
@@ -49,11 +49,16 @@ def test_removed_database_removes_its_directory_only(settings, dashboard_9628):
     current = host_entries(stack)
     dbs = group_data()["pgmon_databases"]
     fewer = render_stack(build_settings(group_data(pgmon_databases=dbs[:2]), ENVIRON), dashboard_9628)
-    current["notes.txt"] = Entry("f", 0o644, 0, 0, "2" * 64)  # a user's file: not pgmon's to remove
+    written = frozenset(current)  # the manifest the first run left
+    current["notes.txt"] = Entry("f", 0o644, 0, 0, "2" * 64)  # a user's files: not pgmon's to remove
+    current["prometheus/rules/mine.yml"] = Entry("f", 0o644, 0, 0, "3" * 64)
     current[".pgmon-stage.x1"] = Entry("d", 0o700, 0, 0)  # left by an interrupted run
-    plan = plan_files(fewer, current)
+    plan = plan_files(fewer, current, written)
     assert plan.remove == (".pgmon-stage.x1", "exporters/ledger")
-    assert [f.path for f in plan.write_files] == ["docker-compose.yml", "prometheus/targets/postgres.json"]
+    assert [f.path for f in plan.write_files] == [
+        "docker-compose.yml", "prometheus/targets/postgres.json", ".pgmon-manifest"]
+    # A host deployed before the manifest existed: only a removed database's folder is pgmon's to prune.
+    assert plan_files(fewer, current, None).remove == (".pgmon-stage.x1", "exporters/ledger")
 
 
 def test_container_plan(settings, dashboard_9628):
@@ -73,12 +78,12 @@ def test_parse_state_reads_the_host_listing():
     state = parse_state([
         "docker-installed", "engine 28.2.2", "compose 2.26.1",
         "container exporter-shop abc running",
-        "entry d 755 0 0 .", "entry f 400 65534 65534 ./exporters/shop/password",
-        "sum " + "a" * 64 + "  ./exporters/shop/password",
+        "entry d 755 0 0 .", "entry f 400 65534 65534 ./exporters/shop/pgpass",
+        "sum " + "a" * 64 + "  ./exporters/shop/pgpass",
     ])
     assert (state.engine_version, state.compose_version) == ("28.2.2", "2.26.1")
     assert state.containers == {"exporter-shop": Container("abc", "running")}
-    assert state.entries["exporters/shop/password"] == Entry("f", 0o400, 65534, 65534, "a" * 64)
+    assert state.entries["exporters/shop/pgpass"] == Entry("f", 0o400, 65534, 65534, "a" * 64)
     assert state.entries["."].kind == "d"
     assert parse_state(["docker-installed", "engine ", "compose "]).engine_version is None
 
@@ -96,7 +101,7 @@ def test_actions_only_touch_existing_containers():
 def test_only_components_with_changed_files_are_checked_whole(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
     current = host_entries(stack)
-    current["exporters/billing/password"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
+    current["exporters/billing/pgpass"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
     assert plan_files(stack, current).candidates == ()
     current["prometheus/rules/pgmon.rules.yml"] = Entry("f", 0o644, 0, 0, "0" * 64)
     (candidate,) = plan_files(stack, current).candidates

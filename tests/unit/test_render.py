@@ -15,7 +15,7 @@ from tasks.render.grafana import (
 )
 from tasks.settings import build_settings
 
-from .conftest import ENVIRON, group_data, needs_amtool, needs_docker, needs_promtool
+from .conftest import ENVIRON, error_for, group_data, needs_amtool, needs_docker, needs_promtool
 
 
 def write_tree(stack, root: Path) -> dict[str, Path]:
@@ -72,9 +72,10 @@ def test_compose_file_is_valid_and_values_survive_interpolation(settings, dashbo
     config = json.loads(result.stdout)
     shop = config["services"]["exporter-shop"]["environment"]
     # `config` prints its result re-escaped; "mon" alone would mean compose interpolated "$user".
-    assert shop["DATA_SOURCE_USER"] == "mon$$user"
-    assert shop["DATA_SOURCE_URI"] == "db1:5432/shop%27s%20db%3A%20main?sslmode=require"
-    assert "DATA_SOURCE_PASS_FILE" in shop and "DATA_SOURCE_NAME" not in shop
+    assert shop["PGUSER"] == "mon$$user" and shop["PGDATABASE"] == "shop's db: main"
+    assert shop["DATA_SOURCE_URI"] == "db1:5432?sslmode=require"
+    assert shop["PGPASSFILE"] == "/etc/postgres_exporter/pgpass"
+    assert not {"DATA_SOURCE_NAME", "DATA_SOURCE_USER", "DATA_SOURCE_PASS", "DATA_SOURCE_PASS_FILE"} & set(shop)
     ports = {name: svc.get("ports", []) for name, svc in config["services"].items()}
     assert [p["host_ip"] for p in ports["prometheus"]] == ["127.0.0.1"]
     assert [p["host_ip"] for p in ports["alertmanager"]] == ["127.0.0.1"]
@@ -91,8 +92,9 @@ def test_secrets_only_in_restricted_files(settings, dashboard_9628):
         else:
             for value in secrets:
                 assert value.encode() not in f.content, f.path
-    password = next(f for f in stack.files if f.path == "exporters/shop/password")
-    assert password.content == ENVIRON["PW_SHOP"].encode() and (password.uid, password.mode) == (65534, 0o400)
+    password = next(f for f in stack.files if f.path == "exporters/shop/pgpass")
+    escaped = ENVIRON["PW_SHOP"].replace("\\", "\\\\").replace(":", "\\:")
+    assert password.content == f"*:*:*:*:{escaped}\n".encode() and (password.uid, password.mode) == (65534, 0o400)
     assert ENVIRON["PW_SHOP"] not in repr(password)
 
 
@@ -131,7 +133,8 @@ def test_alertmanager_routes_critical_to_both_channels(settings, dashboard_9628)
     routes = {r["receiver"]: r["matchers"] for r in config["route"]["routes"]}
     assert routes == {"discord": ['severity=~"critical|warning"'], "telegram": ['severity="critical"']}
     telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"][0]
-    assert telegram["chat_id"] == -1001234567890 and telegram["bot_token_file"].endswith("telegram_bot_token")
+    assert telegram["chat_id_file"].endswith("/telegram_chat_0") and telegram["bot_token_file"].endswith("telegram_bot_token")
+    assert "chat_id" not in telegram and b"1234567890" not in yaml.safe_dump(config).encode()
 
 
 def test_dashboard_inputs_bound_like_grafana_import(dashboard_9628):
@@ -151,3 +154,24 @@ def test_table_metrics_can_be_turned_off_per_database():
     assert "--no-collector.stat_user_tables" in services["exporter-billing"]["command"]
     assert "--no-collector.statio_user_tables" in services["exporter-billing"]["command"]
     assert not any("user_tables" in flag for flag in services["exporter-shop"]["command"])
+
+
+def test_exporter_flags_follow_its_version():
+    dbs = group_data()["pgmon_databases"]
+    for image, progress_off, timeout in (
+            ("quay.io/prometheuscommunity/postgres-exporter:v0.19.1", True, "--collection-timeout=9s"),
+            ("registry.local/postgres-exporter:v0.17.1", False, None),
+            ("registry.local/postgres-exporter@sha256:" + "a" * 64, True, "--collection-timeout=9s")):  # default's
+        settings = build_settings(group_data(pgmon_databases=dbs, pgmon_images={"postgres_exporter": image}), ENVIRON)
+        services = compose_services(settings)
+        billing, shop = services["exporter-billing"]["command"], services["exporter-shop"]["command"]
+        assert ("--no-collector.stat_progress_vacuum" in billing) == progress_off  # billing shares shop's server
+        assert not any("stat_progress_vacuum" in flag for flag in shop)
+        assert (timeout in billing) if timeout else not any("collection-timeout" in flag for flag in billing)
+
+
+def test_images_older_than_pgmons_files_are_refused():
+    message = error_for(group_data(pgmon_images={"alertmanager": "prom/alertmanager:v0.28.1",
+                                                 "prometheus": "prom/prometheus:v2.53.3"}))
+    assert "pgmon_images.alertmanager: 'prom/alertmanager:v0.28.1' is older than pgmon supports (0.31 or later" in message
+    assert "pgmon_images.prometheus: 'prom/prometheus:v2.53.3' is older than pgmon supports (2.55" in message

@@ -33,7 +33,10 @@ def test_routing_follows_each_channels_severities_and_every_chat():
     routes = {r["receiver"]: r["matchers"] for r in config["route"]["routes"]}
     assert routes == {"discord": ['severity="critical"'], "telegram": ['severity=~"critical|warning"']}
     telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"]
-    assert [t["chat_id"] for t in telegram] == [-1001, -1002]
+    assert [t["chat_id_file"] for t in telegram] == ["/etc/alertmanager/secrets/telegram_chat_0",
+                                                     "/etc/alertmanager/secrets/telegram_chat_1"]
+    chats = [rendered(settings, f"alertmanager/secrets/telegram_chat_{index}") for index in (0, 1)]
+    assert [chat.content for chat in chats] == [b"-1001", b"-1002"] and all(chat.secret for chat in chats)
     assert all(t["send_resolved"] and t["parse_mode"] == "HTML" for t in telegram)
     assert config["route"]["group_by"] == ["alertname", "server", "database"]
     assert config["route"]["receiver"] == "blackhole"  # where Watchdog (severity "none") ends

@@ -1,11 +1,13 @@
 """Alert thresholds, routing and the stack additions the rules need: settings in, configs out."""
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 
 from tasks.render.compose import compose_services
+from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES
 from tasks.render.prometheus import render_prometheus_config, render_rules
 from tasks.settings import HOST_THRESHOLDS, SERVER_THRESHOLDS, AlertThresholds, build_settings
 from tasks.stack_model import TEMPLATES_DIR
@@ -71,16 +73,16 @@ def test_adding_a_database_changes_no_rule():
 
 def test_server_matchers_escape_regex_and_string_characters():
     databases = group_data()["pgmon_databases"] + [
-        {"name": "odd", "host": 'db.(x)"y', "dbname": "o", "user": "u", "password_env": "PW_LEDGER"}]
+        {"name": "odd", "host": "fe80::1", "dbname": "o", "user": "u", "password_env": "PW_LEDGER"}]
     databases[0] = {**databases[0], "alert_thresholds": {"restart_window": "1h"}}
     rules = alert_rules(build_settings(group_data(pgmon_databases=databases), ENVIRON))
     default = next(rule for rule in rules["PostgresRestarted"] if rule["labels"]["thresholds"] == "default")
-    assert r'server=~"db2:5433|db\\.\\(x\\)\"y:5432"' in default["expr"]
+    assert r'server=~"db2:5433|\\[fe80::1\\]:5432"' in default["expr"]
 
 
 def test_node_exporter_reads_the_host_and_is_scraped(settings):
     node = compose_services(settings)["node-exporter"]
-    assert node["image"] == "prom/node-exporter:v1.9.0"
+    assert node["image"] == "prom/node-exporter:v1.11.1"
     assert node["pid"] == "host" and node["volumes"] == ["/:/host:ro"] and "--path.rootfs=/host" in node["command"]
     assert node["networks"] == ["metrics"] and "ports" not in node
     jobs = {job["job_name"]: job for job in yaml.safe_load(render_prometheus_config(settings))["scrape_configs"]}
@@ -99,6 +101,26 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
     assert (queries.mode, queries.uid) == (0o400, 65534) and queries.on_change == ("restart:exporter-billing",)
     query = yaml.safe_load(queries.content)["pgmon_database"]
     assert query["query"] == "SELECT current_database() AS datname, 1 AS info"
+
+
+def test_server_wide_queries_run_in_the_first_exporter_of_each_server_only(settings):
+    queries = {name: yaml.safe_load(rendered(settings, f"exporters/{name}/queries.yaml").content)
+               for name in ("shop", "billing", "ledger")}
+    assert set(queries["billing"]) == set(DATABASE_QUERIES)  # shares db1:5432 with shop
+    assert set(queries["shop"]) == set(queries["ledger"]) == set(DATABASE_QUERIES) | set(SERVER_QUERIES)
+    for query in SERVER_QUERIES.values():
+        assert re.search(r"\bFROM (pg_stat_wal_receiver|pg_settings|pg_stat_database)\b", query["query"])
+    for query in DATABASE_QUERIES.values():
+        assert not re.search(r"\bpg_stat_(activity|database|replication|wal_receiver)\b", query["query"])
+
+
+def test_every_pgmon_series_the_rules_read_comes_from_an_exporter_query(settings):
+    # postgres_exporter names a query's series <query name>_<column> for each column that is not a label.
+    produced = {f"{name}_{column}" for name, query in {**DATABASE_QUERIES, **SERVER_QUERIES}.items()
+                for metric in query["metrics"] for column, spec in metric.items() if spec["usage"] != "LABEL"}
+    rules = [rule for group in yaml.safe_load(render_rules(settings))["groups"] for rule in group["rules"]]
+    read = {name for rule in rules for name in re.findall(r"\b(pgmon_[a-z_]+)", json.dumps(rule))}
+    assert read and read <= produced, sorted(read - produced)  # other series serve verification (verify_stack)
 
 
 def threshold_scope(key: str) -> str:
