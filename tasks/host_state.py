@@ -21,7 +21,7 @@ from pyinfra import logger
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
 from .settings import DeployError, Settings
-from .stack_model import MANIFEST
+from .stack_model import MANIFEST, container_name
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class HostState:
     entries: dict[str, Entry] = field(default_factory=dict)  # path relative to base_dir
     held_by: str | None = None  # another pgmon run changing this base_dir now (tasks/host_lock.py)
     written: frozenset[str] | None = None  # what pgmon wrote under base_dir last time; None: no manifest
+    grafana_admin_user: str | None = None  # the admin login the running Grafana was given
 
 
 LOCK_DIR = "/run/lock"  # a tmpfs: a reboot leaves no lock behind
@@ -84,6 +85,9 @@ def state_command(settings: Settings) -> str:
             "  echo \"engine $(docker version --format '{{.Server.Version}}' 2>/dev/null)\"",
             "  echo \"compose $(docker compose version --short 2>/dev/null)\"",
             f"  docker ps -a --filter {project} --format {fmt} 2>/dev/null",
+            f"  docker inspect -f {shlex.quote('{{range .Config.Env}}{{println .}}{{end}}')} "
+            f"{shlex.quote(container_name(settings.config.project, 'grafana'))} 2>/dev/null"
+            " | sed -n 's/^GF_SECURITY_ADMIN_USER=/grafana-admin /p'",
             "fi",
             f"if [ -d {base} ]; then cd {base} &&",
             # Names with control characters (a newline) are left out: pgmon writes none and touches none.
@@ -108,6 +112,7 @@ def parse_state(lines: list[str]) -> HostState:
     sums: dict[str, str] = {}
     held_by = None
     written: set[str] | None = None
+    grafana_admin = None
     for line in lines:
         word, _, rest = line.partition(" ")
         if word == "docker-installed":
@@ -124,6 +129,8 @@ def parse_state(lines: list[str]) -> HostState:
         elif word == "entry":
             kind, mode, uid, gid, path = rest.split(" ", 4)
             entries[_relative(path)] = Entry(kind, int(mode, 8), int(uid), int(gid))
+        elif word == "grafana-admin":
+            grafana_admin = rest
         elif word == "written":
             written = (written or set()) | {rest}
         elif word == "held":
@@ -136,7 +143,7 @@ def parse_state(lines: list[str]) -> HostState:
             e = entries[path]
             entries[path] = Entry(e.kind, e.mode, e.uid, e.gid, digest)
     return HostState(engine, compose, installed, containers, entries, held_by,
-                     None if written is None else frozenset(written))
+                     None if written is None else frozenset(written), grafana_admin)
 
 
 COMMAND_TIMEOUT_SECONDS = 120  # a hung Docker daemon or SSH session must not hold a run without bound

@@ -22,7 +22,7 @@ from pyinfra.facts.files import FileContents
 
 from .host_lock import claim_host
 from .host_state import Entry, HostState
-from .settings import Settings
+from .settings import DeployError, Settings
 from .stack_model import (
     RESET_GRAFANA_PASSWORD,
     ConfigCheck,
@@ -235,9 +235,23 @@ def _old_contents(plan: FilePlan, current: dict[str, Entry], base_dir: str) -> d
     return contents
 
 
+def refuse_admin_rename(settings: Settings, state: HostState) -> None:
+    """Grafana creates its admin once, in its kept database: a renamed pgmon_grafana_admin_user would name a user
+    that does not exist, and every login would fail. Say so before anything changes."""
+    running, wanted = state.grafana_admin_user, settings.config.grafana_admin_user
+    if running is not None and running != wanted:
+        raise DeployError(
+            f"pgmon_grafana_admin_user: Grafana on this host was set up with the admin {running!r} and keeps it in "
+            f"its database; {wanted!r} would not exist there. Set pgmon_grafana_admin_user back to {running!r}, or "
+            "rename the user in Grafana first (Administration > Users), then set the new name here. "
+            "Nothing on the host was changed."
+        )
+
+
 @deploy("Configure the pgmon stack")
 def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
     """Write compose, Prometheus, Alertmanager and Grafana files under base_dir."""
+    refuse_admin_rename(settings, state)
     sync_stack_files(
         name="Write pgmon configuration",
         base_dir=settings.config.base_dir,

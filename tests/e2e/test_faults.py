@@ -111,9 +111,9 @@ def test_a_removed_prometheus_is_recreated_with_its_history(stack):
 
 def test_postgresql_stopped_during_a_deploy_is_named_and_the_next_run_converges(stack, lab):
     stack.configure(NAMES + ["analytics"])
-    deploy = stack.project.start()
+    deploy = stack.project.start("--data", "pgmon_verify_timeout_seconds=15")
     try:
-        deploy.wait_for("Write pgmon configuration")
+        deploy.wait_for("Preparing operation files")  # the run has read the host; it has yet to verify
         lab.stop_cluster(5433)
         code, output = deploy.finish()
         assert code != 0, output[-3000:]
@@ -136,3 +136,62 @@ def test_a_deploy_killed_mid_apply_leaves_no_half_file_and_the_next_run_converge
     assert {f"exporter-{name}" for name in NAMES} <= set(stack.containers())
     assert "exporter-analytics" not in stack.containers()
     assert prometheus_query('up{job="postgres"} == 1') and grafana_keeps_its_data(stack)
+
+
+def test_strays_in_base_dir_neither_redirect_compose_nor_break_the_listing(stack):
+    base = Path(stack.site.base_dir)
+    # A user's compose file and .env there would redirect a plain `docker compose up --remove-orphans`.
+    (base / "compose.yaml").write_text("services:\n  intruder:\n    image: busybox\n")
+    (base / ".env").write_text("COMPOSE_PROJECT_NAME=intruder\nCOMPOSE_FILE=compose.yaml\n")
+    (base / "notes\nwith a line break.txt").write_text("a user's file\n")  # names pgmon's listing must survive
+    ids = stack.containers()
+    stack.configure(NAMES + ["analytics"])
+    try:
+        assert_ok(stack.run())
+        after = stack.containers()
+        assert {s: c for s, c in after.items() if s in ids} == ids and "exporter-analytics" in after
+        assert "intruder" not in run("docker", "ps", "-a", "--format", "{{.Names}}").stdout
+        assert (base / "compose.yaml").exists() and (base / "notes\nwith a line break.txt").exists()
+    finally:
+        for name in ("compose.yaml", ".env", "notes\nwith a line break.txt"):
+            (base / name).unlink()
+        stack.configure(NAMES)
+        assert_ok(stack.run())
+
+
+def test_a_planted_symlink_is_replaced_not_followed(stack):
+    folder = Path(stack.site.base_dir) / "exporters" / "shop"
+    target = Path(stack.site.base_dir).parent / "pgmon-faults-elsewhere"
+    target.mkdir(exist_ok=True)
+    # What a process running as the exporter's uid (65534, the folder's owner) could do on the host.
+    run("chmod", "700", str(folder))
+    (folder / "pgpass").unlink()
+    (folder / "pgpass").symlink_to(target)
+    try:
+        assert_ok(stack.run())
+        assert not (folder / "pgpass").is_symlink() and (folder / "pgpass").stat().st_mode & 0o777 == 0o400
+        assert not any(target.iterdir())  # nothing written through the link
+        assert changed_operations(assert_ok(stack.run())) == []  # and the host converged
+    finally:
+        run("rm", "-rf", str(target))
+
+
+def test_a_setgid_parent_converges_in_one_run(stack):
+    base = Path(stack.site.base_dir)
+    run("chmod", "g+s", str(base), str(base / "exporters"))
+    assert_ok(stack.run())
+    assert changed_operations(assert_ok(stack.run())) == []
+    assert base.stat().st_mode & 0o7777 == 0o755
+
+
+def test_renaming_grafanas_admin_is_refused_and_changes_nothing(stack):
+    before = stack.host_fingerprint()
+    stack.configure(NAMES, pgmon_grafana_admin_user="root")
+    try:
+        result = stack.run()
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "pgmon_grafana_admin_user: Grafana on this host was set up with the " \
+                                          "admin 'admin'" in output, output[-3000:]
+        assert stack.host_fingerprint() == before
+    finally:
+        stack.configure(NAMES)

@@ -130,3 +130,13 @@ def test_9628_sha256_must_be_written_as_sha256sum_prints_it():
 def test_9628_from_a_file_is_adapted_too():
     settings = build_settings(group_data(pgmon_dashboard_9628={"file": str(FIXTURES / "dashboard-9628.json")}), ENVIRON)
     assert not any("$release" in expr for _, expr in exprs(load_dashboard_9628(settings)))
+
+
+@pytest.mark.parametrize("change", [{"templating": []}, {"panels": "x"}, {"templating": {"list": [1]}},
+                                    {"__inputs": ["DS_PROMETHEUS"]}])
+def test_a_malformed_dashboard_file_is_refused_naming_the_field(dashboard_9628, tmp_path, change):
+    path = tmp_path / "9628.json"
+    path.write_text(json.dumps({**dashboard_9628, **change}))
+    settings = build_settings(group_data(pgmon_dashboard_9628={"file": str(path)}), ENVIRON)
+    with pytest.raises(DeployError, match="^pgmon_dashboard_9628"):
+        load_dashboard_9628(settings)

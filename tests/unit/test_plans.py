@@ -1,3 +1,5 @@
+import pytest
+
 from tasks.host_state import Container, Entry, parse_state
 from tasks.render import render_stack
 from tasks.settings import build_settings
@@ -108,3 +110,16 @@ def test_only_components_with_changed_files_are_checked_whole(settings, dashboar
     assert candidate.check.directory == "prometheus" and candidate.check.command[0] == "/bin/promtool"
     assert {f.path for f in candidate.files} == {f.path for f in stack.files if f.path.startswith("prometheus/")}
     assert [d.path for d in candidate.directories] == ["prometheus", "prometheus/rules", "prometheus/targets"]
+
+
+def test_renaming_grafanas_admin_is_refused_before_anything_changes(settings):
+    from tasks.settings import DeployError
+    from tasks.stack_files import refuse_admin_rename
+
+    state = parse_state(["docker-installed", "grafana-admin admin"])
+    assert state.grafana_admin_user == "admin"
+    refuse_admin_rename(settings, state)  # the same name: fine
+    renamed = build_settings(group_data(pgmon_grafana_admin_user="root"), ENVIRON)
+    with pytest.raises(DeployError, match="pgmon_grafana_admin_user: Grafana on this host was set up with the admin"):
+        refuse_admin_rename(renamed, state)
+    refuse_admin_rename(renamed, parse_state(["docker-installed"]))  # no Grafana yet: any name

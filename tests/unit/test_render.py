@@ -175,3 +175,11 @@ def test_images_older_than_pgmons_files_are_refused():
                                                  "prometheus": "prom/prometheus:v2.53.3"}))
     assert "pgmon_images.alertmanager: 'prom/alertmanager:v0.28.1' is older than pgmon supports (0.31 or later" in message
     assert "pgmon_images.prometheus: 'prom/prometheus:v2.53.3' is older than pgmon supports (2.55" in message
+
+
+def test_moving_base_dir_changes_every_service_that_mounts_it(settings):
+    moved = compose_services(build_settings(group_data(pgmon_base_dir="/srv/pgmon"), ENVIRON))
+    before = compose_services(settings)
+    changed = {name for name in before if before[name]["labels"] != moved[name]["labels"]}
+    assert changed == set(before) - {"node-exporter"}  # node_exporter mounts the host's / only
+    assert "/srv/pgmon/prometheus:/etc/prometheus:ro" in moved["prometheus"]["volumes"]
