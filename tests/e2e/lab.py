@@ -2,7 +2,9 @@
 
 It starts (and later stops only what it started) a Docker engine, two
 PostgreSQL 15 clusters (5432 with databases shop and billing, 5433 with
-ledger), and an sshd on 127.0.0.1:2222 that accepts a key made for the run.
+ledger), PostgreSQL 17 (5434, orders) and 18 (5435, reports) in containers,
+and an sshd on 127.0.0.1:2222 that accepts a key made for the run; on request
+(``create_replica``), a PostgreSQL 15 primary (5436) and its streaming replica (5437).
 Deploys go through pyinfra's normal interface: an inventory file and a
 group_data folder, written by ``Lab.write_project`` or by you.
 
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,10 +39,34 @@ LAB_DIR = Path(os.environ.get("PGMON_LAB_DIR", "/tmp/pgmon-lab"))
 SSH_PORT = 2222
 DOCKER_BRIDGE_IP = "172.17.0.1"  # docker0: containers reach the host here (host.docker.internal)
 PG_VERSION = "15"
-# A second server version, in a container: PostgreSQL 17 moved pg_stat_bgwriter's checkpoint columns.
-POSTGRES17_PORT = 5434
-POSTGRES17_CONTAINER = "pgmon-lab-postgresql17"
-POSTGRES17_IMAGE = "pgmon-test/postgresql:17"  # built by tests/e2e/images/build_images.sh
+
+
+@dataclass(frozen=True)
+class ContainerServer:
+    """A PostgreSQL major this machine has no packages for, run from its image (tests/e2e/images/build_images.sh)
+    and published on the Docker bridge address, where containers reach the host's clusters too."""
+
+    version: str
+    port: int
+
+    @property
+    def container(self) -> str:
+        return f"pgmon-lab-postgresql{self.version}"
+
+    @property
+    def image(self) -> str:
+        return f"pgmon-test/postgresql:{self.version}"
+
+    @property
+    def marker(self) -> str:
+        return f"postgresql{self.version}.started"
+
+
+# Every other major Debian offers here: 17 moved pg_stat_bgwriter's checkpoint columns, 18 is the newest.
+POSTGRES17 = ContainerServer("17", 5434)
+POSTGRES18 = ContainerServer("18", 5435)
+CONTAINER_SERVERS = {server.port: server for server in (POSTGRES17, POSTGRES18)}
+POSTGRES17_PORT, POSTGRES18_PORT = POSTGRES17.port, POSTGRES18.port
 
 
 @dataclass(frozen=True)
@@ -60,12 +86,49 @@ DATABASES = (
     LabDatabase("ledger", 5433, "ledger", "pgmon_ledger", "l3dger$$`x`@:/#%"),
     LabDatabase("analytics", 5432, "analytics", "pgmon_analytics", "an@lyt1cs:/#%'\"$x"),
     LabDatabase("orders", POSTGRES17_PORT, "orders", "pgmon_orders", "0rd3rs@17:/#%'\"$", sslmode="disable"),
+    LabDatabase("reports", POSTGRES18_PORT, "reports", "pgmon_reports", "r3p0rts@18:/?#%'\"`$x`", sslmode="disable"),
 )
 CLUSTERS = {5432: "main", 5433: "second"}
 
 
+@dataclass(frozen=True)
+class ReplicaPair:
+    """A primary and its streaming replica, two Debian clusters the replica suite (tests/e2e/test_incidents_replica.py)
+    makes afresh with ``Lab.create_replica`` and drops after: it pauses, cuts and promotes the replica and breaks
+    the primary's archiving and slots, so neither is one the other suites share."""
+
+    primary: LabDatabase  # its cluster's port, database and monitoring role
+    replica_port: int
+    slot: str  # the replica's physical replication slot on the primary
+
+    @property
+    def replica(self) -> LabDatabase:
+        """The replica's copy of the primary's database, its role and password included, as pgmon's "standby"."""
+        return replace(self.primary, name="standby", port=self.replica_port)
+
+    def cluster(self, port: int) -> str:
+        return "pgmon_replica" if port == self.replica_port else "pgmon_primary"
+
+    marker = "postgres-replica-pair.started"
+
+
+REPLICA = ReplicaPair(LabDatabase("payments", 5436, "payments", "pgmon_payments", "p@ym3nts:/#%'\"$x"), 5437,
+                      "pgmon_lab_replica")
+
+
 def run(*args: str, check: bool = True, input: str | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, text=True, capture_output=True, input=input, **kwargs)
+
+
+def psql_command(port: int, dbname: str, *options: str, environment: dict[str, str] | None = None) -> list[str]:
+    """psql as the superuser on the local socket of the server on ``port``: a cluster of the machine's, or inside
+    its container; ``environment`` for psql only (PGAPPNAME, ...)."""
+    environment = [f"{key}={value}" for key, value in (environment or {}).items()]
+    if server := CONTAINER_SERVERS.get(port):
+        prefix, port = ["docker", "exec", "-i", *(f"--env={pair}" for pair in environment), server.container], 5432
+    else:
+        prefix = ["runuser", "-u", "postgres", "--", "env", *environment]
+    return [*prefix, "psql", "-X", *options, "-p", str(port), "-d", dbname]
 
 
 def wait_until(what: str, condition, timeout: float, interval: float = 0.3):
@@ -107,17 +170,19 @@ class Lab:
             raise RuntimeError("run tests/e2e/prepare_machine.sh first (Docker engine and Compose missing)")
         self._start_docker()
         run("bash", str(REPO / "tests/e2e/images/build_images.sh"))
-        self._start_postgres17()
+        for server in CONTAINER_SERVERS.values():
+            self._start_container_server(server)
         self._start_postgres()
         self._start_sshd()
 
     def down(self, everything: bool = False) -> None:
         """Stop what this object started; with ``everything``, what any ``up`` left running."""
         markers = {p.name for p in self.dir.glob("*.started*")} if everything else self.started
-        marker = self.dir / "postgresql17.started"
-        if marker.name in markers and marker.exists():
-            run("docker", "rm", "-f", "-v", POSTGRES17_CONTAINER, check=False)
-            marker.unlink()
+        for server in CONTAINER_SERVERS.values():
+            marker = self.dir / server.marker
+            if marker.name in markers and marker.exists():
+                run("docker", "rm", "-f", "-v", server.container, check=False)
+                marker.unlink()
         for name in ("sshd", "dockerd"):
             pidfile = self.dir / f"{name}.started-pid"
             if pidfile.name in markers and pidfile.exists():
@@ -126,11 +191,20 @@ class Lab:
                     os.kill(pid, 15)
                     wait_until(f"{name} to stop", lambda: not _pid_alive(pid), 30)
                 pidfile.unlink()
+        if REPLICA.marker in markers:
+            self.remove_replica()
         for port, cluster in CLUSTERS.items():
             marker = self.dir / f"postgres-{cluster}.started"
             if marker.name in markers and marker.exists():
                 run("pg_ctlcluster", PG_VERSION, cluster, "stop", check=False)
                 marker.unlink()
+
+    def restart_docker(self) -> None:
+        """Start the engine again after a test stopped it (it then counts as started here), and the
+        PostgreSQL containers it ran."""
+        self._start_docker()
+        for server in CONTAINER_SERVERS.values():
+            self._start_container_server(server)
 
     def _start_docker(self) -> None:
         if run("docker", "info", check=False).returncode == 0:
@@ -179,22 +253,27 @@ class Lab:
                 self._mark_started(f"postgres-{cluster}.started")
             elif changed:
                 run("pg_ctlcluster", PG_VERSION, cluster, "restart")
-        self.create_databases(DATABASES)
+        self.create_databases([db for db in DATABASES if db.port in CLUSTERS])
 
-    def _start_postgres17(self) -> None:
-        """Published on the Docker bridge address, where containers reach the host's clusters too."""
-        running = run("docker", "inspect", "-f", "{{.State.Running}}", POSTGRES17_CONTAINER, check=False)
-        if running.stdout.strip() != "true":
-            run("docker", "rm", "-f", "-v", POSTGRES17_CONTAINER, check=False)
-            # The superuser's own password is never used (the lab connects on the local socket); passed by
-            # name so it is not on a command line.
-            run("docker", "run", "-d", "--name", POSTGRES17_CONTAINER, "-e", "POSTGRES_PASSWORD",
-                "-p", f"{DOCKER_BRIDGE_IP}:{POSTGRES17_PORT}:5432", POSTGRES17_IMAGE,
-                "-c", "shared_preload_libraries=pg_stat_statements",
-                env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)})
-            self._mark_started("postgresql17.started")
-        wait_until("PostgreSQL 17", lambda: run("docker", "exec", POSTGRES17_CONTAINER, "pg_isready", "-q",
-                                                check=False).returncode == 0, 60)
+    def _start_container_server(self, server: ContainerServer) -> None:
+        """Runs ``server``'s container, or starts it again with its data (stopped by ``stop_cluster``, or with
+        the engine) if it was made from the current image, and creates its databases."""
+        state = run("docker", "inspect", "-f", "{{.State.Running}} {{.Image}}", server.container, check=False).stdout
+        running, _, image = state.strip().partition(" ")
+        if running != "true":
+            current = run("docker", "image", "inspect", "-f", "{{.Id}}", server.image, check=False).stdout.strip()
+            if image != current or run("docker", "start", server.container, check=False).returncode != 0:
+                run("docker", "rm", "-f", "-v", server.container, check=False)
+                # The superuser's own password is never used (the lab connects on the local socket); passed by
+                # name so it is not on a command line.
+                run("docker", "run", "-d", "--name", server.container, "-e", "POSTGRES_PASSWORD",
+                    "-p", f"{DOCKER_BRIDGE_IP}:{server.port}:5432", server.image,
+                    "-c", "shared_preload_libraries=pg_stat_statements",
+                    env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)})
+            self._mark_started(server.marker)
+        wait_until(f"PostgreSQL {server.version}", lambda: run("docker", "exec", server.container, "pg_isready", "-q",
+                                                               check=False).returncode == 0, 60)
+        self.create_databases([db for db in DATABASES if db.port == server.port])
 
     def create_databases(self, databases) -> None:
         """Each database with its own monitoring role (pg_monitor) and password."""
@@ -212,20 +291,61 @@ class Lab:
             )
 
     def psql(self, port: int, dbname: str, sql: str, variables: dict[str, str] | None = None) -> str:
-        if port == POSTGRES17_PORT:  # inside its container, on the local socket
-            as_superuser, port = ["docker", "exec", "-i", POSTGRES17_CONTAINER], 5432
-        else:
-            as_superuser = ["runuser", "-u", "postgres", "--"]
-        args = [*as_superuser, "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", dbname]
+        args = psql_command(port, dbname, "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1")
         for key, value in (variables or {}).items():
             args += ["-v", f"{key}={value}"]
         return run(*args, input=sql).stdout
 
     def stop_cluster(self, port: int) -> None:
-        run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "stop", "-m", "fast")
+        """A fast shutdown of the server on ``port``: a cluster of the machine's, or a container's (which then
+        stops, keeping its data)."""
+        if server := CONTAINER_SERVERS.get(port):
+            run("docker", "kill", "--signal", "INT", server.container)  # SIGINT: PostgreSQL's fast shutdown
+            run("docker", "wait", server.container)
+        else:
+            run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "stop", "-m", "fast")
 
     def start_cluster(self, port: int) -> None:
-        run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "start")
+        if server := CONTAINER_SERVERS.get(port):
+            self._start_container_server(server)
+        else:
+            run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "start")
+
+    # --- a primary and its streaming replica (REPLICA) ----------------------------------------------------
+    def create_replica(self, pair: ReplicaPair = REPLICA) -> None:
+        """Fresh clusters: the primary, configured as the lab's own (TLS, listen addresses, pg_hba.conf: main's
+        files) with its database and monitoring role; the replica from ``pg_basebackup -R -C -S`` (real
+        replication through a physical slot), with ``archive_mode = on`` and an ``archive_command`` that succeeds,
+        so that once promoted it archives (a standby does not). What an interrupted run left is removed first."""
+        self.remove_replica(pair)
+        lab_conf = Path(f"/etc/postgresql/{PG_VERSION}/{CLUSTERS[5432]}")
+        for port in (pair.primary.port, pair.replica_port):
+            run("pg_createcluster", PG_VERSION, pair.cluster(port), "--port", str(port))
+            self._mark_started(pair.marker)
+            conf = Path(f"/etc/postgresql/{PG_VERSION}/{pair.cluster(port)}")
+            (conf / "conf.d").mkdir(exist_ok=True)
+            (conf / "conf.d" / "pgmon-lab.conf").write_text((lab_conf / "conf.d" / "pgmon-lab.conf").read_text())
+            (conf / "pg_hba.conf").write_text((lab_conf / "pg_hba.conf").read_text())  # keeps its owner and mode
+        run("pg_ctlcluster", PG_VERSION, pair.cluster(pair.primary.port), "start")
+        self.create_databases([pair.primary])
+        replica_conf = Path(f"/etc/postgresql/{PG_VERSION}/{pair.cluster(pair.replica_port)}")
+        (replica_conf / "conf.d" / "pgmon-lab-replica.conf").write_text("archive_mode = on\narchive_command = 'true'\n")
+        data = Path(f"/var/lib/postgresql/{PG_VERSION}/{pair.cluster(pair.replica_port)}")
+        shutil.rmtree(data)
+        run("runuser", "-u", "postgres", "--", "pg_basebackup", "-p", str(pair.primary.port), "-D", str(data),
+            "-R", "-C", "-S", pair.slot, "--checkpoint=fast", "-X", "stream")
+        run("pg_ctlcluster", PG_VERSION, pair.cluster(pair.replica_port), "start")
+        streaming = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+        wait_until("the replica streaming", lambda: self.psql(pair.replica_port, "postgres", streaming).strip() == "1",
+                   60)
+
+    def remove_replica(self, pair: ReplicaPair = REPLICA) -> None:
+        """Stops and drops both clusters."""
+        for port in (pair.replica_port, pair.primary.port):
+            if Path(f"/etc/postgresql/{PG_VERSION}/{pair.cluster(port)}").exists():
+                run("pg_dropcluster", "--stop", PG_VERSION, pair.cluster(port))
+        (self.dir / pair.marker).unlink(missing_ok=True)
+        self.started.discard(pair.marker)
 
     def _start_sshd(self) -> None:
         if not self.ssh_key.exists():
@@ -277,21 +397,61 @@ class Project:
         body = "".join(f"{key} = {value!r}\n" for key, value in group_data.items())
         (self.directory / "group_data" / "all.py").write_text(body)
 
-    def pyinfra(self, *args: str, timeout: float = 900, deploy: str = "deploy.py") -> subprocess.CompletedProcess:
+    def _command(self, args: tuple[str, ...], deploy: str,
+                 python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
+        if "--dry" not in args:
+            args = ("-y", *args)
+        env = {**os.environ, **self.environment, "XDG_CACHE_HOME": str(self.directory / "cache"),
+               "PYTHONUNBUFFERED": "1"}  # each line as pyinfra prints it, for runs watched while they go
+        env.pop("PGMON_HOST", None)
+        return [python, "-m", "pyinfra", *args, "inventory.py", str(REPO / deploy)], env
+
+    def pyinfra(self, *args: str, timeout: float = 900, deploy: str = "deploy.py",
+                python: str = sys.executable) -> subprocess.CompletedProcess:
         """``pyinfra [args] inventory.py <repo>/<deploy>`` run from the project folder, as a user would.
 
         ``-y`` (no confirmation prompt) is added except with ``--dry``, where it would skip change detection.
+        An absolute ``deploy`` is used as it is; ``python`` is the interpreter that runs ``-m pyinfra``
+        (another virtual environment's, tests/e2e/test_library.py).
         """
-        if "--dry" not in args:
-            args = ("-y", *args)
-        env = {**os.environ, **self.environment, "XDG_CACHE_HOME": str(self.directory / "cache")}
-        env.pop("PGMON_HOST", None)
-        return subprocess.run(
-            [sys.executable, "-m", "pyinfra", *args, "inventory.py", str(REPO / deploy)],
-            cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout,
-        )
+        command, env = self._command(args, deploy, python)
+        return subprocess.run(command, cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout)
+
+    def start(self, *args: str) -> BackgroundRun:
+        """The same run, in the background, its output collected as it comes."""
+        command, env = self._command(args, "deploy.py")
+        return BackgroundRun(subprocess.Popen(command, cwd=self.directory, env=env, text=True,
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
 
 
+class BackgroundRun:
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(process.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, text: str, timeout: float = 180) -> None:
+        """Until a line of its output holds ``text``; fails (with the output) if the run ended first."""
+        wait_until(f"the run to print {text!r}",
+                   lambda: self.process.poll() is not None or any(text in line for line in self.lines), timeout)
+        assert any(text in line for line in self.lines), "".join(self.lines)[-4000:]
+
+    def finish(self) -> tuple[int, str]:
+        self.process.wait(timeout=900)
+        self._reader.join(timeout=30)
+        return self.process.returncode, "".join(self.lines)
+
+
+# The builds the suite runs (tests/e2e/images/build_images.sh, from Debian sid): the nearest of each line the
+# defaults name (README, "Versions"); no registry here has the defaults themselves.
+TESTED_IMAGES = {
+    "prometheus": "prom/prometheus:v3.5.3",
+    "alertmanager": "prom/alertmanager:v0.33.1",
+    "postgres_exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.19.1",
+    "node_exporter": "prom/node-exporter:v1.11.1",
+    "grafana": "grafana/grafana:12.2.1",
+}
 BASE_DIR = "/opt/pgmon-e2e"
 COMPOSE_PROJECT = "pgmon-e2e"
 PROMETHEUS_PORT, ALERTMANAGER_PORT, GRAFANA_PORT = 19090, 19093, 13000
@@ -372,6 +532,9 @@ class Deployment:
             "pgmon_prometheus_port": self.site.prometheus_port,
             "pgmon_alertmanager_port": self.site.alertmanager_port,
             "pgmon_grafana_bind_address": "127.0.0.1",
+            # Asked for: Grafana on this machine's loopback only, where no password crosses a network, and the suites
+            # read it over plain HTTP. HTTPS, pgmon's default, is proven on test hosts (tests/e2e/test_bare_host.py).
+            "pgmon_grafana_https": False,
             "pgmon_grafana_port": self.site.grafana_port,
             "pgmon_scrape_interval_seconds": SCRAPE_SECONDS,
             "pgmon_evaluation_interval_seconds": EVALUATION_SECONDS,
@@ -381,6 +544,7 @@ class Deployment:
             "pgmon_dashboard_9628": {"url": self.dashboard_url + "/api/dashboards/9628/revisions/{revision}/download",
                                      "sha256": hashlib.sha256(DASHBOARD_FIXTURE.read_bytes()).hexdigest()},
             "pgmon_verify_timeout_seconds": 120,
+            "pgmon_images": TESTED_IMAGES,
         }
 
     def configure(self, names: list[str], **overrides) -> None:

@@ -9,19 +9,25 @@ The tests share the deployment and run in file order.
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import time
 
 import pytest
+import requests
 
 from tasks.settings import duration_seconds
 
 from .lab import (
+    ALERTMANAGER_PORT,
     EVALUATION_SECONDS,
     GROUP_WAIT,
     POSTGRES_DOWN_FOR,
+    PROMETHEUS_PORT,
     SCRAPE_SECONDS,
     prometheus_query,
+    psql_command,
     wait_until,
 )
 
@@ -50,10 +56,11 @@ WAIT = 90  # seconds for a message; the configured intervals make it a few
 class Session:
     """An interactive psql (as postgres) fed statements one at a time; it runs each as it arrives."""
 
-    def __init__(self, port: int, dbname: str):
+    def __init__(self, port: int, dbname: str, *options: str, environment: dict[str, str] | None = None):
+        """``options`` and ``environment`` for psql, e.g. another role over TCP: ``"-h", "127.0.0.1", "-U", "app"``
+        with ``{"PGPASSWORD": ...}``."""
         self.process = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", "env", f"PGAPPNAME={APP}", "psql", "-X", "-q", "-p", str(port),
-             "-d", dbname],
+            psql_command(port, dbname, "-q", *options, environment={"PGAPPNAME": APP, **(environment or {})}),
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
     def run(self, sql: str) -> None:
@@ -74,8 +81,8 @@ def sessions_where(lab, port: int, condition: str) -> int:
     return int(lab.psql(port, "postgres", sql).strip())
 
 
-def end_sessions(lab) -> None:
-    for port in (5432, 5433):
+def end_sessions(lab, ports=(5432, 5433)) -> None:
+    for port in ports:
         lab.psql(port, "postgres", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{APP}'")
 
 
@@ -89,26 +96,38 @@ def both_channels(deployment, alert: str, database: str, status: str = "FIRING")
     return [message(channel, alert, database, status) for channel in (deployment.discord, deployment.telegram)]
 
 
+TABLE = ("DROP TABLE IF EXISTS pgmon_e2e; CREATE TABLE pgmon_e2e (id int PRIMARY KEY, v int); "
+         "INSERT INTO pgmon_e2e VALUES (1, 0), (2, 0)")  # rows for sessions to lock
+
+
+def deploy_with_short_thresholds(deployment, names: list[str], database_thresholds: dict[str, dict],
+                                 pg_stat_statements: tuple[str, ...] = (), **settings) -> str:
+    """Deploys ``names`` with THRESHOLDS, the databases' own, and warnings sent to Telegram's two chats as
+    well, plus any other ``settings`` (``pgmon_grafana_url=...``); returns pyinfra's output."""
+    data = deployment.group_data(names)
+    databases = [{**db, "alert_thresholds": database_thresholds.get(db["name"], {}),
+                  "pg_stat_statements": db["name"] in pg_stat_statements} for db in data["pgmon_databases"]]
+    deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
+    deployment.configure(
+        names,
+        pgmon_databases=databases,
+        pgmon_alert_thresholds=THRESHOLDS,
+        pgmon_telegram={**data["pgmon_telegram"], "severities": ["critical", "warning"]},
+        **settings,
+    )
+    result = deployment.run()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
 @pytest.fixture(scope="module")
 def incidents(deployment, lab):
     """The deployment, up with short thresholds; pg_stat_statements in shop, read for all of 5432."""
     lab.psql(5432, "shop", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     for dbname in ("shop", "billing"):
-        lab.psql(5432, dbname, "DROP TABLE IF EXISTS pgmon_e2e; CREATE TABLE pgmon_e2e (id int PRIMARY KEY, v int); "
-                               "INSERT INTO pgmon_e2e VALUES (1, 0), (2, 0)")
-    data = deployment.group_data(NAMES)
-    databases = [{**db, "alert_thresholds": DATABASE_THRESHOLDS.get(db["name"], {}),
-                  "pg_stat_statements": db["name"] == "shop"} for db in data["pgmon_databases"]]
-    deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
-    deployment.configure(
-        NAMES,
-        pgmon_databases=databases,
-        pgmon_alert_thresholds=THRESHOLDS,
-        pgmon_telegram={**data["pgmon_telegram"], "severities": ["critical", "warning"]},
-    )
-    result = deployment.run()
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
+        lab.psql(5432, dbname, TABLE)
+    output = deploy_with_short_thresholds(deployment, NAMES, DATABASE_THRESHOLDS, pg_stat_statements=("shop",))
     assert "rule silent on host.docker.internal:5433:" in output, output[-6000:]
     yield deployment
     end_sessions(lab)
@@ -126,17 +145,75 @@ def fresh(incidents):
     end_sessions(incidents.lab)
 
 
-def test_healthy_databases_raise_nothing(fresh):
-    """No false alarm, not even pending: the rules over the lab's normal state, longer than the shortest `for`.
+def silence_command(deployment, silence: dict | None = None) -> str:
+    """``pyinfra inventory.py silence.py [--data pgmon_silence=<silence as JSON>]`` from the project folder, as
+    the people on call run it; its output."""
+    args = ("--data", f"pgmon_silence={json.dumps(silence)}") if silence else ()
+    result = deployment.project.pyinfra(*args, deploy="silence.py", timeout=120)
+    output = result.stdout + result.stderr
+    deployment.outputs.append(output)
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def held_back_by(silence_id: str, alertname: str, port: int = ALERTMANAGER_PORT) -> bool:
+    """Whether Alertmanager holds an alert ``alertname`` back for the silence ``silence_id`` (its API)."""
+    response = requests.get(f"http://127.0.0.1:{port}/api/v2/alerts", params={"filter": f'alertname="{alertname}"'},
+                            timeout=10)
+    response.raise_for_status()
+    return any(a["status"]["state"] == "suppressed" and a["status"]["silencedBy"] == [silence_id]
+               for a in response.json())
+
+
+def assert_nothing_sent_about(deployment, text: str, seconds: float) -> None:
+    """No message holding ``text`` at either capture server, watched for ``seconds``: the flushes Alertmanager
+    would have made in that time (group_wait, then group_interval) sent nothing about it."""
+    observed_until = time.monotonic() + seconds
+    while time.monotonic() < observed_until:
+        sent = [m.text[:160] for m in deployment.discord.received + deployment.telegram.received if text in m.text]
+        assert sent == [], sent
+        time.sleep(0.5)
+
+
+def assert_no_alert_while_healthy(exporters: int, port: int = PROMETHEUS_PORT, seconds: float | None = None) -> None:
+    """No false alarm, not even pending: the rules over the lab's normal state, longer than the shortest `for`
+    (``seconds``; by default three times THRESHOLDS' exporter_errors_for).
 
     Host rules are left out: this machine's CPU belongs to whatever else runs on it.
     """
-    wait_until("every exporter scraped", lambda: len(prometheus_query("pg_up == 1")) == len(NAMES), 60)
-    observed_until = time.monotonic() + 3 * duration_seconds(THRESHOLDS["exporter_errors_for"])
+    wait_until("every exporter scraped", lambda: len(prometheus_query("pg_up == 1", port=port)) == exporters, 60)
+    observed_until = time.monotonic() + (seconds or 3 * duration_seconds(THRESHOLDS["exporter_errors_for"]))
     while time.monotonic() < observed_until:
-        alerts = {r["metric"]["alertname"] for r in prometheus_query('ALERTS{alertname!~"Watchdog|Host.*"}')}
+        alerts = {r["metric"]["alertname"] for r in prometheus_query('ALERTS{alertname!~"Watchdog|Host.*"}', port=port)}
         assert alerts == set(), alerts
         time.sleep(EVALUATION_SECONDS)
+
+
+def postgres_down_then_back(deployment, port: int, database: str) -> None:
+    """Stops the server on ``port`` (``database`` alone there): PostgresDown at both channels within the bound
+    the configured intervals allow, every Telegram chat; then started again: RESOLVED, and PostgresRestarted."""
+    lab, server = deployment.lab, f"host.docker.internal:{port}"
+    bound = SCRAPE_SECONDS + EVALUATION_SECONDS + duration_seconds(POSTGRES_DOWN_FOR) + duration_seconds(GROUP_WAIT)
+    stopped = time.monotonic()
+    lab.stop_cluster(port)
+    try:
+        discord, telegram = both_channels(deployment, "PostgresDown", database)
+        for channel, received in (("discord", discord), ("telegram", telegram)):
+            print(f"\nPostgresDown ({server}) at {channel}: {received.at - stopped:.1f}s after the stop "
+                  f"(scrape {SCRAPE_SECONDS}s + evaluation {EVALUATION_SECONDS}s + for {POSTGRES_DOWN_FOR} "
+                  f"+ group_wait {GROUP_WAIT} = {bound:g}s)")
+        assert f"<b>[FIRING:1 · CRITICAL] PostgresDown · {database} on {server}</b>" in telegram.text
+        assert server in discord.text
+        chats = {str(m.body["chat_id"]) for m in deployment.telegram.received if "PostgresDown" in m.text}
+        assert chats == set(CHATS)
+    finally:
+        lab.start_cluster(port)
+    both_channels(deployment, "PostgresDown", database, status="RESOLVED")
+    both_channels(deployment, "PostgresRestarted", server)
+
+
+def test_healthy_databases_raise_nothing(fresh):
+    assert_no_alert_while_healthy(len(NAMES))
 
 
 def test_test_alert_command_reaches_every_channel_and_chat(fresh):
@@ -230,22 +307,33 @@ def test_a_slow_query_seen_by_pg_stat_statements(fresh):
     both_channels(fresh, "SlowQueries", "billing", status="RESOLVED")
 
 
-def test_postgres_down_reaches_both_channels_within_the_bound_then_resolves(fresh):
-    lab = fresh.lab
-    bound = SCRAPE_SECONDS + EVALUATION_SECONDS + duration_seconds(POSTGRES_DOWN_FOR) + duration_seconds(GROUP_WAIT)
-    stopped = time.monotonic()
-    lab.stop_cluster(5433)
+def test_a_silenced_server_sends_nothing_while_another_server_still_alerts(fresh):
+    """Maintenance of 5433: silence.py silences its server; 25 sessions there raise TooManyConnections, which
+    Alertmanager holds back, while billing's transaction left open on 5432 still alerts. Ended early, the silence
+    lets 5433's alert through."""
+    lab, server = fresh.lab, "host.docker.internal:5433"
+    output = silence_command(fresh, {"server": server, "for": "5m", "reason": "e2e: 5433 maintenance"})
+    silence_id = re.search(rf'pgmon: silence (\S+) added: server="{server}" for 5m: e2e: 5433 maintenance',
+                           output).group(1)
+    sessions = [Session(5433, "ledger") for _ in range(25)]
+    billing = Session(5432, "billing")
     try:
-        discord, telegram = both_channels(fresh, "PostgresDown", "ledger")
-        for channel, received in (("discord", discord), ("telegram", telegram)):
-            print(f"\nPostgresDown at {channel}: {received.at - stopped:.1f}s after the stop "
-                  f"(scrape {SCRAPE_SECONDS}s + evaluation {EVALUATION_SECONDS}s + for {POSTGRES_DOWN_FOR} "
-                  f"+ group_wait {GROUP_WAIT} = {bound:g}s)")
-        assert "<b>[FIRING:1 · CRITICAL] PostgresDown · ledger on host.docker.internal:5433</b>" in telegram.text
-        chats = {str(m.body["chat_id"]) for m in fresh.telegram.received if "PostgresDown" in m.text}
-        assert chats == set(CHATS)
+        wait_until("25 sessions on 5433", lambda: sessions_where(lab, 5433, "true") >= 25, 30)
+        billing.run("BEGIN; SELECT 1;")
+        both_channels(fresh, "IdleInTransaction", "billing")  # another server's incident still arrives
+        wait_until("5433's alert held back", lambda: held_back_by(silence_id, "TooManyConnections"), 30)
+        assert_nothing_sent_about(fresh, "TooManyConnections", 8)
+        output = silence_command(fresh, {"end": silence_id})
+        assert f"pgmon: silence {silence_id} ended" in output and "pgmon: no active silence" in output
+        both_channels(fresh, "TooManyConnections", server)
+        billing.run("ROLLBACK;")
     finally:
-        lab.start_cluster(5433)
-    both_channels(fresh, "PostgresDown", "ledger", status="RESOLVED")
-    both_channels(fresh, "PostgresRestarted", "host.docker.internal:5433")
+        for session in [*sessions, billing]:
+            session.close()
+    both_channels(fresh, "TooManyConnections", server, status="RESOLVED")
+    both_channels(fresh, "IdleInTransaction", "billing", status="RESOLVED")
+
+
+def test_postgres_down_reaches_both_channels_within_the_bound_then_resolves(fresh):
+    postgres_down_then_back(fresh, 5433, "ledger")
 

@@ -1,0 +1,112 @@
+"""Incidents caused for real on PostgreSQL 18 (the lab's `reports`, alone on its server in a container), and
+the messages that reach Discord and Telegram.
+
+The same way as test_incidents.py, whose helpers these tests use: one deployment of its own (``SITE``, so
+that it can run beside the other suites) with thresholds shortened through group_data, warnings routed to
+Telegram too; for each incident: cause it, wait for the FIRING message naming the alert and the database at
+both capture servers, end it, wait for the RESOLVED one. The tests run in file order.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .lab import POSTGRES18_PORT, Deployment, Site, wait_until
+from .test_incidents import (
+    TABLE,
+    Session,
+    assert_no_alert_while_healthy,
+    both_channels,
+    deploy_with_short_thresholds,
+    end_sessions,
+    postgres_down_then_back,
+    sessions_where,
+)
+
+pytestmark = pytest.mark.e2e
+
+SITE = Site(base_dir="/opt/pgmon-pg18", project="pgmon-pg18", prometheus_port=19190, alertmanager_port=19193,
+            grafana_port=13100)
+DATABASE = "reports"
+PORT = POSTGRES18_PORT
+DATABASE_THRESHOLDS = {
+    DATABASE: {"idle_in_transaction_seconds": 5, "idle_in_transaction_for": "2s",
+               "long_transaction_seconds": 8, "long_transaction_for": "2s"},
+}
+
+
+@pytest.fixture(scope="module")
+def incidents(lab, discord, telegram, dashboard_server, tmp_path_factory):
+    deployment = Deployment(lab, tmp_path_factory.mktemp("pg18-project"), discord, telegram, dashboard_server,
+                            site=SITE)
+    deployment.teardown()  # a previous interrupted run must not make this one pass
+    assert lab.psql(PORT, DATABASE, "SHOW server_version").startswith("18.")
+    lab.psql(PORT, DATABASE, TABLE)
+    deploy_with_short_thresholds(deployment, [DATABASE], DATABASE_THRESHOLDS)
+    yield deployment
+    end_sessions(lab, (PORT,))
+    lab.psql(PORT, DATABASE, "DROP TABLE IF EXISTS pgmon_e2e")
+    deployment.teardown()
+
+
+@pytest.fixture
+def fresh(incidents):
+    """Capture servers emptied before a test, and its sessions ended after it whatever happened."""
+    incidents.discord.clear()
+    incidents.telegram.clear()
+    yield incidents
+    end_sessions(incidents.lab, (PORT,))
+
+
+def test_a_healthy_postgresql_18_raises_nothing(fresh):
+    """postgres_exporter's collectors all work on 18: no scrape or collector error, no false alarm."""
+    assert_no_alert_while_healthy(1, port=SITE.prometheus_port)
+
+
+def test_a_session_holding_a_lock_others_wait_on(fresh):
+    lab = fresh.lab
+    holder, waiter = Session(PORT, DATABASE), Session(PORT, DATABASE)
+    try:
+        holder.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
+        wait_until("the row locked", lambda: sessions_where(lab, PORT, "state = 'idle in transaction'") == 1, 10)
+        waiter.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
+        for received in both_channels(fresh, "LockContention", DATABASE):
+            assert "waiting on locks" in received.text and f"host.docker.internal:{PORT}" in received.text
+        holder.run("COMMIT;")
+        wait_until("the waiter served", lambda: sessions_where(lab, PORT, "wait_event_type = 'Lock'") == 0, 10)
+    finally:
+        holder.close()
+        waiter.close()
+    both_channels(fresh, "LockContention", DATABASE, status="RESOLVED")
+
+
+def test_a_transaction_left_open(fresh):
+    session = Session(PORT, DATABASE)
+    try:
+        session.run("BEGIN; SELECT 1;")
+        for received in both_channels(fresh, "IdleInTransaction", DATABASE):
+            assert "fix the missing COMMIT" in received.text
+        session.run("ROLLBACK;")
+    finally:
+        session.close()
+    both_channels(fresh, "IdleInTransaction", DATABASE, status="RESOLVED")
+
+
+def test_a_long_running_transaction(fresh):
+    """A transaction busy for longer than long_transaction_seconds: a long report, not an idle session."""
+    lab = fresh.lab
+    session = Session(PORT, DATABASE)
+    try:
+        session.run("BEGIN; SELECT count(*) FROM pgmon_e2e; SELECT pg_sleep(600);")
+        wait_until("the report running", lambda: sessions_where(lab, PORT, "state = 'active'") == 1, 10)
+        for received in both_channels(fresh, "LongRunningTransaction", DATABASE):
+            assert "holds back VACUUM" in received.text
+        assert not [m for m in fresh.telegram.received if "IdleInTransaction" in m.text]  # it was never idle
+    finally:
+        end_sessions(lab, (PORT,))  # the report ends: its psql then reads the end of its input
+        session.close()
+    both_channels(fresh, "LongRunningTransaction", DATABASE, status="RESOLVED")
+
+
+def test_postgresql_18_down_reaches_both_channels_then_resolves(fresh):
+    postgres_down_then_back(fresh, PORT, DATABASE)
