@@ -26,6 +26,7 @@ from ..stack_model import (
     exporter_service,
     yaml_bytes,
 )
+from .grafana import DASHBOARD_9628_UID
 
 
 def render_prometheus_config(settings: Settings) -> bytes:
@@ -176,6 +177,16 @@ def rule_variants(settings: Settings) -> tuple[list[RuleVariant], list[RuleVaria
     )
 
 
+def dashboard_link(grafana_url: str | None) -> str:
+    """The ``dashboard`` annotation of every database and server alert: dashboard 9628 at ``pgmon_grafana_url``
+    filtered on the alert's server and, where it has one, its database, as a Prometheus template (``urlquery``
+    escapes the values); empty without the setting (docs/alerts.md, "Dashboard links")."""
+    if not grafana_url:
+        return ""
+    return (f"{grafana_url}/d/{DASHBOARD_9628_UID}/?var-server={{{{ $labels.server | urlquery }}}}"
+            "{{ with $labels.database }}&var-instance={{ . | urlquery }}{{ end }}")
+
+
 def render_rules(settings: Settings) -> bytes:
     cfg = settings.config
     databases, servers = rule_variants(settings)
@@ -191,6 +202,7 @@ def render_rules(settings: Settings) -> bytes:
         host_thresholds=cfg.alert_thresholds,
         down_for=cfg.alert_timing.postgres_down_for,
         host_rate_window=f"{max(300, MIN_SCRAPES_PER_WINDOW * cfg.scrape_interval_seconds)}s",
+        dashboard=dashboard_link(cfg.grafana_url),
     ).encode()
 
 
