@@ -11,7 +11,11 @@
     verify_stack     step 4: HTTP checks with a per-database summary
     http_tunnel      HTTP to the host's loopback through the SSH connection (steps 4 and the test alert)
     alert_delivery   send_test_alert.py: a test alert through the deployed Alertmanager
+    silence          silence.py: maintenance silences through the deployed Alertmanager
     reporting        how an operation fails the run with lines the user reads
+    grafana_tls      HTTPS for Grafana: the user's certificate or a self-signed one made on the host
+    uninstall        uninstall.py: the stack and its files removed, the data volumes kept unless asked
+    backup           backup.py / restore.py: the data volumes to the controller and onto another host
     deploy           the entry point: deploy_pgmon() runs the steps above in order (deploy.py)
 
 Installed (a wheel or an sdist), this package is ``pgmon``; in a checkout it is also this folder,
@@ -20,16 +24,29 @@ Installed (a wheel or an sdist), this package is ``pgmon``; in a checkout it is 
 """
 
 from .dashboard import load_dashboard_9628
-from .deploy import deploy_pgmon, load_settings, send_pgmon_test_alert
+from .deploy import (
+    backup_pgmon,
+    deploy_pgmon,
+    load_config,
+    load_settings,
+    restore_pgmon,
+    send_pgmon_test_alert,
+    uninstall_pgmon,
+)
 from .docker_engine import install_docker
 from .host_state import read_host_state
 from .render import render_stack
 from .settings import DeployError, Settings, build_settings
+from .silence import manage_pgmon_silences
 from .stack_containers import start_stack
 from .stack_files import configure_stack
 from .verify_stack import verify_stack
 
 __all__ = [
+    "backup_pgmon",
+    "load_config",
+    "restore_pgmon",
+    "uninstall_pgmon",
     "DeployError",
     "Settings",
     "build_settings",
@@ -38,6 +55,7 @@ __all__ = [
     "install_docker",
     "load_dashboard_9628",
     "load_settings",
+    "manage_pgmon_silences",
     "read_host_state",
     "render_stack",
     "send_pgmon_test_alert",

@@ -1,24 +1,41 @@
 """Step 1: Docker Engine and Compose v2 on the processing host (Debian or Ubuntu).
 
-Nothing is done when an engine answers and ``docker compose`` exists. Otherwise
-Docker's official apt repository is used by default; ``pgmon_docker_install =
-"distro"`` takes the distribution's packages where they include Compose v2
-(Debian 13+, Ubuntu 24.04+).
+Nothing is done when an engine answers and ``docker compose`` exists. Otherwise, with
+``pgmon_docker_install = "auto"`` (the default), the distribution's own packages where they include
+Compose v2 (Debian 13+, Ubuntu 24.04+) and Docker's apt repository elsewhere; ``"distro"`` and
+``"docker-repo"`` force one or the other. A host that already runs an engine without Compose v2 gets
+Compose only, from where its engine came (Docker's ``docker-compose-plugin`` beside ``docker-ce``).
+Then ``systemctl enable --now docker``: the engine, and with it the stack, starts at boot.
+
+The distribution path is proven end to end on a bare Debian 13 test host (tests/e2e/test_bare_host.py);
+Docker's repository cannot be reached from the test machines, so its commands are covered by unit tests
+(tests/unit/test_docker_engine.py), which run the script below against stand-ins of apt-get and curl.
 """
 
 from __future__ import annotations
 
-import io
+import shlex
+from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, server, systemd
 
 from .host_state import HostState
 from .settings import DeployError, Settings
 
-DOCKER_REPO_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]
+DOCKER_REPO_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin")
+DOCKER_REPO_COMPOSE = "docker-compose-plugin"
+# The distributions' own Compose v2 package, beside their engine (docker.io).
+DISTRO_COMPOSE = {"Debian": "docker-compose", "Ubuntu": "docker-compose-v2"}
+KEYRING = "/etc/apt/keyrings/docker.asc"
+SOURCES = "/etc/apt/sources.list.d/docker.sources"
+
+
+def distro_has_compose_v2(distro: str, major: int) -> bool:
+    return (distro == "Debian" and major >= 13) or (distro == "Ubuntu" and major >= 24)
 
 
 def distro_packages(distro: str, major: int) -> list[str]:
@@ -29,8 +46,48 @@ def distro_packages(distro: str, major: int) -> list[str]:
         return ["docker.io", "docker-compose-v2"]
     raise DeployError(
         f"pgmon_docker_install: {distro} {major} has no Compose v2 package; "
-        "use pgmon_docker_install = 'docker-repo' (the default)"
+        "use pgmon_docker_install = 'auto' (the default) or 'docker-repo'"
     )
+
+
+@dataclass(frozen=True)
+class DockerPlan:
+    """What step 1 installs, and from where: ``distro`` (apt, the host's own sources) or ``docker-repo``."""
+
+    source: str
+    packages: tuple[str, ...]
+    compose_only: bool  # an engine is there already
+
+    @property
+    def operation_name(self) -> str:
+        what = "Compose v2" if self.compose_only else "Docker"
+        where = "the distribution" if self.source == "distro" else "Docker's apt repository"
+        return f"Install {what} from {where}"
+
+
+def install_source(setting: str, distro: str, major: int) -> str:
+    """``auto`` -> the distribution where it has Compose v2, Docker's repository elsewhere."""
+    if setting == "auto":
+        return "distro" if distro_has_compose_v2(distro, major) else "docker-repo"
+    if setting == "distro":
+        distro_packages(distro, major)  # refuses a release without Compose v2, naming the fix
+    return setting
+
+
+def plan_docker(setting: str, distro: str, major: int, engine_installed: bool,
+                installed_packages: frozenset[str] = frozenset()) -> DockerPlan:
+    """What to install on a host that lacks Docker, or has an engine without Compose v2."""
+    if not engine_installed:
+        source = install_source(setting, distro, major)
+        packages = distro_packages(distro, major) if source == "distro" else DOCKER_REPO_PACKAGES
+        return DockerPlan(source, tuple(packages), compose_only=False)
+    if installed_packages & {"docker-ce", "docker-ce-cli"}:
+        # Docker's own engine: its Compose plugin (docker.io's neighbours would conflict with docker-ce).
+        return DockerPlan("docker-repo", (DOCKER_REPO_COMPOSE,), compose_only=True)
+    source = install_source(setting, distro, major)
+    if source == "distro":
+        return DockerPlan("distro", (DISTRO_COMPOSE[distro],), compose_only=True)
+    return DockerPlan("docker-repo", (DOCKER_REPO_COMPOSE,), compose_only=True)
 
 
 def docker_repo_source(distro: str, codename: str) -> str:
@@ -39,8 +96,33 @@ def docker_repo_source(distro: str, codename: str) -> str:
         f"URIs: https://download.docker.com/linux/{distro.lower()}\n"
         f"Suites: {codename}\n"
         "Components: stable\n"
-        "Signed-By: /etc/apt/keyrings/docker.asc\n"
+        f"Signed-By: {KEYRING}\n"
     )
+
+
+def docker_repo_script(distro: str, codename: str, packages: tuple[str, ...], keyring: str = KEYRING,
+                       sources: str = SOURCES) -> str:
+    """Docker's documented apt set-up (docs.docker.com/engine/install/debian, .../ubuntu), then ``packages``.
+
+    ``keyring`` and ``sources`` are parameters for the unit tests only.
+    """
+    if not codename:
+        raise DeployError(f"{distro}: no VERSION_CODENAME in /etc/os-release; Docker's repository is per release, "
+                          "so pgmon cannot add it; install Docker Engine and Compose v2 yourself")
+    keyring_dir = keyring.rsplit("/", 1)[0]
+    return "\n".join([
+        "set -e",
+        "export DEBIAN_FRONTEND=noninteractive",
+        "apt-get update -q",
+        "apt-get install -y -q ca-certificates curl",
+        f"install -m 0755 -d {shlex.quote(keyring_dir)}",
+        f"curl -fsSL https://download.docker.com/linux/{distro.lower()}/gpg -o {shlex.quote(keyring)}",
+        f"chmod a+r {shlex.quote(keyring)}",
+        f"printf '%s' {shlex.quote(docker_repo_source(distro, codename).replace(KEYRING, keyring))} > "
+        f"{shlex.quote(sources)}",
+        "apt-get update -q",
+        f"apt-get install -y -q {' '.join(shlex.quote(p) for p in packages)}",
+    ])
 
 
 @deploy("Install Docker Engine and Compose v2")
@@ -54,23 +136,11 @@ def install_docker(settings: Settings, state: HostState):
     if name not in ("Debian", "Ubuntu"):
         raise DeployError(f"{host.name}: pgmon installs Docker on Debian and Ubuntu only, not {name}; install it yourself")
     if not (state.docker_installed and state.compose_version):
-        if settings.config.docker_install == "distro":
-            apt.packages(name="Install Docker from the distribution", packages=distro_packages(name, major), update=True)
+        installed = frozenset(host.get_fact(DebPackages)) if state.docker_installed else frozenset()
+        plan = plan_docker(settings.config.docker_install, name, major, state.docker_installed, installed)
+        if plan.source == "distro":
+            apt.packages(name=plan.operation_name, packages=list(plan.packages), update=True)
         else:
             codename = distro.get("release_meta", {}).get("VERSION_CODENAME", "")
-            apt.packages(name="Install apt prerequisites for Docker", packages=["ca-certificates", "curl"], update=True)
-            files.directory(name="Create /etc/apt/keyrings", path="/etc/apt/keyrings", mode="755")
-            files.download(
-                name="Add Docker's apt signing key",
-                src=f"https://download.docker.com/linux/{name.lower()}/gpg",
-                dest="/etc/apt/keyrings/docker.asc",
-                mode="644",
-            )
-            files.put(
-                name="Add Docker's apt repository",
-                src=io.StringIO(docker_repo_source(name, codename)),
-                dest="/etc/apt/sources.list.d/docker.sources",
-                mode="644",
-            )
-            apt.packages(name="Install Docker Engine and Compose v2", packages=DOCKER_REPO_PACKAGES, update=True)
+            server.shell(name=plan.operation_name, commands=[docker_repo_script(name, codename, plan.packages)])
     systemd.service(name="Enable and start Docker", service="docker", running=True, enabled=True)

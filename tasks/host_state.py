@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pyinfra import logger
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
+from .grafana_tls import renewal_check_command
+from .isolation import state_lines as isolation_state_lines
 from .settings import DeployError, Settings
 from .stack_model import MANIFEST, container_name
 
@@ -49,6 +51,8 @@ class HostState:
     held_by: str | None = None  # another pgmon run changing this base_dir now (tasks/host_lock.py)
     written: frozenset[str] | None = None  # what pgmon wrote under base_dir last time; None: no manifest
     grafana_admin_user: str | None = None  # the admin login the running Grafana was given
+    grafana_certificate_renew: bool = False  # Grafana's self-signed certificate ends within 30 days (grafana_tls)
+    isolation: frozenset[str] = frozenset()  # what of the isolation unit and rule is in place (tasks/isolation.py)
 
 
 LOCK_DIR = "/run/lock"  # a tmpfs: a reboot leaves no lock behind
@@ -95,6 +99,8 @@ def state_command(settings: Settings) -> str:
             "  find . -path '*[[:cntrl:]]*' -prune -o -type f -exec sha256sum {} + | sed 's/^/sum /' &&",
             f"  {{ [ ! -f {MANIFEST} ] || sed 's/^/written /' {MANIFEST}; }}",
             "fi",
+            renewal_check_command(settings.config.base_dir),
+            *isolation_state_lines(settings.config.project),
             "true",
         ]
     )
@@ -113,6 +119,8 @@ def parse_state(lines: list[str]) -> HostState:
     held_by = None
     written: set[str] | None = None
     grafana_admin = None
+    renew = False
+    isolation: set[str] = set()
     for line in lines:
         word, _, rest = line.partition(" ")
         if word == "docker-installed":
@@ -135,6 +143,10 @@ def parse_state(lines: list[str]) -> HostState:
             written = (written or set()) | {rest}
         elif word == "held":
             held_by = describe_holder(rest)
+        elif line == "grafana-certificate renew":
+            renew = True
+        elif word == "isolation":
+            isolation.add(rest)
         elif word == "sum":
             digest, _, path = rest.partition("  ")
             sums[_relative(path)] = digest
@@ -143,7 +155,7 @@ def parse_state(lines: list[str]) -> HostState:
             e = entries[path]
             entries[path] = Entry(e.kind, e.mode, e.uid, e.gid, digest)
     return HostState(engine, compose, installed, containers, entries, held_by,
-                     None if written is None else frozenset(written), grafana_admin)
+                     None if written is None else frozenset(written), grafana_admin, renew, frozenset(isolation))
 
 
 COMMAND_TIMEOUT_SECONDS = 120  # a hung Docker daemon or SSH session must not hold a run without bound

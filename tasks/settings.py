@@ -92,7 +92,7 @@ PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "gr
 
 
 def _check_name(value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid name: use 1-40 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit (it becomes a container name and a label)"
@@ -101,7 +101,7 @@ def _check_name(value: str) -> str:
 
 
 def _check_env_name(value: str) -> str:
-    if not _ENV_RE.match(value):
+    if not _ENV_RE.fullmatch(value):
         # The value is not repeated: what stands here by mistake is often the secret itself.
         raise ValueError(
             "is not an environment variable name: give the NAME of the variable that holds the secret "
@@ -111,7 +111,7 @@ def _check_env_name(value: str) -> str:
 
 
 def _check_duration(value: str) -> str:
-    if not _DURATION_RE.match(value):
+    if not _DURATION_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a Prometheus duration: write e.g. '30s', '5m', '1h30m' "
                          "(units from the largest, each once)")
     if duration_seconds(value) > MAX_DURATION_SECONDS:
@@ -136,7 +136,7 @@ def duration_seconds(value: str) -> float:
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key in labels:
-        if not _LABEL_RE.match(key) or key.startswith("__"):
+        if not _LABEL_RE.fullmatch(key) or key.startswith("__"):
             raise ValueError(f"label name {key!r} is invalid: use letters, digits and '_'")
         if key in RESERVED_LABELS:
             raise ValueError(f"label {key!r} is set by pgmon itself: choose another label name")
@@ -170,12 +170,13 @@ _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A
 
 def _check_host(value: str) -> str:
     """A host name or IP address, nothing that could reach into the exporter's connection URI."""
-    try:
-        ipaddress.ip_address(value)
-        return value
-    except ValueError:
-        pass
-    if not _HOSTNAME_RE.match(value):
+    if "%" not in value:  # an IPv6 zone (fe80::1%eth0) cannot be written in the exporter's URI
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+    if not _HOSTNAME_RE.fullmatch(value) or re.fullmatch(r"[0-9.]+", value):  # '059': a resolver takes it for a number
         raise ValueError(f"{value!r} is not a host name or IP address: write e.g. 'db1.internal', '10.0.0.5' "
                          "or '::1' (no scheme, port, path or brackets; the port goes in 'port')")
     return value
@@ -183,7 +184,7 @@ def _check_host(value: str) -> str:
 
 def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} is not an http(s) URL: write e.g. 'https://api.telegram.org'")
     return value.rstrip("/")
 
@@ -400,6 +401,91 @@ class AlertTiming(_Strict):
     repeat_interval: Interval = "4h"
 
 
+# ---- pgmon_grafana_url and pgmon_silence (docs/alerts.md: "Dashboard links", "Maintenance silences")
+
+# The address people open Grafana at, which every alert's link starts with: kept to characters that need no
+# escaping in a URL, Discord's markdown or Telegram's HTML, and short enough for a link within their limits.
+_GRAFANA_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/%-]+$")
+GRAFANA_URL_MAX = 150
+
+
+def _check_grafana_url(value: str) -> str:
+    parts = urlsplit(value)
+    if not _GRAFANA_URL_RE.fullmatch(value) or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not the http(s) address of Grafana as people open it: write e.g. "
+                         "'https://grafana.example.com' or 'https://example.com/grafana' (letters, digits and "
+                         ". _ ~ : / % - only; no query or fragment)")
+    if len(value) > GRAFANA_URL_MAX:
+        raise ValueError(f"is longer than {GRAFANA_URL_MAX} characters; the links it starts must fit in a message")
+    return value.rstrip("/")
+
+
+GrafanaUrl = Annotated[str, AfterValidator(_check_grafana_url)]
+SILENCE_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SILENCE_MAX_SECONDS = 30 * 86400
+SILENCE_REASON_MAX = 300
+
+
+def _check_silence_for(value: str) -> str:
+    if duration_seconds(value) > SILENCE_MAX_SECONDS:
+        raise ValueError(f"{value!r} is longer than 30d; silence again when it ends, so a forgotten silence "
+                         "cannot hide a database for good")
+    return value
+
+
+def _check_reason(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("say why (it is shown with the silence to whoever looks at it), e.g. "
+                         "'VACUUM FULL of orders, ticket OPS-123'")
+    if len(value) > SILENCE_REASON_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"write one line of at most {SILENCE_REASON_MAX} characters")
+    return value
+
+
+def _check_silence_id(value: str) -> str:
+    if not SILENCE_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a silence id: give the id silence.py lists (e.g. "
+                         "'0a1b2c3d-0000-4000-8000-123456789abc')")
+    return value
+
+
+class Silence(_Strict):
+    """``--data pgmon_silence='{...}'`` for silence.py: silence one database, or one server, for a while with a
+    reason; or end a silence early by its id. Without it, silence.py lists the active silences."""
+
+    database: Name | None = None
+    server: str | None = None  # host:port, as alerts and `database X on host:port` name it
+    for_: Annotated[Interval, AfterValidator(_check_silence_for)] | None = Field(default=None, alias="for")
+    reason: Annotated[str, AfterValidator(_check_reason)] | None = None
+    end: Annotated[str, AfterValidator(_check_silence_id)] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Silence:
+        if self.end is not None:
+            if any(value is not None for value in (self.database, self.server, self.for_, self.reason)):
+                raise ValueError("end ends a silence by its id and takes no other key")
+            return self
+        problems = []
+        if (self.database is None) == (self.server is None):
+            problems.append("give either database (pgmon's name for it) or server (host:port) to silence, "
+                            "or end (a silence id) to end one")
+        if self.for_ is None:
+            problems.append('say for how long, e.g. "for": "2h" (a Prometheus duration, at most 30d)')
+        if self.reason is None:
+            problems.append('say why, e.g. "reason": "VACUUM FULL of orders"')
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class GrafanaCertificate(_Strict):
+    """pgmon_grafana_certificate: the certificate Grafana serves, as PEM files on the controller (README, "HTTPS")."""
+
+    cert_file: str = Field(min_length=1)  # the server's certificate first, then its chain
+    key_file: str = Field(min_length=1)  # unencrypted; written to the host readable by Grafana only
+
+
 # Directories of the system or of its users: pgmon owns, hashes and prunes what is under base_dir.
 SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
                "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
@@ -442,11 +528,26 @@ class SettingsInput(_Strict):
     alert_timing: AlertTiming = AlertTiming()
     alert_thresholds: AlertThresholds = AlertThresholds()
     dashboard_9628: Dashboard9628 = Dashboard9628()
-    docker_install: Literal["docker-repo", "distro"] = "docker-repo"
+    # "auto": the distribution's packages where they include Compose v2 (Debian 13+, Ubuntu 24.04+), Docker's apt
+    # repository elsewhere (tasks/docker_engine.py).
+    docker_install: Literal["auto", "docker-repo", "distro"] = "auto"
     images: dict[Component, str] = {}
     verify_timeout_seconds: int = Field(default=180, ge=5, le=3600)
     # End the shell of a run that holds the host's lock and hung (its connection never closed): tasks/host_lock.py.
     take_over_lock: bool = False
+    # HTTPS for Grafana (tasks/grafana_tls.py): a self-signed certificate made on the host unless grafana_certificate
+    # names the user's own; False serves plain HTTP.
+    grafana_https: bool = True
+    grafana_certificate: GrafanaCertificate | None = None
+    # uninstall.py: also delete the data volumes (Prometheus's history, Grafana's and Alertmanager's data).
+    uninstall_delete_data: bool = False
+    # backup.py writes its archive into this folder on the controller; restore.py reads the archive named here.
+    backup_dir: str = Field(default="pgmon-backups", min_length=1)
+    restore_from: str | None = None
+    # Where people open Grafana: every alert then links to dashboard 9628 on its server and database.
+    grafana_url: GrafanaUrl | None = None
+    # silence.py's request (docs/alerts.md, "Maintenance silences"); the deploy ignores it.
+    silence: Silence | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SettingsInput:
@@ -469,6 +570,8 @@ class SettingsInput(_Strict):
                 problems.append(f"{field}: port {port} is already used by {seen[port]}; pick another")
             seen.setdefault(port, field)
         problems += self._threshold_problems()
+        if self.grafana_certificate is not None and not self.grafana_https:
+            problems.append("grafana_certificate: is set while pgmon_grafana_https is False; remove one of them")
         for component, image in self.images.items():
             version, minimum = image_version(image), MINIMUM_VERSIONS.get(component)
             if version and minimum and version < minimum:
@@ -512,6 +615,23 @@ class SettingsInput(_Strict):
                     )
         return problems
 
+    @model_validator(mode="after")
+    def _silence_target(self) -> SettingsInput:
+        """A silence names a configured database or server, as alerts carry them."""
+        silence = self.silence
+        if silence is None or silence.end is not None:
+            return self
+        if silence.database is not None and silence.database not in [db.name for db in self.databases]:
+            known = [db.name for db in self.databases]
+            close = difflib.get_close_matches(silence.database, known, n=1)
+            raise ValueError(f"silence.database: {silence.database!r} is not a configured database"
+                             + (f"; did you mean {close[0]!r}?" if close else f" ({', '.join(known) or 'none'})"))
+        servers = list(dict.fromkeys(db.server for db in self.databases))
+        if silence.server is not None and silence.server not in servers:
+            raise ValueError(f"silence.server: {silence.server!r} is not the server (host:port) of a configured "
+                             f"database: {', '.join(servers) or 'none'}")
+        return self
+
     def thresholds_for(self, db: Database) -> AlertThresholds:
         """The global thresholds with ``db``'s overrides, and those of other databases on its server for
         server-wide keys."""
@@ -543,6 +663,9 @@ class Settings(BaseModel):
     telegram_bot_token: SecretStr | None
     telegram_chat_ids: tuple[int, ...]
     watchdog_url: SecretStr | None
+    # pgmon_grafana_certificate's PEM certificate (chain) and key, read on the controller (tasks/grafana_tls.py).
+    grafana_tls_certificate: bytes | None = None
+    grafana_tls_key: SecretStr | None = None
 
     @property
     def databases(self) -> list[Database]:
@@ -673,6 +796,14 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
         if chats is not None:
             chat_ids = tuple(dict.fromkeys(int(chat.strip(" ")) for chat in chats.get_secret_value().split(",")))
     watchdog = checked("pgmon_watchdog.url_env", config.watchdog.url_env, _url_problem) if config.watchdog else None
+    tls_certificate = tls_key = None
+    if config.grafana_certificate is not None:
+        from .grafana_tls import read_certificate
+
+        tls_certificate, key, tls_problems = read_certificate(config.grafana_certificate.cert_file,
+                                                              config.grafana_certificate.key_file)
+        problems += tls_problems
+        tls_key = None if key is None else SecretStr(key.decode("ascii", errors="replace"))
     if problems:
         raise DeployError(_problem_report(problems))
     return Settings(
@@ -683,6 +814,8 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
         telegram_bot_token=token,
         telegram_chat_ids=chat_ids,
         watchdog_url=watchdog,
+        grafana_tls_certificate=tls_certificate,
+        grafana_tls_key=tls_key,
     )
 
 

@@ -22,13 +22,16 @@ from pyinfra.api import FunctionCommand, deploy, operation
 
 from .host_lock import claim_host
 from .host_state import Container, HostState
+from .isolation import isolate_containers
 from .settings import Settings
+from .render.compose import grafana_scheme
 from .stack_files import plan_files
 from .stack_model import (
     GRAFANA_PORT,
     RELOAD_ALERTMANAGER,
     RELOAD_PROMETHEUS,
     RESET_GRAFANA_PASSWORD,
+    RESTART_GRAFANA,
     StackFiles,
     action_service,
     container_name,
@@ -77,7 +80,7 @@ def compose_command(base_dir: str, project: str, arguments: str) -> str:
             f"--env-file /dev/null {arguments}")
 
 
-def action_command(action: str, project: str, base_dir: str) -> str:
+def action_command(action: str, project: str, base_dir: str, grafana_scheme: str = "http") -> str:
     """One shell line per action; each acts only on a running container (a stopped one reads its files at start)."""
     container = shlex.quote(container_name(project, action_service(action)))
     if action in (RELOAD_PROMETHEUS, RELOAD_ALERTMANAGER):
@@ -86,8 +89,10 @@ def action_command(action: str, project: str, base_dir: str) -> str:
     elif action == RESET_GRAFANA_PASSWORD:
         secret = shlex.quote(f"{base_dir}/grafana/secrets/admin_password")
         # A container started a moment ago may not have created its database (and admin) yet.
-        healthy = f"i=0; until wget -q -O /dev/null http://127.0.0.1:{GRAFANA_PORT}/api/health; do i=$((i+1)); " \
-                  "[ $i -lt 120 ] || exit 1; sleep 0.5; done"
+        # In the container, on its loopback (the certificate names the host, not 127.0.0.1): no secret is sent.
+        insecure = " --no-check-certificate" if grafana_scheme == "https" else ""
+        healthy = f"i=0; until wget -q{insecure} -O /dev/null {grafana_scheme}://127.0.0.1:{GRAFANA_PORT}/api/health; " \
+                  "do i=$((i+1)); [ $i -lt 120 ] || exit 1; sleep 0.5; done"
         command = (
             f"docker exec {container} sh -c {shlex.quote(healthy)} && "
             f"docker exec -i {container} grafana cli --homepath /usr/share/grafana "
@@ -107,6 +112,7 @@ def compose_up(
     running: dict[str, Container],
     after_file_changes: tuple[str, ...],
     claim: FunctionCommand | None = None,
+    grafana_scheme: str = "http",
 ):
     """
     Bring the Compose project in ``base_dir`` to the desired service revisions.
@@ -116,6 +122,7 @@ def compose_up(
     + running: service name -> container found on the host
     + after_file_changes: actions (``reload:prometheus``, ``restart:exporter-x``...) the file step asks for
     + claim: run before any change, to fail changing nothing if another run holds the host (``host_lock.claim_host``)
+    + grafana_scheme: ``https`` when Grafana serves TLS (its health is asked for before a password reset)
 
     **Example:**
 
@@ -136,18 +143,34 @@ def compose_up(
     if not plan.empty:
         yield compose_command(base_dir, project, "up --detach --remove-orphans")
     if after_file_changes:
-        yield " && ".join(action_command(a, project, base_dir) for a in after_file_changes)
+        yield " && ".join(action_command(a, project, base_dir, grafana_scheme) for a in after_file_changes)
 
 
 @deploy("Start the pgmon stack")
 def start_stack(settings: Settings, state: HostState, stack: StackFiles):
-    """Start Prometheus, Alertmanager, Grafana and one postgres_exporter per database."""
+    """Start Prometheus, Alertmanager, Grafana and one postgres_exporter per database, behind the rule that keeps
+    neighbours from routing to their containers."""
+    isolate_containers(
+        name="Keep neighbours from routing to pgmon's containers",
+        project=settings.config.project,
+        found=state.isolation,
+        claim=claim_host(settings, state),
+    )
     compose_up(
         name="Start pgmon containers",
         base_dir=settings.config.base_dir,
         project=settings.config.project,
         desired=stack.service_revisions,
         running=state.containers,
-        after_file_changes=plan_files(stack, state.entries, state.written).actions,
+        after_file_changes=after_file_changes(settings, state, stack),
         claim=claim_host(settings, state),
+        grafana_scheme=grafana_scheme(settings),
     )
+
+
+def after_file_changes(settings: Settings, state: HostState, stack: StackFiles) -> tuple[str, ...]:
+    """What the file step asks for, and a Grafana restart when its self-signed certificate was made again."""
+    actions = plan_files(stack, state.entries, state.written).actions
+    renewed = (settings.config.grafana_https and settings.grafana_tls_certificate is None
+               and state.grafana_certificate_renew)
+    return actions + ((RESTART_GRAFANA,) if renewed and RESTART_GRAFANA not in actions else ())

@@ -20,6 +20,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 
+from .grafana_tls import needs_self_signed, self_signed_certificate
 from .host_lock import claim_host
 from .host_state import Entry, HostState
 from .settings import DeployError, Settings
@@ -250,7 +251,8 @@ def refuse_admin_rename(settings: Settings, state: HostState) -> None:
 
 @deploy("Configure the pgmon stack")
 def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
-    """Write compose, Prometheus, Alertmanager and Grafana files under base_dir."""
+    """Write compose, Prometheus, Alertmanager and Grafana files under base_dir, and make Grafana's self-signed
+    certificate on the host when it needs one."""
     refuse_admin_rename(settings, state)
     sync_stack_files(
         name="Write pgmon configuration",
@@ -260,4 +262,12 @@ def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
         written=state.written,
         claim=claim_host(settings, state),
     )
+    if settings.config.grafana_https and settings.grafana_tls_certificate is None:
+        self_signed_certificate(
+            name="Make Grafana's self-signed certificate",
+            base_dir=settings.config.base_dir,
+            inventory_name=host.name,
+            make=needs_self_signed(state.entries, state.grafana_certificate_renew),
+            claim=claim_host(settings, state),
+        )
 

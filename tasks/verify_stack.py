@@ -21,6 +21,7 @@ from urllib.parse import quote
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
+from .grafana_tls import SELF_SIGNED_CERT, TLS_DIR, first_certificate, pinned_context
 from .host_state import host_output
 from .http_tunnel import HostHTTP
 from .render.alertmanager import render_alertmanager_config
@@ -182,15 +183,52 @@ def config_hash_metric(config: bytes) -> float:
     return float(int.from_bytes(hashlib.md5(config).digest()[:6], "little"))
 
 
-def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
+def grafana_certificate(settings: Settings, run_shell) -> bytes | None:
+    """The certificate Grafana must present: the user's, or the self-signed one read back from the host (over SSH,
+    so it is the host's own); None for plain HTTP or when the host has none."""
+    if not settings.config.grafana_https:
+        return None
+    if settings.grafana_tls_certificate is not None:
+        return settings.grafana_tls_certificate
+    path = f"{settings.config.base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}"
+    pem = "\n".join(run_shell(f"cat {shlex.quote(path)}")).encode()
+    return pem + b"\n" if b"-----BEGIN CERTIFICATE-----" in pem else None
+
+
+def describe_certificate(pem: bytes, own: bool) -> str:
+    """Whose certificate, its names, SHA-256 fingerprint and end: what a user compares before trusting it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    leaf = x509.load_der_x509_certificate(first_certificate(pem))
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        shown = [str(n.value) for n in names][:4]
+    except x509.ExtensionNotFound:
+        shown = []
+    fingerprint = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    return (f"{'your' if own else 'self-signed'} certificate for {', '.join(shown) or leaf.subject.rfc4514_string()}"
+            f", valid until {leaf.not_valid_after_utc:%Y-%m-%d}, SHA-256 "
+            + ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)))
+
+
+def check_grafana(settings: Settings, http: HostHTTP, certificate: bytes | None = None) -> list[Finding]:
     cfg = settings.config
     address = "127.0.0.1" if cfg.grafana_bind_address == "0.0.0.0" else cfg.grafana_bind_address
     container = container_name(cfg.project, "grafana")
     auth = (cfg.grafana_admin_user, settings.grafana_admin_password.get_secret_value())
-    status, health = http.get_json(address, cfg.grafana_port, "/api/health")
+    tls = {}
+    if cfg.grafana_https:
+        if certificate is None:
+            return [Finding("grafana", False, f"has no certificate at {cfg.base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}",
+                            "run the deploy again: it makes one")]
+        tls = {"tls": pinned_context(certificate), "pin": first_certificate(certificate)}
+    status, health = http.get_json(address, cfg.grafana_port, "/api/health", **tls)
     if status != 200 or (health or {}).get("database") != "ok":
-        return [Finding("grafana", False, f"not healthy on {address}:{cfg.grafana_port}", f"docker logs {container}")]
-    status, _ = http.get_json(address, cfg.grafana_port, f"/api/datasources/uid/{DATASOURCE_UID}/health", auth)
+        why = f" ({health_error(http, address, cfg.grafana_port, tls)})" if status == 0 else ""
+        return [Finding("grafana", False, f"not healthy on {address}:{cfg.grafana_port}{why}",
+                        f"docker logs {container}")]
+    status, _ = http.get_json(address, cfg.grafana_port, f"/api/datasources/uid/{DATASOURCE_UID}/health", auth, **tls)
     if status == 401:
         return [Finding("grafana", False, "refuses the admin password from "
                         f"${cfg.grafana_admin_password_env}", f"docker logs {container}")]
@@ -199,11 +237,25 @@ def check_grafana(settings: Settings, http: HostHTTP) -> list[Finding]:
                         f"docker logs {container}")]
     uids = provisioned_dashboard_uids()
     for uid in uids:
-        status, _ = http.get_json(address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth)
+        status, _ = http.get_json(address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth, **tls)
         if status != 200:
             return [Finding("grafana", False, f"dashboard {uid} is not present (HTTP {status})",
                             f"docker exec {container} ls /etc/grafana/dashboards; docker logs {container}")]
-    return [Finding("grafana", True, f"healthy, datasource answers, dashboards present: {', '.join(uids)}")]
+    findings = [Finding("grafana", True, f"healthy{' over HTTPS' if tls else ''}, datasource answers, dashboards "
+                                         f"present: {', '.join(uids)}")]
+    if tls:
+        findings.append(Finding("grafana https", True, describe_certificate(
+            certificate, settings.grafana_tls_certificate is not None)))
+    return findings
+
+
+def health_error(http: HostHTTP, address: str, port: int, tls: dict) -> str:
+    """Why nothing answered: over HTTPS, a certificate other than pgmon's is said so."""
+    _, body = http.get(address, port, "/api/health", **tls)
+    reason = body.decode(errors="replace")
+    if "certificate" in reason.lower():
+        return f"it does not present the certificate pgmon installed: {reason[:200]}"
+    return reason[:200]
 
 
 def slow_query_coverage(settings: Settings) -> Finding:
@@ -218,12 +270,12 @@ def slow_query_coverage(settings: Settings) -> Finding:
                    "pg_stat_statements = True (CREATE EXTENSION pg_stat_statements, then set it on one entry)")
 
 
-def check_stack(settings: Settings, http: HostHTTP, run_shell) -> list[Finding]:
+def check_stack(settings: Settings, http: HostHTTP, run_shell, certificate: bytes | None = None) -> list[Finding]:
     readings = parse_exporter_readings(run_shell(exporter_readings_command(settings)))
     return (
         check_prometheus(settings, http)
         + check_alertmanager(settings, http)
-        + check_grafana(settings, http)
+        + check_grafana(settings, http, certificate)
         + check_databases(settings, http, readings)
         + [slow_query_coverage(settings)]
     )
@@ -233,8 +285,9 @@ def wait_for_stack(settings: Settings, http: HostHTTP, run_shell, clock=time.mon
                    pause=time.sleep) -> list[Finding]:
     """Poll ``check_stack`` until everything passes or the deadline; return the last findings."""
     deadline = clock() + settings.config.verify_timeout_seconds
+    certificate = grafana_certificate(settings, run_shell)
     while True:
-        findings = check_stack(settings, http, run_shell)
+        findings = check_stack(settings, http, run_shell, certificate)
         if all(f.ok for f in findings) or clock() >= deadline:
             return findings
         pause(1.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from ..grafana_tls import TLS_DIR, certificate_files
 from ..settings import Settings
 from ..stack_model import (
     GRAFANA_GID,
@@ -125,6 +126,15 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             on_change=(RESET_GRAFANA_PASSWORD,),
         ),
     ]
+    if settings.config.grafana_https:
+        directories.append(ManagedDir(TLS_DIR, 0o500, GRAFANA_UID, GRAFANA_GID))
+        if settings.grafana_tls_certificate is not None:
+            # The user's certificate; without one, Grafana's self-signed pair is made on the host (grafana_tls).
+            cert, key = certificate_files(True)
+            tls = dict(uid=GRAFANA_UID, gid=GRAFANA_GID, on_change=(RESTART_GRAFANA,))
+            files.append(ManagedFile(f"{TLS_DIR}/{cert}", settings.grafana_tls_certificate, mode=0o444, **tls))
+            files.append(ManagedFile(f"{TLS_DIR}/{key}", settings.grafana_tls_key.get_secret_value().encode(),
+                                     mode=0o400, secret=True, **tls))
     if settings.discord_webhook_url is not None:
         files.append(
             ManagedFile(

@@ -18,7 +18,15 @@ from ..stack_model import (
     exporter_service,
     yaml_bytes,
 )
-from .exporters import EXPORTER_CONFIG_DIR, EXPORTER_PASSFILE, data_source_uri, exporter_flags, server_primaries
+from ..grafana_tls import MOUNT as TLS_MOUNT
+from ..grafana_tls import TLS_DIR, certificate_files
+from .exporters import (
+    EXPORTER_CONFIG_DIR,
+    EXPORTER_PASSFILE,
+    data_source_uri,
+    exporter_flags,
+    server_primaries,
+)
 
 
 def _escape_compose(value):
@@ -34,13 +42,19 @@ def _escape_compose(value):
 
 
 def _healthcheck(url: str) -> dict:
+    # Inside the container, on its loopback: the certificate names the host, not 127.0.0.1, and nothing secret is sent.
+    insecure = ["--no-check-certificate"] if url.startswith("https:") else []
     return {
-        "test": ["CMD", "wget", "-q", "-O", "/dev/null", url],
+        "test": ["CMD", "wget", "-q", *insecure, "-O", "/dev/null", url],
         "interval": "10s",
         "timeout": "5s",
         "retries": 5,
         "start_period": "20s",
     }
+
+
+def grafana_scheme(settings: Settings) -> str:
+    return "https" if settings.config.grafana_https else "http"
 
 
 def compose_services(settings: Settings) -> dict[str, dict]:
@@ -65,6 +79,9 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--config.file=/etc/prometheus/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
                 "--storage.tsdb.retention.time=30d",
+                # The snapshot API, for backup.py. It answers where the rest of Prometheus does: the host's loopback
+                # and the ui network, Grafana's (README, "Network exposure").
+                "--web.enable-admin-api",
             ],
             "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],
             "volumes": [mount("prometheus", "/etc/prometheus"), "prometheus-data:/prometheus"],
@@ -117,9 +134,18 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             ],
             "networks": ["ui"],
             "depends_on": ["prometheus"],
-            "healthcheck": _healthcheck(f"http://127.0.0.1:{GRAFANA_PORT}/api/health"),
+            "healthcheck": _healthcheck(f"{grafana_scheme(settings)}://127.0.0.1:{GRAFANA_PORT}/api/health"),
         },
     }
+    if cfg.grafana_https:
+        # Grafana's own settings for TLS (tasks/grafana_tls.py): the user's certificate, or the self-signed one.
+        cert, key = certificate_files(settings.grafana_tls_certificate is not None)
+        services["grafana"]["environment"].update({
+            "GF_SERVER_PROTOCOL": "https",
+            "GF_SERVER_CERT_FILE": f"{TLS_MOUNT}/{cert}",
+            "GF_SERVER_CERT_KEY": f"{TLS_MOUNT}/{key}",
+        })
+        services["grafana"]["volumes"].append(mount(TLS_DIR, TLS_MOUNT))
     services[NODE_EXPORTER_SERVICE] = {
         "image": settings.image("node_exporter"),
         "container_name": container(NODE_EXPORTER_SERVICE),

@@ -1,11 +1,13 @@
-"""pgmon on a bare Debian 13 server: Docker installed by the deploy, images pulled, a database elsewhere.
+"""A server's whole life with pgmon, on bare Debian 13 servers: Docker installed by the deploy, images pulled,
+a database elsewhere, a reboot, the network seen from a neighbour, HTTPS, a move to a new server, removal.
 
-Two test hosts (tests/hosts) on an --internal network: ``proc``, a bare server with sshd and
-python3 but no Docker, and ``db``, a PostgreSQL 17 server admitting only proc's address. pyinfra
-runs here and reaches proc over real SSH at its own address (host keys checked), with
-``pgmon_docker_install = "distro"``: Docker comes from Debian's packages (the hosts' only apt
-source is a local copy of them), and the images from the network's registry, which
-proc's /etc/docker/daemon.json names as Docker Hub's mirror, as an offline site would.
+Test hosts (tests/hosts) on an --internal network: ``proc``, a bare server with sshd and python3 but no
+Docker, and ``db``, a PostgreSQL 17 server admitting only proc's address; later ``probe`` (a neighbour),
+``proc-new`` (the server moved to), ``proc-sudo`` and ``proc-norec``. pyinfra runs here and reaches each
+over real SSH at its own address (host keys checked), with pgmon's defaults where the lab overrides them:
+``pgmon_docker_install = "auto"`` (Debian 13: Docker from Debian's packages, the hosts' only apt source
+being a local copy of them), Grafana over HTTPS on every address. Images come from the network's registry,
+which each processing host's /etc/docker/daemon.json names as Docker Hub's mirror, as an offline site would.
 Discord and Telegram are capture servers on this machine at the network's gateway address.
 
 Runs ``tests/hosts/prepare.sh`` (cached) on the lab's Docker engine, with the stand-in images of
@@ -17,13 +19,26 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import shlex
 import subprocess
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+import requests
 
-from tests.hosts import HostDatabase, TestNetwork, load_manifest, split_image
+from tasks.isolation import rule as isolation_rule
+from tasks.isolation import unit_name as isolation_unit
+from tests.hosts import (
+    HostDatabase,
+    TestNetwork,
+    _NotYet,
+    load_manifest,
+    split_image,
+    wait_for,
+)
 
 from .capture import CaptureServer
 from .lab import REPO, TESTED_IMAGES, Deployment, LabDatabase, Site
@@ -36,6 +51,7 @@ NETWORK = "pgmon-bare"
 SITE = Site(base_dir="/opt/pgmon", project="pgmon", prometheus_port=9090, alertmanager_port=9093, grafana_port=3000)
 DATABASE = LabDatabase("appdb", 5432, "appdb", "pgmon_app", "b@re:h0st/#%'\"1\\$HOME`x`", sslmode="require")
 MEASURED: dict[str, str] = {}
+CERTIFICATES: dict[str, str] = {}  # Grafana's self-signed certificate, as the first deploy made it
 
 
 def measured(name: str, value: str) -> None:
@@ -58,6 +74,7 @@ def network(lab):
     started = time.monotonic()
     net.close()
     print(f"\ncleanup: {time.monotonic() - started:.1f}s")
+    print("\n" + "\n".join(f"  {k}: {v}" for k, v in MEASURED.items()))
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +90,9 @@ def db(network, proc):
     started = time.monotonic()
     host = network.start_host("db", kind="database", admit=[proc],
                               databases=[HostDatabase(DATABASE.dbname, DATABASE.user, DATABASE.password)])
+    # Every connection the server sees is logged with its client's address (test_the_database_sees_...).
+    host.psql("ALTER SYSTEM SET log_connections = on;\nALTER SYSTEM SET log_line_prefix = '%m [%p] host=%h ';\n"
+              "SELECT pg_reload_conf();")
     measured("database host up (boot + PostgreSQL configured)", f"{time.monotonic() - started:.1f}s")
     return host
 
@@ -88,10 +108,13 @@ def channels(network):
 
 
 class BareHostDeployment(Deployment):
-    """The lab's Deployment (project folder, group_data, pyinfra run), aimed at test hosts."""
+    """The lab's Deployment (project folder, group_data, pyinfra run), aimed at test hosts with pgmon's defaults:
+    Docker as ``auto`` installs it, Grafana over HTTPS on every address. ``ssh_user`` other than root deploys
+    with ``_sudo = True``, as the README says."""
 
-    def __init__(self, proc, db, network, discord, telegram, **kwargs):
+    def __init__(self, proc, db, network, discord, telegram, ssh_user: str = "root", **kwargs):
         super().__init__(proc, discord=discord, telegram=telegram, **kwargs)  # proc gives inventory_source()
+        self.ssh_user = ssh_user
         self.db_host = db
         self.gateway = network.gateway
         self.secrets["PGMON_E2E_DISCORD_URL"] = (
@@ -108,8 +131,15 @@ class BareHostDeployment(Deployment):
         for entry in data["pgmon_databases"]:
             entry["host"] = self.db_host.address
         data["pgmon_telegram"]["api_url"] = f"http://{self.gateway}:{self.telegram.port}"
-        data["pgmon_docker_install"] = "distro"
+        # pgmon's defaults, which the lab overrides: Grafana published on every address of the host, over HTTPS.
+        data.pop("pgmon_grafana_bind_address")
+        data.pop("pgmon_grafana_https")
+        if self.ssh_user != "root":
+            data["_sudo"] = True
         return data
+
+    def configure(self, names: list[str], **overrides) -> None:
+        self.project.write(self.lab.inventory_source(user=self.ssh_user), {**self.group_data(names), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +156,91 @@ def host_fingerprint(proc) -> str:
     return proc.ssh(f"cd {base} && find . -printf '%p %m %U %G\\n' | sort && "
                     "find . -type f -exec sha256sum {} + | sort && "
                     "docker ps -a --format '{{.Names}} {{.ID}} {{.State}}' | sort").stdout
+
+
+def prometheus(proc, query: str, at: float | None = None) -> list[dict]:
+    """An instant query, asked on the host itself: Prometheus listens on its loopback only."""
+    params = [f"query={query}"] + ([f"time={at:.3f}"] if at is not None else [])
+    arguments = " ".join(f"--data-urlencode {shlex.quote(p)}" for p in params)
+    out = proc.ssh(f"curl -sSfG {arguments} http://127.0.0.1:{SITE.prometheus_port}/api/v1/query").stdout
+    return json.loads(out)["data"]["result"]
+
+
+def samples_before(proc, moment: float) -> int:
+    """Samples of appdb's pg_up in the minute up to ``moment``: history Prometheus holds."""
+    result = prometheus(proc, f'count_over_time(pg_up{{database="{DATABASE.name}"}}[1m])', moment)
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+SELF_SIGNED = f"{SITE.base_dir}/grafana/tls/self-signed.crt"
+
+
+def trusted(host, path: str = SELF_SIGNED) -> str:
+    """The certificate a user trusts after copying it from the host (README, "HTTPS"), as a file here."""
+    local = Path(tempfile.gettempdir()) / f"{host.container}-grafana.crt"
+    local.write_text(host.exec(f"cat {path}").stdout)
+    return str(local)
+
+
+def grafana(deployment, host, method: str, path: str, verify: str | None = None, **kwargs) -> requests.Response:
+    """Grafana's API as a user's browser reaches it: https, the host's address, published port, admin password;
+    the certificate checked against the one the host made (names included: the address is one of them)."""
+    auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
+    return requests.request(method, f"https://{host.address}:{SITE.grafana_port}{path}", auth=auth, timeout=10,
+                            verify=verify or trusted(host), **kwargs)
+
+
+def grafana_answers(deployment, host) -> bool:
+    try:
+        return grafana(deployment, host, "GET", "/api/health").ok
+    except requests.RequestException:
+        return False
+
+
+def save_dashboard(deployment, host, uid: str) -> dict:
+    """A dashboard saved in Grafana's database as a user would: it must outlive what the test does."""
+    body = {"dashboard": {"uid": uid, "title": f"Kept {uid}", "panels": [], "tags": ["kept"]}, "overwrite": True}
+    response = grafana(deployment, host, "POST", "/api/dashboards/db", json=body)
+    assert response.status_code == 200, response.text
+    return grafana(deployment, host, "GET", f"/api/dashboards/uid/{uid}").json()["dashboard"]
+
+
+def stack_is_back(host, services: int):
+    """Every container of the project running and healthy (Docker's own health checks)."""
+    out = host.ssh("docker ps -a --filter label=com.docker.compose.project=pgmon --format '{{.Names}} {{.Status}}'",
+                   check=False)
+    lines = out.stdout.splitlines()
+    if len(lines) == services and all(" Up " in f" {line} " and "(healthy)" in line for line in lines):
+        return True
+    return _NotYet((out.stdout + out.stderr).strip().replace("\n", "; ")[-400:])
+
+
+# Every TCP port of an address, from the host this runs on: {"open": [...], "silent": [...]} (silent: neither
+# accepted nor refused within the deadline). A closed port answers with a reset at once on this network.
+PORT_SCAN = r"""
+
+import json, selectors, socket, sys, time
+address, todo, found, silent = sys.argv[1], iter(range(1, 65536)), [], []
+selector, pending = selectors.DefaultSelector(), {}
+def more():
+    for port in todo:
+        s = socket.socket(); s.setblocking(False); s.connect_ex((address, port))
+        pending[s] = (port, time.monotonic()); selector.register(s, selectors.EVENT_WRITE)
+        if len(pending) >= 400:
+            return
+more()
+while pending:
+    for key, _ in selector.select(timeout=0.5):
+        s = key.fileobj
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            found.append(pending[s][0])
+        selector.unregister(s); s.close(); del pending[s]
+    for s, (port, since) in list(pending.items()):
+        if time.monotonic() - since > 3:
+            silent.append(port); selector.unregister(s); s.close(); del pending[s]
+    more()
+print(json.dumps({"open": sorted(found), "silent": sorted(silent)}))
+"""
 
 
 def repo_versions(proc, *packages: str) -> dict[str, str]:
@@ -172,7 +287,9 @@ def test_first_deploy_installs_docker_and_verifies(deployment, proc, db):
     started = time.monotonic()
     output = assert_ok(deployment.run("-v"))
     measured("first deploy (Docker install, image pulls, stack, verification)", f"{time.monotonic() - started:.1f}s")
-    assert "Install Docker from the distribution" in output  # pgmon's own step installed it
+    assert "Install Docker from the distribution" in output  # pgmon's own step installed it (auto: Debian 13)
+    assert "Make Grafana's self-signed certificate" in output
+    CERTIFICATES["first"] = proc.exec(f"cat {SELF_SIGNED}").stdout
     for component in ("prometheus", "alertmanager", "grafana"):
         assert f"pgmon: {component}" in output and "ok" in output.split(f"pgmon: {component}")[1].split("\n")[0]
     assert {name: line.split()[0] for name, line in verification_lines(output).items()} == {DATABASE.name: "ok"}
@@ -236,7 +353,291 @@ def test_memory_of_the_hosts(network, proc, db):
         measured(f"memory of {host.name}", f"{memory['working_set'] / mib:.0f} MiB working set "
                                              f"({memory['usage'] / mib:.0f} MiB with page cache)")
     assert proc.memory()["working_set"] < 2048 * mib
-    print("\n" + "\n".join(f"  {k}: {v}" for k, v in MEASURED.items()))
+
+
+# ---------------------------------------------------------------- reboot
+def test_after_a_reboot_the_stack_comes_back_with_its_history_and_grafana_data(deployment, proc):
+    kept = save_dashboard(deployment, proc, "pgmon-bare-reboot")
+    wait_for("a few samples of appdb before the reboot", lambda: samples_before(proc, time.time()) >= 3, 60)
+    before = time.time()
+    started = time.monotonic()
+    proc.restart()  # systemd shuts everything down, the machine boots again; nobody runs pgmon
+    services = len(deployment.databases) + 4
+    wait_for("the stack to come back by itself after the reboot", lambda: stack_is_back(proc, services), 120, 1)
+    measured("reboot until every container is healthy again", f"{time.monotonic() - started:.1f}s")
+    assert proc.ssh("systemctl is-active docker").stdout.strip() == "active"
+    assert proc.exec(f"iptables -C DOCKER-USER {isolation_rule('pgmon')}", check=False).returncode == 0
+    # Before anyone re-runs pgmon: Prometheus kept what it had, and scrapes again.
+    assert samples_before(proc, before) >= 3
+    wait_for("appdb scraped again (pg_up 1) after the reboot", lambda: [r for r in prometheus(
+        proc, f'timestamp(pg_up{{database="{DATABASE.name}"}} == 1)') if float(r["value"][1]) > before], 60, 1)
+    assert grafana(deployment, proc, "GET", "/api/dashboards/uid/pgmon-bare-reboot").json()["dashboard"] == kept
+    output = assert_ok(deployment.run())
+    assert changed_operations(output) == []
+    assert verification_lines(output)[DATABASE.name].startswith("ok")
+
+
+# ---------------------------------------------------------------- network exposure
+@pytest.fixture(scope="module")
+def probe(network):
+    """Another machine on the network, with nothing of pgmon's: what a neighbour of the server sees."""
+    return network.start_host("probe", kind="bare")
+
+
+def test_from_another_host_only_ssh_and_grafana_answer(probe, proc, deployment):
+    started = time.monotonic()
+    scan = json.loads(probe.ssh(f"python3 - {proc.address}", input=PORT_SCAN, timeout=180).stdout)
+    measured("scan of every TCP port of proc from probe", f"{time.monotonic() - started:.1f}s")
+    # Prometheus (9090), Alertmanager (9093), node_exporter (9100) and every exporter (9187) among the refused.
+    assert scan == {"open": [22, SITE.grafana_port], "silent": []}
+    probe.exec("cat > /tmp/grafana.crt", input=proc.exec(f"cat {SELF_SIGNED}").stdout)
+    health = probe.ssh(f"curl -sS --max-time 10 --cacert /tmp/grafana.crt "
+                       f"https://{proc.address}:{SITE.grafana_port}/api/health").stdout
+    assert json.loads(health)["database"] == "ok"
+    # On the host itself they listen on loopback only; no exporter or node_exporter port at all.
+    listening = proc.ssh("ss -Htln | awk '{print $4}'").stdout.split()
+    public = {a for a in listening if not a.startswith(("127.", "[::1]"))}
+    assert public == {f"0.0.0.0:{SITE.grafana_port}", "0.0.0.0:22", "[::]:22"}, listening
+    assert {f"127.0.0.1:{SITE.prometheus_port}", f"127.0.0.1:{SITE.alertmanager_port}"} <= set(listening)
+
+
+# A neighbour on the same network that routes Docker's address range through the processing host, as anyone on
+# that network can (ip route add 172.16.0.0/12 via <host>): a network namespace inside proc joined to it by a veth
+# pair, so its packets reach proc on an interface of its own, as a neighbour's would. (The test network itself
+# drops packets for addresses outside its subnet, so another test host cannot try this.)
+NEIGHBOUR = r"""
+ip netns add lan && ip link add veth-host type veth peer name veth-lan && ip link set veth-lan netns lan
+ip addr add 10.99.0.1/24 dev veth-host && ip link set veth-host up
+ip netns exec lan sh -c 'ip addr add 10.99.0.2/24 dev veth-lan && ip link set veth-lan up && ip link set lo up &&
+                         ip route add 172.16.0.0/12 via 10.99.0.1'
+"""
+NEIGHBOUR_SCAN = r"""
+for c in $(docker ps --format '{{.Names}}'); do
+  for ip in $(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' $c); do
+    for port in 3000 9090 9093 9100 9187; do  # every port of pgmon's containers, at every address, all at once
+      { ip netns exec lan timeout 3 bash -c "exec 3<>/dev/tcp/$ip/$port" 2>/dev/null && echo "$c:$port"; } &
+    done
+  done
+done; wait
+"""
+
+
+def test_a_neighbour_that_routes_to_the_containers_reaches_none_of_them(proc):
+    """Docker before 28 (Debian 13 has 26) accepts such packets for published ports, even ones published on
+    127.0.0.1; pgmon's DOCKER-USER rule (tasks/isolation.py) drops them, and without it they get through."""
+    unit = isolation_unit("pgmon")
+    proc.exec(NEIGHBOUR)
+    try:
+        assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
+        proc.exec(f"systemctl stop {unit}")
+        try:
+            reached = set(proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split())
+        finally:
+            proc.exec(f"systemctl start {unit}")
+        assert {"pgmon-prometheus:9090", "pgmon-alertmanager:9093"} <= reached, reached
+        assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
+    finally:
+        proc.exec("ip netns del lan; ip link del veth-host", check=False)
+
+
+def test_the_database_sees_connections_only_from_the_processing_host(db, proc, probe):
+    log = db.exec("cat /var/log/postgresql/postgresql-17-main.log").stdout
+    clients = {line.split("host=")[1].split()[0] for line in log.splitlines() if "connection authorized:" in line}
+    clients.discard("[local]")  # the tests' own psql, as postgres on the server's socket
+    assert clients == {proc.address}, clients  # never the exporters' own addresses, never another host
+    monitoring = db.psql(f"SELECT DISTINCT client_addr FROM pg_stat_activity WHERE usename = '{DATABASE.user}'")
+    assert monitoring.split() == [proc.address]
+
+
+# ---------------------------------------------------------------- HTTPS
+def test_grafana_serves_https_with_a_self_signed_certificate_kept_across_runs(deployment, proc, probe):
+    certificate = proc.exec(f"cat {SELF_SIGNED}").stdout
+    assert certificate == CERTIFICATES["first"], "the certificate changed across re-runs or the reboot"
+    names = proc.exec(f"openssl x509 -noout -ext subjectAltName -in {SELF_SIGNED}").stdout
+    assert f"IP Address:{proc.address}" in names and "DNS:proc" in names
+    # The key: Grafana's alone (uid 472), never in any output of any run (-v, --diff included).
+    listing = proc.exec(f"stat -c '%a %u %g %n' {SITE.base_dir}/grafana/tls {SITE.base_dir}/grafana/tls/*").stdout
+    assert listing.split("\n")[:3] == [f"500 472 0 {SITE.base_dir}/grafana/tls",
+                                        f"444 472 0 {SELF_SIGNED}",
+                                        f"400 472 0 {SITE.base_dir}/grafana/tls/self-signed.key"], listing
+    key_lines = [line for line in proc.exec(f"cat {SITE.base_dir}/grafana/tls/self-signed.key").stdout.splitlines()
+                 if line and not line.startswith("-----")]
+    assert key_lines and not any(line in output for output in deployment.outputs for line in key_lines)
+    # What verification said is what a user compares before trusting the certificate.
+    fingerprint = proc.exec(f"openssl x509 -noout -fingerprint -sha256 -in {SELF_SIGNED}").stdout.split("=")[1].strip()
+    assert f"SHA-256 {fingerprint}" in deployment.outputs[-1]
+    # Plain HTTP on Grafana's port gets no login page: the password is never sent in clear.
+    plain = probe.ssh(f"curl -sS --max-time 10 http://{proc.address}:{SITE.grafana_port}/login", check=False)
+    assert "Client sent an HTTP request to an HTTPS server." in plain.stdout
+    # A client that does not trust the certificate refuses it (no silent fallback).
+    refused = probe.ssh(f"curl -sS --max-time 10 https://{proc.address}:{SITE.grafana_port}/api/health", check=False)
+    assert refused.returncode == 60, refused.stderr  # curl: peer certificate cannot be authenticated
+
+
+def test_verification_pins_the_certificate_pgmon_knows(deployment, proc):
+    """Grafana serving anything but the certificate on the host (here: the files replaced by hand, Grafana not
+    restarted) fails verification, naming it; Grafana restarted on the files, it passes."""
+    tls = f"{SITE.base_dir}/grafana/tls"
+    proc.exec(f"cp -a {tls}/self-signed.crt /root/kept.crt && cp -a {tls}/self-signed.key /root/kept.key && "
+              f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 90 -subj /CN=other "
+              f"-keyout {tls}/self-signed.key -out {tls}/self-signed.crt 2>/dev/null && "
+              f"chown 472:0 {tls}/self-signed.* && chmod 0400 {tls}/self-signed.key")
+    try:
+        result = deployment.run("--data", "pgmon_verify_timeout_seconds=5")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "does not present the certificate pgmon installed" in output, output[-3000:]
+    finally:
+        proc.exec(f"mv -f /root/kept.crt {tls}/self-signed.crt && mv -f /root/kept.key {tls}/self-signed.key")
+    assert changed_operations(assert_ok(deployment.run())) == []  # Grafana kept serving the certificate put back
+
+
+@pytest.fixture
+def own_certificate(tmp_path, proc):
+    """A private CA and a certificate it signed for proc's address, as an organisation would issue one."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=Example Org CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=grafana.example.org", "-keyout", "grafana.key",
+            "-out", "grafana.csr")
+    (tmp_path / "ext").write_text(f"subjectAltName=DNS:grafana.example.org,IP:{proc.address}\n")
+    openssl("x509", "-req", "-in", "grafana.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "30", "-extfile", "ext", "-out", "grafana.crt")
+    (tmp_path / "chain.crt").write_text((tmp_path / "grafana.crt").read_text() + (tmp_path / "ca.crt").read_text())
+    return tmp_path
+
+
+def test_grafana_serves_the_users_own_certificate_then_the_kept_self_signed_one(deployment, proc, own_certificate):
+    files = {"cert_file": str(own_certificate / "chain.crt"), "key_file": str(own_certificate / "grafana.key")}
+    deployment.configure([DATABASE.name], pgmon_grafana_certificate=files)
+    output = assert_ok(deployment.run("-vvv", "--diff"))
+    assert verification_lines(output)[DATABASE.name].startswith("ok") and "your certificate for" in output
+    key = (own_certificate / "grafana.key").read_text()
+    assert not any(line in output for line in key.splitlines() if not line.startswith("-----"))
+    assert proc.exec(f"stat -c '%a %u %g' {SITE.base_dir}/grafana/tls/grafana.key").stdout.split() == ["400", "472", "0"]
+    # A browser that trusts the organisation's CA trusts Grafana, by address.
+    health = grafana(deployment, proc, "GET", "/api/health", verify=str(own_certificate / "ca.crt"))
+    assert health.json()["database"] == "ok"
+    assert changed_operations(assert_ok(deployment.run())) == []
+    # Back to the default: the self-signed certificate made at the first deploy serves again.
+    deployment.configure([DATABASE.name])
+    assert_ok(deployment.run())
+    assert proc.exec(f"ls {SITE.base_dir}/grafana/tls").stdout.split() == ["self-signed.crt", "self-signed.key"]
+    assert proc.exec(f"cat {SELF_SIGNED}").stdout == CERTIFICATES["first"]
+    assert grafana(deployment, proc, "GET", "/api/health").json()["database"] == "ok"
+
+
+# ---------------------------------------------------------------- moving to a new server, removing pgmon
+def run_script(deployment, script: str, *args: str) -> str:
+    """``pyinfra inventory.py <script>`` in the deployment's project folder, as a user runs it; its output."""
+    result = deployment.project.pyinfra(*args, deploy=script)
+    output = result.stdout + result.stderr
+    deployment.outputs.append(output)
+    return assert_ok(result)
+
+
+def test_backup_then_restore_onto_a_bare_host_moves_history_and_grafana(network, deployment, proc, db,
+                                                                        tmp_path_factory):
+    kept = grafana(deployment, proc, "GET", "/api/dashboards/uid/pgmon-bare-reboot").json()["dashboard"]
+    moment = time.time()  # history up to here is in the backup
+    wait_for("a few samples before the backup", lambda: samples_before(proc, moment) >= 3, 60)
+    started = time.monotonic()
+    output = run_script(deployment, "backup.py")
+    measured("backup (snapshot, Grafana stopped for its copy, archive to this machine)",
+             f"{time.monotonic() - started:.1f}s")
+    (archive,) = (deployment.project.directory / "pgmon-backups").glob("pgmon-*.tar.gz")
+    assert f"backup written to pgmon-backups/{archive.name}" in output
+    assert archive.stat().st_mode & 0o777 == 0o600  # Grafana's database holds the admin password's hash
+    members = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
+    assert "pgmon-backup.json" in members and "grafana/grafana.db" in members
+    assert any(m.startswith("prometheus/") and m.endswith("/meta.json") for m in members)
+    # Nothing left on the host: no snapshot in Prometheus's volume, no copy in /var/tmp; Grafana back up.
+    assert proc.exec("docker exec pgmon-prometheus ls /prometheus/snapshots").stdout.split() == []
+    assert "pgmon-backup" not in proc.exec("ls -a /var/tmp").stdout
+    wait_for("Grafana healthy after the backup", lambda: grafana_answers(deployment, proc), 60)
+
+    new = network.start_host("proc-new", kind="processing")  # bare: no Docker
+    db.admit(new)
+    moved = BareHostDeployment(new, db, network, deployment.discord, deployment.telegram,
+                               directory=tmp_path_factory.mktemp("bare-moved"), dashboard_url=deployment.dashboard_url,
+                               databases=(DATABASE,), site=SITE)
+    moved.configure([DATABASE.name])
+    started = time.monotonic()
+    output = run_script(moved, "restore.py", "--data", f"pgmon_restore_from={archive}")
+    assert "Install Docker from the distribution" in output and "pgmon: restored" in output
+    output = assert_ok(moved.run())
+    measured("restore onto a bare host (Docker install included) and deploy", f"{time.monotonic() - started:.1f}s")
+    assert verification_lines(output)[DATABASE.name].startswith("ok")
+    # The same history up to the backup, the same Grafana state (its admin password is the new site's own).
+    assert samples_before(new, moment) == samples_before(proc, moment) >= 3
+    assert grafana(moved, new, "GET", "/api/dashboards/uid/pgmon-bare-reboot").json()["dashboard"] == kept
+    assert changed_operations(assert_ok(moved.run())) == []
+    # A host that has pgmon's data refuses a restore, changing nothing.
+    refused = moved.project.pyinfra("--data", f"pgmon_restore_from={archive}", deploy="restore.py")
+    assert refused.returncode != 0 and "a restore only goes onto a host without them" in refused.stderr + refused.stdout
+    new.stop()
+
+
+def test_uninstall_keeps_the_data_for_a_later_deploy_unless_asked(deployment, proc):
+    kept = grafana(deployment, proc, "GET", "/api/dashboards/uid/pgmon-bare-reboot").json()["dashboard"]
+    moment = time.time()
+    wait_for("a few samples before the uninstall", lambda: samples_before(proc, moment) >= 3, 60)
+    started = time.monotonic()
+    output = run_script(deployment, "uninstall.py")
+    measured("uninstall", f"{time.monotonic() - started:.1f}s")
+    assert changed_operations(output) == ["Uninstall pgmon | Stop and remove pgmon containers",
+                                          "Uninstall pgmon | Remove pgmon's isolation rule",
+                                          "Uninstall pgmon | Remove pgmon files"]
+    project = "--filter label=com.docker.compose.project=pgmon"
+    assert proc.exec(f"docker ps -aq {project}; docker network ls -q {project}").stdout.split() == []
+    assert proc.exec(f"test -e {SITE.base_dir}", check=False).returncode != 0
+    volumes = proc.exec(f"docker volume ls -q {project}").stdout.split()
+    assert sorted(volumes) == ["pgmon_alertmanager-data", "pgmon_grafana-data", "pgmon_prometheus-data"]
+    assert "kept the data volumes" in output
+    assert proc.exec(f"test -e /etc/systemd/system/{isolation_unit('pgmon')}", check=False).returncode != 0
+    assert "pgmon-pgmon" not in proc.exec("iptables -S DOCKER-USER").stdout
+    assert proc.exec("systemctl is-active docker").stdout.strip() == "active"  # Docker itself stays
+    assert changed_operations(run_script(deployment, "uninstall.py")) == []  # nothing left to do
+
+    output = assert_ok(deployment.run())
+    assert verification_lines(output)[DATABASE.name].startswith("ok")
+    assert samples_before(proc, moment) >= 3
+    assert grafana(deployment, proc, "GET", "/api/dashboards/uid/pgmon-bare-reboot").json()["dashboard"] == kept
+
+    output = run_script(deployment, "uninstall.py", "--data", "pgmon_uninstall_delete_data=true")
+    assert "Uninstall pgmon | Remove pgmon data volumes" in changed_operations(output)
+    assert proc.exec(f"docker volume ls -q {project}").stdout.split() == []
+    assert proc.exec(f"test -e {SITE.base_dir}", check=False).returncode != 0
+
+
+# ---------------------------------------------------------------- other hosts
+def test_a_sudo_user_deploys_where_an_engine_runs_without_compose(network, db, deployment, tmp_path_factory):
+    """An admin account with sudo (``_sudo = True``) on a host whose Docker Engine has no Compose v2: pgmon adds
+    Compose only, from the distribution, and leaves the engine as it was."""
+    host = network.start_host("proc-sudo", kind="processing")
+    host.add_admin("admin")
+    host.exec("export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+              "apt-get install -y -q --no-install-recommends docker.io docker-cli >/dev/null", timeout=300)
+    engine = host.exec("docker version --format '{{.Server.Version}}'").stdout.strip()
+    assert engine and host.exec("docker compose version", check=False).returncode != 0
+    db.admit(host)
+    other = BareHostDeployment(host, db, network, deployment.discord, deployment.telegram, ssh_user="admin",
+                               directory=tmp_path_factory.mktemp("bare-sudo"), dashboard_url=deployment.dashboard_url,
+                               databases=(DATABASE,), site=SITE)
+    other.configure([DATABASE.name])
+    started = time.monotonic()
+    output = assert_ok(other.run())
+    measured("deploy as a sudo user where Compose v2 was missing", f"{time.monotonic() - started:.1f}s")
+    assert "Install Compose v2 from the distribution" in output and "Install Docker from" not in output
+    assert verification_lines(output)[DATABASE.name].startswith("ok")
+    assert host.exec("docker version --format '{{.Server.Version}}'").stdout.strip() == engine
+    assert host.exec("dpkg-query -W -f '${Status}' docker-compose").stdout == "install ok installed"
+    assert changed_operations(assert_ok(other.run())) == []
+    journal = host.exec("journalctl --no-pager -o cat").stdout
+    assert "Accepted publickey for admin" in journal
+    assert any(line.strip().startswith("admin : ") and "USER=root" in line for line in journal.splitlines())
+    host.stop()  # its part is done; the machine has two CPUs
 
 
 def test_distro_install_works_where_recommends_are_off(network, db, deployment, tmp_path_factory):
@@ -252,3 +653,4 @@ def test_distro_install_works_where_recommends_are_off(network, db, deployment, 
     output = result.stdout + result.stderr
     assert_ok(result)
     assert verification_lines(output)[DATABASE.name].startswith("ok")
+    host.stop()

@@ -246,8 +246,18 @@ class Host:
         return {"ssh_user": user, "ssh_port": 22, "ssh_key": str(self.network.ssh_key),
                 "ssh_known_hosts_file": str(self.network.known_hosts), "ssh_strict_host_key_checking": "yes"}
 
-    def inventory_source(self, group: str = "pgmon_hosts") -> str:
-        return inventory_source([self], group)
+    def inventory_source(self, group: str = "pgmon_hosts", user: str = "root") -> str:
+        return inventory_source([self], group, user)
+
+    def add_admin(self, user: str) -> None:
+        """An admin account as cloud images make one: the network's key, a shell, sudo without a password
+        (pyinfra's ``_sudo = True``). Root keeps its own access."""
+        name = shlex.quote(user)
+        self.exec(f"id -u {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {name}; "
+                  f"install -d -m 0700 -o {name} -g {name} ~{user}/.ssh && "
+                  f"install -m 0600 -o {name} -g {name} /root/.ssh/authorized_keys ~{user}/.ssh/authorized_keys && "
+                  f"echo {shlex.quote(f'{user} ALL=(ALL:ALL) NOPASSWD: ALL')} > /etc/sudoers.d/90-{user} && "
+                  f"chmod 0440 /etc/sudoers.d/90-{user} && visudo -cq")
 
     # --- life cycle ----------------------------------------------------------
     def wait_ready(self, timeout: float = 90) -> None:
@@ -333,9 +343,9 @@ class Host:
         self.admitted.append(address)
 
 
-def inventory_source(hosts: list[Host], group: str = "pgmon_hosts") -> str:
-    """An inventory.py line for pyinfra: the hosts by address, root over SSH with the test key."""
-    entries = ", ".join(f"({h.address!r}, {h.inventory_data()!r})" for h in hosts)
+def inventory_source(hosts: list[Host], group: str = "pgmon_hosts", user: str = "root") -> str:
+    """An inventory.py line for pyinfra: the hosts by address, ``user`` (root) over SSH with the test key."""
+    entries = ", ".join(f"({h.address!r}, {h.inventory_data(user)!r})" for h in hosts)
     return f"{group} = [{entries}]\n"
 
 

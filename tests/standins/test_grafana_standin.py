@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -433,3 +434,61 @@ def test_run_sh_reads_file_secrets_like_the_official_image(tmp_path):
     assert proc.returncode == 0
     assert f"Getting secret GF_SECURITY_ADMIN_PASSWORD from {secret}" in out
     assert "Pa$$" not in out
+
+
+# ---------------------------------------------------------------- HTTPS (GF_SERVER_PROTOCOL=https)
+
+def self_signed(directory, name="grafana"):
+    """A certificate for 127.0.0.1 and its key, with openssl as an admin would make them."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=standin", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def https_env(site, cert, key):
+    return site["env"] | {"GF_SERVER_PROTOCOL": "https", "GF_SERVER_CERT_FILE": str(cert),
+                          "GF_SERVER_CERT_KEY": str(key)}
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_https_serves_the_api_with_the_configured_certificate_only(site, start, tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = start(https_env(site, cert, key)).port
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/api/health", context=trusted, timeout=10) as response:
+        assert json.load(response)["database"] == "ok"
+    # A client that trusts something else refuses the connection, as it would refuse Grafana's.
+    other, _ = self_signed(tmp_path, "other")
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/api/health",
+                               context=ssl.create_default_context(cafile=str(other)), timeout=10)
+    # TLS 1.2 at least, as Grafana's default min_tls_version.
+    old = ssl.create_default_context(cafile=str(cert))
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, OSError)):
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/api/health", context=old, timeout=10)
+
+
+def test_plain_http_on_the_https_port_gets_gos_answer(site, start, tmp_path):
+    port = start(https_env(site, *self_signed(tmp_path))).port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b"".join(iter(lambda: s.recv(4096), b""))
+    assert answer == b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+
+def test_https_without_a_usable_key_pair_stops_startup(site, start, tmp_path):
+    cert, key = self_signed(tmp_path)
+    other_cert, _ = self_signed(tmp_path, "other")
+    cases = [
+        ({"GF_SERVER_CERT_FILE": ""}, "cert_file cannot be empty when using HTTPS"),
+        ({"GF_SERVER_CERT_KEY": ""}, "cert_key cannot be empty when using HTTPS"),
+        ({"GF_SERVER_CERT_FILE": str(tmp_path / "none.crt")}, "cannot find SSL cert_file at"),
+        ({"GF_SERVER_CERT_KEY": str(tmp_path / "none.key")}, "cannot find SSL key_file at"),
+        ({"GF_SERVER_CERT_FILE": str(other_cert)}, "could not load SSL certificate"),  # not the key's certificate
+    ]
+    for change, message in cases:
+        with pytest.raises(standin.StartupError, match=message):
+            start(https_env(site, cert, key) | change)

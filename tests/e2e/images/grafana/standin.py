@@ -20,6 +20,9 @@ What it does:
 * provisioning at start from ``<provisioning>/datasources`` and ``dashboards``
   (``*.yaml``/``*.yml``, apiVersion 1, env interpolation); dashboard folders are
   re-scanned every ``updateIntervalSeconds`` (default 10).
+* ``server.protocol = https`` (GF_SERVER_PROTOCOL) with ``cert_file``/``cert_key``
+  (GF_SERVER_CERT_FILE, GF_SERVER_CERT_KEY): TLS 1.2 or later, Grafana's start-up errors
+  for a missing or unreadable pair, and Go's answer to plain HTTP on the TLS port.
 * HTTP API with Basic auth: /api/health, /api/user, /api/datasources[...],
   /api/datasources/uid/{uid}/health, /api/search, /api/folders,
   /api/dashboards/uid/{uid} (GET, DELETE), /api/dashboards/db, /api/dashboards/import,
@@ -42,6 +45,8 @@ import os
 import re
 import secrets
 import signal
+import socket
+import ssl
 import string
 import sys
 import threading
@@ -70,6 +75,10 @@ DEFAULTS = {
     "paths.provisioning": "conf/provisioning",
     "server.http_addr": "",
     "server.http_port": "3000",
+    "server.protocol": "http",
+    "server.cert_file": "",
+    "server.cert_key": "",
+    "server.min_tls_version": "TLS1.2",
     "security.admin_user": "admin",
     "security.admin_password": "admin",
     "security.admin_email": "admin@localhost",
@@ -521,12 +530,21 @@ class Grafana:
         for p in self.providers:
             self.scan_provider(p)
         addr = s["server.http_addr"] or "0.0.0.0"
+        protocol = s["server.protocol"]
+        if protocol not in ("http", "https"):
+            raise StartupError(f"Failed to start grafana. error: the Grafana stand-in serves protocol http or "
+                               f"https, not {protocol!r}")
+        tls = tls_context(s) if protocol == "https" else None
         try:
-            self.httpd = http.server.ThreadingHTTPServer((addr, int(s["server.http_port"])), make_handler(self))
+            self.httpd = (TLSServer if tls else http.server.ThreadingHTTPServer)(
+                (addr, int(s["server.http_port"])), make_handler(self))
         except OSError as e:
             raise StartupError(f"Failed to start grafana. error: listen tcp {addr}:{s['server.http_port']}: {e}") from e
         self.httpd.daemon_threads = True
-        log("http.server", "HTTP Server Listen", address=f"{addr}:{self.port}", protocol="http")
+        if tls:
+            self.httpd.tls = tls
+            log("http.server", "HTTP Server TLS settings", MinTLSVersion=s["server.min_tls_version"])
+        log("http.server", "HTTP Server Listen", address=f"{addr}:{self.port}", protocol=protocol)
         serve = lambda: self.httpd.serve_forever(poll_interval=0.1)  # noqa: E731 (quick stop())
         for target in (serve, self._rescan_loop):
             t = threading.Thread(target=target, daemon=True)
@@ -701,6 +719,70 @@ class Grafana:
         if user is None or not hmac.compare_digest(user["password"], encode_password(password, user["salt"])):
             return None, failed
         return user, None
+
+
+# ---------------------------------------------------------------- TLS
+
+TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
+GRAFANA_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA", "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA",
+])
+
+
+def tls_context(s):
+    """Grafana's configureTLS: both files named and present, then the pair loaded (a key that does not match
+    its certificate, or a file it may not read, stops start-up); TLS 1.2 or later by default."""
+    cert, key = s["server.cert_file"], s["server.cert_key"]
+    if not cert:
+        raise StartupError("Failed to start grafana. error: cert_file cannot be empty when using HTTPS")
+    if not key:
+        raise StartupError("Failed to start grafana. error: cert_key cannot be empty when using HTTPS")
+    if not os.path.exists(cert):
+        raise StartupError(f'Failed to start grafana. error: cannot find SSL cert_file at "{cert}"')
+    if not os.path.exists(key):
+        raise StartupError(f'Failed to start grafana. error: cannot find SSL key_file at "{key}"')
+    if s["server.min_tls_version"] not in TLS_VERSIONS:
+        raise StartupError(f"Failed to start grafana. error: unknown min_tls_version {s['server.min_tls_version']!r}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[s["server.min_tls_version"]]
+    # Grafana's TLS 1.2 cipher suites (pkg/api/http_server.go, getDefaultCiphers). Security level 0 lets a TLS 1.2
+    # client that sends no signature_algorithms in (SHA-1 fallback, RFC 5246): this image's wget is Debian's static
+    # busybox, whose own TLS is such a client; the official image's busybox wget goes through Alpine's ssl_client.
+    context.set_ciphers(GRAFANA_CIPHERS + ":@SECLEVEL=0")
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise StartupError(f"Failed to start grafana. error: could not load SSL certificate: {e}") from e
+    return context
+
+
+class TLSServer(http.server.ThreadingHTTPServer):
+    """HTTPS as Go's net/http serves it: the handshake in the connection's own thread (a slow client holds up
+    nobody), and a plain HTTP request on the TLS port answered 400 in clear text."""
+
+    tls = None
+
+    def finish_request(self, request, client_address):
+        request.settimeout(10)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first and first != b"\x16":  # not a TLS handshake record: someone speaks plain HTTP
+                request.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                return
+            connection = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as e:
+            log("http.server", f"http: TLS handshake error from {client_address[0]}:{client_address[1]}: {e}",
+                level="error")
+            return
+        try:
+            connection.settimeout(None)
+            super().finish_request(connection, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                connection.close()
 
 
 # ---------------------------------------------------------------- HTTP handler

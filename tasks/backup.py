@@ -1,0 +1,281 @@
+"""Moving pgmon to a new server: ``backup.py`` copies the stack's data to the controller, ``restore.py`` puts it on
+another host, then the deploy starts the stack there on it (README, "Moving to a new server").
+
+    pyinfra inventory.py backup.py                                   # -> pgmon-backups/pgmon-<host>-<UTC>.tar.gz
+    pyinfra new-inventory.py restore.py --data pgmon_restore_from=pgmon-backups/pgmon-<host>-<UTC>.tar.gz
+    pyinfra new-inventory.py deploy.py
+
+The archive holds a consistent copy of each data volume, and nothing else (the configuration is the deploy's,
+from group_data; the secrets stay in the controller's environment):
+
+- ``prometheus/``: a snapshot of the TSDB made by Prometheus itself (``POST /api/v1/admin/tsdb/snapshot``:
+  hard links to its blocks and the head written out), so it is consistent while Prometheus keeps scraping;
+- ``grafana/``: Grafana's data folder, copied while Grafana is stopped for those seconds (its SQLite database
+  is then at rest);
+- ``alertmanager/``: silences and the notification log (Alertmanager replaces those files whole).
+
+The archive streams from the host's stdout into a file only the controller's user can read (0600): Grafana's
+database holds the admin password's hash. On the host nothing is left behind (a 0700 root folder in /var/tmp
+while it runs). ``restore.py`` installs Docker if the host has none (step 1 of the deploy), then creates the
+project's volumes from the archive; it refuses a host that already has them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.connectors.local import LocalConnector
+from pyinfra.connectors.ssh import SSHConnector
+from pyinfra.connectors.util import make_unix_command_for_host
+
+from .docker_engine import install_docker
+from .host_lock import claim_host
+from .host_state import host_output, read_host_state
+from .settings import DeployError
+from .stack_model import PROMETHEUS_PORT, container_name
+from .uninstall import VOLUMES, leftovers_command
+
+FORMAT = "pgmon-backup 1"
+# Archive folder -> data volume (render/compose.py).
+PARTS = {"prometheus": "prometheus-data", "grafana": "grafana-data", "alertmanager": "alertmanager-data"}
+assert set(PARTS.values()) == set(VOLUMES)
+CHUNK = 1 << 16
+
+
+def volume_name(project: str, volume: str) -> str:
+    return f"{project}_{volume}"
+
+
+def backup_script(project: str, metadata: dict) -> str:
+    """Shell (root) that writes the archive (tar.gz) on stdout; any failure exits non-zero with a line on stderr."""
+    q = shlex.quote
+    prometheus, grafana = container_name(project, "prometheus"), container_name(project, "grafana")
+    snapshot_url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/admin/tsdb/snapshot"
+    mountpoints = [f"{part}=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume_name(project, volume))})"
+                   for part, volume in PARTS.items()]
+    return "\n".join([
+        "set -e",
+        "umask 077",
+        *mountpoints,
+        "work=$(mktemp -d /var/tmp/pgmon-backup.XXXXXX) name='' restart=''",
+        "cleanup() {",
+        '  [ -z "$name" ] || rm -rf "$prometheus/snapshots/$name"',
+        f'  [ -z "$restart" ] || docker start {q(grafana)} >/dev/null 2>&1 || true',
+        '  rm -rf "$work"',
+        "}",
+        "trap cleanup EXIT",
+        # Prometheus's own snapshot, from inside its container (it listens on the host's loopback only).
+        f"answer=$(docker exec {q(prometheus)} wget -q -O - --post-data= {snapshot_url}) || "
+        "{ echo 'pgmon: Prometheus made no snapshot (is the stack deployed and running? docker logs "
+        f"{prometheus})' >&2; exit 1; }}",
+        "name=$(printf '%s' \"$answer\" | sed -n 's/.*\"name\":\"\\([^\"]*\\)\".*/\\1/p')",
+        '[ -n "$name" ] && [ -d "$prometheus/snapshots/$name" ] || '
+        "{ echo \"pgmon: no snapshot in Prometheus's answer: $answer\" >&2; exit 1; }",
+        # Grafana at rest for the seconds its folder is copied.
+        f"if [ \"$(docker inspect -f '{{{{.State.Running}}}}' {q(grafana)} 2>/dev/null)\" = true ]; then "
+        f"restart=1; docker stop -t 30 {q(grafana)} >/dev/null; fi",
+        'cp -a "$grafana/." "$work/grafana"',
+        f'if [ -n "$restart" ]; then docker start {q(grafana)} >/dev/null; restart=""; fi',
+        'cp -a "$alertmanager/." "$work/alertmanager"',
+        f"printf '%s\\n' {q(json.dumps(metadata, indent=1, sort_keys=True))} > \"$work/pgmon-backup.json\"",
+        'tar -c -z --numeric-owner -f - -C "$work" pgmon-backup.json grafana alertmanager '
+        '-C "$prometheus/snapshots" --transform "s|^$name|prometheus|" "$name"',
+    ])
+
+
+def restore_script(project: str) -> str:
+    """Shell (root) that reads the archive on stdin and fills the project's volumes, made here with Compose's labels
+    (a later ``docker compose up`` takes them as its own). Exits 3, changing nothing, if one exists already."""
+    q = shlex.quote
+    lines = [
+        "set -e",
+        "umask 077",
+        *[f"if docker volume inspect {q(volume_name(project, v))} >/dev/null 2>&1; then "
+          f"echo 'pgmon: this host has the volume {volume_name(project, v)} already; nothing was restored' >&2; "
+          "exit 3; fi" for v in VOLUMES],
+        "work=$(mktemp -d /var/tmp/pgmon-restore.XXXXXX)",
+        "trap 'rm -rf \"$work\"' EXIT",
+        'tar -x -z --numeric-owner -f - -C "$work"',
+        f"grep -q {q(FORMAT)} \"$work/pgmon-backup.json\" 2>/dev/null || "
+        "{ echo 'pgmon: this is not an archive backup.py wrote (no pgmon-backup.json)' >&2; exit 1; }",
+    ]
+    for part, volume in PARTS.items():
+        name = volume_name(project, volume)
+        lines += [
+            f'[ -d "$work/{part}" ] || {{ echo "pgmon: the archive has no {part}/" >&2; exit 1; }}',
+        ]
+    for part, volume in PARTS.items():
+        name = volume_name(project, volume)
+        lines += [
+            f"docker volume create --label com.docker.compose.project={q(project)} "
+            f"--label com.docker.compose.volume={q(volume)} {q(name)} >/dev/null",
+            f"mountpoint=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(name)})",
+            f'cp -a "$work/{part}/." "$mountpoint/"',
+            # The volume's own folder as the container had it (Prometheus writes there as nobody).
+            f'chown --reference="$work/{part}" "$mountpoint" && chmod --reference="$work/{part}" "$mountpoint"',
+        ]
+    return "\n".join(lines)
+
+
+def _channel_command(current_host, script: str) -> str:
+    """``script`` as pyinfra would run it on the host (sudo, su, shell from host data)."""
+    arguments, _ = pop_global_arguments(current_host.state, current_host, {})
+    handled_by_connector = ("_get_pty", "_timeout", "_stdin", "_success_exit_codes")
+    connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS
+                           if k in arguments and k not in handled_by_connector}
+    return make_unix_command_for_host(current_host.state, current_host, StringCommand(script),
+                                      **connector_arguments).get_raw_value()
+
+
+def stream(current_host, script: str, write_to=None, read_from=None) -> tuple[int, str]:
+    """Run ``script`` on the host with binary stdout into ``write_to`` and/or stdin from ``read_from`` (files),
+    through pyinfra's own connection; (exit status, stderr). Nothing of either stream is printed."""
+    command = _channel_command(current_host, script)
+    connector = current_host.connector
+    if isinstance(connector, SSHConnector):
+        channel = connector.client.get_transport().open_session()
+        channel.exec_command(command)
+        if read_from is not None:
+            while chunk := read_from.read(CHUNK):
+                channel.sendall(chunk)
+            channel.shutdown_write()
+        errors = b""
+        while True:
+            data = channel.recv(CHUNK)
+            if data and write_to is not None:
+                write_to.write(data)
+            while channel.recv_stderr_ready():
+                errors += channel.recv_stderr(CHUNK)
+            if not data:
+                break
+        status = channel.recv_exit_status()
+        while channel.recv_stderr_ready():
+            errors += channel.recv_stderr(CHUNK)
+        channel.close()
+        return status, errors.decode(errors="replace")
+    if isinstance(connector, LocalConnector):
+        process = subprocess.run(command, shell=True, stdin=read_from or subprocess.DEVNULL,
+                                 stdout=write_to or subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return process.returncode, process.stderr.decode(errors="replace")
+    raise DeployError(f"{current_host.name}: pgmon's backup and restore need the ssh or local connector")
+
+
+def _fail(current_host, lines: list[str]) -> bool:
+    for line in lines:
+        if line.strip():
+            logger.error(f"{current_host.print_prefix}pgmon: {line.removeprefix('pgmon: ')}")
+    return False
+
+
+def _download(state, host, script: str, destination: str) -> bool:  # noqa: F811 (pyinfra passes state, host)
+    current_host = host
+    target = Path(destination)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    # 0600 from the start: Grafana's database holds the admin password's hash.
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        status, errors = stream(current_host, script, write_to=out)
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        return _fail(current_host, [f"the backup failed (exit {status}); nothing was written on this machine:",
+                                    *errors.splitlines()[-10:]])
+    partial.replace(target)
+    logger.info(f"{current_host.print_prefix}pgmon: backup written to {target} ({target.stat().st_size} bytes)")
+    return True
+
+
+def _upload(state, host, script: str, source: str) -> bool:  # noqa: F811 (pyinfra passes state, host)
+    current_host = host
+    with open(source, "rb") as archive:
+        status, errors = stream(current_host, script, read_from=archive)
+    if status != 0:
+        return _fail(current_host, [f"the restore failed (exit {status}):", *errors.splitlines()[-10:]])
+    logger.info(f"{current_host.print_prefix}pgmon: restored {source}; now deploy to start the stack on it")
+    return True
+
+
+def backup_file_name(host_name: str, now: datetime.datetime) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", host_name)
+    return f"pgmon-{safe}-{now:%Y%m%dT%H%M%SZ}.tar.gz"
+
+
+@operation(is_idempotent=False)
+def copy_to_controller(project: str, destination: str, metadata: dict, claim: FunctionCommand | None = None):
+    """
+    Stream a consistent copy of the stack's data volumes into a new archive on the controller.
+
+    + project: the Compose project
+    + destination: the archive's path on the controller (its folder is made if missing)
+    + metadata: written into the archive as pgmon-backup.json
+    """
+    if not host.state.is_executing:
+        host.log(f"pgmon: will write a backup of {project}'s data to {destination}")
+    if claim is not None:
+        yield claim
+    yield FunctionCommand(_download, (backup_script(project, metadata), destination), {})
+
+
+@operation(is_idempotent=False)
+def copy_to_host(project: str, archive: str, claim: FunctionCommand | None = None):
+    """
+    Create the project's data volumes on the host from an archive ``copy_to_controller`` wrote.
+
+    + project: the Compose project on this host
+    + archive: the archive's path on the controller
+    """
+    if not host.state.is_executing:
+        host.log(f"pgmon: will restore {archive} into the volumes of project {project}")
+    if claim is not None:
+        yield claim
+    yield FunctionCommand(_upload, (restore_script(project), archive), {})
+
+
+def _running(state, project: str) -> None:
+    wanted = {"prometheus", "grafana"}
+    if not wanted <= set(state.containers):
+        raise DeployError(f"{host.name}: the pgmon stack of project {project} is not deployed here (no "
+                          f"{' or '.join(sorted(wanted - set(state.containers)))} container); nothing to back up")
+
+
+@deploy("Back up pgmon")
+def backup_stack(settings):
+    cfg = settings.config
+    state = read_host_state(host, settings)
+    _running(state, cfg.project)
+    now = datetime.datetime.now(datetime.UTC)
+    metadata = {"format": FORMAT, "host": host.name, "project": cfg.project, "created": f"{now:%Y-%m-%dT%H:%M:%SZ}",
+                "images": {c: settings.image(c) for c in ("prometheus", "alertmanager", "grafana")}}
+    destination = str(Path(cfg.backup_dir).expanduser() / backup_file_name(host.name, now))
+    copy_to_controller(name="Copy Prometheus's snapshot and Grafana's data to the controller", project=cfg.project,
+                       destination=destination, metadata=metadata, claim=claim_host(settings, state))
+
+
+@deploy("Restore pgmon")
+def restore_stack(settings):
+    cfg = settings.config
+    if not cfg.restore_from:
+        raise DeployError("pgmon_restore_from: name the archive backup.py wrote, e.g. "
+                          "--data pgmon_restore_from=pgmon-backups/pgmon-monitor-20260101T000000Z.tar.gz")
+    archive = Path(cfg.restore_from).expanduser()
+    if not archive.is_file():
+        raise DeployError(f"pgmon_restore_from: {str(archive)!r} is not a file on this machine")
+    state = read_host_state(host, settings)
+    existing = [line.split(" ", 1)[1] for line in host_output(host, leftovers_command(cfg.project))
+                if line.startswith("volume ")]
+    if existing or state.containers:
+        raise DeployError(
+            f"{host.name} already has pgmon's {'volumes ' + ', '.join(existing) if existing else 'containers'} "
+            f"(project {cfg.project}); a restore only goes onto a host without them, so nothing was changed. "
+            "Remove them first: pyinfra ... uninstall.py --data pgmon_uninstall_delete_data=true")
+    install_docker(settings, state)
+    copy_to_host(name="Restore pgmon's data volumes from the archive", project=cfg.project, archive=str(archive),
+                 claim=claim_host(settings, state))
