@@ -22,6 +22,7 @@ from .lab import (
     PROMETHEUS_PORT,
     SCRAPE_SECONDS,
     prometheus_query,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -133,8 +134,9 @@ def test_config_change_reloads_prometheus_without_recreating_anything(deployment
         assert_ok(deployment.run())
         config = requests.get(f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/status/config", timeout=10).json()
         assert f"scrape_interval: {SCRAPE_SECONDS + 1}s" in config["data"]["yaml"]
-        after = prometheus_query("prometheus_config_last_reload_success_timestamp_seconds")[0]["value"][1]
-        assert float(after) > float(reloads)  # reloaded in place (SIGHUP), not restarted
+        # Reloaded in place (SIGHUP), not restarted; the query sees it once Prometheus has scraped itself again.
+        wait_until("the reload to show in Prometheus's own metric", lambda: float(prometheus_query(
+            "prometheus_config_last_reload_success_timestamp_seconds")[0]["value"][1]) > float(reloads), 30)
         assert deployment.containers() == before
     finally:
         deployment.configure(FIRST)

@@ -16,6 +16,8 @@ from tasks.settings import build_settings
 from tasks.stack_files import STAGE_PREFIX, apply_script, plan_files, tar_stream
 from tests.unit.conftest import ENVIRON, FIXTURES, group_data
 
+from .lab import TESTED_IMAGES
+
 pytestmark = pytest.mark.e2e
 
 
@@ -32,7 +34,7 @@ def with_content(stack, path: str, content: bytes):
 @pytest.fixture
 def written(lab, tmp_path):
     """A base_dir holding a good stack, as a first run leaves it."""
-    settings = build_settings(group_data(), ENVIRON)
+    settings = build_settings(group_data(pgmon_images=TESTED_IMAGES), ENVIRON)  # the images built here
     stack = render_stack(settings, json.loads((FIXTURES / "dashboard-9628.json").read_text()))
     base_dir = tmp_path / "pgmon"
     result = apply(stack, base_dir, {})
