@@ -40,6 +40,7 @@ from .host_state import (
     parse_state,
     state_command,
 )
+from .reporting import log_failure
 from .settings import Settings
 
 CLAIM_TIMEOUT_SECONDS = 60
@@ -132,12 +133,6 @@ def _release(keeper) -> None:
         keeper[0].close()
 
 
-def _fail(host, lines: list[str]) -> bool:
-    for line in lines:
-        logger.error(f"{host.print_prefix}pgmon: {line}")
-    return False
-
-
 def _claim(state, host, settings: Settings, planned_from: HostState, take_over: bool) -> bool:
     if host.name in _held:
         return True  # claimed by an earlier operation of this run
@@ -148,19 +143,19 @@ def _claim(state, host, settings: Settings, planned_from: HostState, take_over: 
             claim = read_claim(lines)
     except (gevent.Timeout, OSError) as error:
         _release(keeper)
-        return _fail(host, [f"could not claim {settings.config.base_dir} on the host ({error or 'timed out'}); "
+        return log_failure(host, [f"could not claim {settings.config.base_dir} on the host ({error or 'timed out'}); "
                             "nothing was changed. Run again."])
     where = f"{settings.config.base_dir} on {host.name}"
     if claim.held is not None:
         _release(keeper)
-        return _fail(host, [
+        return log_failure(host, [
             f"another pgmon run is changing {where}: {claim.held}. This run changed nothing.",
             "Wait for it to finish, then run again (your run then applies on top of it). If no run is in "
             "progress (a connection that hung), take over: --data pgmon_take_over_lock=true",
         ])
     if state_key(claim.state) != state_key(planned_from):
         _release(keeper)
-        return _fail(host, [
+        return log_failure(host, [
             f"the host changed since this run read it ({where}): another pgmon run, or a hand edit, changed the "
             "stack in between. This run changed nothing; run it again to plan from the host as it is now.",
         ])

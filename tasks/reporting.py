@@ -6,7 +6,8 @@ from pyinfra import logger
 from pyinfra.api import FunctionCommand
 
 
-def _log_and_fail(state, host, lines: list[str]) -> bool:
+def log_failure(host, lines: list[str]) -> bool:
+    """Print ``lines`` as errors for ``host``; returns False, the result a failing FunctionCommand gives."""
     for line in lines:
         logger.error(f"{host.print_prefix}pgmon: {line}")
     return False
@@ -14,4 +15,8 @@ def _log_and_fail(state, host, lines: list[str]) -> bool:
 
 def failure(lines: list[str]) -> FunctionCommand:
     """A command for an operation to yield: it prints ``lines`` as errors and fails the host."""
-    return FunctionCommand(_log_and_fail, (lines,), {})
+    return FunctionCommand(_fail_host, (lines,), {})
+
+
+def _fail_host(state, host, lines: list[str]) -> bool:
+    return log_failure(host, lines)
