@@ -150,6 +150,17 @@ def deployment(network, proc, db, channels, dashboard_server, tmp_path_factory):
                               databases=(DATABASE,), site=SITE)
 
 
+def deployment_on(host, first: BareHostDeployment, network, db, directory,
+                  ssh_user: str = "root") -> BareHostDeployment:
+    """Another processing host deployed like ``first`` (same database, channels and dashboard), ready to run:
+    the database admits it and its project folder holds the inventory and group_data."""
+    db.admit(host)
+    other = BareHostDeployment(host, db, network, first.discord, first.telegram, ssh_user=ssh_user,
+                               directory=directory, dashboard_url=first.dashboard_url, databases=(DATABASE,), site=SITE)
+    other.configure([DATABASE.name])
+    return other
+
+
 def host_fingerprint(proc) -> str:
     """Every file under base_dir (mode, owner, content) and every container, as the host sees them."""
     base = SITE.base_dir
@@ -558,11 +569,7 @@ def test_backup_then_restore_onto_a_bare_host_moves_history_and_grafana(network,
     wait_for("Grafana healthy after the backup", lambda: grafana_answers(deployment, proc), 60)
 
     new = network.start_host("proc-new", kind="processing")  # bare: no Docker
-    db.admit(new)
-    moved = BareHostDeployment(new, db, network, deployment.discord, deployment.telegram,
-                               directory=tmp_path_factory.mktemp("bare-moved"), dashboard_url=deployment.dashboard_url,
-                               databases=(DATABASE,), site=SITE)
-    moved.configure([DATABASE.name])
+    moved = deployment_on(new, deployment, network, db, tmp_path_factory.mktemp("bare-moved"))
     started = time.monotonic()
     output = run_script(moved, "restore.py", "--data", f"pgmon_restore_from={archive}")
     assert "Install Docker from the distribution" in output and "pgmon: restored" in output
@@ -621,11 +628,7 @@ def test_a_sudo_user_deploys_where_an_engine_runs_without_compose(network, db, d
               "apt-get install -y -q --no-install-recommends docker.io docker-cli >/dev/null", timeout=300)
     engine = host.exec("docker version --format '{{.Server.Version}}'").stdout.strip()
     assert engine and host.exec("docker compose version", check=False).returncode != 0
-    db.admit(host)
-    other = BareHostDeployment(host, db, network, deployment.discord, deployment.telegram, ssh_user="admin",
-                               directory=tmp_path_factory.mktemp("bare-sudo"), dashboard_url=deployment.dashboard_url,
-                               databases=(DATABASE,), site=SITE)
-    other.configure([DATABASE.name])
+    other = deployment_on(host, deployment, network, db, tmp_path_factory.mktemp("bare-sudo"), ssh_user="admin")
     started = time.monotonic()
     output = assert_ok(other.run())
     measured("deploy as a sudo user where Compose v2 was missing", f"{time.monotonic() - started:.1f}s")
@@ -644,11 +647,7 @@ def test_distro_install_works_where_recommends_are_off(network, db, deployment, 
     """Many servers run apt without Recommends (minimal images, hardening guides); pgmon must still work."""
     host = network.start_host("proc-norec", kind="processing")
     host.ssh("echo 'APT::Install-Recommends \"false\";' > /etc/apt/apt.conf.d/99no-recommends")
-    db.admit(host)
-    other = BareHostDeployment(host, db, network, deployment.discord, deployment.telegram,
-                               directory=tmp_path_factory.mktemp("bare-norec"), dashboard_url=deployment.dashboard_url,
-                               databases=(DATABASE,), site=SITE)
-    other.configure([DATABASE.name])
+    other = deployment_on(host, deployment, network, db, tmp_path_factory.mktemp("bare-norec"))
     result = other.run()
     output = result.stdout + result.stderr
     assert_ok(result)
