@@ -33,17 +33,20 @@ PER_EXPORTER_PREFIXES = ("process_",)
 REPLACED_LABELS = ("kubernetes_namespace", "release", "instance")
 # postgres_exporter 0.11+ names these counters with _total; 9628 still queries the old names.
 _BGWRITER = re.compile(r"^pg_stat_bgwriter_\w+$")
-# PostgreSQL 17 moved the checkpoint columns from pg_stat_bgwriter to pg_stat_checkpointer, which
-# postgres_exporter reads under these names (its stat_checkpointer collector, on in the server's first
-# exporter). buffers_backend and buffers_backend_fsync went to pg_stat_io, which it does not read.
-CHECKPOINTER_SINCE_PG17 = {
+# PostgreSQL 17 moved pg_stat_bgwriter's checkpoint columns to pg_stat_checkpointer, which postgres_exporter
+# reads under these names (its stat_checkpointer collector, on in the server's first exporter), and its
+# buffers_backend columns to pg_stat_io, which postgres_exporter does not read: pgmon's own query
+# (render.exporters.SERVER_QUERIES["pgmon_stat_io_backend"], same exporter, PostgreSQL 17 on) gives those.
+MOVED_IN_PG17 = {
     "pg_stat_bgwriter_buffers_checkpoint_total": "pg_stat_checkpointer_buffers_written_total",
     "pg_stat_bgwriter_checkpoint_write_time_total": "pg_stat_checkpointer_write_time_total",
     "pg_stat_bgwriter_checkpoint_sync_time_total": "pg_stat_checkpointer_sync_time_total",
     "pg_stat_bgwriter_checkpoints_timed_total": "pg_stat_checkpointer_num_timed_total",
     "pg_stat_bgwriter_checkpoints_req_total": "pg_stat_checkpointer_num_requested_total",
+    "pg_stat_bgwriter_buffers_backend_total": "pgmon_stat_io_backend_writes",
+    "pg_stat_bgwriter_buffers_backend_fsync_total": "pgmon_stat_io_backend_fsyncs",
 }
-_CHECKPOINT_NAME = re.compile(r"\b(" + "|".join(CHECKPOINTER_SINCE_PG17) + r")\b")
+_MOVED_NAME = re.compile(r"\b(" + "|".join(MOVED_IN_PG17) + r")\b")
 # A metric selector: a pg_/process_ metric name and its optional {matchers} (quoted values may hold braces).
 _SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*)(\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\})?')
 _MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")\s*,?')
@@ -152,13 +155,13 @@ def scope_selectors(expr: str) -> str:
     return _SELECTOR.sub(rewrite, expr)
 
 
-def with_checkpointer_fallback(expr: str) -> str:
-    """An expression over checkpoint counters, ``or`` the same over their PostgreSQL 17 names:
+def with_pg17_fallback(expr: str) -> str:
+    """An expression over counters PostgreSQL 17 moved, ``or`` the same over their PostgreSQL 17 names:
     a server has one or the other, so each database shows whichever its server has. The whole
     expression is repeated because a range selector cannot apply to ``a or b``."""
-    if not _CHECKPOINT_NAME.search(expr):
+    if not _MOVED_NAME.search(expr):
         return expr
-    since_17 = _CHECKPOINT_NAME.sub(lambda m: CHECKPOINTER_SINCE_PG17[m.group(1)], expr)
+    since_17 = _MOVED_NAME.sub(lambda m: MOVED_IN_PG17[m.group(1)], expr)
     return f"({expr}) or ({since_17})"
 
 
@@ -173,7 +176,7 @@ def adapt_dashboard_9628(published: dict, field: str) -> dict:
 
 def _adapt(published: dict, field: str) -> dict:
     """9628 for pgmon: Server and Database pickers in place of its Kubernetes chain, every query scoped
-    by them, bgwriter counters under their current names (or PostgreSQL 17's checkpointer ones).
+    by them, bgwriter counters under their current names (or where PostgreSQL 17 moved them).
     Refuses a dashboard it does not recognise (naming ``field``), so a changed upstream JSON cannot
     slip through with empty panels.
     """
@@ -204,7 +207,7 @@ def _adapt(published: dict, field: str) -> dict:
         for target in panel.get("targets") or []:
             if isinstance(target.get("expr"), str):
                 try:
-                    target["expr"] = with_checkpointer_fallback(scope_selectors(target["expr"]))
+                    target["expr"] = with_pg17_fallback(scope_selectors(target["expr"]))
                 except ValueError as error:
                     raise DeployError(f"{field}: panel {panel.get('title')!r}: {error}; pin revision 8, whose "
                                       "queries pgmon knows")

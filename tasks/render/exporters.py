@@ -120,6 +120,25 @@ SERVER_QUERIES = {
         ("datname", "LABEL", "The database; empty for shared catalogs"),
         ("checksum_failures", "COUNTER", "Data page checksum failures detected"),
     ),
+    # pgmon_stat_io_backend_writes and _fsyncs: shared buffers written, and files synced, by backends other
+    # than the background writer and checkpointer; what pg_stat_bgwriter's buffers_backend and
+    # buffers_backend_fsync counted before PostgreSQL 17 moved them to pg_stat_io (dashboard 9628 reads
+    # them). No row before 17. pg_stat_io is named only inside query_to_xml's text, run from 17 on: an older
+    # server fails a query naming a view it lacks, and postgres_exporter (0.17 as 0.19) ignores the
+    # queries.yaml ``runonserver`` range (tried on 0.19.1).
+    "pgmon_stat_io_backend": _query(
+        """
+        SELECT (xpath('/row/writes/text()', io))[1]::text::float8 AS writes,
+          (xpath('/row/fsyncs/text()', io))[1]::text::float8 AS fsyncs
+        FROM unnest(xpath('/table/row', query_to_xml(
+          CASE WHEN current_setting('server_version_num')::int >= 170000
+            THEN 'SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS fsyncs FROM pg_stat_io
+              WHERE object = ''relation'' AND backend_type NOT IN (''background writer'', ''checkpointer'')'
+            ELSE 'SELECT WHERE false' END, true, false, ''))) AS io
+        """,
+        ("writes", "COUNTER", "Shared buffers written by backends (pg_stat_bgwriter's buffers_backend)"),
+        ("fsyncs", "COUNTER", "Files backends had to fsync themselves (buffers_backend_fsync)"),
+    ),
 }
 
 

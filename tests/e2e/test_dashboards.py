@@ -38,11 +38,8 @@ SITE = Site(base_dir="/opt/pgmon-dash", project="pgmon-dash", prometheus_port=39
 # billing shares shop's server: its server-wide rows come from shop's exporter. orders is on PostgreSQL 17,
 # reports on 18 (shop, billing and ledger on 15).
 NAMES = ["shop", "billing", "ledger", "orders", "reports"]
-# PostgreSQL 17 moved these to pg_stat_io, which postgres_exporter (0.17 as 0.19: it has no collector for it)
-# does not read: on a server from 17 on these two targets of 9628's 'Buffers (bgwriter)' have nothing to
-# show (docs/dashboards.md). They are the only empty targets there, on 18 as on 17.
-MOVED_TO_PG_STAT_IO = ("pg_stat_bgwriter_buffers_backend_total{", "pg_stat_bgwriter_buffers_backend_fsync_total{")
-WITHOUT_PG_STAT_BGWRITER_BACKEND = (POSTGRES17, POSTGRES18)
+# Servers where PostgreSQL 17 moved pg_stat_bgwriter's checkpoint and backend counters (docs/dashboards.md).
+SINCE_PG17 = (POSTGRES17, POSTGRES18)
 UIDS = provisioned_dashboard_uids()
 SCHEMA = "pgmon_dash"
 REPORT = "pgmon-dash-report"  # application_name of the long-running report sessions
@@ -159,12 +156,6 @@ def picks(db) -> dict[str, str]:
     return {"server": server_of(db), "database": db.name, "instance": db.name}
 
 
-def without_pg_stat_io(db, lines: list[str]) -> list[str]:
-    if db.port not in {server.port for server in WITHOUT_PG_STAT_BGWRITER_BACKEND}:
-        return lines
-    return [line for line in lines if not any(name in line for name in MOVED_TO_PG_STAT_IO)]
-
-
 def test_grafana_serves_pgmon_dashboards_provisioned(stack):
     for uid in UIDS:
         body = served(stack, uid)
@@ -179,7 +170,7 @@ def test_every_panel_shows_data_for_every_database(stack, workload, databases, u
     dashboard = Dashboard(served(stack, uid)["dashboard"], Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
     targets = list(dashboard.targets())
     assert len(targets) >= 10, f"{uid}: only {len(targets)} query targets"
-    empty = {db.name: without_pg_stat_io(db, dashboard.empty_panels(picks(db))) for db in databases}
+    empty = {db.name: dashboard.empty_panels(picks(db)) for db in databases}
     report = "\n".join(f"{name}: {line}" for name, lines in empty.items() for line in lines)
     assert not report, f"{uid}, panels without data:\n{report}"
 
@@ -188,23 +179,22 @@ def lab_version(stack: Deployment, db) -> str:
     return stack.lab.psql(db.port, db.dbname, "SHOW server_version").strip()
 
 
-@pytest.mark.parametrize("server", WITHOUT_PG_STAT_BGWRITER_BACKEND, ids=lambda server: server.version)
-def test_checkpoints_come_from_pg_stat_checkpointer_from_postgresql_17(stack, workload, databases, server):
-    """On PostgreSQL 17 and 18 only the two pg_stat_io targets are empty; the checkpoint panels read
-    pg_stat_checkpointer, which no older server has."""
+@pytest.mark.parametrize("server", SINCE_PG17, ids=lambda server: server.version)
+def test_counters_postgresql_17_moved_come_from_where_it_moved_them(stack, workload, databases, server):
+    """On PostgreSQL 17 and 18, 9628's checkpoint lines read pg_stat_checkpointer and its backend-write lines
+    pg_stat_io (pgmon's query); no older server has either series, and no 9628 panel is empty."""
     db = next(db for db in databases if db.port == server.port)
     assert lab_version(stack, db).startswith(f"{server.version}.")
     port = SITE.prometheus_port
-    assert prometheus_query(f'pg_stat_checkpointer_write_time_total{{server="{server_of(db)}"}}', port=port)
-    assert not prometheus_query(f'pg_stat_bgwriter_checkpoint_write_time_total{{server="{server_of(db)}"}}',
-                                port=port)
-    newer = "|".join(server_of(newer) for newer in WITHOUT_PG_STAT_BGWRITER_BACKEND)
-    assert not prometheus_query(f'pg_stat_checkpointer_write_time_total{{server!~"{newer}"}}', port=port)
+    newer = "|".join(server_of(newer) for newer in SINCE_PG17)
+    for moved, old in (("pg_stat_checkpointer_write_time_total", "pg_stat_bgwriter_checkpoint_write_time_total"),
+                       ("pgmon_stat_io_backend_writes", "pg_stat_bgwriter_buffers_backend_total"),
+                       ("pgmon_stat_io_backend_fsyncs", "pg_stat_bgwriter_buffers_backend_fsync_total")):
+        assert prometheus_query(f'{moved}{{server="{server_of(db)}"}}', port=port), moved
+        assert not prometheus_query(f'{old}{{server="{server_of(db)}"}}', port=port), old
+        assert not prometheus_query(f'{moved}{{server!~"{newer}"}}', port=port), moved
     adapted = Dashboard(served(stack, DASHBOARD_9628_UID)["dashboard"], Prometheus(port), SCRAPE_SECONDS)
-    empty = adapted.empty_panels(picks(db))
-    assert sorted(name for line in empty for name in MOVED_TO_PG_STAT_IO if name in line) == sorted(
-        MOVED_TO_PG_STAT_IO), empty
-    assert len(empty) == 2, empty
+    assert adapted.empty_panels(picks(db)) == []
 
 
 def test_the_published_9628_would_show_empty_panels_here(stack, workload, databases):

@@ -8,6 +8,7 @@ import yaml
 
 from tasks.dashboard import panels_of
 from tasks.render import render_stack
+from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES
 from tasks.render.prometheus import render_rules
 from tasks.settings import DeployError, build_settings
 
@@ -98,3 +99,10 @@ def exprs(dashboard: dict):
     for panel in panels_of(dashboard["panels"]):
         for target in panel.get("targets") or []:
             yield panel["title"], target["expr"]
+
+
+def pgmon_query_series() -> set[str]:
+    """The series pgmon's exporter queries give: postgres_exporter names them <query>_<column> for each column
+    that is not a label."""
+    return {f"{name}_{column}" for name, query in {**DATABASE_QUERIES, **SERVER_QUERIES}.items()
+            for metric in query["metrics"] for column, spec in metric.items() if spec["usage"] != "LABEL"}

@@ -11,7 +11,7 @@ from tasks import dashboard as dashboard_module
 from tasks.dashboard import adapt_dashboard_9628, load_dashboard_9628
 from tasks.settings import DeployError, build_settings
 
-from .conftest import ENVIRON, FIXTURES, VARIABLE, exprs, group_data
+from .conftest import ENVIRON, FIXTURES, VARIABLE, exprs, group_data, pgmon_query_series
 
 SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*)(\{[^}]*\})?')
 
@@ -46,7 +46,7 @@ def test_9628_queries_are_scoped_by_server_or_by_the_databases_exporter(dashboar
     assert selectors >= 40
 
 
-def test_9628_checkpoint_queries_fall_back_to_postgresql_17_names(dashboard_9628):
+def test_9628_queries_over_moved_counters_fall_back_to_postgresql_17_names(dashboard_9628):
     adapted = list(exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")))
     assert dict(adapted)["Checkpoint Stats"] == (
         '(irate(pg_stat_bgwriter_checkpoint_sync_time_total{server="$server"}[5m])) or '
@@ -54,6 +54,18 @@ def test_9628_checkpoint_queries_fall_back_to_postgresql_17_names(dashboard_9628
     fallbacks = [expr for _, expr in adapted if "pg_stat_checkpointer_" in expr]
     assert len(fallbacks) == 3  # buffers written, write time, sync time
     assert all(expr.count(" or ") == 1 for expr in fallbacks)
+    buffers = [expr for title, expr in adapted if title == "Buffers (bgwriter)"]
+    assert ('(irate(pg_stat_bgwriter_buffers_backend_total{server="$server"}[5m])) or '
+            '(irate(pgmon_stat_io_backend_writes{server="$server"}[5m]))') in buffers
+    assert ('(irate(pg_stat_bgwriter_buffers_backend_fsync_total{server="$server"}[5m])) or '
+            '(irate(pgmon_stat_io_backend_fsyncs{server="$server"}[5m]))') in buffers
+
+
+def test_9628_fallbacks_read_series_pgmons_server_query_produces(dashboard_9628):
+    produced = pgmon_query_series()
+    adapted = json.dumps(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628"))
+    assert {"pgmon_stat_io_backend_writes", "pgmon_stat_io_backend_fsyncs"} <= produced
+    assert set(re.findall(r"\b(pgmon_[a-z_]+)\{", adapted)) <= produced
 
 
 def test_9628_adaptation_refuses_a_dashboard_it_does_not_know(dashboard_9628):

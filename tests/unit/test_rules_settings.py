@@ -17,6 +17,7 @@ from .conftest import (
     alert_rules,
     error_for,
     group_data,
+    pgmon_query_series,
     rendered,
     with_thresholds,
 )
@@ -109,15 +110,13 @@ def test_server_wide_queries_run_in_the_first_exporter_of_each_server_only(setti
     assert set(queries["billing"]) == set(DATABASE_QUERIES)  # shares db1:5432 with shop
     assert set(queries["shop"]) == set(queries["ledger"]) == set(DATABASE_QUERIES) | set(SERVER_QUERIES)
     for query in SERVER_QUERIES.values():
-        assert re.search(r"\bFROM (pg_stat_wal_receiver|pg_settings|pg_stat_database)\b", query["query"])
+        assert re.search(r"\bFROM (pg_stat_wal_receiver|pg_settings|pg_stat_database|pg_stat_io)\b", query["query"])
     for query in DATABASE_QUERIES.values():
         assert not re.search(r"\bpg_stat_(activity|database|replication|wal_receiver)\b", query["query"])
 
 
 def test_every_pgmon_series_the_rules_read_comes_from_an_exporter_query(settings):
-    # postgres_exporter names a query's series <query name>_<column> for each column that is not a label.
-    produced = {f"{name}_{column}" for name, query in {**DATABASE_QUERIES, **SERVER_QUERIES}.items()
-                for metric in query["metrics"] for column, spec in metric.items() if spec["usage"] != "LABEL"}
+    produced = pgmon_query_series()
     rules = [rule for group in yaml.safe_load(render_rules(settings))["groups"] for rule in group["rules"]]
     read = {name for rule in rules for name in re.findall(r"\b(pgmon_[a-z_]+)", json.dumps(rule))}
     assert read and read <= produced, sorted(read - produced)  # other series serve verification (verify_stack)
