@@ -124,8 +124,8 @@ SERVER_QUERIES = {
     # than the background writer and checkpointer; what pg_stat_bgwriter's buffers_backend and
     # buffers_backend_fsync counted before PostgreSQL 17 moved them to pg_stat_io (dashboard 9628 reads
     # them). No row before 17. pg_stat_io is named only inside query_to_xml's text, run from 17 on: an older
-    # server fails a query naming a view it lacks, and postgres_exporter (0.17 as 0.19) ignores the
-    # queries.yaml ``runonserver`` range (tried on 0.19.1).
+    # server fails a query naming a view it lacks, and postgres_exporter 0.19.1 ran the query on 15 despite
+    # a queries.yaml ``runonserver: ">=17.0.0"``.
     "pgmon_stat_io_backend": _query(
         """
         SELECT (xpath('/row/writes/text()', io))[1]::text::float8 AS writes,
