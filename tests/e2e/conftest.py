@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import contextmanager
 
 import pytest
 
@@ -39,9 +40,24 @@ def dashboard_server():
     server.shutdown()
 
 
+@pytest.fixture(scope="session")
+def new_deployment(lab, discord, telegram, dashboard_server, tmp_path_factory):
+    """``with new_deployment("folder", site=...) as deployment``: a Deployment in a new project folder, the
+    stack an interrupted earlier run left removed first, and its stack removed afterwards."""
+
+    @contextmanager
+    def deployment_in(folder: str, **kwargs):
+        deployment = Deployment(lab, tmp_path_factory.mktemp(folder), discord, telegram, dashboard_server, **kwargs)
+        deployment.teardown()  # a previous interrupted run must not make this one pass
+        try:
+            yield deployment
+        finally:
+            deployment.teardown()
+
+    return deployment_in
+
+
 @pytest.fixture(scope="module")
-def deployment(lab, discord, telegram, dashboard_server, tmp_path_factory):
-    deployment = Deployment(lab, tmp_path_factory.mktemp("project"), discord, telegram, dashboard_server)
-    deployment.teardown()  # a previous interrupted run must not make this one pass
-    yield deployment
-    deployment.teardown()
+def deployment(new_deployment):
+    with new_deployment("project") as deployment:
+        yield deployment

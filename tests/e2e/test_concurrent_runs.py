@@ -23,15 +23,13 @@ REFUSALS = ("another pgmon run is changing", "the host changed since this run re
 
 
 @pytest.fixture(scope="module")
-def admins(lab, discord, telegram, dashboard_server, tmp_path_factory):
-    first = Deployment(lab, tmp_path_factory.mktemp("admin-a"), discord, telegram, dashboard_server)
-    second = Deployment(lab, tmp_path_factory.mktemp("admin-b"), discord, telegram, dashboard_server)
-    first.teardown()
-    first.configure(BASE)
-    result = first.run()
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    yield first, second
-    first.teardown()
+def admins(new_deployment, lab, discord, telegram, dashboard_server, tmp_path_factory):
+    with new_deployment("admin-a") as first:
+        second = Deployment(lab, tmp_path_factory.mktemp("admin-b"), discord, telegram, dashboard_server)
+        first.configure(BASE)
+        result = first.run()
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        yield first, second
 
 
 def with_unreachable_database(deployment: Deployment, names: list[str]) -> None:

@@ -89,14 +89,11 @@ def served(stack: Deployment, uid: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack(lab, discord, telegram, dashboard_server, tmp_path_factory):
-    deployment = Deployment(lab, tmp_path_factory.mktemp("dash-project"), discord, telegram, dashboard_server,
-                            site=SITE)
-    deployment.teardown()  # a previous interrupted run must not make this one pass
-    deployment.configure(NAMES)
-    assert_ok(deployment.run())
-    yield deployment
-    deployment.teardown()
+def stack(new_deployment):
+    with new_deployment("dash-project", site=SITE) as deployment:
+        deployment.configure(NAMES)
+        assert_ok(deployment.run())
+        yield deployment
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from .lab import POSTGRES18_PORT, Deployment, Site, wait_until
+from .lab import POSTGRES18_PORT, Site, wait_until
 from .test_incidents import (
     TABLE,
     Session,
@@ -36,17 +36,14 @@ DATABASE_THRESHOLDS = {
 
 
 @pytest.fixture(scope="module")
-def incidents(lab, discord, telegram, dashboard_server, tmp_path_factory):
-    deployment = Deployment(lab, tmp_path_factory.mktemp("pg18-project"), discord, telegram, dashboard_server,
-                            site=SITE)
-    deployment.teardown()  # a previous interrupted run must not make this one pass
-    assert lab.psql(PORT, DATABASE, "SHOW server_version").startswith("18.")
-    lab.psql(PORT, DATABASE, TABLE)
-    deploy_with_short_thresholds(deployment, [DATABASE], DATABASE_THRESHOLDS)
-    yield deployment
-    end_sessions(lab, (PORT,))
-    lab.psql(PORT, DATABASE, "DROP TABLE IF EXISTS pgmon_e2e")
-    deployment.teardown()
+def incidents(lab, new_deployment):
+    with new_deployment("pg18-project", site=SITE) as deployment:
+        assert lab.psql(PORT, DATABASE, "SHOW server_version").startswith("18.")
+        lab.psql(PORT, DATABASE, TABLE)
+        deploy_with_short_thresholds(deployment, [DATABASE], DATABASE_THRESHOLDS)
+        yield deployment
+        end_sessions(lab, (PORT,))
+        lab.psql(PORT, DATABASE, "DROP TABLE IF EXISTS pgmon_e2e")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from .lab import REPLICA, Deployment, Site, wait_until
+from .lab import REPLICA, Site, wait_until
 from .test_incidents import (
     Session,
     assert_no_alert_while_healthy,
@@ -113,18 +113,15 @@ def slot_active(lab) -> str:
 
 
 @pytest.fixture(scope="module")
-def incidents(lab, discord, telegram, dashboard_server, tmp_path_factory):
-    deployment = Deployment(lab, tmp_path_factory.mktemp("replica-project"), discord, telegram, dashboard_server,
-                            databases=(PRIMARY, STANDBY), site=SITE)
-    deployment.teardown()  # a previous interrupted run must not make this one pass
+def incidents(lab, new_deployment):
     lab.create_replica()  # fresh clusters: nothing of a previous run is left in them
     try:
-        lab.psql(PRIMARY.port, "payments", f"CREATE TABLE {WRITES} (v int)")
-        deploy_with_short_thresholds(deployment, [PRIMARY.name, STANDBY.name], DATABASE_THRESHOLDS,
-                                     pgmon_grafana_url=GRAFANA_URL)
-        yield deployment
+        with new_deployment("replica-project", databases=(PRIMARY, STANDBY), site=SITE) as deployment:
+            lab.psql(PRIMARY.port, "payments", f"CREATE TABLE {WRITES} (v int)")
+            deploy_with_short_thresholds(deployment, [PRIMARY.name, STANDBY.name], DATABASE_THRESHOLDS,
+                                         pgmon_grafana_url=GRAFANA_URL)
+            yield deployment
     finally:
-        deployment.teardown()
         lab.remove_replica()
 
 

@@ -72,18 +72,14 @@ def venv(dist, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(lab, discord, telegram, dashboard_server, tmp_path_factory):
+def project(new_deployment):
     """Another team's pyinfra project: the lab's inventory and settings, and the few-line deploy file."""
-    deployment = Deployment(lab, tmp_path_factory.mktemp("lib-project"), discord, telegram, dashboard_server,
-                            site=SITE)
-    deployment.teardown()  # a previous interrupted run must not make this one pass
-    deployment.configure(NAMES)
-    (deployment.project.directory / "deploy.py").write_text(DEPLOY_FILE)
-    with pytest.MonkeyPatch.context() as environment:
+    with new_deployment("lib-project", site=SITE) as deployment, pytest.MonkeyPatch.context() as environment:
+        deployment.configure(NAMES)
+        (deployment.project.directory / "deploy.py").write_text(DEPLOY_FILE)
         environment.delenv("PYTHONPATH", raising=False)
         environment.delenv("PYTHONHOME", raising=False)
         yield deployment
-    deployment.teardown()
 
 
 def deploy(project: Deployment, venv: Path, *args: str):

@@ -29,7 +29,7 @@ OWNERS = {  # secret file under base_dir -> the only service that may read it
 
 
 @pytest.fixture(scope="module")
-def odd(lab, discord, telegram, dashboard_server, tmp_path_factory):
+def odd(lab, new_deployment):
     lab.psql(5432, "postgres",
              "SELECT format('CREATE ROLE %I LOGIN', :'role') WHERE NOT EXISTS "
              "(SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
@@ -39,14 +39,11 @@ def odd(lab, discord, telegram, dashboard_server, tmp_path_factory):
              "(SELECT FROM pg_database WHERE datname = :'db') \\gexec\n",
              variables={"role": ODD.user, "pw": ODD.password, "db": ODD.dbname})
     shop = next(db for db in DATABASES if db.name == "shop")
-    deployment = Deployment(lab, tmp_path_factory.mktemp("secrets"), discord, telegram, dashboard_server,
-                            databases=(shop, ODD), site=SITE)
-    deployment.teardown()
-    deployment.configure(["shop", "odd"])
-    result = deployment.run("-vvv", "--diff")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    yield deployment
-    deployment.teardown()
+    with new_deployment("secrets", databases=(shop, ODD), site=SITE) as deployment:
+        deployment.configure(["shop", "odd"])
+        result = deployment.run("-vvv", "--diff")
+        assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+        yield deployment
 
 
 def secret_values(deployment: Deployment) -> dict[str, str]:
