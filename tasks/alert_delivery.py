@@ -14,7 +14,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 from pyinfra import host
@@ -30,7 +30,8 @@ TEST_ALERT = "PgmonTestAlert"
 SEVERITIES = get_args(Severity)
 TEST_ALERT_LIFETIME = timedelta(minutes=1)
 _REQUESTS_RE = re.compile(
-    r'^alertmanager_notification_requests(_failed)?_total\{[^}]*integration="([a-z]+)"[^}]*\} (\S+)$', re.MULTILINE
+    r'^alertmanager_notification_requests(_failed)?_total\{[^}]*integration="([a-z]+)"[^}]*\} (\S+)$',
+    re.MULTILINE,
 )
 
 
@@ -63,12 +64,20 @@ def add_alerts_command(settings: Settings, now: datetime) -> str:
     commands = []
     for severity in (s for s in SEVERITIES if s in taken):
         args = [
-            "docker", "exec", container_name(cfg.project, "alertmanager"),
-            "amtool", f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}", "alert", "add",
-            f"alertname={TEST_ALERT}", f"severity={severity}",
+            "docker",
+            "exec",
+            container_name(cfg.project, "alertmanager"),
+            "amtool",
+            f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}",
+            "alert",
+            "add",
+            f"alertname={TEST_ALERT}",
+            f"severity={severity}",
             f"--annotation=summary=pgmon test alert ({severity}): this channel works",
-            (f"--annotation=description=Sent at {sent_at} by send_test_alert.py through the Alertmanager "
-             "pgmon deployed; every channel that takes this severity gets it."),
+            (
+                f"--annotation=description=Sent at {sent_at} by send_test_alert.py through the Alertmanager "
+                "pgmon deployed; every channel that takes this severity gets it."
+            ),
             "--annotation=hint=Nothing to fix. It resolves by itself in a minute.",
             f"--start={now.isoformat()}",
             f"--end={(now + TEST_ALERT_LIFETIME).isoformat()}",
@@ -95,8 +104,14 @@ def deliveries(expected: dict[str, int], before: dict, after: dict) -> list[Deli
     return result
 
 
-def wait_for_deliveries(read_counts, expected: dict[str, int], before: dict, timeout: float,
-                        clock=time.monotonic, pause=time.sleep) -> list[Delivery]:
+def wait_for_deliveries(
+    read_counts,
+    expected: dict[str, int],
+    before: dict,
+    timeout: float,
+    clock=time.monotonic,
+    pause=time.sleep,
+) -> list[Delivery]:
     """Poll ``read_counts`` until every channel has sent or refused, or the deadline."""
     deadline = clock() + timeout
     while True:
@@ -112,11 +127,15 @@ def report(result: list[Delivery], container: str, waited: float) -> list[str]:
         if d.ok:
             lines.append(f"{d.channel:<9} ok    {d.sent} message(s) accepted")
         elif d.refused:
-            lines.append(f"{d.channel:<9} FAIL  the service refused {d.refused} request(s); docker logs {container} "
-                         "says why (a wrong webhook URL or bot token, a chat the bot is not in)")
+            lines.append(
+                f"{d.channel:<9} FAIL  the service refused {d.refused} request(s); docker logs {container} "
+                "says why (a wrong webhook URL or bot token, a chat the bot is not in)"
+            )
         else:
-            lines.append(f"{d.channel:<9} FAIL  {d.sent} of {d.expected} message(s) sent within {waited:.0f}s; "
-                         f"docker logs {container}")
+            lines.append(
+                f"{d.channel:<9} FAIL  {d.sent} of {d.expected} message(s) sent within {waited:.0f}s; "
+                f"docker logs {container}"
+            )
     return lines
 
 
@@ -140,15 +159,20 @@ def send(settings: Settings):
     expected = expected_messages(settings)
     http = HostHTTP(host)
     try:
+
         def read_counts() -> dict:
             status, body = http.get("127.0.0.1", cfg.alertmanager_port, "/metrics")
             return request_counts(body.decode()) if status == 200 else {}
 
         before = read_counts()
-        host_output(host, add_alerts_command(settings, datetime.now(timezone.utc)))
+        host_output(host, add_alerts_command(settings, datetime.now(UTC)))
         # A new group waits group_wait; an alert joining a group that still exists (a recent
         # test) waits for the group's next group_interval tick.
-        waited = duration_seconds(cfg.alert_timing.group_wait) + duration_seconds(cfg.alert_timing.group_interval) + 30
+        waited = (
+            duration_seconds(cfg.alert_timing.group_wait)
+            + duration_seconds(cfg.alert_timing.group_interval)
+            + 30
+        )
         result = wait_for_deliveries(read_counts, expected, before, waited)
     finally:
         http.close()

@@ -46,7 +46,11 @@ from .uninstall import VOLUMES, leftovers_command
 
 FORMAT = "pgmon-backup 1"
 # Archive folder -> data volume (render/compose.py).
-PARTS = {"prometheus": "prometheus-data", "grafana": "grafana-data", "alertmanager": "alertmanager-data"}
+PARTS = {
+    "prometheus": "prometheus-data",
+    "grafana": "grafana-data",
+    "alertmanager": "alertmanager-data",
+}
 assert set(PARTS.values()) == set(VOLUMES)
 CHUNK = 1 << 16
 
@@ -60,36 +64,40 @@ def backup_script(project: str, metadata: dict) -> str:
     q = shlex.quote
     prometheus, grafana = container_name(project, "prometheus"), container_name(project, "grafana")
     snapshot_url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/admin/tsdb/snapshot"
-    mountpoints = [f"{part}=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume_name(project, volume))})"
-                   for part, volume in PARTS.items()]
-    return "\n".join([
-        "set -e",
-        "umask 077",
-        *mountpoints,
-        "work=$(mktemp -d /var/tmp/pgmon-backup.XXXXXX) name='' restart=''",
-        "cleanup() {",
-        '  [ -z "$name" ] || rm -rf "$prometheus/snapshots/$name"',
-        f'  [ -z "$restart" ] || docker start {q(grafana)} >/dev/null 2>&1 || true',
-        '  rm -rf "$work"',
-        "}",
-        "trap cleanup EXIT",
-        # Prometheus's own snapshot, from inside its container (it listens on the host's loopback only).
-        f"answer=$(docker exec {q(prometheus)} wget -q -O - --post-data= {snapshot_url}) || "
-        "{ echo 'pgmon: Prometheus made no snapshot (is the stack deployed and running? docker logs "
-        f"{prometheus})' >&2; exit 1; }}",
-        "name=$(printf '%s' \"$answer\" | sed -n 's/.*\"name\":\"\\([^\"]*\\)\".*/\\1/p')",
-        '[ -n "$name" ] && [ -d "$prometheus/snapshots/$name" ] || '
-        "{ echo \"pgmon: no snapshot in Prometheus's answer: $answer\" >&2; exit 1; }",
-        # Grafana at rest for the seconds its folder is copied.
-        f"if [ \"$(docker inspect -f '{{{{.State.Running}}}}' {q(grafana)} 2>/dev/null)\" = true ]; then "
-        f"restart=1; docker stop -t 30 {q(grafana)} >/dev/null; fi",
-        'cp -a "$grafana/." "$work/grafana"',
-        f'if [ -n "$restart" ]; then docker start {q(grafana)} >/dev/null; restart=""; fi',
-        'cp -a "$alertmanager/." "$work/alertmanager"',
-        f"printf '%s\\n' {q(json.dumps(metadata, indent=1, sort_keys=True))} > \"$work/pgmon-backup.json\"",
-        'tar -c -z --numeric-owner -f - -C "$work" pgmon-backup.json grafana alertmanager '
-        '-C "$prometheus/snapshots" --transform "s|^$name|prometheus|" "$name"',
-    ])
+    mountpoints = [
+        f"{part}=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume_name(project, volume))})"
+        for part, volume in PARTS.items()
+    ]
+    return "\n".join(
+        [
+            "set -e",
+            "umask 077",
+            *mountpoints,
+            "work=$(mktemp -d /var/tmp/pgmon-backup.XXXXXX) name='' restart=''",
+            "cleanup() {",
+            '  [ -z "$name" ] || rm -rf "$prometheus/snapshots/$name"',
+            f'  [ -z "$restart" ] || docker start {q(grafana)} >/dev/null 2>&1 || true',
+            '  rm -rf "$work"',
+            "}",
+            "trap cleanup EXIT",
+            # Prometheus's own snapshot, from inside its container (it listens on the host's loopback only).
+            f"answer=$(docker exec {q(prometheus)} wget -q -O - --post-data= {snapshot_url}) || "
+            "{ echo 'pgmon: Prometheus made no snapshot (is the stack deployed and running? docker logs "
+            f"{prometheus})' >&2; exit 1; }}",
+            'name=$(printf \'%s\' "$answer" | sed -n \'s/.*"name":"\\([^"]*\\)".*/\\1/p\')',
+            '[ -n "$name" ] && [ -d "$prometheus/snapshots/$name" ] || '
+            '{ echo "pgmon: no snapshot in Prometheus\'s answer: $answer" >&2; exit 1; }',
+            # Grafana at rest for the seconds its folder is copied.
+            f"if [ \"$(docker inspect -f '{{{{.State.Running}}}}' {q(grafana)} 2>/dev/null)\" = true ]; then "
+            f"restart=1; docker stop -t 30 {q(grafana)} >/dev/null; fi",
+            'cp -a "$grafana/." "$work/grafana"',
+            f'if [ -n "$restart" ]; then docker start {q(grafana)} >/dev/null; restart=""; fi',
+            'cp -a "$alertmanager/." "$work/alertmanager"',
+            f"printf '%s\\n' {q(json.dumps(metadata, indent=1, sort_keys=True))} > \"$work/pgmon-backup.json\"",
+            'tar -c -z --numeric-owner -f - -C "$work" pgmon-backup.json grafana alertmanager '
+            '-C "$prometheus/snapshots" --transform "s|^$name|prometheus|" "$name"',
+        ]
+    )
 
 
 def restore_script(project: str) -> str:
@@ -99,13 +107,16 @@ def restore_script(project: str) -> str:
     lines = [
         "set -e",
         "umask 077",
-        *[f"if docker volume inspect {q(volume_name(project, v))} >/dev/null 2>&1; then "
-          f"echo 'pgmon: this host has the volume {volume_name(project, v)} already; nothing was restored' >&2; "
-          "exit 3; fi" for v in VOLUMES],
+        *[
+            f"if docker volume inspect {q(volume_name(project, v))} >/dev/null 2>&1; then "
+            f"echo 'pgmon: this host has the volume {volume_name(project, v)} already; nothing was restored' >&2; "
+            "exit 3; fi"
+            for v in VOLUMES
+        ],
         "work=$(mktemp -d /var/tmp/pgmon-restore.XXXXXX)",
         "trap 'rm -rf \"$work\"' EXIT",
         'tar -x -z --numeric-owner -f - -C "$work"',
-        f"grep -q {q(FORMAT)} \"$work/pgmon-backup.json\" 2>/dev/null || "
+        f'grep -q {q(FORMAT)} "$work/pgmon-backup.json" 2>/dev/null || '
         "{ echo 'pgmon: this is not an archive backup.py wrote (no pgmon-backup.json)' >&2; exit 1; }",
     ]
     for part, volume in PARTS.items():
@@ -130,10 +141,14 @@ def _channel_command(current_host, script: str) -> str:
     """``script`` as pyinfra would run it on the host (sudo, su, shell from host data)."""
     arguments, _ = pop_global_arguments(current_host.state, current_host, {})
     handled_by_connector = ("_get_pty", "_timeout", "_stdin", "_success_exit_codes")
-    connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS
-                           if k in arguments and k not in handled_by_connector}
-    return make_unix_command_for_host(current_host.state, current_host, StringCommand(script),
-                                      **connector_arguments).get_raw_value()
+    connector_arguments = {
+        k: arguments[k]
+        for k in CONNECTOR_ARGUMENT_KEYS
+        if k in arguments and k not in handled_by_connector
+    }
+    return make_unix_command_for_host(
+        current_host.state, current_host, StringCommand(script), **connector_arguments
+    ).get_raw_value()
 
 
 def stream(current_host, script: str, write_to=None, read_from=None) -> tuple[int, str]:
@@ -163,10 +178,17 @@ def stream(current_host, script: str, write_to=None, read_from=None) -> tuple[in
         channel.close()
         return status, errors.decode(errors="replace")
     if isinstance(connector, LocalConnector):
-        process = subprocess.run(command, shell=True, stdin=read_from or subprocess.DEVNULL,
-                                 stdout=write_to or subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.run(
+            command,
+            shell=True,
+            stdin=read_from or subprocess.DEVNULL,
+            stdout=write_to or subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         return process.returncode, process.stderr.decode(errors="replace")
-    raise DeployError(f"{current_host.name}: pgmon's backup and restore need the ssh or local connector")
+    raise DeployError(
+        f"{current_host.name}: pgmon's backup and restore need the ssh or local connector"
+    )
 
 
 def _fail(current_host, lines: list[str]) -> bool:
@@ -186,10 +208,17 @@ def _download(state, host, script: str, destination: str) -> bool:  # noqa: F811
         status, errors = stream(current_host, script, write_to=out)
     if status != 0:
         partial.unlink(missing_ok=True)
-        return _fail(current_host, [f"the backup failed (exit {status}); nothing was written on this machine:",
-                                    *errors.splitlines()[-10:]])
+        return _fail(
+            current_host,
+            [
+                f"the backup failed (exit {status}); nothing was written on this machine:",
+                *errors.splitlines()[-10:],
+            ],
+        )
     partial.replace(target)
-    logger.info(f"{current_host.print_prefix}pgmon: backup written to {target} ({target.stat().st_size} bytes)")
+    logger.info(
+        f"{current_host.print_prefix}pgmon: backup written to {target} ({target.stat().st_size} bytes)"
+    )
     return True
 
 
@@ -198,8 +227,12 @@ def _upload(state, host, script: str, source: str) -> bool:  # noqa: F811 (pyinf
     with open(source, "rb") as archive:
         status, errors = stream(current_host, script, read_from=archive)
     if status != 0:
-        return _fail(current_host, [f"the restore failed (exit {status}):", *errors.splitlines()[-10:]])
-    logger.info(f"{current_host.print_prefix}pgmon: restored {source}; now deploy to start the stack on it")
+        return _fail(
+            current_host, [f"the restore failed (exit {status}):", *errors.splitlines()[-10:]]
+        )
+    logger.info(
+        f"{current_host.print_prefix}pgmon: restored {source}; now deploy to start the stack on it"
+    )
     return True
 
 
@@ -209,7 +242,9 @@ def backup_file_name(host_name: str, now: datetime.datetime) -> str:
 
 
 @operation(is_idempotent=False)
-def copy_to_controller(project: str, destination: str, metadata: dict, claim: FunctionCommand | None = None):
+def copy_to_controller(
+    project: str, destination: str, metadata: dict, claim: FunctionCommand | None = None
+):
     """
     Stream a consistent copy of the stack's data volumes into a new archive on the controller.
 
@@ -242,8 +277,10 @@ def copy_to_host(project: str, archive: str, claim: FunctionCommand | None = Non
 def _running(state, project: str) -> None:
     wanted = {"prometheus", "grafana"}
     if not wanted <= set(state.containers):
-        raise DeployError(f"{host.name}: the pgmon stack of project {project} is not deployed here (no "
-                          f"{' or '.join(sorted(wanted - set(state.containers)))} container); nothing to back up")
+        raise DeployError(
+            f"{host.name}: the pgmon stack of project {project} is not deployed here (no "
+            f"{' or '.join(sorted(wanted - set(state.containers)))} container); nothing to back up"
+        )
 
 
 @deploy("Back up pgmon")
@@ -252,30 +289,50 @@ def backup_stack(settings):
     state = read_host_state(host, settings)
     _running(state, cfg.project)
     now = datetime.datetime.now(datetime.UTC)
-    metadata = {"format": FORMAT, "host": host.name, "project": cfg.project, "created": f"{now:%Y-%m-%dT%H:%M:%SZ}",
-                "images": {c: settings.image(c) for c in ("prometheus", "alertmanager", "grafana")}}
+    metadata = {
+        "format": FORMAT,
+        "host": host.name,
+        "project": cfg.project,
+        "created": f"{now:%Y-%m-%dT%H:%M:%SZ}",
+        "images": {c: settings.image(c) for c in ("prometheus", "alertmanager", "grafana")},
+    }
     destination = str(Path(cfg.backup_dir).expanduser() / backup_file_name(host.name, now))
-    copy_to_controller(name="Copy Prometheus's snapshot and Grafana's data to the controller", project=cfg.project,
-                       destination=destination, metadata=metadata, claim=claim_host(settings, state))
+    copy_to_controller(
+        name="Copy Prometheus's snapshot and Grafana's data to the controller",
+        project=cfg.project,
+        destination=destination,
+        metadata=metadata,
+        claim=claim_host(settings, state),
+    )
 
 
 @deploy("Restore pgmon")
 def restore_stack(settings):
     cfg = settings.config
     if not cfg.restore_from:
-        raise DeployError("pgmon_restore_from: name the archive backup.py wrote, e.g. "
-                          "--data pgmon_restore_from=pgmon-backups/pgmon-monitor-20260101T000000Z.tar.gz")
+        raise DeployError(
+            "pgmon_restore_from: name the archive backup.py wrote, e.g. "
+            "--data pgmon_restore_from=pgmon-backups/pgmon-monitor-20260101T000000Z.tar.gz"
+        )
     archive = Path(cfg.restore_from).expanduser()
     if not archive.is_file():
         raise DeployError(f"pgmon_restore_from: {str(archive)!r} is not a file on this machine")
     state = read_host_state(host, settings)
-    existing = [line.split(" ", 1)[1] for line in host_output(host, leftovers_command(cfg.project))
-                if line.startswith("volume ")]
+    existing = [
+        line.split(" ", 1)[1]
+        for line in host_output(host, leftovers_command(cfg.project))
+        if line.startswith("volume ")
+    ]
     if existing or state.containers:
         raise DeployError(
             f"{host.name} already has pgmon's {'volumes ' + ', '.join(existing) if existing else 'containers'} "
             f"(project {cfg.project}); a restore only goes onto a host without them, so nothing was changed. "
-            "Remove them first: pyinfra ... uninstall.py --data pgmon_uninstall_delete_data=true")
+            "Remove them first: pyinfra ... uninstall.py --data pgmon_uninstall_delete_data=true"
+        )
     install_docker(settings, state)
-    copy_to_host(name="Restore pgmon's data volumes from the archive", project=cfg.project, archive=str(archive),
-                 claim=claim_host(settings, state))
+    copy_to_host(
+        name="Restore pgmon's data volumes from the archive",
+        project=cfg.project,
+        archive=str(archive),
+        claim=claim_host(settings, state),
+    )

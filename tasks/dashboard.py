@@ -52,19 +52,37 @@ _SELECTOR = re.compile(r'(?<![\w:"])((?:pg|process)_[\w:]*)(\{(?:[^{}"]|"(?:[^"\
 _MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")\s*,?')
 
 SERVER_VARIABLE = {
-    "name": "server", "label": "Server", "type": "query",
+    "name": "server",
+    "label": "Server",
+    "type": "query",
     "query": 'label_values(pg_up{job="postgres"}, server)',
 }
 VARIABLE_CHANGES = {
     # pgmon's instance label is the configured database name: the picker for "which database".
-    "instance": {"label": "Database", "query": 'label_values(pg_up{job="postgres", server="$server"}, instance)'},
+    "instance": {
+        "label": "Database",
+        "query": 'label_values(pg_up{job="postgres", server="$server"}, instance)',
+    },
     # The PostgreSQL name of the database picked; server-wide rows are labelled with it.
-    "datname": {"label": "PostgreSQL database", "hide": 2, "includeAll": False, "multi": False,
-                "query": 'label_values(pgmon_database_info{instance="$instance"}, datname)'},
+    "datname": {
+        "label": "PostgreSQL database",
+        "hide": 2,
+        "includeAll": False,
+        "multi": False,
+        "query": 'label_values(pgmon_database_info{instance="$instance"}, datname)',
+    },
 }
 # A drop-down of pgmon's dashboards (all tagged "pgmon"), keeping the time range.
-PGMON_DASHBOARDS_LINK = {"title": "pgmon", "type": "dashboards", "tags": ["pgmon"], "asDropdown": True,
-                         "includeVars": False, "keepTime": True, "icon": "external link", "targetBlank": False}
+PGMON_DASHBOARDS_LINK = {
+    "title": "pgmon",
+    "type": "dashboards",
+    "tags": ["pgmon"],
+    "asDropdown": True,
+    "includeVars": False,
+    "keepTime": True,
+    "icon": "external link",
+    "targetBlank": False,
+}
 
 
 def cache_dir() -> Path:
@@ -84,9 +102,13 @@ def _published(raw: bytes, source: str, field: str, pinned: str | None) -> dict:
     try:
         dashboard = json.loads(raw)
     except ValueError as error:
-        raise DeployError(f"{field}: {source} is not JSON ({error}); point it at dashboard 9628's JSON")
+        raise DeployError(
+            f"{field}: {source} is not JSON ({error}); point it at dashboard 9628's JSON"
+        ) from None
     inputs = dashboard.get("__inputs", []) if isinstance(dashboard, dict) else None
-    if not isinstance(inputs, list) or "DS_PROMETHEUS" not in [i.get("name") for i in inputs if isinstance(i, dict)]:
+    if not isinstance(inputs, list) or "DS_PROMETHEUS" not in [
+        i.get("name") for i in inputs if isinstance(i, dict)
+    ]:
         raise DeployError(
             f"{field}: {source} is not a grafana.com dashboard export with a DS_PROMETHEUS input; "
             "point it at dashboard 9628's JSON"
@@ -105,13 +127,22 @@ def load_dashboard_9628(settings: Settings) -> dict:
         try:
             raw = Path(source.file).read_bytes()
         except OSError as error:
-            raise DeployError(f"pgmon_dashboard_9628.file: cannot read {source.file}: {error}")
-        return adapt_dashboard_9628(_published(raw, source.file, "pgmon_dashboard_9628.file", source.sha256),
-                                    "pgmon_dashboard_9628.file")
+            raise DeployError(
+                f"pgmon_dashboard_9628.file: cannot read {source.file}: {error}"
+            ) from None
+        return adapt_dashboard_9628(
+            _published(raw, source.file, "pgmon_dashboard_9628.file", source.sha256),
+            "pgmon_dashboard_9628.file",
+        )
     url = source.url.format(revision=source.revision)
-    cached = cache_dir() / f"dashboard-9628-r{source.revision}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
+    cached = (
+        cache_dir()
+        / f"dashboard-9628-r{source.revision}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
+    )
     if cached.exists():
-        published = _published(cached.read_bytes(), str(cached), "pgmon_dashboard_9628", source.sha256)
+        published = _published(
+            cached.read_bytes(), str(cached), "pgmon_dashboard_9628", source.sha256
+        )
         return adapt_dashboard_9628(published, "pgmon_dashboard_9628.revision")
     try:
         response = requests.get(url, timeout=30)
@@ -120,9 +151,11 @@ def load_dashboard_9628(settings: Settings) -> dict:
         raise DeployError(
             f"pgmon_dashboard_9628.url: cannot download {url} ({error}); without internet access, "
             "save the dashboard JSON on this machine and set pgmon_dashboard_9628 = {'file': '/path/9628.json'}"
-        )
+        ) from None
     published = _published(response.content, url, "pgmon_dashboard_9628.url", source.sha256)
-    adapted = adapt_dashboard_9628(published, "pgmon_dashboard_9628.revision")  # refuse before caching
+    adapted = adapt_dashboard_9628(
+        published, "pgmon_dashboard_9628.revision"
+    )  # refuse before caching
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".partial")
     partial.write_bytes(response.content)
@@ -145,11 +178,18 @@ def scope_selectors(expr: str) -> str:
         name, braces = match.group(1), match.group(2) or "{}"
         if _BGWRITER.match(name) and not name.endswith("_total"):
             name += "_total"
-        if _MATCHER.sub("", braces[1:-1]).strip():  # dropping what it cannot read would widen the query
+        if _MATCHER.sub(
+            "", braces[1:-1]
+        ).strip():  # dropping what it cannot read would widen the query
             raise ValueError(f"cannot read the label matchers of {match.group(0)}")
-        kept = [m.group(0).strip().rstrip(",").strip() for m in _MATCHER.finditer(braces[1:-1])
-                if m.group(1) not in REPLACED_LABELS]
-        scope = 'instance="$instance"' if name.startswith(PER_EXPORTER_PREFIXES) else 'server="$server"'
+        kept = [
+            m.group(0).strip().rstrip(",").strip()
+            for m in _MATCHER.finditer(braces[1:-1])
+            if m.group(1) not in REPLACED_LABELS
+        ]
+        scope = (
+            'instance="$instance"' if name.startswith(PER_EXPORTER_PREFIXES) else 'server="$server"'
+        )
         return name + "{" + ", ".join([scope, *kept]) + "}"
 
     return _SELECTOR.sub(rewrite, expr)
@@ -170,8 +210,10 @@ def adapt_dashboard_9628(published: dict, field: str) -> dict:
     try:
         return _adapt(published, field)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise DeployError(f"{field}: the dashboard JSON is not shaped like 9628's ({type(error).__name__}: "
-                          f"{error}); point it at dashboard 9628 revision 8") from None
+        raise DeployError(
+            f"{field}: the dashboard JSON is not shaped like 9628's ({type(error).__name__}: "
+            f"{error}); point it at dashboard 9628 revision 8"
+        ) from None
 
 
 def _adapt(published: dict, field: str) -> dict:
@@ -195,12 +237,21 @@ def _adapt(published: dict, field: str) -> dict:
         if name == "namespace":
             continue  # no Kubernetes namespace on a Docker stack
         if name == "release":
-            variable = {**variable, **SERVER_VARIABLE, "regex": "", "includeAll": False, "multi": False}
+            variable = {
+                **variable,
+                **SERVER_VARIABLE,
+                "regex": "",
+                "includeAll": False,
+                "multi": False,
+            }
         elif name in VARIABLE_CHANGES:
             variable = {**variable, **VARIABLE_CHANGES[name], "regex": ""}
         if name in ("release", *VARIABLE_CHANGES):
             variable["definition"] = variable["query"]
-            variable["current"], variable["options"] = {}, []  # values of the Kubernetes chain mean nothing here
+            variable["current"], variable["options"] = (
+                {},
+                [],
+            )  # values of the Kubernetes chain mean nothing here
         adapted_variables.append(variable)
     dashboard["templating"]["list"] = adapted_variables
     for panel in panels_of(dashboard.get("panels", [])):
@@ -209,13 +260,23 @@ def _adapt(published: dict, field: str) -> dict:
                 try:
                     target["expr"] = with_pg17_fallback(scope_selectors(target["expr"]))
                 except ValueError as error:
-                    raise DeployError(f"{field}: panel {panel.get('title')!r}: {error}; pin revision 8, whose "
-                                      "queries pgmon knows")
-    leftovers = sorted(set(re.findall(r"\$release|\$namespace|kubernetes_namespace|\$\{(?:release|namespace)\}",
-                                      json.dumps(dashboard))))
+                    raise DeployError(
+                        f"{field}: panel {panel.get('title')!r}: {error}; pin revision 8, whose "
+                        "queries pgmon knows"
+                    ) from None
+    leftovers = sorted(
+        set(
+            re.findall(
+                r"\$release|\$namespace|kubernetes_namespace|\$\{(?:release|namespace)\}",
+                json.dumps(dashboard),
+            )
+        )
+    )
     if leftovers:
-        raise DeployError(f"{field}: the dashboard still refers to {', '.join(leftovers)} after pgmon adapted it; "
-                          "pin revision 8, whose queries pgmon knows")
+        raise DeployError(
+            f"{field}: the dashboard still refers to {', '.join(leftovers)} after pgmon adapted it; "
+            "pin revision 8, whose queries pgmon knows"
+        )
     dashboard["tags"] = sorted(set(dashboard.get("tags") or []) | {"pgmon"})
     dashboard["links"] = [*(dashboard.get("links") or []), PGMON_DASHBOARDS_LINK]
     return dashboard

@@ -64,12 +64,18 @@ class HostConfig:
 
 def load_config(current_host) -> HostConfig:
     """Validate ``current_host``'s pgmon data as the deploy does (unknown keys included), reading no secret."""
-    raw = {k[len(SETTING_PREFIX):]: v for k, v in current_host.data.dict().items() if k.startswith(SETTING_PREFIX)}
-    problems = _unknown_setting_lines(sorted(SETTING_PREFIX + k for k in raw if k not in SettingsInput.model_fields))
+    raw = {
+        k[len(SETTING_PREFIX) :]: v
+        for k, v in current_host.data.dict().items()
+        if k.startswith(SETTING_PREFIX)
+    }
+    problems = _unknown_setting_lines(
+        sorted(SETTING_PREFIX + k for k in raw if k not in SettingsInput.model_fields)
+    )
     try:
         config = SettingsInput(**{k: v for k, v in raw.items() if k in SettingsInput.model_fields})
     except ValidationError as error:
-        raise DeployError(_problem_report(problems + _format_validation_error(error)))
+        raise DeployError(_problem_report(problems + _format_validation_error(error))) from None
     if problems:
         raise DeployError(_problem_report(problems))
     return HostConfig(config)

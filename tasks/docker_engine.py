@@ -26,7 +26,13 @@ from pyinfra.operations import apt, server, systemd
 from .host_state import HostState
 from .settings import DeployError, Settings
 
-DOCKER_REPO_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin")
+DOCKER_REPO_PACKAGES = (
+    "docker-ce",
+    "docker-ce-cli",
+    "containerd.io",
+    "docker-buildx-plugin",
+    "docker-compose-plugin",
+)
 DOCKER_REPO_COMPOSE = "docker-compose-plugin"
 # The distributions' own Compose v2 package, beside their engine (docker.io).
 DISTRO_COMPOSE = {"Debian": "docker-compose", "Ubuntu": "docker-compose-v2"}
@@ -74,8 +80,13 @@ def install_source(setting: str, distro: str, major: int) -> str:
     return setting
 
 
-def plan_docker(setting: str, distro: str, major: int, engine_installed: bool,
-                installed_packages: frozenset[str] = frozenset()) -> DockerPlan:
+def plan_docker(
+    setting: str,
+    distro: str,
+    major: int,
+    engine_installed: bool,
+    installed_packages: frozenset[str] = frozenset(),
+) -> DockerPlan:
     """What to install on a host that lacks Docker, or has an engine without Compose v2."""
     if not engine_installed:
         source = install_source(setting, distro, major)
@@ -100,47 +111,65 @@ def docker_repo_source(distro: str, codename: str) -> str:
     )
 
 
-def docker_repo_script(distro: str, codename: str, packages: tuple[str, ...], keyring: str = KEYRING,
-                       sources: str = SOURCES) -> str:
+def docker_repo_script(
+    distro: str,
+    codename: str,
+    packages: tuple[str, ...],
+    keyring: str = KEYRING,
+    sources: str = SOURCES,
+) -> str:
     """Docker's documented apt set-up (docs.docker.com/engine/install/debian, .../ubuntu), then ``packages``.
 
     ``keyring`` and ``sources`` are parameters for the unit tests only.
     """
     if not codename:
-        raise DeployError(f"{distro}: no VERSION_CODENAME in /etc/os-release; Docker's repository is per release, "
-                          "so pgmon cannot add it; install Docker Engine and Compose v2 yourself")
+        raise DeployError(
+            f"{distro}: no VERSION_CODENAME in /etc/os-release; Docker's repository is per release, "
+            "so pgmon cannot add it; install Docker Engine and Compose v2 yourself"
+        )
     keyring_dir = keyring.rsplit("/", 1)[0]
-    return "\n".join([
-        "set -e",
-        "export DEBIAN_FRONTEND=noninteractive",
-        "apt-get update -q",
-        "apt-get install -y -q ca-certificates curl",
-        f"install -m 0755 -d {shlex.quote(keyring_dir)}",
-        f"curl -fsSL https://download.docker.com/linux/{distro.lower()}/gpg -o {shlex.quote(keyring)}",
-        f"chmod a+r {shlex.quote(keyring)}",
-        f"printf '%s' {shlex.quote(docker_repo_source(distro, codename).replace(KEYRING, keyring))} > "
-        f"{shlex.quote(sources)}",
-        "apt-get update -q",
-        f"apt-get install -y -q {' '.join(shlex.quote(p) for p in packages)}",
-    ])
+    return "\n".join(
+        [
+            "set -e",
+            "export DEBIAN_FRONTEND=noninteractive",
+            "apt-get update -q",
+            "apt-get install -y -q ca-certificates curl",
+            f"install -m 0755 -d {shlex.quote(keyring_dir)}",
+            f"curl -fsSL https://download.docker.com/linux/{distro.lower()}/gpg -o {shlex.quote(keyring)}",
+            f"chmod a+r {shlex.quote(keyring)}",
+            f"printf '%s' {shlex.quote(docker_repo_source(distro, codename).replace(KEYRING, keyring))} > "
+            f"{shlex.quote(sources)}",
+            "apt-get update -q",
+            f"apt-get install -y -q {' '.join(shlex.quote(p) for p in packages)}",
+        ]
+    )
 
 
 @deploy("Install Docker Engine and Compose v2")
 def install_docker(settings: Settings, state: HostState):
     """Install and start Docker unless a working engine with Compose v2 is already there."""
     if state.engine_version and state.compose_version:
-        host.log(f"pgmon: Docker Engine {state.engine_version} with Compose {state.compose_version} is ready")
+        host.log(
+            f"pgmon: Docker Engine {state.engine_version} with Compose {state.compose_version} is ready"
+        )
         return
     distro = host.get_fact(LinuxDistribution)
     name, major = distro.get("name"), distro.get("major") or 0
     if name not in ("Debian", "Ubuntu"):
-        raise DeployError(f"{host.name}: pgmon installs Docker on Debian and Ubuntu only, not {name}; install it yourself")
+        raise DeployError(
+            f"{host.name}: pgmon installs Docker on Debian and Ubuntu only, not {name}; install it yourself"
+        )
     if not (state.docker_installed and state.compose_version):
         installed = frozenset(host.get_fact(DebPackages)) if state.docker_installed else frozenset()
-        plan = plan_docker(settings.config.docker_install, name, major, state.docker_installed, installed)
+        plan = plan_docker(
+            settings.config.docker_install, name, major, state.docker_installed, installed
+        )
         if plan.source == "distro":
             apt.packages(name=plan.operation_name, packages=list(plan.packages), update=True)
         else:
             codename = distro.get("release_meta", {}).get("VERSION_CODENAME", "")
-            server.shell(name=plan.operation_name, commands=[docker_repo_script(name, codename, plan.packages)])
+            server.shell(
+                name=plan.operation_name,
+                commands=[docker_repo_script(name, codename, plan.packages)],
+            )
     systemd.service(name="Enable and start Docker", service="docker", running=True, enabled=True)

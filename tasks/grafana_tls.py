@@ -55,29 +55,48 @@ def read_certificate(cert_file: str, key_file: str) -> tuple[bytes | None, bytes
         try:
             contents[field] = Path(path).expanduser().read_bytes()
         except OSError as error:
-            problems.append(f"{where}.{field}: cannot read {path!r} on this machine ({error.strerror or error})")
+            problems.append(
+                f"{where}.{field}: cannot read {path!r} on this machine ({error.strerror or error})"
+            )
     if problems:
         return None, None, problems
     try:
         chain = x509.load_pem_x509_certificates(contents["cert_file"])
     except ValueError:
-        return None, None, [f"{where}.cert_file: {cert_file!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"]
+        return (
+            None,
+            None,
+            [
+                f"{where}.cert_file: {cert_file!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            ],
+        )
     try:
         key = serialization.load_pem_private_key(contents["key_file"], password=None)
     except TypeError:
-        return None, None, [f"{where}.key_file: {key_file!r} is encrypted; Grafana reads an unencrypted key "
-                            "(openssl pkey -in KEY -out KEY.plain, then keep that file private)"]
+        return (
+            None,
+            None,
+            [
+                f"{where}.key_file: {key_file!r} is encrypted; Grafana reads an unencrypted key "
+                "(openssl pkey -in KEY -out KEY.plain, then keep that file private)"
+            ],
+        )
     except ValueError:
         return None, None, [f"{where}.key_file: {key_file!r} holds no PEM private key"]
     leaf = chain[0]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.PEM, public) != \
-            leaf.public_key().public_bytes(serialization.Encoding.PEM, public):
-        problems.append(f"{where}: the key in {key_file!r} does not belong to the first certificate in "
-                        f"{cert_file!r} (the server's own certificate comes first, then its chain)")
-    if leaf.not_valid_after_utc <= datetime.datetime.now(datetime.timezone.utc):
-        problems.append(f"{where}.cert_file: the certificate in {cert_file!r} expired on "
-                        f"{leaf.not_valid_after_utc:%Y-%m-%d}; give a current one")
+    if key.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ) != leaf.public_key().public_bytes(serialization.Encoding.PEM, public):
+        problems.append(
+            f"{where}: the key in {key_file!r} does not belong to the first certificate in "
+            f"{cert_file!r} (the server's own certificate comes first, then its chain)"
+        )
+    if leaf.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        problems.append(
+            f"{where}.cert_file: the certificate in {cert_file!r} expired on "
+            f"{leaf.not_valid_after_utc:%Y-%m-%d}; give a current one"
+        )
     if problems:
         return None, None, problems
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
@@ -119,43 +138,56 @@ def make_certificate_script(base_dir: str, inventory_name: str) -> str:
     beside each other and renamed into place (a run cut short leaves the old pair or none, never half)."""
     directory = shlex.quote(f"{base_dir}/{TLS_DIR}")
     cn, given = self_signed_names(inventory_name)
-    names = " ".join([
-        shlex.quote(given), "DNS:localhost", "IP:127.0.0.1", "IP:::1",
-        '$(for n in $(hostname) $(hostname -f 2>/dev/null); do echo "DNS:$n"; done)',
-        '$(for a in $(hostname -I 2>/dev/null); do echo "IP:$a"; done)',
-    ])
-    return "\n".join([
-        "set -e",
-        "command -v openssl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null",
-        f"cd {directory}",
-        "umask 077",
-        # Each name once, in the order given: the inventory name first.
-        f"san=$(for n in {names}; do echo \"$n\"; done | awk '!seen[$0]++' | paste -sd, -)",
-        f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days {SELF_SIGNED_DAYS} "
-        f"-subj {shlex.quote('/CN=' + cn[:64] + '/O=pgmon self-signed')} -addext \"subjectAltName=$san\" "
-        "-addext extendedKeyUsage=serverAuth "
-        f"-keyout {SELF_SIGNED_KEY}.new -out {SELF_SIGNED_CERT}.new 2>/dev/null",
-        f"chown {GRAFANA_UID}:{GRAFANA_GID} {SELF_SIGNED_KEY}.new {SELF_SIGNED_CERT}.new",
-        f"chmod 0400 {SELF_SIGNED_KEY}.new && chmod 0444 {SELF_SIGNED_CERT}.new",
-        f"mv -f {SELF_SIGNED_KEY}.new {SELF_SIGNED_KEY} && mv -f {SELF_SIGNED_CERT}.new {SELF_SIGNED_CERT}",
-    ])
+    names = " ".join(
+        [
+            shlex.quote(given),
+            "DNS:localhost",
+            "IP:127.0.0.1",
+            "IP:::1",
+            '$(for n in $(hostname) $(hostname -f 2>/dev/null); do echo "DNS:$n"; done)',
+            '$(for a in $(hostname -I 2>/dev/null); do echo "IP:$a"; done)',
+        ]
+    )
+    return "\n".join(
+        [
+            "set -e",
+            "command -v openssl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null",
+            f"cd {directory}",
+            "umask 077",
+            # Each name once, in the order given: the inventory name first.
+            f"san=$(for n in {names}; do echo \"$n\"; done | awk '!seen[$0]++' | paste -sd, -)",
+            f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days {SELF_SIGNED_DAYS} "
+            f'-subj {shlex.quote("/CN=" + cn[:64] + "/O=pgmon self-signed")} -addext "subjectAltName=$san" '
+            "-addext extendedKeyUsage=serverAuth "
+            f"-keyout {SELF_SIGNED_KEY}.new -out {SELF_SIGNED_CERT}.new 2>/dev/null",
+            f"chown {GRAFANA_UID}:{GRAFANA_GID} {SELF_SIGNED_KEY}.new {SELF_SIGNED_CERT}.new",
+            f"chmod 0400 {SELF_SIGNED_KEY}.new && chmod 0444 {SELF_SIGNED_CERT}.new",
+            f"mv -f {SELF_SIGNED_KEY}.new {SELF_SIGNED_KEY} && mv -f {SELF_SIGNED_CERT}.new {SELF_SIGNED_CERT}",
+        ]
+    )
 
 
 def renewal_check_command(base_dir: str) -> str:
     """For the host-state listing: ``grafana-certificate renew`` when the self-signed certificate ends within 30
     days (nothing when there is none, or no openssl to tell)."""
     cert = shlex.quote(f"{base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}")
-    return (f"if [ -f {cert} ] && command -v openssl >/dev/null 2>&1 && "
-            f"! openssl x509 -checkend {RENEW_SECONDS} -noout -in {cert} >/dev/null 2>&1; "
-            "then echo 'grafana-certificate renew'; fi")
+    return (
+        f"if [ -f {cert} ] && command -v openssl >/dev/null 2>&1 && "
+        f"! openssl x509 -checkend {RENEW_SECONDS} -noout -in {cert} >/dev/null 2>&1; "
+        "then echo 'grafana-certificate renew'; fi"
+    )
 
 
 def needs_self_signed(entries: dict, renew: bool) -> bool:
-    return renew or not all(f"{TLS_DIR}/{name}" in entries for name in (SELF_SIGNED_CERT, SELF_SIGNED_KEY))
+    return renew or not all(
+        f"{TLS_DIR}/{name}" in entries for name in (SELF_SIGNED_CERT, SELF_SIGNED_KEY)
+    )
 
 
 @operation()
-def self_signed_certificate(base_dir: str, inventory_name: str, make: bool, claim: FunctionCommand | None = None):
+def self_signed_certificate(
+    base_dir: str, inventory_name: str, make: bool, claim: FunctionCommand | None = None
+):
     """
     Make Grafana's self-signed certificate on the host when it has none (or it ends within 30 days).
 
@@ -167,7 +199,9 @@ def self_signed_certificate(base_dir: str, inventory_name: str, make: bool, clai
     if not make:
         return
     if not host.state.is_executing:
-        host.log(f"pgmon: will make Grafana's self-signed certificate ({TLS_DIR}/{SELF_SIGNED_CERT})")
+        host.log(
+            f"pgmon: will make Grafana's self-signed certificate ({TLS_DIR}/{SELF_SIGNED_CERT})"
+        )
     if claim is not None:
         yield claim
     yield make_certificate_script(base_dir, inventory_name)

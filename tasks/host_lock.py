@@ -52,23 +52,29 @@ def claim_script(settings: Settings, controller: str, take_over: bool) -> str:
     lock = shlex.quote(lock_path(settings.config.base_dir))
     if take_over:
         # The holder record names the holding shell; ending it releases the lock (its `cat` does not hold it).
-        busy = (f"pid=$(sed -n 's/.* pid=\\([0-9]*\\) .*/\\1/p' {lock}.holder 2>/dev/null); "
-                f"[ -n \"$pid\" ] && kill \"$pid\" 2>/dev/null; "
-                f"flock -w 10 9 || {{ echo \"held $(cat {lock}.holder 2>/dev/null)\"; exit {EXIT_HELD}; }}")
+        busy = (
+            f"pid=$(sed -n 's/.* pid=\\([0-9]*\\) .*/\\1/p' {lock}.holder 2>/dev/null); "
+            f'[ -n "$pid" ] && kill "$pid" 2>/dev/null; '
+            f'flock -w 10 9 || {{ echo "held $(cat {lock}.holder 2>/dev/null)"; exit {EXIT_HELD}; }}'
+        )
     else:
-        busy = f"echo \"held $(cat {lock}.holder 2>/dev/null)\"; exit {EXIT_HELD}"
-    record = (f"by=${{SUDO_USER:-$(id -un)}} from={controller} pid=$$ "
-              "since=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
-    return "\n".join([
-        f"mkdir -p {LOCK_DIR} && exec 9>>{lock}.lock || exit 70",
-        f"flock -n 9 || {{ {busy}; }}",
-        f"[ -s {lock}.holder ] && echo \"stale $(cat {lock}.holder)\"",
-        f"echo \"{record}\" > {lock}.holder",
-        f"( {state_command(settings)} )",
-        "echo claimed",
-        "cat 9>&- >/dev/null",  # until pyinfra closes the channel: at its exit, whatever the outcome
-        f"rm -f {lock}.holder",
-    ])
+        busy = f'echo "held $(cat {lock}.holder 2>/dev/null)"; exit {EXIT_HELD}'
+    record = (
+        f"by=${{SUDO_USER:-$(id -un)}} from={controller} pid=$$ "
+        "since=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    )
+    return "\n".join(
+        [
+            f"mkdir -p {LOCK_DIR} && exec 9>>{lock}.lock || exit 70",
+            f"flock -n 9 || {{ {busy}; }}",
+            f'[ -s {lock}.holder ] && echo "stale $(cat {lock}.holder)"',
+            f'echo "{record}" > {lock}.holder',
+            f"( {state_command(settings)} )",
+            "echo claimed",
+            "cat 9>&- >/dev/null",  # until pyinfra closes the channel: at its exit, whatever the outcome
+            f"rm -f {lock}.holder",
+        ]
+    )
 
 
 def state_key(state: HostState) -> tuple:
@@ -112,9 +118,14 @@ def _open(host, script: str):
     arguments, _ = pop_global_arguments(host.state, host, {})
     # What the connectors themselves handle, not the command line (sudo, su, env, shell do).
     handled_by_connector = ("_get_pty", "_timeout", "_stdin", "_success_exit_codes")
-    connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS
-                           if k in arguments and k not in handled_by_connector}
-    command = make_unix_command_for_host(host.state, host, StringCommand(script), **connector_arguments)
+    connector_arguments = {
+        k: arguments[k]
+        for k in CONNECTOR_ARGUMENT_KEYS
+        if k in arguments and k not in handled_by_connector
+    }
+    command = make_unix_command_for_host(
+        host.state, host, StringCommand(script), **connector_arguments
+    )
     if isinstance(host.connector, SSHConnector):
         stdin, stdout, _ = host.connector.client.exec_command(command.get_raw_value())
         stdout.channel.settimeout(CLAIM_TIMEOUT_SECONDS)
@@ -143,24 +154,37 @@ def _claim(state, host, settings: Settings, planned_from: HostState, take_over: 
             claim = read_claim(lines)
     except (gevent.Timeout, OSError) as error:
         _release(keeper)
-        return log_failure(host, [f"could not claim {settings.config.base_dir} on the host ({error or 'timed out'}); "
-                            "nothing was changed. Run again."])
+        return log_failure(
+            host,
+            [
+                f"could not claim {settings.config.base_dir} on the host ({error or 'timed out'}); "
+                "nothing was changed. Run again."
+            ],
+        )
     where = f"{settings.config.base_dir} on {host.name}"
     if claim.held is not None:
         _release(keeper)
-        return log_failure(host, [
-            f"another pgmon run is changing {where}: {claim.held}. This run changed nothing.",
-            "Wait for it to finish, then run again (your run then applies on top of it). If no run is in "
-            "progress (a connection that hung), take over: --data pgmon_take_over_lock=true",
-        ])
+        return log_failure(
+            host,
+            [
+                f"another pgmon run is changing {where}: {claim.held}. This run changed nothing.",
+                "Wait for it to finish, then run again (your run then applies on top of it). If no run is in "
+                "progress (a connection that hung), take over: --data pgmon_take_over_lock=true",
+            ],
+        )
     if state_key(claim.state) != state_key(planned_from):
         _release(keeper)
-        return log_failure(host, [
-            f"the host changed since this run read it ({where}): another pgmon run, or a hand edit, changed the "
-            "stack in between. This run changed nothing; run it again to plan from the host as it is now.",
-        ])
+        return log_failure(
+            host,
+            [
+                f"the host changed since this run read it ({where}): another pgmon run, or a hand edit, changed the "
+                "stack in between. This run changed nothing; run it again to plan from the host as it is now.",
+            ],
+        )
     if claim.stale:
-        logger.warning(f"{host.print_prefix}pgmon: took over from a run that did not finish: {claim.stale}")
+        logger.warning(
+            f"{host.print_prefix}pgmon: took over from a run that did not finish: {claim.stale}"
+        )
     _held[host.name] = keeper
     return True
 

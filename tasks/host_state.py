@@ -49,10 +49,16 @@ class HostState:
     containers: dict[str, Container] = field(default_factory=dict)
     entries: dict[str, Entry] = field(default_factory=dict)  # path relative to base_dir
     held_by: str | None = None  # another pgmon run changing this base_dir now (tasks/host_lock.py)
-    written: frozenset[str] | None = None  # what pgmon wrote under base_dir last time; None: no manifest
+    written: frozenset[str] | None = (
+        None  # what pgmon wrote under base_dir last time; None: no manifest
+    )
     grafana_admin_user: str | None = None  # the admin login the running Grafana was given
-    grafana_certificate_renew: bool = False  # Grafana's self-signed certificate ends within 30 days (grafana_tls)
-    isolation: frozenset[str] = frozenset()  # what of the isolation unit and rule is in place (tasks/isolation.py)
+    grafana_certificate_renew: bool = (
+        False  # Grafana's self-signed certificate ends within 30 days (grafana_tls)
+    )
+    isolation: frozenset[str] = (
+        frozenset()
+    )  # what of the isolation unit and rule is in place (tasks/isolation.py)
 
 
 LOCK_DIR = "/run/lock"  # a tmpfs: a reboot leaves no lock behind
@@ -68,26 +74,32 @@ def describe_holder(record: str) -> str:
     fields = dict(re.findall(r"(\w+)=(\S*)", record))
     if "by" not in fields:
         return "a run that left no record"
-    return f"{fields['by']} (SSH user) from {fields.get('from', '?')} since {fields.get('since', '?')}"
+    return (
+        f"{fields['by']} (SSH user) from {fields.get('from', '?')} since {fields.get('since', '?')}"
+    )
 
 
 def holder_check_command(base_dir: str) -> str:
     """Prints ``held <record>`` while a run holds base_dir's lock; takes no lock itself."""
     lock = shlex.quote(lock_path(base_dir))
-    return (f"if [ -e {lock}.lock ] && ! flock -n {lock}.lock true 2>/dev/null; "
-            f"then echo \"held $(cat {lock}.holder 2>/dev/null)\"; fi")
+    return (
+        f"if [ -e {lock}.lock ] && ! flock -n {lock}.lock true 2>/dev/null; "
+        f'then echo "held $(cat {lock}.holder 2>/dev/null)"; fi'
+    )
 
 
 def state_command(settings: Settings) -> str:
     base = shlex.quote(settings.config.base_dir)
     project = shlex.quote(f"label=com.docker.compose.project={settings.config.project}")
-    fmt = shlex.quote('container {{.Label "com.docker.compose.service"}} {{.Label "pgmon.revision"}} {{.State}}')
+    fmt = shlex.quote(
+        'container {{.Label "com.docker.compose.service"}} {{.Label "pgmon.revision"}} {{.State}}'
+    )
     return "\n".join(
         [
             "if command -v docker >/dev/null 2>&1; then",
             "  echo docker-installed",
             "  echo \"engine $(docker version --format '{{.Server.Version}}' 2>/dev/null)\"",
-            "  echo \"compose $(docker compose version --short 2>/dev/null)\"",
+            '  echo "compose $(docker compose version --short 2>/dev/null)"',
             f"  docker ps -a --filter {project} --format {fmt} 2>/dev/null",
             f"  docker inspect -f {shlex.quote('{{range .Config.Env}}{{println .}}{{end}}')} "
             f"{shlex.quote(container_name(settings.config.project, 'grafana'))} 2>/dev/null"
@@ -154,11 +166,23 @@ def parse_state(lines: list[str]) -> HostState:
         if path in entries:
             e = entries[path]
             entries[path] = Entry(e.kind, e.mode, e.uid, e.gid, digest)
-    return HostState(engine, compose, installed, containers, entries, held_by,
-                     None if written is None else frozenset(written), grafana_admin, renew, frozenset(isolation))
+    return HostState(
+        engine,
+        compose,
+        installed,
+        containers,
+        entries,
+        held_by,
+        None if written is None else frozenset(written),
+        grafana_admin,
+        renew,
+        frozenset(isolation),
+    )
 
 
-COMMAND_TIMEOUT_SECONDS = 120  # a hung Docker daemon or SSH session must not hold a run without bound
+COMMAND_TIMEOUT_SECONDS = (
+    120  # a hung Docker daemon or SSH session must not hold a run without bound
+)
 
 
 def host_output(host, command: str, check: bool = True) -> list[str]:
@@ -170,11 +194,15 @@ def host_output(host, command: str, check: bool = True) -> list[str]:
     connector_arguments = {k: arguments[k] for k in CONNECTOR_ARGUMENT_KEYS if k in arguments}
     connector_arguments["_timeout"] = COMMAND_TIMEOUT_SECONDS
     try:
-        ok, output = host.run_shell_command(command, print_output=False, print_input=False, **connector_arguments)
+        ok, output = host.run_shell_command(
+            command, print_output=False, print_input=False, **connector_arguments
+        )
     except TimeoutError:
         if check:
-            raise DeployError(f"a command on {host.name} did not finish within {COMMAND_TIMEOUT_SECONDS}s "
-                              "(is the Docker daemon answering? `docker info` on the host)")
+            raise DeployError(
+                f"a command on {host.name} did not finish within {COMMAND_TIMEOUT_SECONDS}s "
+                "(is the Docker daemon answering? `docker info` on the host)"
+            ) from None
         return []
     if not ok and check:
         raise DeployError(
@@ -186,8 +214,15 @@ def host_output(host, command: str, check: bool = True) -> list[str]:
 
 def read_host_state(host, settings: Settings) -> HostState:
     """The host's state, in one round trip; a warning when another pgmon run is changing it right now."""
-    state = parse_state(host_output(host, state_command(settings) + "\n" + holder_check_command(settings.config.base_dir)))
+    state = parse_state(
+        host_output(
+            host, state_command(settings) + "\n" + holder_check_command(settings.config.base_dir)
+        )
+    )
     if state.held_by:
-        host.log(f"pgmon: WARNING another pgmon run is changing {settings.config.base_dir} now: {state.held_by}; "
-                 "what this run shows may change under it, and it cannot apply until that run ends", log_func=logger.warning)
+        host.log(
+            f"pgmon: WARNING another pgmon run is changing {settings.config.base_dir} now: {state.held_by}; "
+            "what this run shows may change under it, and it cannot apply until that run ends",
+            log_func=logger.warning,
+        )
     return state

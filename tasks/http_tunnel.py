@@ -23,7 +23,13 @@ from .settings import DeployError
 
 
 class _TunnelledConnection(http.client.HTTPConnection):
-    def __init__(self, open_socket, timeout: float, tls: ssl.SSLContext | None = None, pin: bytes | None = None):
+    def __init__(
+        self,
+        open_socket,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+        pin: bytes | None = None,
+    ):
         super().__init__("localhost", timeout=timeout)
         self._open_socket = open_socket
         self._tls, self._pin = tls, pin
@@ -50,7 +56,9 @@ class TLSStream:
         self._tls = context.wrap_bio(self._incoming, self._outgoing)
         self._run(self._tls.do_handshake)
         if pin is not None and self._tls.getpeercert(binary_form=True) != pin:
-            raise ssl.SSLCertVerificationError("the server presents a certificate other than the one pgmon knows")
+            raise ssl.SSLCertVerificationError(
+                "the server presents a certificate other than the one pgmon knows"
+            )
 
     def _run(self, step, *args):
         while True:
@@ -75,7 +83,7 @@ class TLSStream:
     def sendall(self, data) -> None:
         view = memoryview(data)
         while len(view):
-            view = view[self._run(self._tls.write, view):]
+            view = view[self._run(self._tls.write, view) :]
 
     def recv(self, size: int) -> bytes:
         try:
@@ -92,7 +100,7 @@ class TLSStream:
 
             def readinto(self, buffer) -> int:
                 data = stream.recv(len(buffer))
-                buffer[:len(data)] = data
+                buffer[: len(data)] = data
                 return len(data)
 
         return io.BufferedReader(Reader())
@@ -110,7 +118,9 @@ class HostHTTP:
     def __init__(self, host, timeout: float = 10.0):
         self.host = host
         self.timeout = timeout
-        self._connections: dict[tuple[str, int], _TunnelledConnection] = {}  # kept alive between requests
+        self._connections: dict[
+            tuple[str, int], _TunnelledConnection
+        ] = {}  # kept alive between requests
         if not isinstance(host.connector, (SSHConnector, LocalConnector)):
             raise DeployError(f"{host.name}: verification needs the ssh or local connector")
 
@@ -129,8 +139,15 @@ class HostHTTP:
             return open_channel
         return lambda: socket.create_connection((address, port), timeout=self.timeout)
 
-    def get(self, address: str, port: int, path: str, auth: tuple[str, str] | None = None,
-            tls: ssl.SSLContext | None = None, pin: bytes | None = None) -> tuple[int, bytes]:
+    def get(
+        self,
+        address: str,
+        port: int,
+        path: str,
+        auth: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        pin: bytes | None = None,
+    ) -> tuple[int, bytes]:
         """Status 0 means nothing answered (or, with ``tls``, not with the pinned certificate); the body says why."""
         headers = {"Accept": "application/json"}
         if auth is not None:
@@ -141,7 +158,8 @@ class HostHTTP:
             connection = self._connections.get(key)
             if connection is None:
                 connection = self._connections[key] = _TunnelledConnection(
-                    self._socket_factory(address, port), self.timeout, tls, pin)
+                    self._socket_factory(address, port), self.timeout, tls, pin
+                )
             try:
                 connection.request("GET", path, headers=headers)
                 response = connection.getresponse()

@@ -30,7 +30,13 @@ from .stack_model import (
     PROMETHEUS_PORT,
 )
 
-CONTAINER_PORTS = (GRAFANA_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, NODE_EXPORTER_PORT, EXPORTER_PORT)
+CONTAINER_PORTS = (
+    GRAFANA_PORT,
+    PROMETHEUS_PORT,
+    ALERTMANAGER_PORT,
+    NODE_EXPORTER_PORT,
+    EXPORTER_PORT,
+)
 UNIT_DIR = "/etc/systemd/system"
 
 
@@ -40,37 +46,45 @@ def unit_name(project: str) -> str:
 
 def rule(project: str) -> str:
     ports = ",".join(str(p) for p in CONTAINER_PORTS)
-    return (f"-p tcp -m multiport --dports {ports} ! -i br-+ -o br-+ "
-            f"-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment pgmon-{project} -j DROP")
+    return (
+        f"-p tcp -m multiport --dports {ports} ! -i br-+ -o br-+ "
+        f"-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment pgmon-{project} -j DROP"
+    )
 
 
 def _present(project: str) -> str:
     """True when the rule is in place, or there is no DOCKER-USER chain to put it in (no iptables: nothing to do)."""
-    return (f"{{ ! command -v iptables || ! iptables -n -L DOCKER-USER || iptables -C DOCKER-USER {rule(project)}; }} "
-            ">/dev/null 2>&1")
+    return (
+        f"{{ ! command -v iptables || ! iptables -n -L DOCKER-USER || iptables -C DOCKER-USER {rule(project)}; }} "
+        ">/dev/null 2>&1"
+    )
 
 
 def unit_file(project: str) -> str:
-    apply = (f"iptables -n -L DOCKER-USER >/dev/null 2>&1 || exit 0; iptables -C DOCKER-USER {rule(project)} "
-             f"2>/dev/null || iptables -I DOCKER-USER {rule(project)}")
+    apply = (
+        f"iptables -n -L DOCKER-USER >/dev/null 2>&1 || exit 0; iptables -C DOCKER-USER {rule(project)} "
+        f"2>/dev/null || iptables -I DOCKER-USER {rule(project)}"
+    )
     remove = f"iptables -D DOCKER-USER {rule(project)} 2>/dev/null || true"
-    return "\n".join([
-        "# Written by pgmon (tasks/isolation.py); removed by uninstall.py.",
-        "[Unit]",
-        f"Description=pgmon ({project}): no neighbour reaches pgmon's containers by routing to their addresses",
-        "After=docker.service",
-        "PartOf=docker.service",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        "RemainAfterExit=yes",
-        f"ExecStart=/bin/sh -c '{apply}'",
-        f"ExecStop=/bin/sh -c '{remove}'",
-        "",
-        "[Install]",
-        "WantedBy=docker.service",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Written by pgmon (tasks/isolation.py); removed by uninstall.py.",
+            "[Unit]",
+            f"Description=pgmon ({project}): no neighbour reaches pgmon's containers by routing to their addresses",
+            "After=docker.service",
+            "PartOf=docker.service",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            f"ExecStart=/bin/sh -c '{apply}'",
+            f"ExecStop=/bin/sh -c '{remove}'",
+            "",
+            "[Install]",
+            "WantedBy=docker.service",
+            "",
+        ]
+    )
 
 
 def state_lines(project: str) -> list[str]:
@@ -80,7 +94,7 @@ def state_lines(project: str) -> list[str]:
     unit = shlex.quote(f"{UNIT_DIR}/{unit_name(project)}")
     return [
         "if [ -d /run/systemd/system ]; then",
-        f"  [ ! -f {unit} ] || echo \"isolation unit $(sha256sum < {unit} | cut -c1-64)\"",
+        f'  [ ! -f {unit} ] || echo "isolation unit $(sha256sum < {unit} | cut -c1-64)"',
         f"  ! systemctl is-active --quiet {name} || echo 'isolation active'",
         f"  ! systemctl is-enabled --quiet {name} 2>/dev/null || echo 'isolation enabled'",
         f"  ! {_present(project)} || echo 'isolation rule'",
@@ -89,7 +103,12 @@ def state_lines(project: str) -> list[str]:
 
 
 def in_place(project: str, found: frozenset[str]) -> bool:
-    wanted = {f"unit {hashlib.sha256(unit_file(project).encode()).hexdigest()}", "active", "enabled", "rule"}
+    wanted = {
+        f"unit {hashlib.sha256(unit_file(project).encode()).hexdigest()}",
+        "active",
+        "enabled",
+        "rule",
+    }
     return "no-systemd" in found or wanted <= found
 
 
@@ -102,22 +121,30 @@ def isolate_containers(project: str, found: frozenset[str], claim: FunctionComma
     + found: what the host-state listing said is in place (``HostState.isolation``)
     """
     if "no-systemd" in found:
-        host.log("pgmon: no systemd on this host: the rule that keeps neighbours from routing to the containers "
-                 "(tasks/isolation.py) is not installed")
+        host.log(
+            "pgmon: no systemd on this host: the rule that keeps neighbours from routing to the containers "
+            "(tasks/isolation.py) is not installed"
+        )
         return
     if in_place(project, found):
         return
     if not host.state.is_executing:
-        host.log(f"pgmon: will install and start {unit_name(project)} (a DOCKER-USER rule: no neighbour routes to "
-                 "pgmon's containers)")
+        host.log(
+            f"pgmon: will install and start {unit_name(project)} (a DOCKER-USER rule: no neighbour routes to "
+            "pgmon's containers)"
+        )
     if claim is not None:
         yield claim
     name = shlex.quote(unit_name(project))
-    yield (f"printf '%s' {shlex.quote(unit_file(project))} > {shlex.quote(f'{UNIT_DIR}/{unit_name(project)}')} && "
-           f"systemctl daemon-reload && systemctl enable --quiet {name} && systemctl restart {name}")
+    yield (
+        f"printf '%s' {shlex.quote(unit_file(project))} > {shlex.quote(f'{UNIT_DIR}/{unit_name(project)}')} && "
+        f"systemctl daemon-reload && systemctl enable --quiet {name} && systemctl restart {name}"
+    )
 
 
 def removal_command(project: str) -> str:
     name = shlex.quote(unit_name(project))
-    return (f"systemctl disable --quiet --now {name} && rm -f {shlex.quote(f'{UNIT_DIR}/{unit_name(project)}')} && "
-            "systemctl daemon-reload")
+    return (
+        f"systemctl disable --quiet --now {name} && rm -f {shlex.quote(f'{UNIT_DIR}/{unit_name(project)}')} && "
+        "systemctl daemon-reload"
+    )

@@ -58,6 +58,7 @@ def image_version(image: str) -> tuple[int, int] | None:
     match = _VERSION_TAG_RE.search(image)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
+
 Component = Literal[tuple(DEFAULT_IMAGES)]  # the keys pgmon_images may override
 
 DASHBOARD_9628_URL = "https://grafana.com/api/dashboards/9628/revisions/{revision}/download"
@@ -74,21 +75,81 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Prometheus's duration: units from the largest down, each at most once (30s1m and 5m5m are refused there).
-_DURATION_RE = re.compile(r"^(?=[0-9])([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$")
-MAX_DURATION_SECONDS = 100 * 365 * 86400  # Prometheus's limit is about 292 years (int64 nanoseconds)
+_DURATION_RE = re.compile(
+    r"^(?=[0-9])([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+)
+MAX_DURATION_SECONDS = (
+    100 * 365 * 86400
+)  # Prometheus's limit is about 292 years (int64 nanoseconds)
 # Set by pgmon on series or alerts: "datname" by the exporter, "severity" and "thresholds" by the rules.
-RESERVED_LABELS = {"database", "server", "instance", "job", "datname", "alertname", "severity", "thresholds"}
+RESERVED_LABELS = {
+    "database",
+    "server",
+    "instance",
+    "job",
+    "datname",
+    "alertname",
+    "severity",
+    "thresholds",
+}
 # Labels the exporters and Prometheus set on series pgmon's rules read: an extra label of the same name would
 # be renamed exported_<name> by Prometheus, and a rule grouping by it would never fire.
 SERIES_LABELS = {
-    "alertstate", "application_name", "backend_type", "client_addr", "client_hostname", "collector", "cpu",
-    "device", "fstype", "indexrelname", "le", "mode", "mountpoint", "name", "plugin", "queryid", "quantile",
-    "relname", "rolname", "schemaname", "sequencename", "server_version", "short_version", "slot_name", "slot_type", "state",
-    "sync_state", "usename", "user", "version", "wait_event", "wait_event_type",
+    "alertstate",
+    "application_name",
+    "backend_type",
+    "client_addr",
+    "client_hostname",
+    "collector",
+    "cpu",
+    "device",
+    "fstype",
+    "indexrelname",
+    "le",
+    "mode",
+    "mountpoint",
+    "name",
+    "plugin",
+    "queryid",
+    "quantile",
+    "relname",
+    "rolname",
+    "schemaname",
+    "sequencename",
+    "server_version",
+    "short_version",
+    "slot_name",
+    "slot_type",
+    "state",
+    "sync_state",
+    "usename",
+    "user",
+    "version",
+    "wait_event",
+    "wait_event_type",
 }
 # PromQL keywords: a label of that name in a rule's `by (...)` list makes the rules file invalid.
-PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-                   "bool", "offset", "inf", "nan", "start", "end", "atan2", "limit", "smoothed", "anchored"}
+PROMQL_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "start",
+    "end",
+    "atan2",
+    "limit",
+    "smoothed",
+    "anchored",
+}
 
 
 def _check_name(value: str) -> str:
@@ -112,8 +173,10 @@ def _check_env_name(value: str) -> str:
 
 def _check_duration(value: str) -> str:
     if not _DURATION_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Prometheus duration: write e.g. '30s', '5m', '1h30m' "
-                         "(units from the largest, each once)")
+        raise ValueError(
+            f"{value!r} is not a Prometheus duration: write e.g. '30s', '5m', '1h30m' "
+            "(units from the largest, each once)"
+        )
     if duration_seconds(value) > MAX_DURATION_SECONDS:
         raise ValueError(f"{value!r} is longer than 100 years")
     return value
@@ -141,16 +204,22 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
         if key in RESERVED_LABELS:
             raise ValueError(f"label {key!r} is set by pgmon itself: choose another label name")
         if key in SERIES_LABELS:
-            raise ValueError(f"label {key!r} is set by the exporters on the series the rules read; Prometheus "
-                             "would rename yours exported_" + key + ": choose another label name")
+            raise ValueError(
+                f"label {key!r} is set by the exporters on the series the rules read; Prometheus "
+                "would rename yours exported_" + key + ": choose another label name"
+            )
         if key.lower() in PROMQL_KEYWORDS:
-            raise ValueError(f"label {key!r} is a PromQL keyword and would break the rules: choose another name")
+            raise ValueError(
+                f"label {key!r} is a PromQL keyword and would break the rules: choose another name"
+            )
     return labels
 
 
 def _check_sha256(value: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise ValueError(f"{value!r} is not a sha256: write the 64 lowercase hex digits sha256sum prints")
+        raise ValueError(
+            f"{value!r} is not a sha256: write the 64 lowercase hex digits sha256sum prints"
+        )
     return value
 
 
@@ -158,14 +227,20 @@ def _check_address(value: str) -> str:
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address: write e.g. '0.0.0.0' or '127.0.0.1'")
+        raise ValueError(
+            f"{value!r} is not an IP address: write e.g. '0.0.0.0' or '127.0.0.1'"
+        ) from None
     if address.version != 4 or str(address) != value:
-        raise ValueError(f"{value!r}: write an IPv4 address as four plain numbers, e.g. '0.0.0.0' (all) or "
-                         "'127.0.0.1'; pgmon does not publish Grafana on IPv6 addresses")
+        raise ValueError(
+            f"{value!r}: write an IPv4 address as four plain numbers, e.g. '0.0.0.0' (all) or "
+            "'127.0.0.1'; pgmon does not publish Grafana on IPv6 addresses"
+        )
     return value
 
 
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$"
+)
 
 
 def _check_host(value: str) -> str:
@@ -176,15 +251,23 @@ def _check_host(value: str) -> str:
             return value
         except ValueError:
             pass
-    if not _HOSTNAME_RE.fullmatch(value) or re.fullmatch(r"[0-9.]+", value):  # '059': a resolver takes it for a number
-        raise ValueError(f"{value!r} is not a host name or IP address: write e.g. 'db1.internal', '10.0.0.5' "
-                         "or '::1' (no scheme, port, path or brackets; the port goes in 'port')")
+    if not _HOSTNAME_RE.fullmatch(value) or re.fullmatch(
+        r"[0-9.]+", value
+    ):  # '059': a resolver takes it for a number
+        raise ValueError(
+            f"{value!r} is not a host name or IP address: write e.g. 'db1.internal', '10.0.0.5' "
+            "or '::1' (no scheme, port, path or brackets; the port goes in 'port')"
+        )
     return value
 
 
 def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in value)
+    ):
         raise ValueError(f"{value!r} is not an http(s) URL: write e.g. 'https://api.telegram.org'")
     return value.rstrip("/")
 
@@ -193,7 +276,9 @@ def _check_dashboard_url(value: str) -> str:
     try:
         value.format(revision=1)
     except (KeyError, IndexError, ValueError):
-        raise ValueError("may hold {revision} and no other {...} placeholder (double a literal brace: {{ }})")
+        raise ValueError(
+            "may hold {revision} and no other {...} placeholder (double a literal brace: {{ }})"
+        ) from None
     _check_http_url(value.format(revision=1))
     return value
 
@@ -294,20 +379,47 @@ class AlertThresholds(_Strict):
 
 
 # Keys of rules that judge a whole PostgreSQL server: a database's override applies to its server.
-SERVER_THRESHOLDS = frozenset({
-    "connections_percent", "connections_for", "replication_lag_seconds", "replication_lag_for",
-    "wraparound_percent", "wraparound_for", "restart_window",
-    "replication_slot_inactive_for", "replication_slot_wal_gib", "replication_slot_wal_for",
-    "archive_failing_window", "archive_failing_for", "role_change_window", "replica_not_streaming_for",
-    "role_connections_percent", "role_connections_for", "checkpoints_requested_percent", "checkpoints_window",
-    "checkpoints_for", "checksum_failures", "pending_restart_for",
-})
+SERVER_THRESHOLDS = frozenset(
+    {
+        "connections_percent",
+        "connections_for",
+        "replication_lag_seconds",
+        "replication_lag_for",
+        "wraparound_percent",
+        "wraparound_for",
+        "restart_window",
+        "replication_slot_inactive_for",
+        "replication_slot_wal_gib",
+        "replication_slot_wal_for",
+        "archive_failing_window",
+        "archive_failing_for",
+        "role_change_window",
+        "replica_not_streaming_for",
+        "role_connections_percent",
+        "role_connections_for",
+        "checkpoints_requested_percent",
+        "checkpoints_window",
+        "checkpoints_for",
+        "checksum_failures",
+        "pending_restart_for",
+    }
+)
 # Keys of the processing host's rules: global only.
-HOST_THRESHOLDS = frozenset(name for name in AlertThresholds.model_fields if name.startswith("host_"))
+HOST_THRESHOLDS = frozenset(
+    name for name in AlertThresholds.model_fields if name.startswith("host_")
+)
 # Ranges that rate(), increase() and changes() need several scrapes in.
 WINDOW_THRESHOLDS = (
-    "deadlocks_window", "slow_query_window", "cache_hit_window", "restart_window", "archive_failing_window",
-    "role_change_window", "checkpoints_window", "rollback_window", "temp_files_window", "database_growth_window",
+    "deadlocks_window",
+    "slow_query_window",
+    "cache_hit_window",
+    "restart_window",
+    "archive_failing_window",
+    "role_change_window",
+    "checkpoints_window",
+    "rollback_window",
+    "temp_files_window",
+    "database_growth_window",
     "database_size_window",
 )
 MIN_SCRAPES_PER_WINDOW = 4
@@ -354,7 +466,9 @@ class Database(_Strict):
 
 def _check_severities(value: list[str]) -> list[str]:
     if not value:
-        raise ValueError("list at least one severity ('critical', 'warning'), or remove the channel")
+        raise ValueError(
+            "list at least one severity ('critical', 'warning'), or remove the channel"
+        )
     if len(set(value)) != len(value):
         raise ValueError(f"{value!r} lists a severity twice")
     return value
@@ -412,11 +526,15 @@ GRAFANA_URL_MAX = 150
 def _check_grafana_url(value: str) -> str:
     parts = urlsplit(value)
     if not _GRAFANA_URL_RE.fullmatch(value) or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError(f"{value!r} is not the http(s) address of Grafana as people open it: write e.g. "
-                         "'https://grafana.example.com' or 'https://example.com/grafana' (letters, digits and "
-                         ". _ ~ : / % - only; no query or fragment)")
+        raise ValueError(
+            f"{value!r} is not the http(s) address of Grafana as people open it: write e.g. "
+            "'https://grafana.example.com' or 'https://example.com/grafana' (letters, digits and "
+            ". _ ~ : / % - only; no query or fragment)"
+        )
     if len(value) > GRAFANA_URL_MAX:
-        raise ValueError(f"is longer than {GRAFANA_URL_MAX} characters; the links it starts must fit in a message")
+        raise ValueError(
+            f"is longer than {GRAFANA_URL_MAX} characters; the links it starts must fit in a message"
+        )
     return value.rstrip("/")
 
 
@@ -428,16 +546,20 @@ SILENCE_REASON_MAX = 300
 
 def _check_silence_for(value: str) -> str:
     if duration_seconds(value) > SILENCE_MAX_SECONDS:
-        raise ValueError(f"{value!r} is longer than 30d; silence again when it ends, so a forgotten silence "
-                         "cannot hide a database for good")
+        raise ValueError(
+            f"{value!r} is longer than 30d; silence again when it ends, so a forgotten silence "
+            "cannot hide a database for good"
+        )
     return value
 
 
 def _check_reason(value: str) -> str:
     value = value.strip()
     if not value:
-        raise ValueError("say why (it is shown with the silence to whoever looks at it), e.g. "
-                         "'VACUUM FULL of orders, ticket OPS-123'")
+        raise ValueError(
+            "say why (it is shown with the silence to whoever looks at it), e.g. "
+            "'VACUUM FULL of orders, ticket OPS-123'"
+        )
     if len(value) > SILENCE_REASON_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(f"write one line of at most {SILENCE_REASON_MAX} characters")
     return value
@@ -445,8 +567,10 @@ def _check_reason(value: str) -> str:
 
 def _check_silence_id(value: str) -> str:
     if not SILENCE_ID_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a silence id: give the id silence.py lists (e.g. "
-                         "'0a1b2c3d-0000-4000-8000-123456789abc')")
+        raise ValueError(
+            f"{value!r} is not a silence id: give the id silence.py lists (e.g. "
+            "'0a1b2c3d-0000-4000-8000-123456789abc')"
+        )
     return value
 
 
@@ -456,22 +580,30 @@ class Silence(_Strict):
 
     database: Name | None = None
     server: str | None = None  # host:port, as alerts and `database X on host:port` name it
-    for_: Annotated[Interval, AfterValidator(_check_silence_for)] | None = Field(default=None, alias="for")
+    for_: Annotated[Interval, AfterValidator(_check_silence_for)] | None = Field(
+        default=None, alias="for"
+    )
     reason: Annotated[str, AfterValidator(_check_reason)] | None = None
     end: Annotated[str, AfterValidator(_check_silence_id)] | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> Silence:
         if self.end is not None:
-            if any(value is not None for value in (self.database, self.server, self.for_, self.reason)):
+            if any(
+                value is not None for value in (self.database, self.server, self.for_, self.reason)
+            ):
                 raise ValueError("end ends a silence by its id and takes no other key")
             return self
         problems = []
         if (self.database is None) == (self.server is None):
-            problems.append("give either database (pgmon's name for it) or server (host:port) to silence, "
-                            "or end (a silence id) to end one")
+            problems.append(
+                "give either database (pgmon's name for it) or server (host:port) to silence, "
+                "or end (a silence id) to end one"
+            )
         if self.for_ is None:
-            problems.append('say for how long, e.g. "for": "2h" (a Prometheus duration, at most 30d)')
+            problems.append(
+                'say for how long, e.g. "for": "2h" (a Prometheus duration, at most 30d)'
+            )
         if self.reason is None:
             problems.append('say why, e.g. "reason": "VACUUM FULL of orders"')
         if problems:
@@ -487,11 +619,48 @@ class GrafanaCertificate(_Strict):
 
 
 # Directories of the system or of its users: pgmon owns, hashes and prunes what is under base_dir.
-SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
-               "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
-               "/var/log", "/var/tmp", "/usr/local"}
-SYSTEM_TREES = ("/bin/", "/boot/", "/dev/", "/etc/", "/lib/", "/lib32/", "/lib64/", "/proc/", "/run/", "/sbin/",
-                "/sys/", "/usr/")
+SYSTEM_DIRS = {
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+    "/usr/local",
+}
+SYSTEM_TREES = (
+    "/bin/",
+    "/boot/",
+    "/dev/",
+    "/etc/",
+    "/lib/",
+    "/lib32/",
+    "/lib64/",
+    "/proc/",
+    "/run/",
+    "/sbin/",
+    "/sys/",
+    "/usr/",
+)
 
 
 def _base_dir_problems(path: str) -> list[str]:
@@ -499,12 +668,16 @@ def _base_dir_problems(path: str) -> list[str]:
         return [f"{path!r} must be an absolute path such as /opt/pgmon"]
     normal = posixpath.normpath(path)
     if normal != path.rstrip("/") or "//" in path:
-        return [f"{path!r} is not written plainly (it means {normal!r}); write {normal!r} if that is meant"]
+        return [
+            f"{path!r} is not written plainly (it means {normal!r}); write {normal!r} if that is meant"
+        ]
     if not re.fullmatch(r"[A-Za-z0-9/._+-]+", path):
         return [f"{path!r}: use letters, digits and / . _ + - only"]
     if normal in SYSTEM_DIRS or normal.startswith(SYSTEM_TREES):
-        return [f"{path!r} is a directory of the system; pgmon owns and prunes its base_dir: use a folder of its "
-                "own such as /opt/pgmon or /srv/pgmon"]
+        return [
+            f"{path!r} is a directory of the system; pgmon owns and prunes its base_dir: use a folder of its "
+            "own such as /opt/pgmon or /srv/pgmon"
+        ]
     return []
 
 
@@ -555,28 +728,39 @@ class SettingsInput(_Strict):
         problems += [f"base_dir: {problem}" for problem in _base_dir_problems(self.base_dir)]
         names = [db.name for db in self.databases]
         for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"databases: the name {dup!r} is used twice; each database needs its own name")
+            problems.append(
+                f"databases: the name {dup!r} is used twice; each database needs its own name"
+            )
         targets = [(db.host, db.port, db.dbname) for db in self.databases]
         for host, port, dbname in sorted({t for t in targets if targets.count(t) > 1}):
             problems.append(
                 f"databases: {dbname!r} on {host}:{port} is listed twice; list each database once"
             )
-        ports = {"prometheus_port": self.prometheus_port, "alertmanager_port": self.alertmanager_port}
+        ports = {
+            "prometheus_port": self.prometheus_port,
+            "alertmanager_port": self.alertmanager_port,
+        }
         if self.grafana_bind_address in ("0.0.0.0", "127.0.0.1"):
             ports["grafana_port"] = self.grafana_port
         seen: dict[int, str] = {}
         for field, port in ports.items():
             if port in seen:
-                problems.append(f"{field}: port {port} is already used by {seen[port]}; pick another")
+                problems.append(
+                    f"{field}: port {port} is already used by {seen[port]}; pick another"
+                )
             seen.setdefault(port, field)
         problems += self._threshold_problems()
         if self.grafana_certificate is not None and not self.grafana_https:
-            problems.append("grafana_certificate: is set while pgmon_grafana_https is False; remove one of them")
+            problems.append(
+                "grafana_certificate: is set while pgmon_grafana_https is False; remove one of them"
+            )
         for component, image in self.images.items():
             version, minimum = image_version(image), MINIMUM_VERSIONS.get(component)
             if version and minimum and version < minimum:
-                problems.append(f"images.{component}: {image!r} is older than pgmon supports "
-                                f"({'.'.join(map(str, minimum))} or later; the default is {DEFAULT_IMAGES[component]!r})")
+                problems.append(
+                    f"images.{component}: {image!r} is older than pgmon supports "
+                    f"({'.'.join(map(str, minimum))} or later; the default is {DEFAULT_IMAGES[component]!r})"
+                )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -585,7 +769,8 @@ class SettingsInput(_Strict):
         problems = []
         shortest = MIN_SCRAPES_PER_WINDOW * self.scrape_interval_seconds
         sources = [("alert_thresholds", self.alert_thresholds)] + [
-            (f"databases[{index}].alert_thresholds", db.alert_thresholds) for index, db in enumerate(self.databases)
+            (f"databases[{index}].alert_thresholds", db.alert_thresholds)
+            for index, db in enumerate(self.databases)
         ]
         for where, thresholds in sources:
             for key in WINDOW_THRESHOLDS:
@@ -605,7 +790,9 @@ class SettingsInput(_Strict):
                 )
         first_setting: dict[tuple[str, str], tuple[Database, object]] = {}
         for index, db in enumerate(self.databases):
-            for key, value in db.alert_thresholds.model_dump(include=SERVER_THRESHOLDS, exclude_none=True).items():
+            for key, value in db.alert_thresholds.model_dump(
+                include=SERVER_THRESHOLDS, exclude_none=True
+            ).items():
                 other, other_value = first_setting.setdefault((db.server, key), (db, value))
                 if other_value != value:
                     problems.append(
@@ -621,15 +808,21 @@ class SettingsInput(_Strict):
         silence = self.silence
         if silence is None or silence.end is not None:
             return self
-        if silence.database is not None and silence.database not in [db.name for db in self.databases]:
+        if silence.database is not None and silence.database not in [
+            db.name for db in self.databases
+        ]:
             known = [db.name for db in self.databases]
             close = difflib.get_close_matches(silence.database, known, n=1)
-            raise ValueError(f"silence.database: {silence.database!r} is not a configured database"
-                             + (f"; did you mean {close[0]!r}?" if close else f" ({', '.join(known) or 'none'})"))
+            raise ValueError(
+                f"silence.database: {silence.database!r} is not a configured database"
+                + (f"; did you mean {close[0]!r}?" if close else f" ({', '.join(known) or 'none'})")
+            )
         servers = list(dict.fromkeys(db.server for db in self.databases))
         if silence.server is not None and silence.server not in servers:
-            raise ValueError(f"silence.server: {silence.server!r} is not the server (host:port) of a configured "
-                             f"database: {', '.join(servers) or 'none'}")
+            raise ValueError(
+                f"silence.server: {silence.server!r} is not the server (host:port) of a configured "
+                f"database: {', '.join(servers) or 'none'}"
+            )
         return self
 
     def thresholds_for(self, db: Database) -> AlertThresholds:
@@ -638,8 +831,12 @@ class SettingsInput(_Strict):
         overrides = {}
         for other in self.databases:
             if other.server == db.server:
-                overrides.update(other.alert_thresholds.model_dump(include=SERVER_THRESHOLDS, exclude_none=True))
-        overrides.update(db.alert_thresholds.model_dump(exclude={"postgres_down_for"}, exclude_none=True))
+                overrides.update(
+                    other.alert_thresholds.model_dump(include=SERVER_THRESHOLDS, exclude_none=True)
+                )
+        overrides.update(
+            db.alert_thresholds.model_dump(exclude={"postgres_down_for"}, exclude_none=True)
+        )
         return self.alert_thresholds.model_copy(update=overrides)
 
     def postgres_down_for(self, db: Database) -> str:
@@ -689,9 +886,14 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         if item["type"] == "extra_forbidden" and "alert_thresholds" in item["loc"]:
             lines.append(f"{path}: {_unknown_threshold_hint(item['loc'])}")
         elif item["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key; remove it or fix its spelling (see README, Configuration)")
+            lines.append(
+                f"{path}: unknown key; remove it or fix its spelling (see README, Configuration)"
+            )
         elif not item["loc"]:  # the whole-model checks: one line per problem, each naming its field
-            lines += [SETTING_PREFIX + line for line in item["msg"].removeprefix("Value error, ").splitlines()]
+            lines += [
+                SETTING_PREFIX + line
+                for line in item["msg"].removeprefix("Value error, ").splitlines()
+            ]
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"{path}: {message}")
@@ -703,8 +905,10 @@ def _unknown_threshold_hint(loc: tuple) -> str:
     if per_database and key in HOST_THRESHOLDS:
         return "is about the processing host, not a database; set it in pgmon_alert_thresholds"
     if not per_database and key == "postgres_down_for":
-        return ("set it as pgmon_alert_timing.postgres_down_for (or per database, in the entry's "
-                "alert_thresholds)")
+        return (
+            "set it as pgmon_alert_timing.postgres_down_for (or per database, in the entry's "
+            "alert_thresholds)"
+        )
     known = (DatabaseAlertThresholds if per_database else AlertThresholds).model_fields
     close = difflib.get_close_matches(str(key), list(known), n=1)
     hint = f"did you mean {close[0]}?" if close else "the keys are listed in docs/alerts.md"
@@ -721,7 +925,9 @@ def _unknown_setting_lines(keys: list[str]) -> list[str]:
     return lines
 
 
-def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> Settings:
+def build_settings(
+    host_data: Mapping[str, object], environ: Mapping[str, str] = os.environ
+) -> Settings:
     """Validate pgmon's host data and read the secrets it names from ``environ``.
 
     Example:
@@ -730,14 +936,16 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
 
         settings = build_settings({"pgmon_databases": [...], "pgmon_discord": {}}, os.environ)
     """
-    raw = {k[len(SETTING_PREFIX):]: v for k, v in host_data.items() if k.startswith(SETTING_PREFIX)}
+    raw = {
+        k[len(SETTING_PREFIX) :]: v for k, v in host_data.items() if k.startswith(SETTING_PREFIX)
+    }
     known = set(SettingsInput.model_fields)
     problems = _unknown_setting_lines(sorted(SETTING_PREFIX + k for k in raw if k not in known))
     try:
         config = SettingsInput(**{k: v for k, v in raw.items() if k in known})
     except ValidationError as error:
         problems += _format_validation_error(error)
-        raise DeployError(_problem_report(problems))
+        raise DeployError(_problem_report(problems)) from None
     if problems:
         raise DeployError(_problem_report(problems))
 
@@ -756,7 +964,9 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
     def secret(field: str, env_name: str) -> SecretStr | None:
         value = environ.get(env_name)
         if not value:
-            problems.append(f"{field}: the environment variable {env_name} is not set; export it before running pyinfra")
+            problems.append(
+                f"{field}: the environment variable {env_name} is not set; export it before running pyinfra"
+            )
             return None
         return SecretStr(value)
 
@@ -774,34 +984,64 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
     passwords = {}
     for index, db in enumerate(config.databases):
         # Written to a pgpass line: anything but a line break works (PGPASSFILE; never in a DSN or a log).
-        value = checked(f"pgmon_databases[{index}].password_env ({db.name})", db.password_env,
-                        lambda v: "holds a line break; give this monitoring user a password without one"
-                        if "\n" in v or "\r" in v else None)
+        value = checked(
+            f"pgmon_databases[{index}].password_env ({db.name})",
+            db.password_env,
+            lambda v: (
+                "holds a line break; give this monitoring user a password without one"
+                if "\n" in v or "\r" in v
+                else None
+            ),
+        )
         if value is not None:
             passwords[db.name] = value
     grafana_password = checked(
-        "pgmon_grafana_admin_password_env", config.grafana_admin_password_env,
-        lambda v: "is 'admin'; choose a real password" if v == "admin" else
-        "starts or ends with white space or holds a line break, which Grafana drops from the password file; "
-        "choose another" if v != v.strip() or "\n" in v or "\r" in v else None)
+        "pgmon_grafana_admin_password_env",
+        config.grafana_admin_password_env,
+        lambda v: (
+            "is 'admin'; choose a real password"
+            if v == "admin"
+            else "starts or ends with white space or holds a line break, which Grafana drops from the password file; "
+            "choose another"
+            if v != v.strip() or "\n" in v or "\r" in v
+            else None
+        ),
+    )
     webhook = None
     if config.discord:
-        webhook = checked("pgmon_discord.webhook_url_env", config.discord.webhook_url_env, _url_problem)
+        webhook = checked(
+            "pgmon_discord.webhook_url_env", config.discord.webhook_url_env, _url_problem
+        )
     token, chat_ids = None, ()
     if config.telegram:
-        token = checked("pgmon_telegram.bot_token_env", config.telegram.bot_token_env,
-                        lambda v: None if re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", v) else
-                        "is not a bot token as @BotFather gives it (digits, ':', then letters, digits, '_' or '-')")
-        chats = checked("pgmon_telegram.chat_id_env", config.telegram.chat_id_env, _chat_ids_problem)
+        token = checked(
+            "pgmon_telegram.bot_token_env",
+            config.telegram.bot_token_env,
+            lambda v: (
+                None
+                if re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", v)
+                else "is not a bot token as @BotFather gives it (digits, ':', then letters, digits, '_' or '-')"
+            ),
+        )
+        chats = checked(
+            "pgmon_telegram.chat_id_env", config.telegram.chat_id_env, _chat_ids_problem
+        )
         if chats is not None:
-            chat_ids = tuple(dict.fromkeys(int(chat.strip(" ")) for chat in chats.get_secret_value().split(",")))
-    watchdog = checked("pgmon_watchdog.url_env", config.watchdog.url_env, _url_problem) if config.watchdog else None
+            chat_ids = tuple(
+                dict.fromkeys(int(chat.strip(" ")) for chat in chats.get_secret_value().split(","))
+            )
+    watchdog = (
+        checked("pgmon_watchdog.url_env", config.watchdog.url_env, _url_problem)
+        if config.watchdog
+        else None
+    )
     tls_certificate = tls_key = None
     if config.grafana_certificate is not None:
         from .grafana_tls import read_certificate
 
-        tls_certificate, key, tls_problems = read_certificate(config.grafana_certificate.cert_file,
-                                                              config.grafana_certificate.key_file)
+        tls_certificate, key, tls_problems = read_certificate(
+            config.grafana_certificate.cert_file, config.grafana_certificate.key_file
+        )
         problems += tls_problems
         tls_key = None if key is None else SecretStr(key.decode("ascii", errors="replace"))
     if problems:
@@ -821,19 +1061,27 @@ def build_settings(host_data: Mapping[str, object], environ: Mapping[str, str] =
 
 def _url_problem(value: str) -> str | None:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in value)
+    ):
         return "is not an http(s) URL without spaces (e.g. https://discord.com/api/webhooks/...)"
     return None
 
 
-_CHAT_ID_RE = re.compile(r"-?[1-9][0-9]{0,15}")  # ASCII digits only: int() would also read '١٢٣' as 123
+_CHAT_ID_RE = re.compile(
+    r"-?[1-9][0-9]{0,15}"
+)  # ASCII digits only: int() would also read '١٢٣' as 123
 
 
 def _chat_ids_problem(value: str) -> str | None:
     if all(_CHAT_ID_RE.fullmatch(chat.strip(" ")) for chat in value.split(",")):
         return None
-    return "must hold a Telegram chat id (e.g. -1001234567890: an optional '-', then up to 16 digits, not 0), " \
-           "or several separated by commas"
+    return (
+        "must hold a Telegram chat id (e.g. -1001234567890: an optional '-', then up to 16 digits, not 0), "
+        "or several separated by commas"
+    )
 
 
 def _problem_report(problems: list[str]) -> str:

@@ -20,7 +20,7 @@ import json
 import re
 import shlex
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
@@ -38,14 +38,24 @@ _TIME_RE = re.compile(r"^([0-9-]+T[0-9:]+)(\.[0-9]+)?(Z|[+-][0-9:]+)$")
 def amtool(settings: Settings, *args: str) -> str:
     """``amtool args`` in the deployed Alertmanager's container, on its own port there; stderr joined to stdout
     and the exit status printed last (``pgmon-exit=N``), so that a refusal can be told to the user."""
-    command = ["docker", "exec", container_name(settings.config.project, "alertmanager"),
-               "amtool", f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}", *args]
+    command = [
+        "docker",
+        "exec",
+        container_name(settings.config.project, "alertmanager"),
+        "amtool",
+        f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}",
+        *args,
+    ]
     return f"{shlex.join(command)} 2>&1; echo pgmon-exit=$?"
 
 
 def matcher(silence: Silence) -> tuple[str, str]:
     """The label a silence matches and its value: ``database`` (pgmon's name) or ``server`` (host:port)."""
-    return ("database", silence.database) if silence.database is not None else ("server", silence.server)
+    return (
+        ("database", silence.database)
+        if silence.database is not None
+        else ("server", silence.server)
+    )
 
 
 def matcher_text(silence: Silence) -> str:
@@ -60,8 +70,15 @@ def author() -> str:
 
 def add_command(settings: Settings, by: str) -> str:
     silence = settings.config.silence
-    return amtool(settings, "silence", "add", f"--duration={silence.for_}", f"--comment={silence.reason}",
-                  f"--author={by}", matcher_text(silence))
+    return amtool(
+        settings,
+        "silence",
+        "add",
+        f"--duration={silence.for_}",
+        f"--comment={silence.reason}",
+        f"--author={by}",
+        matcher_text(silence),
+    )
 
 
 def list_command(settings: Settings) -> str:
@@ -86,7 +103,7 @@ def parse_time(value: str) -> datetime:
     if not match:
         raise ValueError(f"not a time: {value!r}")
     zone = "+00:00" if match.group(3) == "Z" else match.group(3)
-    return datetime.fromisoformat(match.group(1) + zone).astimezone(timezone.utc)
+    return datetime.fromisoformat(match.group(1) + zone).astimezone(UTC)
 
 
 def left(until: datetime, now: datetime) -> str:
@@ -96,7 +113,10 @@ def left(until: datetime, now: datetime) -> str:
         return "under a minute"
     days, rest = divmod(minutes, 1440)
     hours, minutes = divmod(rest, 60)
-    return "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n) or "0m"
+    return (
+        "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
+        or "0m"
+    )
 
 
 def _matcher(m: dict) -> str:
@@ -107,22 +127,28 @@ def _matcher(m: dict) -> str:
 
 def silence_lines(output: str, now: datetime) -> list[str]:
     """One line per active silence in ``amtool --output=json silence query``'s answer, the soonest to end first."""
-    silences = [s for s in json.loads(output or "[]") if s.get("status", {}).get("state") == "active"]
+    silences = [
+        s for s in json.loads(output or "[]") if s.get("status", {}).get("state") == "active"
+    ]
     if not silences:
         return ["no active silence"]
     lines = []
     for item in sorted(silences, key=lambda s: parse_time(s["endsAt"])):
         until = parse_time(item["endsAt"])
         matchers = ", ".join(_matcher(m) for m in item.get("matchers", []))
-        lines.append(f'silence {item["id"]}  {matchers}  until {until:%Y-%m-%d %H:%M} UTC ({left(until, now)} left)'
-                     f'  by {item.get("createdBy", "?")}: {" ".join(str(item.get("comment", "")).split())}')
+        lines.append(
+            f"silence {item['id']}  {matchers}  until {until:%Y-%m-%d %H:%M} UTC ({left(until, now)} left)"
+            f"  by {item.get('createdBy', '?')}: {' '.join(str(item.get('comment', '')).split())}"
+        )
     return lines
 
 
 def _refused(what: str, output: list[str], settings: Settings) -> list[str]:
     container = container_name(settings.config.project, "alertmanager")
-    return [f"{what}: {' '.join(output)[-500:] or 'no answer'}",
-            f"is pgmon deployed on this host and its Alertmanager running? docker ps --filter name={container}"]
+    return [
+        f"{what}: {' '.join(output)[-500:] or 'no answer'}",
+        f"is pgmon deployed on this host and its Alertmanager running? docker ps --filter name={container}",
+    ]
 
 
 @operation(is_idempotent=False)
@@ -142,11 +168,15 @@ def add(settings: Settings):
         return
     silence = settings.config.silence
     status, output = split_exit(host_output(host, add_command(settings, author())))
-    ids = [line.strip() for line in output if SILENCE_ID_RE.match(line.strip())]  # amtool prints the new silence's id
+    ids = [
+        line.strip() for line in output if SILENCE_ID_RE.match(line.strip())
+    ]  # amtool prints the new silence's id
     if status != 0 or not ids:
         yield failure(_refused(f"silence of {matcher_text(silence)} not added", output, settings))
         return
-    host.log(f"pgmon: silence {ids[-1]} added: {matcher_text(silence)} for {silence.for_}: {silence.reason}")
+    host.log(
+        f"pgmon: silence {ids[-1]} added: {matcher_text(silence)} for {silence.for_}: {silence.reason}"
+    )
 
 
 @operation(is_idempotent=False)
@@ -168,7 +198,11 @@ def end(settings: Settings):
     status, output = split_exit(host_output(host, end_command(settings)))
     if status != 0:
         if any("NotFound" in line for line in output):
-            yield failure([f"no silence {silence_id} on this Alertmanager; silence.py without --data lists them"])
+            yield failure(
+                [
+                    f"no silence {silence_id} on this Alertmanager; silence.py without --data lists them"
+                ]
+            )
         else:
             yield failure(_refused(f"silence {silence_id} not ended", output, settings))
         return
@@ -194,7 +228,7 @@ def show(settings: Settings):
     if status != 0:
         yield failure(_refused("cannot list the silences", output, settings))
         return
-    for line in silence_lines("\n".join(output), datetime.now(timezone.utc)):
+    for line in silence_lines("\n".join(output), datetime.now(UTC)):
         host.log(f"pgmon: {line}")
 
 

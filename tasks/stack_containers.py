@@ -23,8 +23,8 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from .host_lock import claim_host
 from .host_state import Container, HostState
 from .isolation import isolate_containers
-from .settings import Settings
 from .render.compose import grafana_scheme
+from .settings import Settings
 from .stack_files import plan_files
 from .stack_model import (
     GRAFANA_PORT,
@@ -64,7 +64,9 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
         start=tuple(s for s in desired if s not in running),
         recreate=tuple(s for s in desired if s in running and running[s].revision != desired[s]),
         start_stopped=tuple(
-            s for s in desired if s in running and running[s].revision == desired[s] and running[s].state != "running"
+            s
+            for s in desired
+            if s in running and running[s].revision == desired[s] and running[s].state != "running"
         ),
         remove=tuple(s for s in running if s not in desired),
     )
@@ -75,9 +77,11 @@ def compose_command(base_dir: str, project: str, arguments: str) -> str:
     COMPOSE_PROJECT_NAME in base_dir, or such variables in the SSH session cannot redirect it (and then
     --remove-orphans remove pgmon's containers)."""
     base = shlex.quote(base_dir)
-    return (f"cd {base} && env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES docker compose "
-            f"--project-name {shlex.quote(project)} --file {base}/docker-compose.yml --project-directory {base} "
-            f"--env-file /dev/null {arguments}")
+    return (
+        f"cd {base} && env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES docker compose "
+        f"--project-name {shlex.quote(project)} --file {base}/docker-compose.yml --project-directory {base} "
+        f"--env-file /dev/null {arguments}"
+    )
 
 
 def action_command(action: str, project: str, base_dir: str, grafana_scheme: str = "http") -> str:
@@ -91,8 +95,10 @@ def action_command(action: str, project: str, base_dir: str, grafana_scheme: str
         # A container started a moment ago may not have created its database (and admin) yet.
         # In the container, on its loopback (the certificate names the host, not 127.0.0.1): no secret is sent.
         insecure = " --no-check-certificate" if grafana_scheme == "https" else ""
-        healthy = f"i=0; until wget -q{insecure} -O /dev/null {grafana_scheme}://127.0.0.1:{GRAFANA_PORT}/api/health; " \
-                  "do i=$((i+1)); [ $i -lt 120 ] || exit 1; sleep 0.5; done"
+        healthy = (
+            f"i=0; until wget -q{insecure} -O /dev/null {grafana_scheme}://127.0.0.1:{GRAFANA_PORT}/api/health; "
+            "do i=$((i+1)); [ $i -lt 120 ] || exit 1; sleep 0.5; done"
+        )
         command = (
             f"docker exec {container} sh -c {shlex.quote(healthy)} && "
             f"docker exec -i {container} grafana cli --homepath /usr/share/grafana "
@@ -100,7 +106,11 @@ def action_command(action: str, project: str, base_dir: str, grafana_scheme: str
         )
     else:
         command = f"docker restart {container} >/dev/null"
-    running = "docker container inspect -f '{{.State.Running}}' " + container + " 2>/dev/null | grep -qx true"
+    running = (
+        "docker container inspect -f '{{.State.Running}}' "
+        + container
+        + " 2>/dev/null | grep -qx true"
+    )
     return f"if {running}; then {command}; fi"
 
 
@@ -143,7 +153,9 @@ def compose_up(
     if not plan.empty:
         yield compose_command(base_dir, project, "up --detach --remove-orphans")
     if after_file_changes:
-        yield " && ".join(action_command(a, project, base_dir, grafana_scheme) for a in after_file_changes)
+        yield " && ".join(
+            action_command(a, project, base_dir, grafana_scheme) for a in after_file_changes
+        )
 
 
 @deploy("Start the pgmon stack")
@@ -171,6 +183,9 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
 def after_file_changes(settings: Settings, state: HostState, stack: StackFiles) -> tuple[str, ...]:
     """What the file step asks for, and a Grafana restart when its self-signed certificate was made again."""
     actions = plan_files(stack, state.entries, state.written).actions
-    renewed = (settings.config.grafana_https and settings.grafana_tls_certificate is None
-               and state.grafana_certificate_renew)
+    renewed = (
+        settings.config.grafana_https
+        and settings.grafana_tls_certificate is None
+        and state.grafana_certificate_renew
+    )
     return actions + ((RESTART_GRAFANA,) if renewed and RESTART_GRAFANA not in actions else ())

@@ -64,22 +64,33 @@ def _differs(entry: Entry | None, kind: str, mode: int, uid: int, gid: int) -> b
     return entry is None or (entry.kind, entry.mode, entry.uid, entry.gid) != (kind, mode, uid, gid)
 
 
-def plan_files(stack: StackFiles, current: dict[str, Entry], written: frozenset[str] | None = None) -> FilePlan:
+def plan_files(
+    stack: StackFiles, current: dict[str, Entry], written: frozenset[str] | None = None
+) -> FilePlan:
     """What to write, remove and reload so that base_dir matches ``stack``.
 
     Only paths pgmon wrote before (``written``, its manifest on the host) are ever removed: files a user keeps
     under base_dir, even inside pgmon's folders, are left alone.
     """
-    dirs = tuple(d for d in stack.directories if _differs(current.get(d.path), "d", d.mode, d.uid, d.gid))
+    dirs = tuple(
+        d for d in stack.directories if _differs(current.get(d.path), "d", d.mode, d.uid, d.gid)
+    )
     files = tuple(
         f
         for f in stack.files
-        if _differs(current.get(f.path), "f", f.mode, f.uid, f.gid) or current[f.path].sha256 != f.sha256
+        if _differs(current.get(f.path), "f", f.mode, f.uid, f.gid)
+        or current[f.path].sha256 != f.sha256
     )
     wanted = {d.path for d in stack.directories} | {f.path for f in stack.files}
-    ours = written if written is not None else {p for p in current if p.startswith(PRUNED_WITHOUT_MANIFEST)}
+    ours = (
+        written
+        if written is not None
+        else {p for p in current if p.startswith(PRUNED_WITHOUT_MANIFEST)}
+    )
     stale = sorted(
-        path for path in current if (path in ours or path.startswith(STAGE_PREFIX)) and path not in wanted
+        path
+        for path in current
+        if (path in ours or path.startswith(STAGE_PREFIX)) and path not in wanted
     )
     # Removing a directory removes what is inside: list only the outermost stale paths.
     remove = tuple(p for p in stale if not any(p.startswith(other + "/") for other in stale))
@@ -111,6 +122,7 @@ def tar_stream(plan: FilePlan) -> bytes:
     candidate directory whole, under CANDIDATES."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+
         def add(path: str, entry: ManagedDir | ManagedFile) -> None:
             info = tarfile.TarInfo(path)
             info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.gid
@@ -134,18 +146,24 @@ def check_command(candidate: Candidate, base_dir: str) -> str:
     remove the staging folder and stop before anything is replaced."""
     check = candidate.check
     mount = shlex.quote(f"{CANDIDATES}/{check.directory}:{check.mount}:ro")
-    run = (f'docker run --rm --network none --entrypoint {shlex.quote(check.command[0])} -v "$stage"/{mount} '
-           + shlex.join([check.image, *check.command[1:]]))
+    run = (
+        f'docker run --rm --network none --entrypoint {shlex.quote(check.command[0])} -v "$stage"/{mount} '
+        + shlex.join([check.image, *check.command[1:]])
+    )
     checker = check.command[0].rsplit("/", 1)[-1]
     refused = shlex.quote(
         f"pgmon: {check.image} refuses the new {check.directory} configuration ({checker}; {check.mount} there is "
         f"{base_dir}/{check.directory}); nothing was replaced, the running configuration stays:"
     )
-    unchecked = shlex.quote(f"pgmon: could not run {checker} of {check.image} to check the new {check.directory} "
-                            "configuration; nothing was replaced:")
+    unchecked = shlex.quote(
+        f"pgmon: could not run {checker} of {check.image} to check the new {check.directory} "
+        "configuration; nothing was replaced:"
+    )
     # docker run exits 125-127 when it could not run the checker at all, the checker 1 when it refuses.
-    return (f'{{ out=$({run} 2>&1) || {{ status=$?; [ $status -ge 125 ] && message={unchecked} || message={refused}; '
-            f'printf "%s\\n" "$message" "$out" >&2; rm -rf "$stage"; exit 1; }}; }}')
+    return (
+        f"{{ out=$({run} 2>&1) || {{ status=$?; [ $status -ge 125 ] && message={unchecked} || message={refused}; "
+        f'printf "%s\\n" "$message" "$out" >&2; rm -rf "$stage"; exit 1; }}; }}'
+    )
 
 
 def apply_script(plan: FilePlan, base_dir: str) -> str:
@@ -159,15 +177,19 @@ def apply_script(plan: FilePlan, base_dir: str) -> str:
         path = shlex.quote(f"{base_dir}/{d.path}")
         # Whatever stands there that is not a directory (a planted symlink) goes; chown -h never follows a link;
         # a 5-digit mode clears the setgid bit a parent directory passes on, which chmod 755 would keep.
-        steps.append(f"{{ [ -d {path} ] && [ ! -L {path} ] || {{ rm -rf {path} && mkdir {path}; }}; }} && "
-                     f"chown -h {d.uid}:{d.gid} {path} && chmod {d.mode:05o} {path}")
+        steps.append(
+            f"{{ [ -d {path} ] && [ ! -L {path} ] || {{ rm -rf {path} && mkdir {path}; }}; }} && "
+            f"chown -h {d.uid}:{d.gid} {path} && chmod {d.mode:05o} {path}"
+        )
     if plan.write_files:
         # pyinfra's stdin is text, so the tar travels base64-encoded.
         steps.append('base64 -d | tar -C "$stage" -x -p --same-owner -f -')
         steps += [check_command(candidate, base_dir) for candidate in plan.candidates]
         # -T: a symlink planted where a file belongs is replaced, never followed into another directory.
-        steps += [f'mv -fT "$stage"/{shlex.quote(f.path)} {shlex.quote(f"{base_dir}/{f.path}")}'
-                  for f in plan.write_files]
+        steps += [
+            f'mv -fT "$stage"/{shlex.quote(f.path)} {shlex.quote(f"{base_dir}/{f.path}")}'
+            for f in plan.write_files
+        ]
     steps += [f"rm -rf -- {shlex.quote(f'{base_dir}/{path}')}" for path in plan.remove]
     steps.append('rm -rf "$stage"')
     return " && ".join(steps)
@@ -191,8 +213,13 @@ def _log_diff(plan: FilePlan, old_contents: dict[str, bytes]) -> None:
 
 
 @operation()
-def sync_stack_files(base_dir: str, stack: StackFiles, current: dict[str, Entry],
-                     written: frozenset[str] | None = None, claim: FunctionCommand | None = None):
+def sync_stack_files(
+    base_dir: str,
+    stack: StackFiles,
+    current: dict[str, Entry],
+    written: frozenset[str] | None = None,
+    claim: FunctionCommand | None = None,
+):
     """
     Make ``base_dir`` hold exactly the rendered stack files, with their owners and modes.
 
@@ -270,4 +297,3 @@ def configure_stack(settings: Settings, state: HostState, stack: StackFiles):
             make=needs_self_signed(state.entries, state.grafana_certificate_renew),
             claim=claim_host(settings, state),
         )
-

@@ -18,7 +18,11 @@ import yaml
 PACKAGE_DIR = Path(__file__).resolve().parent
 _INSTALLED = (PACKAGE_DIR / "_templates").is_dir()
 TEMPLATES_DIR = PACKAGE_DIR / "_templates" if _INSTALLED else PACKAGE_DIR.parent / "templates"
-DASHBOARDS_DIR = (PACKAGE_DIR / "_files" if _INSTALLED else PACKAGE_DIR.parent / "files") / "grafana" / "dashboards"
+DASHBOARDS_DIR = (
+    (PACKAGE_DIR / "_files" if _INSTALLED else PACKAGE_DIR.parent / "files")
+    / "grafana"
+    / "dashboards"
+)
 
 ROOT = 0
 NOBODY = 65534  # the user of the prom/* and postgres-exporter images
@@ -63,7 +67,9 @@ def container_name(project: str, service: str) -> str:
 
 # Plain scalars that some reader would take for a number, a boolean or null: YAML 1.1 (PyYAML, Go's yaml.v2
 # in Prometheus and Alertmanager) and YAML 1.2 (Compose) disagree on '059', '1e3', '0o17', '0b1', '1_000'...
-_NOT_PLAIN = re.compile(r"[-+.]?[0-9]|[-+]?\.(inf|nan)$|(y|yes|n|no|true|false|on|off|null|~)$", re.IGNORECASE)
+_NOT_PLAIN = re.compile(
+    r"[-+.]?[0-9]|[-+]?\.(inf|nan)$|(y|yes|n|no|true|false|on|off|null|~)$", re.IGNORECASE
+)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -116,7 +122,9 @@ class ConfigCheck:
     directory: str  # relative to base_dir: "prometheus"
     image: str  # the image that will read the files
     mount: str  # where the container reads the directory: "/etc/prometheus"
-    command: tuple[str, ...]  # the checker and its arguments: ("/bin/promtool", "check", "config", ...)
+    command: tuple[
+        str, ...
+    ]  # the checker and its arguments: ("/bin/promtool", "check", "config", ...)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,11 @@ def project_volumes(project: str) -> list[str]:
 def leftovers_command(project: str) -> str:
     """The project's networks and volumes on the host, one ``network NAME`` / ``volume NAME`` line each."""
     label = shlex.quote(f"label=com.docker.compose.project={project}")
-    return (f"if command -v docker >/dev/null 2>&1; then "
-            f"docker network ls --filter {label} --format 'network {{{{.Name}}}}' 2>/dev/null; "
-            f"docker volume ls --filter {label} --format 'volume {{{{.Name}}}}' 2>/dev/null; fi; true")
+    return (
+        f"if command -v docker >/dev/null 2>&1; then "
+        f"docker network ls --filter {label} --format 'network {{{{.Name}}}}' 2>/dev/null; "
+        f"docker volume ls --filter {label} --format 'volume {{{{.Name}}}}' 2>/dev/null; fi; true"
+    )
 
 
 def pgmon_paths(state: HostState) -> list[str]:
@@ -50,8 +52,11 @@ def pgmon_paths(state: HostState) -> list[str]:
     a staging folder an interrupted run left."""
     made = {f"{TLS_DIR}/{SELF_SIGNED_CERT}", f"{TLS_DIR}/{SELF_SIGNED_KEY}", MANIFEST}
     ours = set(state.written or ()) | made
-    return sorted(path for path in state.entries
-                  if path != "." and (path in ours or path.split("/")[0].startswith(STAGE_PREFIX)))
+    return sorted(
+        path
+        for path in state.entries
+        if path != "." and (path in ours or path.split("/")[0].startswith(STAGE_PREFIX))
+    )
 
 
 def remove_files_script(base_dir: str, paths: list[str], entries: dict) -> str:
@@ -66,8 +71,14 @@ def remove_files_script(base_dir: str, paths: list[str], entries: dict) -> str:
 
 
 @operation()
-def remove_containers(base_dir: str, project: str, containers: list[str], networks: list[str],
-                      compose_file: bool, claim: FunctionCommand | None = None):
+def remove_containers(
+    base_dir: str,
+    project: str,
+    containers: list[str],
+    networks: list[str],
+    compose_file: bool,
+    claim: FunctionCommand | None = None,
+):
     """
     Stop and remove the Compose project's containers and networks (volumes stay).
 
@@ -79,8 +90,10 @@ def remove_containers(base_dir: str, project: str, containers: list[str], networ
     if not (containers or networks):
         return
     if not host.state.is_executing:
-        host.log(f"pgmon: will remove {len(containers)} container(s) and the networks of project {project}: "
-                 f"{', '.join(sorted(containers + networks))}")
+        host.log(
+            f"pgmon: will remove {len(containers)} container(s) and the networks of project {project}: "
+            f"{', '.join(sorted(containers + networks))}"
+        )
     if claim is not None:
         yield claim
     if compose_file:
@@ -100,9 +113,11 @@ def remove_volumes(volumes: list[str], delete: bool, claim: FunctionCommand | No
     if not volumes:
         return
     if not delete:
-        host.log(f"pgmon: {'kept' if host.state.is_executing else 'will keep'} the data volumes {', '.join(volumes)} "
-                 "(Prometheus's history, Grafana's and Alertmanager's data): a deploy with the same pgmon_project uses "
-                 "them again; --data pgmon_uninstall_delete_data=true deletes them")
+        host.log(
+            f"pgmon: {'kept' if host.state.is_executing else 'will keep'} the data volumes {', '.join(volumes)} "
+            "(Prometheus's history, Grafana's and Alertmanager's data): a deploy with the same pgmon_project uses "
+            "them again; --data pgmon_uninstall_delete_data=true deletes them"
+        )
         return
     if not host.state.is_executing:
         host.log(f"pgmon: will delete the data volumes {', '.join(volumes)}")
@@ -137,15 +152,22 @@ def remove_files(base_dir: str, state: HostState, claim: FunctionCommand | None 
     + state: the host as read at the start (``read_host_state``)
     """
     paths = pgmon_paths(state)
-    others = sorted(p for p in state.entries if p != "." and p not in paths
-                    and not any(p.startswith(q + "/") for q in paths if state.entries[q].kind != "d"))
+    others = sorted(
+        p
+        for p in state.entries
+        if p != "."
+        and p not in paths
+        and not any(p.startswith(q + "/") for q in paths if state.entries[q].kind != "d")
+    )
     if not paths:
         return
     if not host.state.is_executing:
         host.log(f"pgmon: will remove the {len(paths)} paths it wrote under {base_dir}")
         if others:
-            host.log(f"pgmon: keeps what it did not write under {base_dir}: {', '.join(others[:10])}"
-                     + (" ..." if len(others) > 10 else ""))
+            host.log(
+                f"pgmon: keeps what it did not write under {base_dir}: {', '.join(others[:10])}"
+                + (" ..." if len(others) > 10 else "")
+            )
     if claim is not None:
         yield claim
     yield remove_files_script(base_dir, paths, state.entries)
@@ -169,6 +191,16 @@ def uninstall_stack(settings):
         compose_file="docker-compose.yml" in state.entries,
         claim=claim,
     )
-    remove_volumes(name="Remove pgmon data volumes", volumes=volumes, delete=cfg.uninstall_delete_data, claim=claim)
-    remove_isolation(name="Remove pgmon's isolation rule", project=cfg.project, found=state.isolation, claim=claim)
+    remove_volumes(
+        name="Remove pgmon data volumes",
+        volumes=volumes,
+        delete=cfg.uninstall_delete_data,
+        claim=claim,
+    )
+    remove_isolation(
+        name="Remove pgmon's isolation rule",
+        project=cfg.project,
+        found=state.isolation,
+        claim=claim,
+    )
     remove_files(name="Remove pgmon files", base_dir=cfg.base_dir, state=state, claim=claim)

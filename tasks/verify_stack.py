@@ -52,20 +52,48 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
     container = container_name(settings.config.project, "prometheus")
     status, body = http.get("127.0.0.1", port, "/-/ready")
     if status != 200:
-        return [Finding("prometheus", False, f"not ready on 127.0.0.1:{port} ({status or body.decode()})",
-                        f"docker logs {container}")]
+        return [
+            Finding(
+                "prometheus",
+                False,
+                f"not ready on 127.0.0.1:{port} ({status or body.decode()})",
+                f"docker logs {container}",
+            )
+        ]
     if _vector(http, port, "prometheus_config_last_reload_successful").get("") != 1:
-        return [Finding("prometheus", False, "its last configuration reload failed",
-                        f"docker logs {container} | grep -i error")]
+        return [
+            Finding(
+                "prometheus",
+                False,
+                "its last configuration reload failed",
+                f"docker logs {container} | grep -i error",
+            )
+        ]
     _, rules = http.get_json("127.0.0.1", port, "/api/v1/rules")
     names = {r["name"] for g in (rules or {}).get("data", {}).get("groups", []) for r in g["rules"]}
     if "PostgresDown" not in names:
-        return [Finding("prometheus", False, "the pgmon alert rules are not loaded",
-                        f"docker logs {container} | grep -i rule")]
+        return [
+            Finding(
+                "prometheus",
+                False,
+                "the pgmon alert rules are not loaded",
+                f"docker logs {container} | grep -i rule",
+            )
+        ]
     _, managers = http.get_json("127.0.0.1", port, "/api/v1/alertmanagers")
     if not (managers or {}).get("data", {}).get("activeAlertmanagers"):
-        return [Finding("prometheus", False, "does not see Alertmanager yet", f"docker logs {container}")]
-    return [Finding("prometheus", True, f"ready, config and {len(names)} rules loaded, Alertmanager connected")]
+        return [
+            Finding(
+                "prometheus", False, "does not see Alertmanager yet", f"docker logs {container}"
+            )
+        ]
+    return [
+        Finding(
+            "prometheus",
+            True,
+            f"ready, config and {len(names)} rules loaded, Alertmanager connected",
+        )
+    ]
 
 
 def exporter_readings_command(settings: Settings) -> str:
@@ -79,16 +107,23 @@ def exporter_readings_command(settings: Settings) -> str:
     project = settings.config.project
     network_members = "{{range .Containers}}/{{.Name}} {{.IPv4Address}}{{println}}{{end}}"
     # "/<project>-exporter-<db> 172.18.0.5/16" -> "<db> 172.18.0.5"
-    to_db_and_ip = r"s#^/" + container_name(project, exporter_service("")) + r"\([^ ]*\) \([^/]*\)/.*#\1 \2#p"
-    addresses = " ".join([
-        "docker network inspect -f", shlex.quote(network_members), shlex.quote(project + "-metrics"),
-        "| sed -n", shlex.quote(to_db_and_ip),
-    ])
+    to_db_and_ip = (
+        r"s#^/" + container_name(project, exporter_service("")) + r"\([^ ]*\) \([^/]*\)/.*#\1 \2#p"
+    )
+    addresses = " ".join(
+        [
+            "docker network inspect -f",
+            shlex.quote(network_members),
+            shlex.quote(project + "-metrics"),
+            "| sed -n",
+            shlex.quote(to_db_and_ip),
+        ]
+    )
     scrape = (
         # `timeout` rather than wget's -T, which Debian's static busybox mishandles.
-        "while read db ip; do (timeout 10 wget -q -O - http://$ip:%d/metrics 2>/dev/null"
+        f"while read db ip; do (timeout 10 wget -q -O - http://$ip:{EXPORTER_PORT}/metrics 2>/dev/null"
         " | grep -E '^(pg_up|pg_exporter_last_scrape_error|pgmon_role_[a-z_]+)[ {]'"
-        " | sed \"s/{[^}]*}//; s/^/$db /\") & done; wait" % EXPORTER_PORT
+        ' | sed "s/{[^}]*}//; s/^/$db /") & done; wait'
     )
     container = shlex.quote(container_name(project, "prometheus"))
     # Bounded on the host too: a hung Docker daemon answers neither `network inspect` nor `exec`.
@@ -104,7 +139,9 @@ def parse_exporter_readings(lines: list[str]) -> dict[str, dict[str, float]]:
     return readings
 
 
-def check_databases(settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]) -> list[Finding]:
+def check_databases(
+    settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]
+) -> list[Finding]:
     port = settings.config.prometheus_port
     _, body = http.get_json("127.0.0.1", port, "/api/v1/targets?state=active")
     targets = {
@@ -120,40 +157,77 @@ def check_databases(settings: Settings, http: HostHTTP, readings: dict[str, dict
         target = targets.get(db.name)
         reading = readings.get(db.name, {})
         if "pg_up" not in reading:
-            findings.append(Finding(subject, False, "its exporter does not answer", f"docker logs {container}"))
+            findings.append(
+                Finding(subject, False, "its exporter does not answer", f"docker logs {container}")
+            )
         elif reading["pg_up"] != 1:
-            findings.append(Finding(
-                subject, False, f"PostgreSQL unreachable from the exporter (pg_up 0) at {where}",
-                f"is the server up and listening? does pg_hba.conf admit user {db.user!r} from the Docker "
-                f"network? is ${db.password_env} right? then: docker logs {container}",
-            ))
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"PostgreSQL unreachable from the exporter (pg_up 0) at {where}",
+                    f"is the server up and listening? does pg_hba.conf admit user {db.user!r} from the Docker "
+                    f"network? is ${db.password_env} right? then: docker logs {container}",
+                )
+            )
         elif reading.get("pg_exporter_last_scrape_error", 0) != 0:
-            findings.append(Finding(subject, False, "exporter reports a scrape error",
-                                    f"does {db.user!r} have the pg_monitor role? docker logs {container}"))
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    "exporter reports a scrape error",
+                    f"does {db.user!r} have the pg_monitor role? docker logs {container}",
+                )
+            )
         elif target is None:
-            findings.append(Finding(subject, False, f"not discovered by Prometheus yet ({where})",
-                                    "is prometheus/targets/postgres.json on the host current?"))
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"not discovered by Prometheus yet ({where})",
+                    "is prometheus/targets/postgres.json on the host current?",
+                )
+            )
         elif target["health"] != "up":
             error = target.get("lastError") or "not scraped yet"
-            findings.append(Finding(subject, False, f"Prometheus cannot scrape its exporter: {error}",
-                                    f"docker logs {container}"))
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"Prometheus cannot scrape its exporter: {error}",
+                    f"docker logs {container}",
+                )
+            )
         else:
-            findings.append(Finding(subject, True, f"pg_up 1 at {where}{privilege_warning(db, reading)}"))
+            findings.append(
+                Finding(subject, True, f"pg_up 1 at {where}{privilege_warning(db, reading)}")
+            )
     return findings
 
 
 def privilege_warning(db, reading: dict[str, float]) -> str:
     """What the monitoring role may do beyond pg_monitor, said after an ok (README: a least-privilege role)."""
-    more = [what for metric, what in (("pgmon_role_superuser", "is a superuser"),
-                                      ("pgmon_role_extra_attributes", "may create roles or databases, replicate "
-                                                                      "or bypass row security"))
-            if reading.get(metric, 0) > 0]
+    more = [
+        what
+        for metric, what in (
+            ("pgmon_role_superuser", "is a superuser"),
+            (
+                "pgmon_role_extra_attributes",
+                "may create roles or databases, replicate or bypass row security",
+            ),
+        )
+        if reading.get(metric, 0) > 0
+    ]
     if reading.get("pgmon_role_writable_tables", 0) > 0:
-        more.append(f"may write {reading['pgmon_role_writable_tables']:.0f} table(s) of {db.dbname!r}")
+        more.append(
+            f"may write {reading['pgmon_role_writable_tables']:.0f} table(s) of {db.dbname!r}"
+        )
     if not more:
         return ""
-    return (f"; WARNING role {db.user!r} {', and '.join(more)}: monitoring needs pg_monitor only "
-            "(README, \"A least-privilege monitoring role\")")
+    return (
+        f"; WARNING role {db.user!r} {', and '.join(more)}: monitoring needs pg_monitor only "
+        '(README, "A least-privilege monitoring role")'
+    )
 
 
 def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
@@ -161,20 +235,47 @@ def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
     container = container_name(settings.config.project, "alertmanager")
     status, body = http.get_json("127.0.0.1", port, "/api/v2/status")
     if status != 200 or not body:
-        return [Finding("alertmanager", False, f"not answering on 127.0.0.1:{port}", f"docker logs {container}")]
-    expected = [name for name, secret in (("discord", settings.discord_webhook_url),
-                                          ("telegram", settings.telegram_bot_token)) if secret is not None]
+        return [
+            Finding(
+                "alertmanager",
+                False,
+                f"not answering on 127.0.0.1:{port}",
+                f"docker logs {container}",
+            )
+        ]
+    expected = [
+        name
+        for name, secret in (
+            ("discord", settings.discord_webhook_url),
+            ("telegram", settings.telegram_bot_token),
+        )
+        if secret is not None
+    ]
     _, metrics = http.get("127.0.0.1", port, "/metrics")
     loaded = dict(_ALERTMANAGER_CONFIG_RE.findall(metrics.decode(errors="replace")))
-    if loaded.get("last_reload_successful") != "1" or \
-            float(loaded.get("hash", "nan")) != config_hash_metric(render_alertmanager_config(settings)):
+    if loaded.get("last_reload_successful") != "1" or float(
+        loaded.get("hash", "nan")
+    ) != config_hash_metric(render_alertmanager_config(settings)):
         # Alertmanager keeps the configuration it had when a reload fails.
-        return [Finding("alertmanager", False, "is not running the configuration pgmon just wrote (its last reload "
-                        "failed, or it did not reload)", f"docker logs {container} | grep -i -e error -e reload")]
-    return [Finding("alertmanager", True, f"ready, configuration loaded, receivers: {', '.join(expected)}")]
+        return [
+            Finding(
+                "alertmanager",
+                False,
+                "is not running the configuration pgmon just wrote (its last reload "
+                "failed, or it did not reload)",
+                f"docker logs {container} | grep -i -e error -e reload",
+            )
+        ]
+    return [
+        Finding(
+            "alertmanager", True, f"ready, configuration loaded, receivers: {', '.join(expected)}"
+        )
+    ]
 
 
-_ALERTMANAGER_CONFIG_RE = re.compile(r"^alertmanager_config_(hash|last_reload_successful) (\S+)$", re.MULTILINE)
+_ALERTMANAGER_CONFIG_RE = re.compile(
+    r"^alertmanager_config_(hash|last_reload_successful) (\S+)$", re.MULTILINE
+)
 
 
 def config_hash_metric(config: bytes) -> float:
@@ -207,12 +308,16 @@ def describe_certificate(pem: bytes, own: bool) -> str:
     except x509.ExtensionNotFound:
         shown = []
     fingerprint = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
-    return (f"{'your' if own else 'self-signed'} certificate for {', '.join(shown) or leaf.subject.rfc4514_string()}"
-            f", valid until {leaf.not_valid_after_utc:%Y-%m-%d}, SHA-256 "
-            + ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)))
+    return (
+        f"{'your' if own else 'self-signed'} certificate for {', '.join(shown) or leaf.subject.rfc4514_string()}"
+        f", valid until {leaf.not_valid_after_utc:%Y-%m-%d}, SHA-256 "
+        + ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2))
+    )
 
 
-def check_grafana(settings: Settings, http: HostHTTP, certificate: bytes | None = None) -> list[Finding]:
+def check_grafana(
+    settings: Settings, http: HostHTTP, certificate: bytes | None = None
+) -> list[Finding]:
     cfg = settings.config
     address = "127.0.0.1" if cfg.grafana_bind_address == "0.0.0.0" else cfg.grafana_bind_address
     container = container_name(cfg.project, "grafana")
@@ -220,32 +325,77 @@ def check_grafana(settings: Settings, http: HostHTTP, certificate: bytes | None 
     tls = {}
     if cfg.grafana_https:
         if certificate is None:
-            return [Finding("grafana", False, f"has no certificate at {cfg.base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}",
-                            "run the deploy again: it makes one")]
+            return [
+                Finding(
+                    "grafana",
+                    False,
+                    f"has no certificate at {cfg.base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}",
+                    "run the deploy again: it makes one",
+                )
+            ]
         tls = {"tls": pinned_context(certificate), "pin": first_certificate(certificate)}
     status, health = http.get_json(address, cfg.grafana_port, "/api/health", **tls)
     if status != 200 or (health or {}).get("database") != "ok":
         why = f" ({health_error(http, address, cfg.grafana_port, tls)})" if status == 0 else ""
-        return [Finding("grafana", False, f"not healthy on {address}:{cfg.grafana_port}{why}",
-                        f"docker logs {container}")]
-    status, _ = http.get_json(address, cfg.grafana_port, f"/api/datasources/uid/{DATASOURCE_UID}/health", auth, **tls)
+        return [
+            Finding(
+                "grafana",
+                False,
+                f"not healthy on {address}:{cfg.grafana_port}{why}",
+                f"docker logs {container}",
+            )
+        ]
+    status, _ = http.get_json(
+        address, cfg.grafana_port, f"/api/datasources/uid/{DATASOURCE_UID}/health", auth, **tls
+    )
     if status == 401:
-        return [Finding("grafana", False, "refuses the admin password from "
-                        f"${cfg.grafana_admin_password_env}", f"docker logs {container}")]
+        return [
+            Finding(
+                "grafana",
+                False,
+                f"refuses the admin password from ${cfg.grafana_admin_password_env}",
+                f"docker logs {container}",
+            )
+        ]
     if status != 200:
-        return [Finding("grafana", False, f"its Prometheus datasource does not answer (HTTP {status})",
-                        f"docker logs {container}")]
+        return [
+            Finding(
+                "grafana",
+                False,
+                f"its Prometheus datasource does not answer (HTTP {status})",
+                f"docker logs {container}",
+            )
+        ]
     uids = provisioned_dashboard_uids()
     for uid in uids:
-        status, _ = http.get_json(address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth, **tls)
+        status, _ = http.get_json(
+            address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth, **tls
+        )
         if status != 200:
-            return [Finding("grafana", False, f"dashboard {uid} is not present (HTTP {status})",
-                            f"docker exec {container} ls /etc/grafana/dashboards; docker logs {container}")]
-    findings = [Finding("grafana", True, f"healthy{' over HTTPS' if tls else ''}, datasource answers, dashboards "
-                                         f"present: {', '.join(uids)}")]
+            return [
+                Finding(
+                    "grafana",
+                    False,
+                    f"dashboard {uid} is not present (HTTP {status})",
+                    f"docker exec {container} ls /etc/grafana/dashboards; docker logs {container}",
+                )
+            ]
+    findings = [
+        Finding(
+            "grafana",
+            True,
+            f"healthy{' over HTTPS' if tls else ''}, datasource answers, dashboards "
+            f"present: {', '.join(uids)}",
+        )
+    ]
     if tls:
-        findings.append(Finding("grafana https", True, describe_certificate(
-            certificate, settings.grafana_tls_certificate is not None)))
+        findings.append(
+            Finding(
+                "grafana https",
+                True,
+                describe_certificate(certificate, settings.grafana_tls_certificate is not None),
+            )
+        )
     return findings
 
 
@@ -266,11 +416,17 @@ def slow_query_coverage(settings: Settings) -> Finding:
     if not silent:
         return Finding("slow queries", True, "pg_stat_statements read on every server")
     # Not a failure: the extension is optional. Saying so keeps a silent rule from passing for a quiet one.
-    return Finding("slow queries", True, f"rule silent on {', '.join(silent)}: no database there has "
-                   "pg_stat_statements = True (CREATE EXTENSION pg_stat_statements, then set it on one entry)")
+    return Finding(
+        "slow queries",
+        True,
+        f"rule silent on {', '.join(silent)}: no database there has "
+        "pg_stat_statements = True (CREATE EXTENSION pg_stat_statements, then set it on one entry)",
+    )
 
 
-def check_stack(settings: Settings, http: HostHTTP, run_shell, certificate: bytes | None = None) -> list[Finding]:
+def check_stack(
+    settings: Settings, http: HostHTTP, run_shell, certificate: bytes | None = None
+) -> list[Finding]:
     readings = parse_exporter_readings(run_shell(exporter_readings_command(settings)))
     return (
         check_prometheus(settings, http)
@@ -281,8 +437,9 @@ def check_stack(settings: Settings, http: HostHTTP, run_shell, certificate: byte
     )
 
 
-def wait_for_stack(settings: Settings, http: HostHTTP, run_shell, clock=time.monotonic,
-                   pause=time.sleep) -> list[Finding]:
+def wait_for_stack(
+    settings: Settings, http: HostHTTP, run_shell, clock=time.monotonic, pause=time.sleep
+) -> list[Finding]:
     """Poll ``check_stack`` until everything passes or the deadline; return the last findings."""
     deadline = clock() + settings.config.verify_timeout_seconds
     certificate = grafana_certificate(settings, run_shell)
@@ -321,7 +478,9 @@ def verify(settings: Settings):
         return
     http = HostHTTP(host)
     try:
-        findings = wait_for_stack(settings, http, lambda command: host_output(host, command, check=False))
+        findings = wait_for_stack(
+            settings, http, lambda command: host_output(host, command, check=False)
+        )
     finally:
         http.close()
     failed = [f for f in findings if not f.ok]

@@ -62,7 +62,9 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         [f.path for f in stack.files]  # ["docker-compose.yml", "prometheus/prometheus.yml", ...]
     """
     services = compose_services(settings)
-    dashboard = bind_dashboard_inputs(dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID)
+    dashboard = bind_dashboard_inputs(
+        dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID
+    )
     directories = [
         ManagedDir("."),
         ManagedDir("prometheus"),
@@ -84,10 +86,21 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
     alertmanager_secret = dict(secret, on_change=(RELOAD_ALERTMANAGER,))
     files = [
         ManagedFile("docker-compose.yml", render_compose(settings, services)),
-        ManagedFile("prometheus/prometheus.yml", render_prometheus_config(settings), on_change=(RELOAD_PROMETHEUS,)),
-        ManagedFile("prometheus/rules/pgmon.rules.yml", render_rules(settings), on_change=(RELOAD_PROMETHEUS,)),
-        ManagedFile("prometheus/rules/pgmon.recording.yml", render_recording_rules(settings),
-                    on_change=(RELOAD_PROMETHEUS,)),
+        ManagedFile(
+            "prometheus/prometheus.yml",
+            render_prometheus_config(settings),
+            on_change=(RELOAD_PROMETHEUS,),
+        ),
+        ManagedFile(
+            "prometheus/rules/pgmon.rules.yml",
+            render_rules(settings),
+            on_change=(RELOAD_PROMETHEUS,),
+        ),
+        ManagedFile(
+            "prometheus/rules/pgmon.recording.yml",
+            render_recording_rules(settings),
+            on_change=(RELOAD_PROMETHEUS,),
+        ),
         ManagedFile("prometheus/targets/postgres.json", render_postgres_targets(settings)),
         # Holds the Telegram chat id: readable by the Alertmanager user only.
         ManagedFile(
@@ -115,7 +128,10 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             (json.dumps(dashboard, indent=1, sort_keys=True) + "\n").encode(),
         ),
         # Grafana rescans the folder: a changed file updates its dashboard in place, no restart.
-        *(ManagedFile(f"grafana/dashboards/{name}", content) for name, content in pgmon_dashboard_files().items()),
+        *(
+            ManagedFile(f"grafana/dashboards/{name}", content)
+            for name, content in pgmon_dashboard_files().items()
+        ),
         ManagedFile(
             "grafana/secrets/admin_password",
             settings.grafana_admin_password.get_secret_value().encode(),
@@ -132,9 +148,20 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             # The user's certificate; without one, Grafana's self-signed pair is made on the host (grafana_tls).
             cert, key = certificate_files(True)
             tls = dict(uid=GRAFANA_UID, gid=GRAFANA_GID, on_change=(RESTART_GRAFANA,))
-            files.append(ManagedFile(f"{TLS_DIR}/{cert}", settings.grafana_tls_certificate, mode=0o444, **tls))
-            files.append(ManagedFile(f"{TLS_DIR}/{key}", settings.grafana_tls_key.get_secret_value().encode(),
-                                     mode=0o400, secret=True, **tls))
+            files.append(
+                ManagedFile(
+                    f"{TLS_DIR}/{cert}", settings.grafana_tls_certificate, mode=0o444, **tls
+                )
+            )
+            files.append(
+                ManagedFile(
+                    f"{TLS_DIR}/{key}",
+                    settings.grafana_tls_key.get_secret_value().encode(),
+                    mode=0o400,
+                    secret=True,
+                    **tls,
+                )
+            )
     if settings.discord_webhook_url is not None:
         files.append(
             ManagedFile(
@@ -151,11 +178,21 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
                 **alertmanager_secret,
             )
         )
-        files += [ManagedFile(f"alertmanager/secrets/{telegram_chat_file(index)}", str(chat_id).encode(),
-                              **alertmanager_secret) for index, chat_id in enumerate(settings.telegram_chat_ids)]
+        files += [
+            ManagedFile(
+                f"alertmanager/secrets/{telegram_chat_file(index)}",
+                str(chat_id).encode(),
+                **alertmanager_secret,
+            )
+            for index, chat_id in enumerate(settings.telegram_chat_ids)
+        ]
     if settings.watchdog_url is not None:
         files.append(
-            ManagedFile("alertmanager/secrets/watchdog_url", settings.watchdog_url.get_secret_value().encode(), **secret)
+            ManagedFile(
+                "alertmanager/secrets/watchdog_url",
+                settings.watchdog_url.get_secret_value().encode(),
+                **secret,
+            )
         )
     # The first exporter of each server also reads the server-wide views' extra queries (exporters.py).
     primaries = server_primaries(settings)
@@ -185,9 +222,17 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
     revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}
     # Checked by the images that will read them, so a file the component would reject never replaces a good one.
     checks = (
-        ConfigCheck("prometheus", settings.image("prometheus"), "/etc/prometheus",
-                    ("/bin/promtool", "check", "config", "/etc/prometheus/prometheus.yml")),
-        ConfigCheck("alertmanager", settings.image("alertmanager"), "/etc/alertmanager",
-                    ("/bin/amtool", "check-config", "/etc/alertmanager/alertmanager.yml")),
+        ConfigCheck(
+            "prometheus",
+            settings.image("prometheus"),
+            "/etc/prometheus",
+            ("/bin/promtool", "check", "config", "/etc/prometheus/prometheus.yml"),
+        ),
+        ConfigCheck(
+            "alertmanager",
+            settings.image("alertmanager"),
+            "/etc/alertmanager",
+            ("/bin/amtool", "check-config", "/etc/alertmanager/alertmanager.yml"),
+        ),
     )
     return StackFiles(tuple(directories), tuple(files), revisions, checks)

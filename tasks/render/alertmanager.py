@@ -21,7 +21,9 @@ def render_alertmanager_config(settings: Settings) -> bytes:
         receivers.append(
             {
                 "name": "watchdog",
-                "webhook_configs": [{"url_file": "/etc/alertmanager/secrets/watchdog_url", "send_resolved": False}],
+                "webhook_configs": [
+                    {"url_file": "/etc/alertmanager/secrets/watchdog_url", "send_resolved": False}
+                ],
             }
         )
         # The dead man's switch wants the always-firing Watchdog every interval, not every repeat_interval.
@@ -48,7 +50,13 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 ],
             }
         )
-        routes.append({"receiver": "discord", "matchers": [label_matcher("severity", cfg.discord.severities)], "continue": True})
+        routes.append(
+            {
+                "receiver": "discord",
+                "matchers": [label_matcher("severity", cfg.discord.severities)],
+                "continue": True,
+            }
+        )
     if settings.telegram_bot_token is not None:
         receivers.append(
             {
@@ -68,7 +76,13 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 ],
             }
         )
-        routes.append({"receiver": "telegram", "matchers": [label_matcher("severity", cfg.telegram.severities)], "continue": True})
+        routes.append(
+            {
+                "receiver": "telegram",
+                "matchers": [label_matcher("severity", cfg.telegram.severities)],
+                "continue": True,
+            }
+        )
     return yaml_bytes(
         {
             "templates": ["/etc/alertmanager/templates/*.tmpl"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ..grafana_tls import MOUNT as TLS_MOUNT
+from ..grafana_tls import TLS_DIR, certificate_files
 from ..settings import Settings
 from ..stack_model import (
     ALERTMANAGER_PORT,
@@ -18,8 +20,6 @@ from ..stack_model import (
     exporter_service,
     yaml_bytes,
 )
-from ..grafana_tls import MOUNT as TLS_MOUNT
-from ..grafana_tls import TLS_DIR, certificate_files
 from .exporters import (
     EXPORTER_CONFIG_DIR,
     EXPORTER_PASSFILE,
@@ -38,7 +38,6 @@ def _escape_compose(value):
     if isinstance(value, dict):
         return {k: _escape_compose(v) for k, v in value.items()}
     return value
-
 
 
 def _healthcheck(url: str) -> dict:
@@ -98,7 +97,10 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--cluster.listen-address=",  # a single instance: no gossip port
             ],
             "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
-            "volumes": [mount("alertmanager", "/etc/alertmanager"), "alertmanager-data:/alertmanager"],
+            "volumes": [
+                mount("alertmanager", "/etc/alertmanager"),
+                "alertmanager-data:/alertmanager",
+            ],
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
             "healthcheck": _healthcheck(f"http://127.0.0.1:{ALERTMANAGER_PORT}/-/ready"),
@@ -134,24 +136,32 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             ],
             "networks": ["ui"],
             "depends_on": ["prometheus"],
-            "healthcheck": _healthcheck(f"{grafana_scheme(settings)}://127.0.0.1:{GRAFANA_PORT}/api/health"),
+            "healthcheck": _healthcheck(
+                f"{grafana_scheme(settings)}://127.0.0.1:{GRAFANA_PORT}/api/health"
+            ),
         },
     }
     if cfg.grafana_https:
         # Grafana's own settings for TLS (tasks/grafana_tls.py): the user's certificate, or the self-signed one.
         cert, key = certificate_files(settings.grafana_tls_certificate is not None)
-        services["grafana"]["environment"].update({
-            "GF_SERVER_PROTOCOL": "https",
-            "GF_SERVER_CERT_FILE": f"{TLS_MOUNT}/{cert}",
-            "GF_SERVER_CERT_KEY": f"{TLS_MOUNT}/{key}",
-        })
+        services["grafana"]["environment"].update(
+            {
+                "GF_SERVER_PROTOCOL": "https",
+                "GF_SERVER_CERT_FILE": f"{TLS_MOUNT}/{cert}",
+                "GF_SERVER_CERT_KEY": f"{TLS_MOUNT}/{key}",
+            }
+        )
         services["grafana"]["volumes"].append(mount(TLS_DIR, TLS_MOUNT))
     services[NODE_EXPORTER_SERVICE] = {
         "image": settings.image("node_exporter"),
         "container_name": container(NODE_EXPORTER_SERVICE),
         "restart": "unless-stopped",
         # The host's CPU, memory and file systems: its processes and root file system, read-only.
-        "command": ["--path.rootfs=/host", f"--web.listen-address=:{NODE_EXPORTER_PORT}", "--log.level=warn"],
+        "command": [
+            "--path.rootfs=/host",
+            f"--web.listen-address=:{NODE_EXPORTER_PORT}",
+            "--log.level=warn",
+        ],
         "pid": "host",
         "volumes": ["/:/host:ro"],
         # Not the images' 65534: with the host's / mounted, that user could read the secret files 65534 owns.
@@ -165,8 +175,12 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "image": settings.image("postgres_exporter"),
             "container_name": container(exporter_service(db.name)),
             "restart": "unless-stopped",
-            "command": exporter_flags(db.name in primaries, db.pg_stat_statements, db.table_metrics,
-                                      settings.version("postgres_exporter")),
+            "command": exporter_flags(
+                db.name in primaries,
+                db.pg_stat_statements,
+                db.table_metrics,
+                settings.version("postgres_exporter"),
+            ),
             "environment": {
                 "DATA_SOURCE_URI": data_source_uri(db),
                 # libpq's own variables, which lib/pq reads: any name or password PostgreSQL accepts, and
@@ -200,4 +214,3 @@ def render_compose(settings: Settings, services: dict[str, dict]) -> bytes:
         "volumes": {"prometheus-data": {}, "alertmanager-data": {}, "grafana-data": {}},
     }
     return yaml_bytes(_escape_compose(document))
-

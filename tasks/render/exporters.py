@@ -22,7 +22,9 @@ SERVER_WIDE_COLLECTORS = (
 # start time and transaction ID age per database (for the alert rules), and PostgreSQL 17's checkpoint
 # counters (for dashboard 9628; the collector skips older servers without querying them).
 SERVER_WIDE_OPT_IN_COLLECTORS = ("postmaster", "database_wraparound", "stat_checkpointer")
-EXPORTER_CONFIG_DIR = "/etc/postgres_exporter"  # the exporter's own folder under base_dir, mounted read-only
+EXPORTER_CONFIG_DIR = (
+    "/etc/postgres_exporter"  # the exporter's own folder under base_dir, mounted read-only
+)
 EXPORTER_QUERIES = f"{EXPORTER_CONFIG_DIR}/queries.yaml"
 EXPORTER_PASSFILE = f"{EXPORTER_CONFIG_DIR}/pgpass"
 
@@ -31,7 +33,10 @@ def _query(sql: str, *metrics: tuple[str, str, str]) -> dict:
     """A queries.yaml entry: the SQL (one line) and its columns as (name, usage, description)."""
     return {
         "query": " ".join(line.strip() for line in sql.strip().splitlines()),
-        "metrics": [{name: {"usage": usage, "description": description}} for name, usage, description in metrics],
+        "metrics": [
+            {name: {"usage": usage, "description": description}}
+            for name, usage, description in metrics
+        ],
     }
 
 
@@ -84,7 +89,11 @@ DATABASE_QUERIES = {
         FROM pg_roles WHERE rolname = current_user
         """,
         ("superuser", "GAUGE", "1 if the monitoring role is a superuser"),
-        ("extra_attributes", "GAUGE", "1 if it may create roles or databases, replicate or bypass row security"),
+        (
+            "extra_attributes",
+            "GAUGE",
+            "1 if it may create roles or databases, replicate or bypass row security",
+        ),
         ("writable_tables", "GAUGE", "Tables of this database the monitoring role may write"),
     ),
 }
@@ -136,7 +145,11 @@ SERVER_QUERIES = {
               WHERE object = ''relation'' AND backend_type NOT IN (''background writer'', ''checkpointer'')'
             ELSE 'SELECT WHERE false' END, true, false, ''))) AS io
         """,
-        ("writes", "COUNTER", "Shared buffers written by backends (pg_stat_bgwriter's buffers_backend)"),
+        (
+            "writes",
+            "COUNTER",
+            "Shared buffers written by backends (pg_stat_bgwriter's buffers_backend)",
+        ),
         ("fsyncs", "COUNTER", "Files backends had to fsync themselves (buffers_backend_fsync)"),
     ),
 }
@@ -168,14 +181,19 @@ SERVER_WIDE_COLLECTORS_SINCE = {"stat_progress_vacuum": (0, 19)}
 COLLECTION_TIMEOUT = "9s"
 
 
-def exporter_flags(primary: bool, statements: bool = False, tables: bool = True,
-                   version: tuple[int, int] = (0, 19)) -> list[str]:
+def exporter_flags(
+    primary: bool, statements: bool = False, tables: bool = True, version: tuple[int, int] = (0, 19)
+) -> list[str]:
     """``statements``: the database has pg_stat_statements (whose view lists every database's statements).
 
     ``tables``: keep the per-table collectors; False drops the largest share of series for many-table databases.
     ``version``: postgres_exporter's (major, minor), from its image.
     """
-    flags = [f"--web.listen-address=:{EXPORTER_PORT}", "--log.level=warn", f"--extend.query-path={EXPORTER_QUERIES}"]
+    flags = [
+        f"--web.listen-address=:{EXPORTER_PORT}",
+        "--log.level=warn",
+        f"--extend.query-path={EXPORTER_QUERIES}",
+    ]
     if version >= (0, 19):
         flags.append(f"--collection-timeout={COLLECTION_TIMEOUT}")
     if not tables:
@@ -185,11 +203,15 @@ def exporter_flags(primary: bool, statements: bool = False, tables: bool = True,
         flags.append("--collector.stat_statements")
     if primary:
         return flags + [f"--collector.{name}" for name in SERVER_WIDE_OPT_IN_COLLECTORS]
-    server_wide = [*SERVER_WIDE_COLLECTORS,
-                   *(name for name, since in SERVER_WIDE_COLLECTORS_SINCE.items() if version >= since)]
-    return flags + ["--disable-default-metrics", "--disable-settings-metrics"] + [
-        f"--no-collector.{name}" for name in server_wide
+    server_wide = [
+        *SERVER_WIDE_COLLECTORS,
+        *(name for name, since in SERVER_WIDE_COLLECTORS_SINCE.items() if version >= since),
     ]
+    return (
+        flags
+        + ["--disable-default-metrics", "--disable-settings-metrics"]
+        + [f"--no-collector.{name}" for name in server_wide]
+    )
 
 
 def data_source_uri(db: Database) -> str:

@@ -18,7 +18,10 @@ def pgmon_dashboard_files() -> dict[str, bytes]:
 
 def provisioned_dashboard_uids() -> list[str]:
     """The uid of every dashboard pgmon provisions: 9628 first, then its own."""
-    return [DASHBOARD_9628_UID] + [json.loads(content)["uid"] for content in pgmon_dashboard_files().values()]
+    return [DASHBOARD_9628_UID] + [
+        json.loads(content)["uid"] for content in pgmon_dashboard_files().values()
+    ]
+
 
 def render_grafana_datasource(settings: Settings) -> bytes:
     return yaml_bytes(
@@ -74,4 +77,3 @@ def bind_dashboard_inputs(dashboard: dict, values: dict[str, str], uid: str) -> 
     bound["uid"] = uid
     bound["id"] = None
     return bound
-

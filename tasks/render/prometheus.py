@@ -37,22 +37,38 @@ def render_prometheus_config(settings: Settings) -> bytes:
                 "scrape_interval": f"{cfg.scrape_interval_seconds}s",
                 "evaluation_interval": f"{cfg.evaluation_interval_seconds}s",
             },
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}]}]},
+            "alerting": {
+                "alertmanagers": [
+                    {"static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}]}
+                ]
+            },
             "rule_files": ["/etc/prometheus/rules/*.yml"],
             "scrape_configs": [
-                {"job_name": "prometheus", "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}]},
-                {"job_name": "alertmanager", "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}]},
+                {
+                    "job_name": "prometheus",
+                    "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}],
+                },
+                {
+                    "job_name": "alertmanager",
+                    "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}],
+                },
                 {
                     # File discovery: adding a database needs no Prometheus restart or reload.
                     "job_name": "postgres",
                     "file_sd_configs": [
-                        {"files": ["/etc/prometheus/targets/postgres.json"], "refresh_interval": "30s"}
+                        {
+                            "files": ["/etc/prometheus/targets/postgres.json"],
+                            "refresh_interval": "30s",
+                        }
                     ],
                 },
                 {
                     "job_name": "node",
                     "static_configs": [
-                        {"targets": [f"{NODE_EXPORTER_SERVICE}:{NODE_EXPORTER_PORT}"], "labels": {"instance": "processing-host"}}
+                        {
+                            "targets": [f"{NODE_EXPORTER_SERVICE}:{NODE_EXPORTER_PORT}"],
+                            "labels": {"instance": "processing-host"},
+                        }
                     ],
                 },
             ],
@@ -89,14 +105,22 @@ def _rules_jinja() -> jinja2.Environment:
     )
     # A JSON string is a YAML string; Jinja's own tojson would also turn < and > into \u003c for HTML.
     env.filters["tojson"] = json.dumps
-    env.filters["oneline"] = lambda text: " ".join(line.strip() for line in text.splitlines() if line.strip())
-    env.filters["sel"] = lambda match: "{" + match + "}" if match else ""  # metric[[ v.match | sel ]]
-    env.filters["also"] = lambda match: ", " + match if match else ""  # {job="x"[[ v.match | also ]]}
+    env.filters["oneline"] = lambda text: " ".join(
+        line.strip() for line in text.splitlines() if line.strip()
+    )
+    env.filters["sel"] = lambda match: (
+        "{" + match + "}" if match else ""
+    )  # metric[[ v.match | sel ]]
+    env.filters["also"] = lambda match: (
+        ", " + match if match else ""
+    )  # {job="x"[[ v.match | also ]]}
     env.filters["window"] = lambda duration: f"[{duration}]"  # a range: metric[[ w | window ]]
     env.filters["num"] = _number
     env.filters["seconds"] = _seconds_text
     env.filters["gib_bytes"] = lambda gib: _number(gib * 2**30)  # a threshold in GiB, as bytes
-    env.filters["duration_seconds"] = lambda duration: _number(duration_seconds(duration))  # '1d' -> 86400
+    env.filters["duration_seconds"] = lambda duration: _number(
+        duration_seconds(duration)
+    )  # '1d' -> 86400
     return env
 
 
@@ -142,12 +166,17 @@ def label_matcher(label: str, values: list[str]) -> str:
     return f"{label}=~{promql_string(alternatives)}"
 
 
-def _variants(label: str, groups: dict[tuple, tuple[RuleVariant, list[str]]], default: tuple) -> list[RuleVariant]:
+def _variants(
+    label: str, groups: dict[tuple, tuple[RuleVariant, list[str]]], default: tuple
+) -> list[RuleVariant]:
     if len(groups) == 1:
         return [variant for variant, _ in groups.values()]
     return [
-        replace(variant, match=label_matcher(label, members),
-                labels={"thresholds": "default" if key == default else ", ".join(members)})
+        replace(
+            variant,
+            match=label_matcher(label, members),
+            labels={"thresholds": "default" if key == default else ", ".join(members)},
+        )
         for key, (variant, members) in groups.items()
     ]
 
@@ -172,7 +201,11 @@ def rule_variants(settings: Settings) -> tuple[list[RuleVariant], list[RuleVaria
         if db.server not in servers:
             servers.append(db.server)
     return (
-        _variants("database", by_database, database_key(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for)),
+        _variants(
+            "database",
+            by_database,
+            database_key(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for),
+        ),
         _variants("server", by_server, server_key(cfg.alert_thresholds)),
     )
 
@@ -183,8 +216,10 @@ def dashboard_link(grafana_url: str | None) -> str:
     escapes the values); empty without the setting (docs/alerts.md, "Dashboard links")."""
     if not grafana_url:
         return ""
-    return (f"{grafana_url}/d/{DASHBOARD_9628_UID}/?var-server={{{{ $labels.server | urlquery }}}}"
-            "{{ with $labels.database }}&var-instance={{ . | urlquery }}{{ end }}")
+    return (
+        f"{grafana_url}/d/{DASHBOARD_9628_UID}/?var-server={{{{ $labels.server | urlquery }}}}"
+        "{{ with $labels.database }}&var-instance={{ . | urlquery }}{{ end }}"
+    )
 
 
 def render_rules(settings: Settings) -> bytes:
@@ -211,4 +246,3 @@ def render_recording_rules(settings: Settings) -> bytes:
     window = max(60, MIN_SCRAPES_PER_WINDOW * settings.config.scrape_interval_seconds)
     template = _rules_jinja().get_template("prometheus/pgmon.recording.yml.j2")
     return template.render(window=f"{window}s").encode()
-

@@ -42,15 +42,24 @@ from tests.e2e.lab import (
     wait_until,
 )
 
-SITE = Site(base_dir="/opt/pgmon-bench", project="pgmon-bench", prometheus_port=29090, alertmanager_port=29093,
-            grafana_port=23000)
+SITE = Site(
+    base_dir="/opt/pgmon-bench",
+    project="pgmon-bench",
+    prometheus_port=29090,
+    alertmanager_port=29093,
+    grafana_port=23000,
+)
 BENCH_PASSWORD = "b3nch@:/#%'\"x"
-LEDGER = next(db for db in DATABASES if db.name == "ledger")  # alone on its server, so it can be stopped
+LEDGER = next(
+    db for db in DATABASES if db.name == "ledger"
+)  # alone on its server, so it can be stopped
 
 
 def bench_databases(count: int) -> tuple[LabDatabase, ...]:
-    return tuple(LabDatabase(f"bench{i:02d}", 5432, f"bench{i:02d}", "pgmon_bench", BENCH_PASSWORD)
-                 for i in range(1, count + 1))
+    return tuple(
+        LabDatabase(f"bench{i:02d}", 5432, f"bench{i:02d}", "pgmon_bench", BENCH_PASSWORD)
+        for i in range(1, count + 1)
+    )
 
 
 def grand_total(output: str) -> tuple[int, int]:
@@ -74,8 +83,12 @@ def timed_run(deployment: Deployment, label: str) -> tuple[float, str]:
 
 
 def memory_mib(containers: list[str]) -> dict[str, float]:
-    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", *containers],
-                         text=True, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", *containers],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout
     units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
     usage = {}
     for line in out.splitlines():
@@ -98,8 +111,10 @@ def measure_sizes(deployment: Deployment, databases, sizes: list[int]) -> list[t
         deployment.configure(names[:n])
         remove = timed_run(deployment, f"removing database {n + 1}")
         rows.append((n, first, rerun, add, remove))
-        print(f"  N={n}: first {first[0]:.1f}s, rerun {rerun[0]:.1f}s, add {add[0]:.1f}s, remove {remove[0]:.1f}s",
-              file=sys.stderr)
+        print(
+            f"  N={n}: first {first[0]:.1f}s, rerun {rerun[0]:.1f}s, add {add[0]:.1f}s, remove {remove[0]:.1f}s",
+            file=sys.stderr,
+        )
     return rows
 
 
@@ -117,19 +132,52 @@ def measure_memory(deployment: Deployment, databases) -> dict[str, float]:
     config.chmod(0o644)
     name = f"{project}-multitarget"
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    subprocess.run(["docker", "run", "-d", "--name", name, "--network", f"{project}-metrics",
-                    "--add-host", "host.docker.internal:host-gateway", "-v", f"{config}:/etc/pe.yml:ro",
-                    "quay.io/prometheuscommunity/postgres-exporter:v0.17.1", "--config.file=/etc/pe.yml"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            f"{project}-metrics",
+            "--add-host",
+            "host.docker.internal:host-gateway",
+            "-v",
+            f"{config}:/etc/pe.yml:ro",
+            "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+            "--config.file=/etc/pe.yml",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                             name], text=True, capture_output=True, check=True).stdout.strip()
+        ip = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                name,
+            ],
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
         for _ in range(3):  # as Prometheus would, several scrape rounds
             for db in databases:
-                response = requests.get(f"http://{ip}:9187/probe", timeout=30, params={
-                    "target": f"host.docker.internal:5432/{db.dbname}", "auth_module": "bench"})
+                response = requests.get(
+                    f"http://{ip}:9187/probe",
+                    timeout=30,
+                    params={
+                        "target": f"host.docker.internal:5432/{db.dbname}",
+                        "auth_module": "bench",
+                    },
+                )
                 if "pg_up 1" not in response.text:
-                    raise RuntimeError(f"multi-target probe of {db.dbname} failed: {response.text[-500:]}")
+                    raise RuntimeError(
+                        f"multi-target probe of {db.dbname} failed: {response.text[-500:]}"
+                    )
         multi = memory_mib([name])[name]
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
@@ -146,23 +194,34 @@ def measure_tables(deployment: Deployment, lab: Lab, tables: int) -> dict[str, f
     many = LabDatabase("benchtables", 5432, "benchtables", "pgmon_bench", BENCH_PASSWORD)
     empty = bench_databases(2)
     lab.create_databases((many,))
-    lab.psql(5432, "benchtables", f"""
+    lab.psql(
+        5432,
+        "benchtables",
+        f"""
         SELECT format('CREATE TABLE IF NOT EXISTS t%s (id int PRIMARY KEY, v text)', g)
           FROM generate_series(1, {tables}) g \\gexec
         SELECT format('INSERT INTO t%s VALUES (1, ''x'') ON CONFLICT DO NOTHING', g)
           FROM generate_series(1, {tables}) g \\gexec
         SELECT format('SELECT count(*) FROM t%s', g) FROM generate_series(1, {tables}) g \\gexec
-    """)
-    tables = int(lab.psql(5432, "benchtables", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+    """,
+    )
+    tables = int(
+        lab.psql(5432, "benchtables", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+    )
     deployment.databases = deployment.databases + (many,)
     deployment.secrets[deployment.password_env(many.name)] = many.password
     deployment.teardown()
-    deployment.configure([empty[0].name, empty[1].name, many.name])  # the first is the server's primary
+    deployment.configure(
+        [empty[0].name, empty[1].name, many.name]
+    )  # the first is the server's primary
     timed_run(deployment, "deploying the many-table database")
     deadline = time.monotonic() + 60
 
     def sample(query: str) -> dict[str, float]:
-        return {r["metric"]["database"]: float(r["value"][1]) for r in prometheus_query(query, SITE.prometheus_port)}
+        return {
+            r["metric"]["database"]: float(r["value"][1])
+            for r in prometheus_query(query, SITE.prometheus_port)
+        }
 
     while time.monotonic() < deadline:  # two scrapes after the first, so the timings are steady
         counts = sample('count_over_time(scrape_duration_seconds{job="postgres"}[1m])')
@@ -177,9 +236,15 @@ def measure_tables(deployment: Deployment, lab: Lab, tables: int) -> dict[str, f
     group_data["pgmon_databases"][2]["table_metrics"] = False
     deployment.project.write(deployment.lab.inventory_source(), group_data)
     timed_run(deployment, "turning table metrics off")
-    without = wait_until("a scrape without table metrics", lambda: (
-        (v := sample('scrape_samples_scraped{job="postgres"}').get(many.name)) is not None
-        and v < samples[many.name] and v), 60)
+    without = wait_until(
+        "a scrape without table metrics",
+        lambda: (
+            (v := sample('scrape_samples_scraped{job="postgres"}').get(many.name)) is not None
+            and v < samples[many.name]
+            and v
+        ),
+        60,
+    )
     return {
         "tables": tables,
         "duration": duration[many.name],
@@ -202,15 +267,23 @@ def measure_alert(deployment: Deployment, lab: Lab) -> dict[str, float]:
     try:
         arrival = {}
         for channel in (deployment.discord, deployment.telegram):
-            message = channel.wait_for(lambda m: "PostgresDown" in m.text and "ledger" in m.text, timeout=120)
+            message = channel.wait_for(
+                lambda m: "PostgresDown" in m.text and "ledger" in m.text, timeout=120
+            )
             arrival[channel.kind] = message.at - stopped
     finally:
         lab.start_cluster(LEDGER.port)
     group = deployment.group_data([])
     timing = group["pgmon_alert_timing"]
-    seconds = {k: int(v.rstrip("s")) for k, v in timing.items() if k in ("postgres_down_for", "group_wait")}
-    bound = (group["pgmon_scrape_interval_seconds"] + group["pgmon_evaluation_interval_seconds"]
-             + seconds["postgres_down_for"] + seconds["group_wait"])
+    seconds = {
+        k: int(v.rstrip("s")) for k, v in timing.items() if k in ("postgres_down_for", "group_wait")
+    }
+    bound = (
+        group["pgmon_scrape_interval_seconds"]
+        + group["pgmon_evaluation_interval_seconds"]
+        + seconds["postgres_down_for"]
+        + seconds["group_wait"]
+    )
     return {**arrival, "bound": bound}
 
 
@@ -227,8 +300,15 @@ def main() -> int:
     dashboard = serve_dashboard_fixture()
     discord = CaptureServer("discord", DOCKER_BRIDGE_IP, "4242/benchtoken")
     telegram = CaptureServer("telegram", DOCKER_BRIDGE_IP, "4242:benchtoken")
-    deployment = Deployment(lab, Path(tempfile.mkdtemp(prefix="pgmon-bench-")), discord, telegram,
-                            f"http://127.0.0.1:{dashboard.server_address[1]}", databases + (LEDGER,), SITE)
+    deployment = Deployment(
+        lab,
+        Path(tempfile.mkdtemp(prefix="pgmon-bench-")),
+        discord,
+        telegram,
+        f"http://127.0.0.1:{dashboard.server_address[1]}",
+        databases + (LEDGER,),
+        SITE,
+    )
     try:
         rows = measure_sizes(deployment, databases, sizes)
         deployment.configure([db.name for db in databases[: max(sizes)]])
@@ -244,13 +324,17 @@ def main() -> int:
         lab.down()
 
     n_max = max(sizes)
-    print(f"pgmon benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}: {platform.processor() or platform.machine()},"
-          f" {subprocess.run(['nproc'], text=True, capture_output=True).stdout.strip()} cores, Python"
-          f" {platform.python_version()}; pyinfra over SSH on loopback\n")
+    print(
+        f"pgmon benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}: {platform.processor() or platform.machine()},"
+        f" {subprocess.run(['nproc'], text=True, capture_output=True).stdout.strip()} cores, Python"
+        f" {platform.python_version()}; pyinfra over SSH on loopback\n"
+    )
     print("| N databases | first deploy | no-change rerun | add one | remove one |")
     print("|---|---|---|---|---|")
     for n, first, rerun, add, remove in rows:
-        cells = [f"{seconds:.1f} s ({ops} ops changed)" for seconds, ops in (first, rerun, add, remove)]
+        cells = [
+            f"{seconds:.1f} s ({ops} ops changed)" for seconds, ops in (first, rerun, add, remove)
+        ]
         print(f"| {n} | " + " | ".join(cells) + " |")
     print(f"\n| memory at N={n_max} | MiB |\n|---|---|")
     print(f"| one exporter per database, mean | {memory['per_db_mean']:.1f} |")
@@ -258,11 +342,17 @@ def main() -> int:
     print(f"| one multi-target exporter probing the same {n_max} | {memory['multi_total']:.1f} |")
     print(f"| Prometheus | {memory['prometheus']:.1f} |")
     print(f"\n| scrape of a database with {table_cost['tables']} tables | value |\n|---|---|")
-    print(f"| scrape duration | {table_cost['duration'] * 1000:.0f} ms (empty database: "
-          f"{table_cost['duration_empty'] * 1000:.0f} ms) |")
-    print(f"| samples per scrape | {table_cost['series']:.0f} (empty database: {table_cost['series_empty']:.0f}) |")
+    print(
+        f"| scrape duration | {table_cost['duration'] * 1000:.0f} ms (empty database: "
+        f"{table_cost['duration_empty'] * 1000:.0f} ms) |"
+    )
+    print(
+        f"| samples per scrape | {table_cost['series']:.0f} (empty database: {table_cost['series_empty']:.0f}) |"
+    )
     print(f"| series per table | {table_cost['per_table']:.1f} |")
-    print(f"| samples per scrape with `table_metrics: False` | {table_cost['series_without_tables']:.0f} |")
+    print(
+        f"| samples per scrape with `table_metrics: False` | {table_cost['series_without_tables']:.0f} |"
+    )
     print("\n| PostgresDown, database stopped to message | seconds |\n|---|---|")
     print(f"| Discord capture server | {alert['discord']:.1f} |")
     print(f"| Telegram capture server | {alert['telegram']:.1f} |")

@@ -12,11 +12,20 @@ pytestmark = pytest.mark.e2e
 
 
 def test_benchmark_smoke_prints_every_table():
-    result = subprocess.run([sys.executable, "-m", "tests.bench.benchmark", "--smoke"], cwd=REPO,
-                            capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench.benchmark", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     print(result.stdout)
-    rows = re.findall(r"^\| (\d+) \| ([\d.]+) s \((\d+)/(\d+) ops changed\) \| ([\d.]+) s \((\d+)/", result.stdout, re.M)
+    rows = re.findall(
+        r"^\| (\d+) \| ([\d.]+) s \((\d+)/(\d+) ops changed\) \| ([\d.]+) s \((\d+)/",
+        result.stdout,
+        re.M,
+    )
     assert [row[0] for row in rows] == ["1", "2"]
     assert all(row[5] == "0" for row in rows), "a no-change rerun changed something"
     for heading in ("one multi-target exporter", "series per table", "Telegram capture server"):

@@ -91,22 +91,47 @@ class _TelegramHandler(_Handler):
             return self._reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
         body = self._body()
         if body is None or "chat_id" not in body or not body.get("text"):
-            return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"})
+            return self._reply(
+                400,
+                {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: message text is empty",
+                },
+            )
         if len(body["text"]) > 4096:
-            return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"})
+            return self._reply(
+                400,
+                {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"},
+            )
         try:
             chat_id = int(body["chat_id"])  # clients send it as a string or a number
         except ValueError:
-            return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
+            return self._reply(
+                400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}
+            )
         with self.server.lock:
             self.server.received.append(Received(self.path, body, time.monotonic()))
             message_id = len(self.server.received)
         # The shape of Telegram's answer: clients parse "result" as a Message.
-        self._reply(200, {"ok": True, "result": {
-            "message_id": message_id, "date": int(time.time()), "text": body["text"],
-            "from": {"id": 4242, "is_bot": True, "first_name": "pgmon", "username": "pgmon_test_bot"},
-            "chat": {"id": chat_id, "title": "pgmon test", "type": "supergroup"},
-        }})
+        self._reply(
+            200,
+            {
+                "ok": True,
+                "result": {
+                    "message_id": message_id,
+                    "date": int(time.time()),
+                    "text": body["text"],
+                    "from": {
+                        "id": 4242,
+                        "is_bot": True,
+                        "first_name": "pgmon",
+                        "username": "pgmon_test_bot",
+                    },
+                    "chat": {"id": chat_id, "title": "pgmon test", "type": "supergroup"},
+                },
+            },
+        )
 
 
 class CaptureServer:

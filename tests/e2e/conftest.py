@@ -47,7 +47,9 @@ def new_deployment(lab, discord, telegram, dashboard_server, tmp_path_factory):
 
     @contextmanager
     def deployment_in(folder: str, **kwargs):
-        deployment = Deployment(lab, tmp_path_factory.mktemp(folder), discord, telegram, dashboard_server, **kwargs)
+        deployment = Deployment(
+            lab, tmp_path_factory.mktemp(folder), discord, telegram, dashboard_server, **kwargs
+        )
         deployment.teardown()  # a previous interrupted run must not make this one pass
         try:
             yield deployment

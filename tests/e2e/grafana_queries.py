@@ -49,7 +49,9 @@ class Prometheus:
         return self._get("/query", query=expr, time=f"{at:.3f}")["result"]
 
     def range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        return self._get("/query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")["result"]
+        return self._get(
+            "/query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}"
+        )["result"]
 
     def label_values(self, label: str, selector: str | None, start: float, end: float) -> list[str]:
         params = {"start": f"{start:.3f}", "end": f"{end:.3f}"}
@@ -119,8 +121,12 @@ class Dashboard:
 
     def builtins(self) -> dict[str, str]:
         rate = max(self.step + self.scrape_seconds, 4 * self.scrape_seconds)
-        return {"__range": f"{int(self.range_seconds)}s", "__range_s": str(int(self.range_seconds)),
-                "__interval": f"{int(self.step)}s", "__rate_interval": f"{int(rate)}s"}
+        return {
+            "__range": f"{int(self.range_seconds)}s",
+            "__range_s": str(int(self.range_seconds)),
+            "__interval": f"{int(self.step)}s",
+            "__rate_interval": f"{int(rate)}s",
+        }
 
     def interpolate(self, text: str, resolution: Resolution) -> str:
         builtins = self.builtins()
@@ -151,11 +157,17 @@ class Dashboard:
             return []
         query = self.interpolate(query.strip(), resolution)
         if match := _QUERY_RESULT.match(query):
-            texts = [query_result_text(s) for s in self.prometheus.instant(match.group(1), self.now)]
+            texts = [
+                query_result_text(s) for s in self.prometheus.instant(match.group(1), self.now)
+            ]
         elif match := _LABEL_VALUES.match(query):
-            texts = self.prometheus.label_values(match.group(2), match.group(1), self.start, self.now)
+            texts = self.prometheus.label_values(
+                match.group(2), match.group(1), self.start, self.now
+            )
         else:
-            raise AssertionError(f"variable {variable['name']}: query {query!r} is not one Grafana's Prometheus knows")
+            raise AssertionError(
+                f"variable {variable['name']}: query {query!r} is not one Grafana's Prometheus knows"
+            )
         return sorted(apply_regex(variable.get("regex") or "", texts))
 
     def resolve(self, picks: dict[str, str]) -> Resolution:
@@ -169,7 +181,9 @@ class Dashboard:
             multi = bool(variable.get("multi") or variable.get("includeAll"))
             if name in picks:
                 if picks[name] not in options:
-                    resolution.problems.append(f"variable {name} does not offer {picks[name]!r} (offers {options})")
+                    resolution.problems.append(
+                        f"variable {name} does not offer {picks[name]!r} (offers {options})"
+                    )
                 chosen = [picks[name]]
             elif variable.get("includeAll"):
                 chosen = [variable["allValue"]] if variable.get("allValue") else options
@@ -190,7 +204,9 @@ class Dashboard:
         if target.get("instant") and not target.get("range"):
             series = [[s["value"]] for s in self.prometheus.instant(expr, self.now)]
         else:
-            series = [s["values"] for s in self.prometheus.range(expr, self.start, self.now, self.step)]
+            series = [
+                s["values"] for s in self.prometheus.range(expr, self.start, self.now, self.step)
+            ]
         return any(math.isfinite(float(v)) for values in series for _, v in values)
 
     def empty_panels(self, picks: dict[str, str]) -> list[str]:

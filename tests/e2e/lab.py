@@ -82,11 +82,22 @@ class LabDatabase:
 # Passwords full of characters that break naive URL or YAML templating.
 DATABASES = (
     LabDatabase("shop", 5432, "shop", "pgmon_shop", "p@ss:w/rd#%'\"1\\shop$HOME"),
-    LabDatabase("billing", 5432, "billing", "pgmon_billing", "b1ll!ng@#%:/?&='\"", sslmode="disable"),
+    LabDatabase(
+        "billing", 5432, "billing", "pgmon_billing", "b1ll!ng@#%:/?&='\"", sslmode="disable"
+    ),
     LabDatabase("ledger", 5433, "ledger", "pgmon_ledger", "l3dger$$`x`@:/#%"),
     LabDatabase("analytics", 5432, "analytics", "pgmon_analytics", "an@lyt1cs:/#%'\"$x"),
-    LabDatabase("orders", POSTGRES17_PORT, "orders", "pgmon_orders", "0rd3rs@17:/#%'\"$", sslmode="disable"),
-    LabDatabase("reports", POSTGRES18_PORT, "reports", "pgmon_reports", "r3p0rts@18:/?#%'\"`$x`", sslmode="disable"),
+    LabDatabase(
+        "orders", POSTGRES17_PORT, "orders", "pgmon_orders", "0rd3rs@17:/#%'\"$", sslmode="disable"
+    ),
+    LabDatabase(
+        "reports",
+        POSTGRES18_PORT,
+        "reports",
+        "pgmon_reports",
+        "r3p0rts@18:/?#%'\"`$x`",
+        sslmode="disable",
+    ),
 )
 CLUSTERS = {5432: "main", 5433: "second"}
 
@@ -112,20 +123,30 @@ class ReplicaPair:
     marker = "postgres-replica-pair.started"
 
 
-REPLICA = ReplicaPair(LabDatabase("payments", 5436, "payments", "pgmon_payments", "p@ym3nts:/#%'\"$x"), 5437,
-                      "pgmon_lab_replica")
+REPLICA = ReplicaPair(
+    LabDatabase("payments", 5436, "payments", "pgmon_payments", "p@ym3nts:/#%'\"$x"),
+    5437,
+    "pgmon_lab_replica",
+)
 
 
-def run(*args: str, check: bool = True, input: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run(
+    *args: str, check: bool = True, input: str | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, text=True, capture_output=True, input=input, **kwargs)
 
 
-def psql_command(port: int, dbname: str, *options: str, environment: dict[str, str] | None = None) -> list[str]:
+def psql_command(
+    port: int, dbname: str, *options: str, environment: dict[str, str] | None = None
+) -> list[str]:
     """psql as the superuser on the local socket of the server on ``port``: a cluster of the machine's, or inside
     its container; ``environment`` for psql only (PGAPPNAME, ...)."""
     environment = [f"{key}={value}" for key, value in (environment or {}).items()]
     if server := CONTAINER_SERVERS.get(port):
-        prefix, port = ["docker", "exec", "-i", *(f"--env={pair}" for pair in environment), server.container], 5432
+        prefix, port = (
+            ["docker", "exec", "-i", *(f"--env={pair}" for pair in environment), server.container],
+            5432,
+        )
     else:
         prefix = ["runuser", "-u", "postgres", "--", "env", *environment]
     return [*prefix, "psql", "-X", *options, "-p", str(port), "-d", dbname]
@@ -166,8 +187,13 @@ class Lab:
     # --- machine services -------------------------------------------------
     def up(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not shutil.which("dockerd") or not Path("/usr/libexec/docker/cli-plugins/docker-compose").exists():
-            raise RuntimeError("run tests/e2e/prepare_machine.sh first (Docker engine and Compose missing)")
+        if (
+            not shutil.which("dockerd")
+            or not Path("/usr/libexec/docker/cli-plugins/docker-compose").exists()
+        ):
+            raise RuntimeError(
+                "run tests/e2e/prepare_machine.sh first (Docker engine and Compose missing)"
+            )
         self._start_docker()
         run("bash", str(REPO / "tests/e2e/images/build_images.sh"))
         for server in CONTAINER_SERVERS.values():
@@ -189,11 +215,11 @@ class Lab:
                 pid = int(pidfile.read_text())
                 if _pid_alive(pid):
                     os.kill(pid, 15)
-                    wait_until(f"{name} to stop", lambda: not _pid_alive(pid), 30)
+                    wait_until(f"{name} to stop", lambda pid=pid: not _pid_alive(pid), 30)
                 pidfile.unlink()
         if REPLICA.marker in markers:
             self.remove_replica()
-        for port, cluster in CLUSTERS.items():
+        for _port, cluster in CLUSTERS.items():
             marker = self.dir / f"postgres-{cluster}.started"
             if marker.name in markers and marker.exists():
                 run("pg_ctlcluster", PG_VERSION, cluster, "stop", check=False)
@@ -218,8 +244,22 @@ class Lab:
         """A self-signed certificate so that sslmode=require is exercised."""
         cert, key = self.dir / "pg-server.crt", self.dir / "pg-server.key"
         if not cert.exists():
-            run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=pgmon-lab",
-                "-keyout", str(key), "-out", str(cert))
+            run(
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=pgmon-lab",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            )
             shutil.chown(key, "postgres", "postgres")
             key.chmod(0o600)
             cert.chmod(0o644)
@@ -258,21 +298,50 @@ class Lab:
     def _start_container_server(self, server: ContainerServer) -> None:
         """Runs ``server``'s container, or starts it again with its data (stopped by ``stop_cluster``, or with
         the engine) if it was made from the current image, and creates its databases."""
-        state = run("docker", "inspect", "-f", "{{.State.Running}} {{.Image}}", server.container, check=False).stdout
+        state = run(
+            "docker",
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.Image}}",
+            server.container,
+            check=False,
+        ).stdout
         running, _, image = state.strip().partition(" ")
         if running != "true":
-            current = run("docker", "image", "inspect", "-f", "{{.Id}}", server.image, check=False).stdout.strip()
-            if image != current or run("docker", "start", server.container, check=False).returncode != 0:
+            current = run(
+                "docker", "image", "inspect", "-f", "{{.Id}}", server.image, check=False
+            ).stdout.strip()
+            if (
+                image != current
+                or run("docker", "start", server.container, check=False).returncode != 0
+            ):
                 run("docker", "rm", "-f", "-v", server.container, check=False)
                 # The superuser's own password is never used (the lab connects on the local socket); passed by
                 # name so it is not on a command line.
-                run("docker", "run", "-d", "--name", server.container, "-e", "POSTGRES_PASSWORD",
-                    "-p", f"{DOCKER_BRIDGE_IP}:{server.port}:5432", server.image,
-                    "-c", "shared_preload_libraries=pg_stat_statements",
-                    env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)})
+                run(
+                    "docker",
+                    "run",
+                    "-d",
+                    "--name",
+                    server.container,
+                    "-e",
+                    "POSTGRES_PASSWORD",
+                    "-p",
+                    f"{DOCKER_BRIDGE_IP}:{server.port}:5432",
+                    server.image,
+                    "-c",
+                    "shared_preload_libraries=pg_stat_statements",
+                    env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)},
+                )
             self._mark_started(server.marker)
-        wait_until(f"PostgreSQL {server.version}", lambda: run("docker", "exec", server.container, "pg_isready", "-q",
-                                                               check=False).returncode == 0, 60)
+        wait_until(
+            f"PostgreSQL {server.version}",
+            lambda: (
+                run("docker", "exec", server.container, "pg_isready", "-q", check=False).returncode
+                == 0
+            ),
+            60,
+        )
         self.create_databases([db for db in DATABASES if db.port == server.port])
 
     def create_databases(self, databases) -> None:
@@ -290,7 +359,9 @@ class Lab:
                 variables={"pw": db.password},
             )
 
-    def psql(self, port: int, dbname: str, sql: str, variables: dict[str, str] | None = None) -> str:
+    def psql(
+        self, port: int, dbname: str, sql: str, variables: dict[str, str] | None = None
+    ) -> str:
         args = psql_command(port, dbname, "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1")
         for key, value in (variables or {}).items():
             args += ["-v", f"{key}={value}"]
@@ -300,7 +371,9 @@ class Lab:
         """A fast shutdown of the server on ``port``: a cluster of the machine's, or a container's (which then
         stops, keeping its data)."""
         if server := CONTAINER_SERVERS.get(port):
-            run("docker", "kill", "--signal", "INT", server.container)  # SIGINT: PostgreSQL's fast shutdown
+            run(
+                "docker", "kill", "--signal", "INT", server.container
+            )  # SIGINT: PostgreSQL's fast shutdown
             run("docker", "wait", server.container)
         else:
             run("pg_ctlcluster", PG_VERSION, CLUSTERS[port], "stop", "-m", "fast")
@@ -324,20 +397,45 @@ class Lab:
             self._mark_started(pair.marker)
             conf = Path(f"/etc/postgresql/{PG_VERSION}/{pair.cluster(port)}")
             (conf / "conf.d").mkdir(exist_ok=True)
-            (conf / "conf.d" / "pgmon-lab.conf").write_text((lab_conf / "conf.d" / "pgmon-lab.conf").read_text())
-            (conf / "pg_hba.conf").write_text((lab_conf / "pg_hba.conf").read_text())  # keeps its owner and mode
+            (conf / "conf.d" / "pgmon-lab.conf").write_text(
+                (lab_conf / "conf.d" / "pgmon-lab.conf").read_text()
+            )
+            (conf / "pg_hba.conf").write_text(
+                (lab_conf / "pg_hba.conf").read_text()
+            )  # keeps its owner and mode
         run("pg_ctlcluster", PG_VERSION, pair.cluster(pair.primary.port), "start")
         self.create_databases([pair.primary])
         replica_conf = Path(f"/etc/postgresql/{PG_VERSION}/{pair.cluster(pair.replica_port)}")
-        (replica_conf / "conf.d" / "pgmon-lab-replica.conf").write_text("archive_mode = on\narchive_command = 'true'\n")
+        (replica_conf / "conf.d" / "pgmon-lab-replica.conf").write_text(
+            "archive_mode = on\narchive_command = 'true'\n"
+        )
         data = Path(f"/var/lib/postgresql/{PG_VERSION}/{pair.cluster(pair.replica_port)}")
         shutil.rmtree(data)
-        run("runuser", "-u", "postgres", "--", "pg_basebackup", "-p", str(pair.primary.port), "-D", str(data),
-            "-R", "-C", "-S", pair.slot, "--checkpoint=fast", "-X", "stream")
+        run(
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "pg_basebackup",
+            "-p",
+            str(pair.primary.port),
+            "-D",
+            str(data),
+            "-R",
+            "-C",
+            "-S",
+            pair.slot,
+            "--checkpoint=fast",
+            "-X",
+            "stream",
+        )
         run("pg_ctlcluster", PG_VERSION, pair.cluster(pair.replica_port), "start")
         streaming = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
-        wait_until("the replica streaming", lambda: self.psql(pair.replica_port, "postgres", streaming).strip() == "1",
-                   60)
+        wait_until(
+            "the replica streaming",
+            lambda: self.psql(pair.replica_port, "postgres", streaming).strip() == "1",
+            60,
+        )
 
     def remove_replica(self, pair: ReplicaPair = REPLICA) -> None:
         """Stops and drops both clusters."""
@@ -350,7 +448,16 @@ class Lab:
     def _start_sshd(self) -> None:
         if not self.ssh_key.exists():
             run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.ssh_key))
-            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "ssh_host_ed25519_key"))
+            run(
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                str(self.dir / "ssh_host_ed25519_key"),
+            )
         authorized = self.dir / "authorized_keys"
         authorized.write_text((self.dir / "id_ed25519.pub").read_text())
         authorized.chmod(0o600)
@@ -368,20 +475,47 @@ class Lab:
             return
         Path("/run/sshd").mkdir(exist_ok=True)
         log = open(self.dir / "sshd.log", "ab")
-        process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         self._mark_started(pidfile.name, str(process.pid))
-        wait_until("sshd", lambda: run("ssh", *self.ssh_options(), "root@127.0.0.1", "true",
-                                       check=False).returncode == 0, 30)
+        wait_until(
+            "sshd",
+            lambda: (
+                run("ssh", *self.ssh_options(), "root@127.0.0.1", "true", check=False).returncode
+                == 0
+            ),
+            30,
+        )
 
     def ssh_options(self) -> list[str]:
-        return ["-i", str(self.ssh_key), "-p", str(SSH_PORT), "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+        return [
+            "-i",
+            str(self.ssh_key),
+            "-p",
+            str(SSH_PORT),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]
 
     def inventory_source(self) -> str:
-        data = {"ssh_port": SSH_PORT, "ssh_user": "root", "ssh_key": str(self.ssh_key),
-                "ssh_strict_host_key_checking": "no", "ssh_known_hosts_file": "/dev/null"}
-        return f"pgmon_hosts = [(\"127.0.0.1\", {data!r})]\n"
+        data = {
+            "ssh_port": SSH_PORT,
+            "ssh_user": "root",
+            "ssh_key": str(self.ssh_key),
+            "ssh_strict_host_key_checking": "no",
+            "ssh_known_hosts_file": "/dev/null",
+        }
+        return f'pgmon_hosts = [("127.0.0.1", {data!r})]\n'
 
 
 @dataclass
@@ -397,17 +531,27 @@ class Project:
         body = "".join(f"{key} = {value!r}\n" for key, value in group_data.items())
         (self.directory / "group_data" / "all.py").write_text(body)
 
-    def _command(self, args: tuple[str, ...], deploy: str,
-                 python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
+    def _command(
+        self, args: tuple[str, ...], deploy: str, python: str = sys.executable
+    ) -> tuple[list[str], dict[str, str]]:
         if "--dry" not in args:
             args = ("-y", *args)
-        env = {**os.environ, **self.environment, "XDG_CACHE_HOME": str(self.directory / "cache"),
-               "PYTHONUNBUFFERED": "1"}  # each line as pyinfra prints it, for runs watched while they go
+        env = {
+            **os.environ,
+            **self.environment,
+            "XDG_CACHE_HOME": str(self.directory / "cache"),
+            "PYTHONUNBUFFERED": "1",
+        }  # each line as pyinfra prints it, for runs watched while they go
         env.pop("PGMON_HOST", None)
         return [python, "-m", "pyinfra", *args, "inventory.py", str(REPO / deploy)], env
 
-    def pyinfra(self, *args: str, timeout: float = 900, deploy: str = "deploy.py",
-                python: str = sys.executable) -> subprocess.CompletedProcess:
+    def pyinfra(
+        self,
+        *args: str,
+        timeout: float = 900,
+        deploy: str = "deploy.py",
+        python: str = sys.executable,
+    ) -> subprocess.CompletedProcess:
         """``pyinfra [args] inventory.py <repo>/<deploy>`` run from the project folder, as a user would.
 
         ``-y`` (no confirmation prompt) is added except with ``--dry``, where it would skip change detection.
@@ -415,26 +559,41 @@ class Project:
         (another virtual environment's, tests/e2e/test_library.py).
         """
         command, env = self._command(args, deploy, python)
-        return subprocess.run(command, cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout)
+        return subprocess.run(
+            command, cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout
+        )
 
     def start(self, *args: str) -> BackgroundRun:
         """The same run, in the background, its output collected as it comes."""
         command, env = self._command(args, "deploy.py")
-        return BackgroundRun(subprocess.Popen(command, cwd=self.directory, env=env, text=True,
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        return BackgroundRun(
+            subprocess.Popen(
+                command,
+                cwd=self.directory,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
 
 
 class BackgroundRun:
     def __init__(self, process: subprocess.Popen):
         self.process = process
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(process.stdout), daemon=True)
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(process.stdout), daemon=True
+        )
         self._reader.start()
 
     def wait_for(self, text: str, timeout: float = 180) -> None:
         """Until a line of its output holds ``text``; fails (with the output) if the run ended first."""
-        wait_until(f"the run to print {text!r}",
-                   lambda: self.process.poll() is not None or any(text in line for line in self.lines), timeout)
+        wait_until(
+            f"the run to print {text!r}",
+            lambda: self.process.poll() is not None or any(text in line for line in self.lines),
+            timeout,
+        )
         assert any(text in line for line in self.lines), "".join(self.lines)[-4000:]
 
     def finish(self) -> tuple[int, str]:
@@ -492,8 +651,16 @@ class Site:
 class Deployment:
     """A pgmon project in a folder (inventory.py + group_data/), run through pyinfra over SSH."""
 
-    def __init__(self, lab: Lab, directory: Path, discord: CaptureServer, telegram: CaptureServer,
-                 dashboard_url: str, databases: tuple[LabDatabase, ...] = DATABASES, site: Site = Site()):
+    def __init__(
+        self,
+        lab: Lab,
+        directory: Path,
+        discord: CaptureServer,
+        telegram: CaptureServer,
+        dashboard_url: str,
+        databases: tuple[LabDatabase, ...] = DATABASES,
+        site: Site = Site(),
+    ):
         self.lab = lab
         self.site = site
         self.databases = databases
@@ -516,16 +683,27 @@ class Deployment:
 
     def group_data(self, names: list[str]) -> dict:
         databases = [
-            {"name": db.name, "host": "host.docker.internal", "port": db.port, "dbname": db.dbname,
-             "user": db.user, "password_env": self.password_env(db.name),
-             "sslmode": db.sslmode}
-            for name in names for db in self.databases if db.name == name
+            {
+                "name": db.name,
+                "host": "host.docker.internal",
+                "port": db.port,
+                "dbname": db.dbname,
+                "user": db.user,
+                "password_env": self.password_env(db.name),
+                "sslmode": db.sslmode,
+            }
+            for name in names
+            for db in self.databases
+            if db.name == name
         ]
         return {
             "pgmon_databases": databases,
             "pgmon_discord": {"webhook_url_env": "PGMON_E2E_DISCORD_URL"},
-            "pgmon_telegram": {"bot_token_env": "PGMON_E2E_TELEGRAM_TOKEN", "chat_id_env": "PGMON_E2E_TELEGRAM_CHAT",
-                               "api_url": f"http://host.docker.internal:{self.telegram.port}"},
+            "pgmon_telegram": {
+                "bot_token_env": "PGMON_E2E_TELEGRAM_TOKEN",
+                "chat_id_env": "PGMON_E2E_TELEGRAM_CHAT",
+                "api_url": f"http://host.docker.internal:{self.telegram.port}",
+            },
             "pgmon_grafana_admin_password_env": "PGMON_E2E_GRAFANA_PASSWORD",
             "pgmon_base_dir": self.site.base_dir,
             "pgmon_project": self.site.project,
@@ -538,11 +716,17 @@ class Deployment:
             "pgmon_grafana_port": self.site.grafana_port,
             "pgmon_scrape_interval_seconds": SCRAPE_SECONDS,
             "pgmon_evaluation_interval_seconds": EVALUATION_SECONDS,
-            "pgmon_alert_timing": {"postgres_down_for": POSTGRES_DOWN_FOR, "group_wait": GROUP_WAIT,
-                                   "group_interval": "5s", "repeat_interval": "1h"},
+            "pgmon_alert_timing": {
+                "postgres_down_for": POSTGRES_DOWN_FOR,
+                "group_wait": GROUP_WAIT,
+                "group_interval": "5s",
+                "repeat_interval": "1h",
+            },
             # Pinned as a user would pin the published JSON: the deploy refuses any other bytes.
-            "pgmon_dashboard_9628": {"url": self.dashboard_url + "/api/dashboards/9628/revisions/{revision}/download",
-                                     "sha256": hashlib.sha256(DASHBOARD_FIXTURE.read_bytes()).hexdigest()},
+            "pgmon_dashboard_9628": {
+                "url": self.dashboard_url + "/api/dashboards/9628/revisions/{revision}/download",
+                "sha256": hashlib.sha256(DASHBOARD_FIXTURE.read_bytes()).hexdigest(),
+            },
             "pgmon_verify_timeout_seconds": 120,
             "pgmon_images": TESTED_IMAGES,
         }
@@ -558,9 +742,19 @@ class Deployment:
     def containers(self) -> dict[str, str]:
         """service -> container id, for the project's containers."""
         out = subprocess.run(
-            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={self.site.project}",
-             "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}'],
-            text=True, capture_output=True, check=True).stdout
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label=com.docker.compose.project={self.site.project}",
+                "--format",
+                '{{.Label "com.docker.compose.service"}} {{.ID}}',
+            ],
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout
         return dict(line.split() for line in out.splitlines())
 
     def host_fingerprint(self) -> dict:
@@ -575,13 +769,18 @@ class Deployment:
         return {"files": files, "containers": self.containers()}
 
     def teardown(self) -> None:
-        subprocess.run(["docker", "compose", "-p", self.site.project, "down", "--volumes", "--remove-orphans"],
-                       cwd="/", capture_output=True)
+        subprocess.run(
+            ["docker", "compose", "-p", self.site.project, "down", "--volumes", "--remove-orphans"],
+            cwd="/",
+            capture_output=True,
+        )
         subprocess.run(["rm", "-rf", self.site.base_dir], check=True)
 
 
 def prometheus_query(query: str, port: int = PROMETHEUS_PORT) -> list[dict]:
-    response = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=10)
+    response = requests.get(
+        f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=10
+    )
     response.raise_for_status()
     return response.json()["data"]["result"]
 
@@ -592,8 +791,10 @@ def main(argv: list[str]) -> int:
         lab.up()
         print("lab ready. Inventory for the processing host (this machine over SSH):")
         print("  " + lab.inventory_source().strip())
-        print(f"PostgreSQL: {', '.join(f'{d.dbname}@{d.port} (user {d.user})' for d in DATABASES)};"
-              f" containers reach them at host.docker.internal. Passwords: tests/e2e/lab.py DATABASES.")
+        print(
+            f"PostgreSQL: {', '.join(f'{d.dbname}@{d.port} (user {d.user})' for d in DATABASES)};"
+            f" containers reach them at host.docker.internal. Passwords: tests/e2e/lab.py DATABASES."
+        )
         return 0
     if argv[:1] == ["down"]:
         lab.down(everything=True)

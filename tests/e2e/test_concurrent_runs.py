@@ -25,7 +25,9 @@ REFUSALS = ("another pgmon run is changing", "the host changed since this run re
 @pytest.fixture(scope="module")
 def admins(new_deployment, lab, discord, telegram, dashboard_server, tmp_path_factory):
     with new_deployment("admin-a") as first:
-        second = Deployment(lab, tmp_path_factory.mktemp("admin-b"), discord, telegram, dashboard_server)
+        second = Deployment(
+            lab, tmp_path_factory.mktemp("admin-b"), discord, telegram, dashboard_server
+        )
         first.configure(BASE)
         result = first.run()
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -36,13 +38,23 @@ def with_unreachable_database(deployment: Deployment, names: list[str]) -> None:
     """``names`` plus a database whose password is wrong: verification keeps polling (and the run holding the
     host) until its timeout."""
     databases = deployment.group_data(names)["pgmon_databases"]
-    wrong = {**databases[0], "name": "wrong-password", "dbname": "postgres",
-             "password_env": deployment.password_env("ledger")}
-    deployment.configure(names, pgmon_databases=databases + [wrong], pgmon_verify_timeout_seconds=600)
+    wrong = {
+        **databases[0],
+        "name": "wrong-password",
+        "dbname": "postgres",
+        "password_env": deployment.password_env("ledger"),
+    }
+    deployment.configure(
+        names, pgmon_databases=databases + [wrong], pgmon_verify_timeout_seconds=600
+    )
 
 
 def exporters(deployment: Deployment) -> set[str]:
-    return {name.removeprefix("exporter-") for name in deployment.containers() if name.startswith("exporter-")}
+    return {
+        name.removeprefix("exporter-")
+        for name in deployment.containers()
+        if name.startswith("exporter-")
+    }
 
 
 def test_two_deploys_at_once_never_undo_each_other_silently(admins):
@@ -56,8 +68,9 @@ def test_two_deploys_at_once_never_undo_each_other_silently(admins):
         # Each run either applied and verified, or was refused before changing anything; none ran into the
         # other's changes (a removed exporter, a verification timeout).
         assert "verification failed" not in output and "does not answer" not in output, outputs
-        assert code == 0 or ("This run changed nothing" in output
-                             and any(refusal in output for refusal in REFUSALS)), outputs
+        assert code == 0 or (
+            "This run changed nothing" in output and any(refusal in output for refusal in REFUSALS)
+        ), outputs
     succeeded = [added for added, (code, _) in results.items() if code == 0]
     assert succeeded, outputs
     assert exporters(first) in [set(BASE) | {added} for added in succeeded]
@@ -70,16 +83,26 @@ def test_two_deploys_at_once_never_undo_each_other_silently(admins):
 
 def test_a_hung_run_blocks_naming_its_holder_until_taken_over(admins):
     first, second = admins
-    with_unreachable_database(first, BASE + ["ledger", "analytics"])  # differs from whatever the host has
+    with_unreachable_database(
+        first, BASE + ["ledger", "analytics"]
+    )  # differs from whatever the host has
     hung = first.project.start()
     try:
         hung.wait_for(VERIFYING)
-        os.kill(hung.process.pid, signal.SIGSTOP)  # its SSH connection stays open: the lock stays held
+        os.kill(
+            hung.process.pid, signal.SIGSTOP
+        )  # its SSH connection stays open: the lock stays held
         second.configure(BASE)
         refused = second.run()
         output = refused.stdout + refused.stderr
-        assert refused.returncode != 0 and f"another pgmon run is changing {BASE_DIR}" in output, output[-3000:]
-        assert "(SSH user) from " in output and " since 20" in output and "pgmon_take_over_lock=true" in output
+        assert refused.returncode != 0 and f"another pgmon run is changing {BASE_DIR}" in output, (
+            output[-3000:]
+        )
+        assert (
+            "(SSH user) from " in output
+            and " since 20" in output
+            and "pgmon_take_over_lock=true" in output
+        )
         taken = second.run("--data", "pgmon_take_over_lock=true")
         assert taken.returncode == 0, (taken.stdout + taken.stderr)[-4000:]
         assert exporters(second) == set(BASE)

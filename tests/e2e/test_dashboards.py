@@ -33,8 +33,13 @@ from .test_deploy import assert_ok, changed_operations
 
 pytestmark = pytest.mark.e2e
 
-SITE = Site(base_dir="/opt/pgmon-dash", project="pgmon-dash", prometheus_port=39090, alertmanager_port=39093,
-            grafana_port=33000)
+SITE = Site(
+    base_dir="/opt/pgmon-dash",
+    project="pgmon-dash",
+    prometheus_port=39090,
+    alertmanager_port=39093,
+    grafana_port=33000,
+)
 # billing shares shop's server: its server-wide rows come from shop's exporter. orders is on PostgreSQL 17,
 # reports on 18 (shop, billing and ledger on 15).
 NAMES = ["shop", "billing", "ledger", "orders", "reports"]
@@ -106,9 +111,17 @@ def workload(stack, lab, databases):
     """The workload, run once; waits until Prometheus has seen it and the recording rules have rated it."""
     for db in databases:
         lab.psql(db.port, db.dbname, SETUP)
-    for db in databases:  # a rate sees only what happens after a sample of the new, empty cart table
-        scraped = f'pg_stat_user_tables_n_tup_ins{{database="{db.name}", relname="cart_items"}} == 0'
-        wait_until(f"{db.name}'s new tables scraped", lambda q=scraped: prometheus_query(q, port=SITE.prometheus_port), 60)
+    for (
+        db
+    ) in databases:  # a rate sees only what happens after a sample of the new, empty cart table
+        scraped = (
+            f'pg_stat_user_tables_n_tup_ins{{database="{db.name}", relname="cart_items"}} == 0'
+        )
+        wait_until(
+            f"{db.name}'s new tables scraped",
+            lambda q=scraped: prometheus_query(q, port=SITE.prometheus_port),
+            60,
+        )
 
     def report(db):
         try:
@@ -125,21 +138,35 @@ def workload(stack, lab, databases):
         for db in databases:
             # Seen for 10 s on end: a range query's steps (a few seconds apart) cannot miss it.
             where = f'server="{server_of(db)}", datname="{db.dbname}"'
-            seen = (f'min_over_time(sum(pg_stat_activity_count{{{where}, state="active"}})[10s:1s]) > 0 '
-                    f'and min_over_time(sum(pg_locks_count{{{where}, mode="accesssharelock"}})[10s:1s]) > 0')
-            wait_until(f"the report on {db.name} seen by Prometheus",
-                       lambda q=seen: prometheus_query(q, port=SITE.prometheus_port), 60)
+            seen = (
+                f'min_over_time(sum(pg_stat_activity_count{{{where}, state="active"}})[10s:1s]) > 0 '
+                f'and min_over_time(sum(pg_locks_count{{{where}, mode="accesssharelock"}})[10s:1s]) > 0'
+            )
+            wait_until(
+                f"the report on {db.name} seen by Prometheus",
+                lambda q=seen: prometheus_query(q, port=SITE.prometheus_port),
+                60,
+            )
     finally:
         for port in {db.port for db in databases}:
-            lab.psql(port, "postgres", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                       f"WHERE application_name = '{REPORT}'")
+            lab.psql(
+                port,
+                "postgres",
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE application_name = '{REPORT}'",
+            )
         for thread in reports:
             thread.join(timeout=30)
     for db in databases:
-        rated = (f'table:pg_stat_user_tables_n_tup_del:rate{{database="{db.name}", relname="cart_items"}} > 0 '
-                 f'and on (database) database:pg_stat_database_xact:rate > 0')
-        wait_until(f"recording rules over {db.name}'s workload",
-                   lambda q=rated: prometheus_query(q, port=SITE.prometheus_port), 60)
+        rated = (
+            f'table:pg_stat_user_tables_n_tup_del:rate{{database="{db.name}", relname="cart_items"}} > 0 '
+            f"and on (database) database:pg_stat_database_xact:rate > 0"
+        )
+        wait_until(
+            f"recording rules over {db.name}'s workload",
+            lambda q=rated: prometheus_query(q, port=SITE.prometheus_port),
+            60,
+        )
     yield
     for db in databases:
         try:
@@ -158,13 +185,20 @@ def test_grafana_serves_pgmon_dashboards_provisioned(stack):
         body = served(stack, uid)
         assert body["meta"]["provisioned"] is True, uid
         assert "${DS_PROMETHEUS}" not in json.dumps(body["dashboard"])
-    assert grafana(stack, f"/api/dashboards/uid/{UIDS[0]}", auth=("admin", "admin")).status_code == 401
-    assert requests.get(f"http://127.0.0.1:{SITE.grafana_port}/api/search", timeout=10).status_code == 401
+    assert (
+        grafana(stack, f"/api/dashboards/uid/{UIDS[0]}", auth=("admin", "admin")).status_code == 401
+    )
+    assert (
+        requests.get(f"http://127.0.0.1:{SITE.grafana_port}/api/search", timeout=10).status_code
+        == 401
+    )
 
 
 @pytest.mark.parametrize("uid", UIDS)
 def test_every_panel_shows_data_for_every_database(stack, workload, databases, uid):
-    dashboard = Dashboard(served(stack, uid)["dashboard"], Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
+    dashboard = Dashboard(
+        served(stack, uid)["dashboard"], Prometheus(SITE.prometheus_port), SCRAPE_SECONDS
+    )
     targets = list(dashboard.targets())
     assert len(targets) >= 10, f"{uid}: only {len(targets)} query targets"
     empty = {db.name: dashboard.empty_panels(picks(db)) for db in databases}
@@ -177,31 +211,45 @@ def lab_version(stack: Deployment, db) -> str:
 
 
 @pytest.mark.parametrize("server", SINCE_PG17, ids=lambda server: server.version)
-def test_counters_postgresql_17_moved_come_from_where_it_moved_them(stack, workload, databases, server):
+def test_counters_postgresql_17_moved_come_from_where_it_moved_them(
+    stack, workload, databases, server
+):
     """On PostgreSQL 17 and 18, 9628's checkpoint lines read pg_stat_checkpointer and its backend-write lines
     pg_stat_io (pgmon's query); no older server has either series, and no 9628 panel is empty."""
     db = next(db for db in databases if db.port == server.port)
     assert lab_version(stack, db).startswith(f"{server.version}.")
     port = SITE.prometheus_port
     newer = "|".join(server_of(newer) for newer in SINCE_PG17)
-    for moved, old in (("pg_stat_checkpointer_write_time_total", "pg_stat_bgwriter_checkpoint_write_time_total"),
-                       ("pgmon_stat_io_backend_writes", "pg_stat_bgwriter_buffers_backend_total"),
-                       ("pgmon_stat_io_backend_fsyncs", "pg_stat_bgwriter_buffers_backend_fsync_total")):
+    for moved, old in (
+        ("pg_stat_checkpointer_write_time_total", "pg_stat_bgwriter_checkpoint_write_time_total"),
+        ("pgmon_stat_io_backend_writes", "pg_stat_bgwriter_buffers_backend_total"),
+        ("pgmon_stat_io_backend_fsyncs", "pg_stat_bgwriter_buffers_backend_fsync_total"),
+    ):
         assert prometheus_query(f'{moved}{{server="{server_of(db)}"}}', port=port), moved
         assert not prometheus_query(f'{old}{{server="{server_of(db)}"}}', port=port), old
         assert not prometheus_query(f'{moved}{{server!~"{newer}"}}', port=port), moved
-    adapted = Dashboard(served(stack, DASHBOARD_9628_UID)["dashboard"], Prometheus(port), SCRAPE_SECONDS)
+    adapted = Dashboard(
+        served(stack, DASHBOARD_9628_UID)["dashboard"], Prometheus(port), SCRAPE_SECONDS
+    )
     assert adapted.empty_panels(picks(db)) == []
 
 
 def test_the_published_9628_would_show_empty_panels_here(stack, workload, databases):
     """Proves the check above can fail: 9628 as published, with no adaptation, leaves panels empty."""
-    published = Dashboard(json.loads(DASHBOARD_FIXTURE.read_text()), Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
+    published = Dashboard(
+        json.loads(DASHBOARD_FIXTURE.read_text()), Prometheus(SITE.prometheus_port), SCRAPE_SECONDS
+    )
     for db in databases:
         empty = published.empty_panels(picks(db))
-        assert any("'Buffers (bgwriter)' has no data" in line for line in empty), db.name  # names without _total
-    billing = next(db for db in databases if db.name == "billing")  # its server-wide rows carry instance="shop"
-    assert any("'Transactions' has no data" in line for line in published.empty_panels(picks(billing)))
+        assert any("'Buffers (bgwriter)' has no data" in line for line in empty), (
+            db.name
+        )  # names without _total
+    billing = next(
+        db for db in databases if db.name == "billing"
+    )  # its server-wide rows carry instance="shop"
+    assert any(
+        "'Transactions' has no data" in line for line in published.empty_panels(picks(billing))
+    )
 
 
 def test_rerun_changes_no_dashboard(stack):
@@ -219,14 +267,20 @@ def test_a_changed_dashboard_file_updates_the_dashboard_in_place(stack, tmp_path
     stack.configure(NAMES, pgmon_dashboard_9628={"file": str(tmp_path / "9628.json")})
     try:
         output = assert_ok(stack.run())
-        assert changed_operations(output) == ["Configure the pgmon stack | Write pgmon configuration"]
+        assert changed_operations(output) == [
+            "Configure the pgmon stack | Write pgmon configuration"
+        ]
 
         def rescanned():
             current = served(stack, DASHBOARD_9628_UID)["dashboard"]
             return current if current["title"] == edited["title"] else None
 
         after = wait_until("Grafana to rescan the dashboard folder", rescanned, 60)
-        assert (after["id"], after["uid"], after["version"]) == (before["id"], before["uid"], before["version"] + 1)
+        assert (after["id"], after["uid"], after["version"]) == (
+            before["id"],
+            before["uid"],
+            before["version"] + 1,
+        )
         assert stack.containers() == containers  # no restart, no recreate
     finally:
         stack.configure(NAMES)
@@ -235,7 +289,9 @@ def test_a_changed_dashboard_file_updates_the_dashboard_in_place(stack, tmp_path
 
 def test_a_recreated_grafana_keeps_its_datasource_dashboards_and_password(stack):
     old = stack.containers()["grafana"]
-    subprocess.run(["docker", "rm", "-f", f"{SITE.project}-grafana"], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "rm", "-f", f"{SITE.project}-grafana"], check=True, capture_output=True
+    )
     output = assert_ok(stack.run())
     assert "pgmon: grafana" in output and stack.containers()["grafana"] != old
     assert grafana(stack, "/api/datasources/uid/pgmon-prometheus/health").status_code == 200

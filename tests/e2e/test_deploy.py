@@ -68,21 +68,35 @@ def test_first_deploy_verifies_every_component(deployment):
     output = assert_ok(deployment.run("-vvv", "--diff"))
     print(f"\nfirst deploy of {len(FIRST)} databases: {time.monotonic() - started:.1f}s")
     for component in ("prometheus", "alertmanager", "grafana"):
-        assert f"pgmon: {component}" in output and "ok" in output.split(f"pgmon: {component}")[1].split("\n")[0]
+        assert (
+            f"pgmon: {component}" in output
+            and "ok" in output.split(f"pgmon: {component}")[1].split("\n")[0]
+        )
     # No entry here says pg_stat_statements is installed, so verification must say the rule is silent everywhere.
     assert "rule silent on host.docker.internal:5432, host.docker.internal:5433:" in output
     assert {name: line.split()[0] for name, line in verification_lines(output).items()} == {
-        "shop": "ok", "billing": "ok", "ledger": "ok"}
+        "shop": "ok",
+        "billing": "ok",
+        "ledger": "ok",
+    }
     services = set(deployment.containers())
     assert {"prometheus", "alertmanager", "grafana"} <= services
-    assert {s for s in services if s.startswith("exporter-")} == {"exporter-shop", "exporter-billing", "exporter-ledger"}
+    assert {s for s in services if s.startswith("exporter-")} == {
+        "exporter-shop",
+        "exporter-billing",
+        "exporter-ledger",
+    }
 
 
 def test_server_wide_series_are_counted_once_per_server(deployment):
-    per_server = {r["metric"]["server"]: float(r["value"][1])
-                  for r in prometheus_query("count by (server) (pg_settings_max_connections)")}
+    per_server = {
+        r["metric"]["server"]: float(r["value"][1])
+        for r in prometheus_query("count by (server) (pg_settings_max_connections)")
+    }
     assert per_server == {"host.docker.internal:5432": 1.0, "host.docker.internal:5433": 1.0}
-    stat_database = prometheus_query('count by (server) (pg_stat_database_xact_commit{datname="shop"})')
+    stat_database = prometheus_query(
+        'count by (server) (pg_stat_database_xact_commit{datname="shop"})'
+    )
     assert [float(r["value"][1]) for r in stat_database] == [1.0]
     assert prometheus_query('{job="postgres", database=""}') == []
     assert prometheus_query('{job="postgres", server=""}') == []
@@ -99,8 +113,12 @@ def test_secrets_are_not_readable_by_others_on_the_host(deployment):
             assert path.stat().st_mode & 0o007 == 0, relative
             checked += 1
     assert checked >= 7
-    inspect = subprocess.run(["docker", "inspect", *deployment.containers().values()],
-                             capture_output=True, text=True, check=True).stdout
+    inspect = subprocess.run(
+        ["docker", "inspect", *deployment.containers().values()],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name, value in deployment.secrets.items():
         if "PASSWORD" in name or "TOKEN" in name:
             assert value not in inspect, name
@@ -108,13 +126,22 @@ def test_secrets_are_not_readable_by_others_on_the_host(deployment):
 
 def test_grafana_serves_the_imported_dashboard_with_the_datasource_bound(deployment):
     auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
-    response = requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/pgmon-postgresql-9628",
-                            auth=auth, timeout=10)
+    response = requests.get(
+        f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/pgmon-postgresql-9628",
+        auth=auth,
+        timeout=10,
+    )
     assert response.status_code == 200
     dashboard = json.dumps(response.json()["dashboard"])
     assert "${DS_PROMETHEUS}" not in dashboard and "pgmon-prometheus" in dashboard
-    assert requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/pgmon-postgresql-9628",
-                        auth=("admin", "admin"), timeout=10).status_code == 401
+    assert (
+        requests.get(
+            f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/pgmon-postgresql-9628",
+            auth=("admin", "admin"),
+            timeout=10,
+        ).status_code
+        == 401
+    )
 
 
 def test_rerun_reports_no_changes(deployment):
@@ -128,15 +155,29 @@ def test_rerun_reports_no_changes(deployment):
 
 def test_config_change_reloads_prometheus_without_recreating_anything(deployment):
     before = deployment.containers()
-    reloads = prometheus_query("prometheus_config_last_reload_success_timestamp_seconds")[0]["value"][1]
+    reloads = prometheus_query("prometheus_config_last_reload_success_timestamp_seconds")[0][
+        "value"
+    ][1]
     deployment.configure(FIRST, pgmon_scrape_interval_seconds=SCRAPE_SECONDS + 1)
     try:
         assert_ok(deployment.run())
-        config = requests.get(f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/status/config", timeout=10).json()
+        config = requests.get(
+            f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/status/config", timeout=10
+        ).json()
         assert f"scrape_interval: {SCRAPE_SECONDS + 1}s" in config["data"]["yaml"]
         # Reloaded in place (SIGHUP), not restarted; the query sees it once Prometheus has scraped itself again.
-        wait_until("the reload to show in Prometheus's own metric", lambda: float(prometheus_query(
-            "prometheus_config_last_reload_success_timestamp_seconds")[0]["value"][1]) > float(reloads), 30)
+        wait_until(
+            "the reload to show in Prometheus's own metric",
+            lambda: (
+                float(
+                    prometheus_query("prometheus_config_last_reload_success_timestamp_seconds")[0][
+                        "value"
+                    ][1]
+                )
+                > float(reloads)
+            ),
+            30,
+        )
         assert deployment.containers() == before
     finally:
         deployment.configure(FIRST)
@@ -150,7 +191,9 @@ def test_dry_run_of_an_added_database_touches_nothing(deployment):
     assert "pgmon: will start exporter-analytics" in output
     assert "pgmon: will create exporters/analytics/pgpass" in output
     diff_lines = [line.strip() for line in output.splitlines()]
-    assert '+ "exporter-analytics:9187"' in [" ".join(line.split()) for line in diff_lines]  # targets diff
+    assert '+ "exporter-analytics:9187"' in [
+        " ".join(line.split()) for line in diff_lines
+    ]  # targets diff
     assert "will recreate" not in output and "will then" not in output
     assert deployment.host_fingerprint() == before
 
@@ -180,10 +223,17 @@ def test_rotated_grafana_password_takes_effect_without_leaking(deployment):
     before = deployment.containers()
     deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"] = "n3w'gr@fana\"#%:" + str(time.time_ns())
     output = assert_ok(deployment.run("-vvv", "--diff"))
-    assert "pgmon: grafana" in output and "healthy, datasource answers" in output  # verified with the new one
+    assert (
+        "pgmon: grafana" in output and "healthy, datasource answers" in output
+    )  # verified with the new one
     assert deployment.containers() == before  # a reset, not a recreated container
     auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
-    assert requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/search", auth=auth, timeout=10).status_code == 200
+    assert (
+        requests.get(
+            f"http://127.0.0.1:{GRAFANA_PORT}/api/search", auth=auth, timeout=10
+        ).status_code
+        == 200
+    )
 
 
 def test_down_database_fails_verification_naming_it_and_alerts_both_channels(deployment, lab):
@@ -202,13 +252,21 @@ def test_down_database_fails_verification_naming_it_and_alerts_both_channels(dep
         assert set(deployment.containers()) >= {"exporter-ledger", "prometheus"}  # nothing stopped
 
         def firing(message):
-            return "PostgresDown" in message.text and "ledger" in message.text and "FIRING" in message.text.upper()
+            return (
+                "PostgresDown" in message.text
+                and "ledger" in message.text
+                and "FIRING" in message.text.upper()
+            )
 
-        bound = SCRAPE_SECONDS + EVALUATION_SECONDS + _seconds(POSTGRES_DOWN_FOR) + _seconds(GROUP_WAIT)
+        bound = (
+            SCRAPE_SECONDS + EVALUATION_SECONDS + _seconds(POSTGRES_DOWN_FOR) + _seconds(GROUP_WAIT)
+        )
         for channel in (deployment.discord, deployment.telegram):
             message = channel.wait_for(firing, timeout=60)
-            print(f"\nPostgresDown at {channel.kind}: {message.at - stopped:.1f}s after the stop "
-                  f"(bound from the configured intervals: {bound}s)")
+            print(
+                f"\nPostgresDown at {channel.kind}: {message.at - stopped:.1f}s after the stop "
+                f"(bound from the configured intervals: {bound}s)"
+            )
         telegram_text = deployment.telegram.wait_for(firing, 1).text
         assert "host.docker.internal:5433" in telegram_text and "<b>" in telegram_text
     finally:

@@ -37,8 +37,13 @@ def stack(deployment):
     assert_ok(deployment.run())
     # Something saved in Grafana's database, as a user would: it must outlive every fault.
     auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
-    body = {"dashboard": {"uid": KEPT_DASHBOARD, "title": "Kept across faults", "panels": []}, "overwrite": True}
-    response = requests.post(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/db", json=body, auth=auth, timeout=10)
+    body = {
+        "dashboard": {"uid": KEPT_DASHBOARD, "title": "Kept across faults", "panels": []},
+        "overwrite": True,
+    }
+    response = requests.post(
+        f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/db", json=body, auth=auth, timeout=10
+    )
     assert response.status_code == 200, response.text
     wait_until("a few samples of shop", lambda: samples_before(time.time()) >= 3, 60)
     return deployment
@@ -46,22 +51,32 @@ def stack(deployment):
 
 def samples_before(moment: float) -> int:
     """Samples of shop's pg_up in the minute up to ``moment``: history Prometheus still holds."""
-    result = requests.get(f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query", timeout=10, params={
-        "query": 'count_over_time(pg_up{database="shop"}[1m])', "time": f"{moment:.3f}"}).json()
+    result = requests.get(
+        f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query",
+        timeout=10,
+        params={"query": 'count_over_time(pg_up{database="shop"}[1m])', "time": f"{moment:.3f}"},
+    ).json()
     values = result.get("data", {}).get("result", [])
     return int(float(values[0]["value"][1])) if values else 0
 
 
 def grafana_keeps_its_data(deployment) -> bool:
     auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
-    response = requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/{KEPT_DASHBOARD}", auth=auth,
-                            timeout=10)
+    response = requests.get(
+        f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/{KEPT_DASHBOARD}",
+        auth=auth,
+        timeout=10,
+    )
     return response.status_code == 200
 
 
 def container_running(deployment, service: str) -> bool:
     cid = deployment.containers().get(service)
-    return bool(cid) and run("docker", "inspect", "-f", "{{.State.Running}}", cid, check=False).stdout.strip() == "true"
+    return (
+        bool(cid)
+        and run("docker", "inspect", "-f", "{{.State.Running}}", cid, check=False).stdout.strip()
+        == "true"
+    )
 
 
 def test_docker_engine_restart_brings_the_stack_back_with_its_history(stack, lab):
@@ -71,7 +86,11 @@ def test_docker_engine_restart_brings_the_stack_back_with_its_history(stack, lab
     wait_until("dockerd to stop", lambda: not _pid_alive(pid), 60)
     lab.restart_docker()
     # restart: unless-stopped: every container comes back with the engine, no deploy needed.
-    wait_until("the stack to run again", lambda: all(container_running(stack, s) for s in stack.containers()), 120)
+    wait_until(
+        "the stack to run again",
+        lambda: all(container_running(stack, s) for s in stack.containers()),
+        120,
+    )
     result = stack.run()
     output = assert_ok(result)
     assert changed_operations(output) == []  # nothing to repair: the host is as pgmon left it
@@ -83,15 +102,22 @@ def test_a_crashed_exporter_restarts_by_itself(stack):
     cid = stack.containers()["exporter-shop"]
     pid = int(run("docker", "inspect", "-f", "{{.State.Pid}}", cid).stdout)
     os.kill(pid, signal.SIGKILL)  # the process dies, as on a crash; Docker's restart policy applies
-    wait_until("shop's exporter to be restarted", lambda: int(run(
-        "docker", "inspect", "-f", "{{.RestartCount}}", cid).stdout) >= 1 and container_running(stack, "exporter-shop"),
-        60)
+    wait_until(
+        "shop's exporter to be restarted",
+        lambda: (
+            int(run("docker", "inspect", "-f", "{{.RestartCount}}", cid).stdout) >= 1
+            and container_running(stack, "exporter-shop")
+        ),
+        60,
+    )
     assert_ok(stack.run())  # verification passes; nothing else was touched
 
 
 def test_an_exporter_stopped_by_hand_is_started_by_the_next_run_and_nothing_else(stack):
     ids = stack.containers()
-    run("docker", "stop", ids["exporter-billing"])  # a manual stop: the restart policy leaves it down
+    run(
+        "docker", "stop", ids["exporter-billing"]
+    )  # a manual stop: the restart policy leaves it down
     assert_ok(stack.run())
     after = stack.containers()
     assert after == ids  # the same containers: started, not recreated
@@ -105,7 +131,9 @@ def test_a_removed_prometheus_is_recreated_with_its_history(stack):
     assert_ok(stack.run())
     after = stack.containers()
     assert after["prometheus"] != ids["prometheus"]
-    assert {s: c for s, c in after.items() if s != "prometheus"} == {s: c for s, c in ids.items() if s != "prometheus"}
+    assert {s: c for s, c in after.items() if s != "prometheus"} == {
+        s: c for s, c in ids.items() if s != "prometheus"
+    }
     assert samples_before(before) >= 3  # the TSDB lives in its volume, not in the container
 
 
@@ -113,11 +141,16 @@ def test_postgresql_stopped_during_a_deploy_is_named_and_the_next_run_converges(
     stack.configure(NAMES + ["analytics"])
     deploy = stack.project.start("--data", "pgmon_verify_timeout_seconds=15")
     try:
-        deploy.wait_for("Preparing operation files")  # the run has read the host; it has yet to verify
+        deploy.wait_for(
+            "Preparing operation files"
+        )  # the run has read the host; it has yet to verify
         lab.stop_cluster(5433)
         code, output = deploy.finish()
         assert code != 0, output[-3000:]
-        assert "database ledger" in output and "PostgreSQL unreachable from the exporter (pg_up 0)" in output
+        assert (
+            "database ledger" in output
+            and "PostgreSQL unreachable from the exporter (pg_up 0)" in output
+        )
     finally:
         lab.start_cluster(5433)
     assert_ok(stack.run())
@@ -143,7 +176,9 @@ def test_strays_in_base_dir_neither_redirect_compose_nor_break_the_listing(stack
     # A user's compose file and .env there would redirect a plain `docker compose up --remove-orphans`.
     (base / "compose.yaml").write_text("services:\n  intruder:\n    image: busybox\n")
     (base / ".env").write_text("COMPOSE_PROJECT_NAME=intruder\nCOMPOSE_FILE=compose.yaml\n")
-    (base / "notes\nwith a line break.txt").write_text("a user's file\n")  # names pgmon's listing must survive
+    (base / "notes\nwith a line break.txt").write_text(
+        "a user's file\n"
+    )  # names pgmon's listing must survive
     ids = stack.containers()
     stack.configure(NAMES + ["analytics"])
     try:
@@ -169,7 +204,10 @@ def test_a_planted_symlink_is_replaced_not_followed(stack):
     (folder / "pgpass").symlink_to(target)
     try:
         assert_ok(stack.run())
-        assert not (folder / "pgpass").is_symlink() and (folder / "pgpass").stat().st_mode & 0o777 == 0o400
+        assert (
+            not (folder / "pgpass").is_symlink()
+            and (folder / "pgpass").stat().st_mode & 0o777 == 0o400
+        )
         assert not any(target.iterdir())  # nothing written through the link
         assert changed_operations(assert_ok(stack.run())) == []  # and the host converged
     finally:
@@ -190,8 +228,11 @@ def test_renaming_grafanas_admin_is_refused_and_changes_nothing(stack):
     try:
         result = stack.run()
         output = result.stdout + result.stderr
-        assert result.returncode != 0 and "pgmon_grafana_admin_user: Grafana on this host was set up with the " \
-                                          "admin 'admin'" in output, output[-3000:]
+        assert (
+            result.returncode != 0
+            and "pgmon_grafana_admin_user: Grafana on this host was set up with the admin 'admin'"
+            in output
+        ), output[-3000:]
         assert stack.host_fingerprint() == before
     finally:
         stack.configure(NAMES)

@@ -56,12 +56,20 @@ WAIT = 90  # seconds for a message; the configured intervals make it a few
 class Session:
     """An interactive psql (as postgres) fed statements one at a time; it runs each as it arrives."""
 
-    def __init__(self, port: int, dbname: str, *options: str, environment: dict[str, str] | None = None):
+    def __init__(
+        self, port: int, dbname: str, *options: str, environment: dict[str, str] | None = None
+    ):
         """``options`` and ``environment`` for psql, e.g. another role over TCP: ``"-h", "127.0.0.1", "-U", "app"``
         with ``{"PGPASSWORD": ...}``."""
         self.process = subprocess.Popen(
-            psql_command(port, dbname, "-q", *options, environment={"PGAPPNAME": APP, **(environment or {})}),
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+            psql_command(
+                port, dbname, "-q", *options, environment={"PGAPPNAME": APP, **(environment or {})}
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
 
     def run(self, sql: str) -> None:
         self.process.stdin.write(sql + "\n")
@@ -83,30 +91,51 @@ def sessions_where(lab, port: int, condition: str) -> int:
 
 def end_sessions(lab, ports=(5432, 5433)) -> None:
     for port in ports:
-        lab.psql(port, "postgres", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{APP}'")
+        lab.psql(
+            port,
+            "postgres",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{APP}'",
+        )
 
 
 def message(channel, alert: str, database: str, status: str = "FIRING", timeout: float = WAIT):
     """The first message at ``channel`` whose text names ``alert``, ``database`` and ``status``."""
     return channel.wait_for(
-        lambda m: alert in m.text and database in m.text and f"[{status}" in m.text, timeout=timeout)
+        lambda m: alert in m.text and database in m.text and f"[{status}" in m.text, timeout=timeout
+    )
 
 
 def both_channels(deployment, alert: str, database: str, status: str = "FIRING") -> list:
-    return [message(channel, alert, database, status) for channel in (deployment.discord, deployment.telegram)]
+    return [
+        message(channel, alert, database, status)
+        for channel in (deployment.discord, deployment.telegram)
+    ]
 
 
-TABLE = ("DROP TABLE IF EXISTS pgmon_e2e; CREATE TABLE pgmon_e2e (id int PRIMARY KEY, v int); "
-         "INSERT INTO pgmon_e2e VALUES (1, 0), (2, 0)")  # rows for sessions to lock
+TABLE = (
+    "DROP TABLE IF EXISTS pgmon_e2e; CREATE TABLE pgmon_e2e (id int PRIMARY KEY, v int); "
+    "INSERT INTO pgmon_e2e VALUES (1, 0), (2, 0)"
+)  # rows for sessions to lock
 
 
-def deploy_with_short_thresholds(deployment, names: list[str], database_thresholds: dict[str, dict],
-                                 pg_stat_statements: tuple[str, ...] = (), **settings) -> str:
+def deploy_with_short_thresholds(
+    deployment,
+    names: list[str],
+    database_thresholds: dict[str, dict],
+    pg_stat_statements: tuple[str, ...] = (),
+    **settings,
+) -> str:
     """Deploys ``names`` with THRESHOLDS, the databases' own, and warnings sent to Telegram's two chats as
     well, plus any other ``settings`` (``pgmon_grafana_url=...``); returns pyinfra's output."""
     data = deployment.group_data(names)
-    databases = [{**db, "alert_thresholds": database_thresholds.get(db["name"], {}),
-                  "pg_stat_statements": db["name"] in pg_stat_statements} for db in data["pgmon_databases"]]
+    databases = [
+        {
+            **db,
+            "alert_thresholds": database_thresholds.get(db["name"], {}),
+            "pg_stat_statements": db["name"] in pg_stat_statements,
+        }
+        for db in data["pgmon_databases"]
+    ]
     deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
     deployment.configure(
         names,
@@ -127,7 +156,9 @@ def incidents(deployment, lab):
     lab.psql(5432, "shop", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     for dbname in ("shop", "billing"):
         lab.psql(5432, dbname, TABLE)
-    output = deploy_with_short_thresholds(deployment, NAMES, DATABASE_THRESHOLDS, pg_stat_statements=("shop",))
+    output = deploy_with_short_thresholds(
+        deployment, NAMES, DATABASE_THRESHOLDS, pg_stat_statements=("shop",)
+    )
     assert "rule silent on host.docker.internal:5433:" in output, output[-6000:]
     yield deployment
     end_sessions(lab)
@@ -158,11 +189,16 @@ def silence_command(deployment, silence: dict | None = None) -> str:
 
 def held_back_by(silence_id: str, alertname: str, port: int = ALERTMANAGER_PORT) -> bool:
     """Whether Alertmanager holds an alert ``alertname`` back for the silence ``silence_id`` (its API)."""
-    response = requests.get(f"http://127.0.0.1:{port}/api/v2/alerts", params={"filter": f'alertname="{alertname}"'},
-                            timeout=10)
+    response = requests.get(
+        f"http://127.0.0.1:{port}/api/v2/alerts",
+        params={"filter": f'alertname="{alertname}"'},
+        timeout=10,
+    )
     response.raise_for_status()
-    return any(a["status"]["state"] == "suppressed" and a["status"]["silencedBy"] == [silence_id]
-               for a in response.json())
+    return any(
+        a["status"]["state"] == "suppressed" and a["status"]["silencedBy"] == [silence_id]
+        for a in response.json()
+    )
 
 
 def assert_nothing_sent_about(deployment, text: str, seconds: float) -> None:
@@ -170,21 +206,36 @@ def assert_nothing_sent_about(deployment, text: str, seconds: float) -> None:
     would have made in that time (group_wait, then group_interval) sent nothing about it."""
     observed_until = time.monotonic() + seconds
     while time.monotonic() < observed_until:
-        sent = [m.text[:160] for m in deployment.discord.received + deployment.telegram.received if text in m.text]
+        sent = [
+            m.text[:160]
+            for m in deployment.discord.received + deployment.telegram.received
+            if text in m.text
+        ]
         assert sent == [], sent
         time.sleep(0.5)
 
 
-def assert_no_alert_while_healthy(exporters: int, port: int = PROMETHEUS_PORT, seconds: float | None = None) -> None:
+def assert_no_alert_while_healthy(
+    exporters: int, port: int = PROMETHEUS_PORT, seconds: float | None = None
+) -> None:
     """No false alarm, not even pending: the rules over the lab's normal state, longer than the shortest `for`
     (``seconds``; by default three times THRESHOLDS' exporter_errors_for).
 
     Host rules are left out: this machine's CPU belongs to whatever else runs on it.
     """
-    wait_until("every exporter scraped", lambda: len(prometheus_query("pg_up == 1", port=port)) == exporters, 60)
-    observed_until = time.monotonic() + (seconds or 3 * duration_seconds(THRESHOLDS["exporter_errors_for"]))
+    wait_until(
+        "every exporter scraped",
+        lambda: len(prometheus_query("pg_up == 1", port=port)) == exporters,
+        60,
+    )
+    observed_until = time.monotonic() + (
+        seconds or 3 * duration_seconds(THRESHOLDS["exporter_errors_for"])
+    )
     while time.monotonic() < observed_until:
-        alerts = {r["metric"]["alertname"] for r in prometheus_query('ALERTS{alertname!~"Watchdog|Host.*"}', port=port)}
+        alerts = {
+            r["metric"]["alertname"]
+            for r in prometheus_query('ALERTS{alertname!~"Watchdog|Host.*"}', port=port)
+        }
         assert alerts == set(), alerts
         time.sleep(EVALUATION_SECONDS)
 
@@ -193,18 +244,29 @@ def postgres_down_then_back(deployment, port: int, database: str) -> None:
     """Stops the server on ``port`` (``database`` alone there): PostgresDown at both channels within the bound
     the configured intervals allow, every Telegram chat; then started again: RESOLVED, and PostgresRestarted."""
     lab, server = deployment.lab, f"host.docker.internal:{port}"
-    bound = SCRAPE_SECONDS + EVALUATION_SECONDS + duration_seconds(POSTGRES_DOWN_FOR) + duration_seconds(GROUP_WAIT)
+    bound = (
+        SCRAPE_SECONDS
+        + EVALUATION_SECONDS
+        + duration_seconds(POSTGRES_DOWN_FOR)
+        + duration_seconds(GROUP_WAIT)
+    )
     stopped = time.monotonic()
     lab.stop_cluster(port)
     try:
         discord, telegram = both_channels(deployment, "PostgresDown", database)
         for channel, received in (("discord", discord), ("telegram", telegram)):
-            print(f"\nPostgresDown ({server}) at {channel}: {received.at - stopped:.1f}s after the stop "
-                  f"(scrape {SCRAPE_SECONDS}s + evaluation {EVALUATION_SECONDS}s + for {POSTGRES_DOWN_FOR} "
-                  f"+ group_wait {GROUP_WAIT} = {bound:g}s)")
-        assert f"<b>[FIRING:1 · CRITICAL] PostgresDown · {database} on {server}</b>" in telegram.text
+            print(
+                f"\nPostgresDown ({server}) at {channel}: {received.at - stopped:.1f}s after the stop "
+                f"(scrape {SCRAPE_SECONDS}s + evaluation {EVALUATION_SECONDS}s + for {POSTGRES_DOWN_FOR} "
+                f"+ group_wait {GROUP_WAIT} = {bound:g}s)"
+            )
+        assert (
+            f"<b>[FIRING:1 · CRITICAL] PostgresDown · {database} on {server}</b>" in telegram.text
+        )
         assert server in discord.text
-        chats = {str(m.body["chat_id"]) for m in deployment.telegram.received if "PostgresDown" in m.text}
+        chats = {
+            str(m.body["chat_id"]) for m in deployment.telegram.received if "PostgresDown" in m.text
+        }
         assert chats == set(CHATS)
     finally:
         lab.start_cluster(port)
@@ -224,18 +286,25 @@ def test_test_alert_command_reaches_every_channel_and_chat(fresh):
     assert "pgmon: test alert: discord   ok    1 message(s) accepted" in output
     assert "pgmon: test alert: telegram  ok    2 message(s) accepted" in output
     discord = fresh.discord.wait_for(lambda m: "PgmonTestAlert" in m.text, timeout=5)
-    assert "(critical)" in discord.text and "(warning)" in discord.text  # one group, both severities
+    assert (
+        "(critical)" in discord.text and "(warning)" in discord.text
+    )  # one group, both severities
     telegram = [m for m in fresh.telegram.received if "PgmonTestAlert" in m.text]
     assert sorted(str(m.body["chat_id"]) for m in telegram) == sorted(CHATS)
 
 
 def test_too_many_connections_on_a_server(fresh):
     lab = fresh.lab
-    sessions = [Session(5433, "ledger") for _ in range(25)]  # idle psql sessions hold their connections
+    sessions = [
+        Session(5433, "ledger") for _ in range(25)
+    ]  # idle psql sessions hold their connections
     try:
         wait_until("25 sessions on 5433", lambda: sessions_where(lab, 5433, "true") >= 25, 30)
         for received in both_channels(fresh, "TooManyConnections", "ledger"):
-            assert "host.docker.internal:5433" in received.text and "Most connected: ledger" in received.text
+            assert (
+                "host.docker.internal:5433" in received.text
+                and "Most connected: ledger" in received.text
+            )
     finally:
         for session in sessions:
             session.close()
@@ -250,16 +319,28 @@ def test_a_real_deadlock_between_two_sessions(fresh):
     try:
         first.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
         second.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 2;")
-        wait_until("both hold a row", lambda: sessions_where(lab, 5432, "state = 'idle in transaction'") == 2, 10)
+        wait_until(
+            "both hold a row",
+            lambda: sessions_where(lab, 5432, "state = 'idle in transaction'") == 2,
+            10,
+        )
         first.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 2;")
-        wait_until("the first waits", lambda: sessions_where(lab, 5432, "wait_event_type = 'Lock'") == 1, 10)
+        wait_until(
+            "the first waits",
+            lambda: sessions_where(lab, 5432, "wait_event_type = 'Lock'") == 1,
+            10,
+        )
         second.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
         aborted = "state = 'idle in transaction (aborted)'"
-        wait_until("PostgreSQL to break the deadlock", lambda: sessions_where(lab, 5432, aborted) == 1, 15)
+        wait_until(
+            "PostgreSQL to break the deadlock", lambda: sessions_where(lab, 5432, aborted) == 1, 15
+        )
         first.run("ROLLBACK;")
         second.run("ROLLBACK;")
         # A session reports its statistics once out of its transaction.
-        wait_until("the deadlock counted", lambda: int(lab.psql(5432, "billing", count)) > before, 15)
+        wait_until(
+            "the deadlock counted", lambda: int(lab.psql(5432, "billing", count)) > before, 15
+        )
     finally:
         first.close()
         second.close()
@@ -275,12 +356,20 @@ def test_a_session_holding_a_lock_others_wait_on(fresh):
         # A row lock. (An ACCESS EXCLUSIVE table lock would also stall the exporter's own table
         # queries in that database: ExporterDown, docs/alerts.md.)
         holder.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
-        wait_until("the row locked", lambda: sessions_where(lab, 5432, "state = 'idle in transaction'") == 1, 10)
+        wait_until(
+            "the row locked",
+            lambda: sessions_where(lab, 5432, "state = 'idle in transaction'") == 1,
+            10,
+        )
         waiter.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
         for received in both_channels(fresh, "LockContention", "shop"):
             assert "waiting on locks" in received.text
         holder.run("COMMIT;")
-        wait_until("the waiter served", lambda: sessions_where(lab, 5432, "wait_event_type = 'Lock'") == 0, 10)
+        wait_until(
+            "the waiter served",
+            lambda: sessions_where(lab, 5432, "wait_event_type = 'Lock'") == 0,
+            10,
+        )
     finally:
         holder.close()
         waiter.close()
@@ -312,19 +401,28 @@ def test_a_silenced_server_sends_nothing_while_another_server_still_alerts(fresh
     Alertmanager holds back, while billing's transaction left open on 5432 still alerts. Ended early, the silence
     lets 5433's alert through."""
     lab, server = fresh.lab, "host.docker.internal:5433"
-    output = silence_command(fresh, {"server": server, "for": "5m", "reason": "e2e: 5433 maintenance"})
-    silence_id = re.search(rf'pgmon: silence (\S+) added: server="{server}" for 5m: e2e: 5433 maintenance',
-                           output).group(1)
+    output = silence_command(
+        fresh, {"server": server, "for": "5m", "reason": "e2e: 5433 maintenance"}
+    )
+    silence_id = re.search(
+        rf'pgmon: silence (\S+) added: server="{server}" for 5m: e2e: 5433 maintenance', output
+    ).group(1)
     sessions = [Session(5433, "ledger") for _ in range(25)]
     billing = Session(5432, "billing")
     try:
         wait_until("25 sessions on 5433", lambda: sessions_where(lab, 5433, "true") >= 25, 30)
         billing.run("BEGIN; SELECT 1;")
-        both_channels(fresh, "IdleInTransaction", "billing")  # another server's incident still arrives
-        wait_until("5433's alert held back", lambda: held_back_by(silence_id, "TooManyConnections"), 30)
+        both_channels(
+            fresh, "IdleInTransaction", "billing"
+        )  # another server's incident still arrives
+        wait_until(
+            "5433's alert held back", lambda: held_back_by(silence_id, "TooManyConnections"), 30
+        )
         assert_nothing_sent_about(fresh, "TooManyConnections", 8)
         output = silence_command(fresh, {"end": silence_id})
-        assert f"pgmon: silence {silence_id} ended" in output and "pgmon: no active silence" in output
+        assert (
+            f"pgmon: silence {silence_id} ended" in output and "pgmon: no active silence" in output
+        )
         both_channels(fresh, "TooManyConnections", server)
         billing.run("ROLLBACK;")
     finally:
@@ -336,4 +434,3 @@ def test_a_silenced_server_sends_nothing_while_another_server_still_alerts(fresh
 
 def test_postgres_down_reaches_both_channels_within_the_bound_then_resolves(fresh):
     postgres_down_then_back(fresh, 5433, "ledger")
-

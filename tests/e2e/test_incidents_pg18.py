@@ -25,13 +25,22 @@ from .test_incidents import (
 
 pytestmark = pytest.mark.e2e
 
-SITE = Site(base_dir="/opt/pgmon-pg18", project="pgmon-pg18", prometheus_port=19190, alertmanager_port=19193,
-            grafana_port=13100)
+SITE = Site(
+    base_dir="/opt/pgmon-pg18",
+    project="pgmon-pg18",
+    prometheus_port=19190,
+    alertmanager_port=19193,
+    grafana_port=13100,
+)
 DATABASE = "reports"
 PORT = POSTGRES18_PORT
 DATABASE_THRESHOLDS = {
-    DATABASE: {"idle_in_transaction_seconds": 5, "idle_in_transaction_for": "2s",
-               "long_transaction_seconds": 8, "long_transaction_for": "2s"},
+    DATABASE: {
+        "idle_in_transaction_seconds": 5,
+        "idle_in_transaction_for": "2s",
+        "long_transaction_seconds": 8,
+        "long_transaction_for": "2s",
+    },
 }
 
 
@@ -65,12 +74,23 @@ def test_a_session_holding_a_lock_others_wait_on(fresh):
     holder, waiter = Session(PORT, DATABASE), Session(PORT, DATABASE)
     try:
         holder.run("BEGIN; UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
-        wait_until("the row locked", lambda: sessions_where(lab, PORT, "state = 'idle in transaction'") == 1, 10)
+        wait_until(
+            "the row locked",
+            lambda: sessions_where(lab, PORT, "state = 'idle in transaction'") == 1,
+            10,
+        )
         waiter.run("UPDATE pgmon_e2e SET v = v + 1 WHERE id = 1;")
         for received in both_channels(fresh, "LockContention", DATABASE):
-            assert "waiting on locks" in received.text and f"host.docker.internal:{PORT}" in received.text
+            assert (
+                "waiting on locks" in received.text
+                and f"host.docker.internal:{PORT}" in received.text
+            )
         holder.run("COMMIT;")
-        wait_until("the waiter served", lambda: sessions_where(lab, PORT, "wait_event_type = 'Lock'") == 0, 10)
+        wait_until(
+            "the waiter served",
+            lambda: sessions_where(lab, PORT, "wait_event_type = 'Lock'") == 0,
+            10,
+        )
     finally:
         holder.close()
         waiter.close()
@@ -95,10 +115,14 @@ def test_a_long_running_transaction(fresh):
     session = Session(PORT, DATABASE)
     try:
         session.run("BEGIN; SELECT count(*) FROM pgmon_e2e; SELECT pg_sleep(600);")
-        wait_until("the report running", lambda: sessions_where(lab, PORT, "state = 'active'") == 1, 10)
+        wait_until(
+            "the report running", lambda: sessions_where(lab, PORT, "state = 'active'") == 1, 10
+        )
         for received in both_channels(fresh, "LongRunningTransaction", DATABASE):
             assert "holds back VACUUM" in received.text
-        assert not [m for m in fresh.telegram.received if "IdleInTransaction" in m.text]  # it was never idle
+        assert not [
+            m for m in fresh.telegram.received if "IdleInTransaction" in m.text
+        ]  # it was never idle
     finally:
         end_sessions(lab, (PORT,))  # the report ends: its psql then reads the end of its input
         session.close()

@@ -24,28 +24,43 @@ from .test_deploy import assert_ok, changed_operations, verification_lines
 
 pytestmark = pytest.mark.e2e
 
-SITE = Site(base_dir="/opt/pgmon-lib", project="pgmon-lib", prometheus_port=59090, alertmanager_port=59093,
-            grafana_port=53000)
+SITE = Site(
+    base_dir="/opt/pgmon-lib",
+    project="pgmon-lib",
+    prometheus_port=59090,
+    alertmanager_port=59093,
+    grafana_port=53000,
+)
 NAMES = ["shop", "billing"]  # both on 5432, a cluster no other module stops
 # The deploy file of the README section, as a user writes it.
-DEPLOY_FILE = '''from pgmon import deploy_pgmon
+DEPLOY_FILE = """from pgmon import deploy_pgmon
 
 deploy_pgmon()
-'''
-NAMED_STEPS = ["Configure the pgmon stack | Write pgmon configuration", "Start the pgmon stack | Start pgmon containers"]
-NOT_COPIED = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-                                    ".hypothesis")
+"""
+NAMED_STEPS = [
+    "Configure the pgmon stack | Write pgmon configuration",
+    "Start the pgmon stack | Start pgmon containers",
+]
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"
+)
 
 
 def run(*args, cwd: Path | None = None, timeout: float = 900, env: dict | None = None) -> str:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(map(str, args))}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, args))}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return result.stdout
 
 
 def clean_environment() -> dict[str, str]:
     """This process's environment without anything that would put the checkout on another python's path."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,15 @@ def dist(tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(REPO, source, ignore=NOT_COPIED)
     run(sys.executable, "-m", "venv", work / "builder")
     run(work / "builder/bin/python", "-m", "pip", "install", "-q", "build", env=clean_environment())
-    run(work / "builder/bin/python", "-m", "build", "--outdir", work / "dist", source, env=clean_environment())
+    run(
+        work / "builder/bin/python",
+        "-m",
+        "build",
+        "--outdir",
+        work / "dist",
+        source,
+        env=clean_environment(),
+    )
     (wheel,) = (work / "dist").glob("pgmon-*.whl")
     (sdist,) = (work / "dist").glob("pgmon-*.tar.gz")
     return {"wheel": wheel, "sdist": sdist}
@@ -67,14 +90,25 @@ def venv(dist, tmp_path_factory) -> Path:
     """A fresh virtual environment holding the wheel and its dependencies, nothing of the checkout."""
     directory = tmp_path_factory.mktemp("lib-venv") / "venv"
     run(sys.executable, "-m", "venv", directory)
-    run(directory / "bin/python", "-m", "pip", "install", "-q", dist["wheel"], env=clean_environment())
+    run(
+        directory / "bin/python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        dist["wheel"],
+        env=clean_environment(),
+    )
     return directory
 
 
 @pytest.fixture(scope="module")
 def project(new_deployment):
     """Another team's pyinfra project: the lab's inventory and settings, and the few-line deploy file."""
-    with new_deployment("lib-project", site=SITE) as deployment, pytest.MonkeyPatch.context() as environment:
+    with (
+        new_deployment("lib-project", site=SITE) as deployment,
+        pytest.MonkeyPatch.context() as environment,
+    ):
         deployment.configure(NAMES)
         (deployment.project.directory / "deploy.py").write_text(DEPLOY_FILE)
         environment.delenv("PYTHONPATH", raising=False)
@@ -83,8 +117,9 @@ def project(new_deployment):
 
 
 def deploy(project: Deployment, venv: Path, *args: str):
-    return project.project.pyinfra(*args, deploy=str(project.project.directory / "deploy.py"),
-                                   python=str(venv / "bin/python"))
+    return project.project.pyinfra(
+        *args, deploy=str(project.project.directory / "deploy.py"), python=str(venv / "bin/python")
+    )
 
 
 def test_the_wheel_holds_pgmon_alone_with_everything_it_reads(dist):
@@ -94,13 +129,22 @@ def test_the_wheel_holds_pgmon_alone_with_everything_it_reads(dist):
         top_level = wheel.read(f"{dist_info}/top_level.txt").decode().split()
     assert {name.split("/")[0] for name in names} == {"pgmon", dist_info}
     assert top_level == ["pgmon"]
-    modules = {"pgmon/" + str(path.relative_to(REPO / "tasks")) for path in (REPO / "tasks").rglob("*.py")}
-    templates = {"pgmon/_templates/" + str(path.relative_to(REPO / "templates"))
-                 for path in (REPO / "templates").rglob("*") if path.is_file()}
-    dashboards = {"pgmon/_files/" + str(path.relative_to(REPO / "files"))
-                  for path in (REPO / "files").rglob("*.json")}
+    modules = {
+        "pgmon/" + str(path.relative_to(REPO / "tasks")) for path in (REPO / "tasks").rglob("*.py")
+    }
+    templates = {
+        "pgmon/_templates/" + str(path.relative_to(REPO / "templates"))
+        for path in (REPO / "templates").rglob("*")
+        if path.is_file()
+    }
+    dashboards = {
+        "pgmon/_files/" + str(path.relative_to(REPO / "files"))
+        for path in (REPO / "files").rglob("*.json")
+    }
     assert templates and dashboards
-    assert modules | templates | dashboards <= names, sorted((modules | templates | dashboards) - names)
+    assert modules | templates | dashboards <= names, sorted(
+        (modules | templates | dashboards) - names
+    )
     assert not any("/tests/" in name or name.startswith("tasks/") for name in names)
 
 
@@ -108,8 +152,14 @@ def test_the_sdist_holds_what_the_wheel_is_built_from(dist):
     # `python -m build` built the wheel above from this sdist alone; check it carries the sources as such.
     listing = run("tar", "tzf", dist["sdist"])
     root = dist["sdist"].name.removesuffix(".tar.gz")
-    for path in ("pyproject.toml", "README.md", "tasks/deploy.py", "tasks/render/__init__.py",
-                 "templates/prometheus/pgmon.rules.yml.j2", "files/grafana/dashboards/pgmon-fleet.json"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "tasks/deploy.py",
+        "tasks/render/__init__.py",
+        "templates/prometheus/pgmon.rules.yml.j2",
+        "files/grafana/dashboards/pgmon-fleet.json",
+    ):
         assert f"{root}/{path}\n" in listing, path
 
 
@@ -141,10 +191,13 @@ def test_deploy_from_the_other_project_verifies(project, venv):
     for component in ("prometheus", "alertmanager", "grafana"):
         assert "ok" in output.split(f"pgmon: {component}")[1].split("\n")[0], output[-6000:]
     assert {name: line.split()[0] for name, line in verification_lines(output).items()} == {
-        name: "ok" for name in NAMES}
+        name: "ok" for name in NAMES
+    }
     # The operations keep the names they have in pgmon's own deploy.
     assert set(NAMED_STEPS) <= set(changed_operations(output))
-    assert {"exporter-shop", "exporter-billing", "prometheus", "alertmanager", "grafana"} <= set(project.containers())
+    assert {"exporter-shop", "exporter-billing", "prometheus", "alertmanager", "grafana"} <= set(
+        project.containers()
+    )
 
 
 def test_rerun_from_the_other_project_changes_nothing(project, venv):
@@ -153,4 +206,5 @@ def test_rerun_from_the_other_project_changes_nothing(project, venv):
     assert changed_operations(output) == []
     assert project.host_fingerprint() == before
     assert {name: line.split()[0] for name, line in verification_lines(output).items()} == {
-        name: "ok" for name in NAMES}
+        name: "ok" for name in NAMES
+    }

@@ -14,10 +14,17 @@ from .lab import DATABASES, Deployment, LabDatabase, Site
 
 pytestmark = pytest.mark.e2e
 
-SITE = Site(base_dir="/opt/pgmon-secrets", project="pgmon-secrets", prometheus_port=49090, alertmanager_port=49093,
-            grafana_port=43000)
+SITE = Site(
+    base_dir="/opt/pgmon-secrets",
+    project="pgmon-secrets",
+    prometheus_port=49090,
+    alertmanager_port=49093,
+    grafana_port=43000,
+)
 # A database name and a role with spaces, and a long password with quotes, backslashes, spaces and non-ASCII.
-ODD = LabDatabase("odd", 5432, "odd db: 'x'", "odd user", "p w\\'\"é€ :@#%$HOME " + "x" * 100, sslmode="disable")
+ODD = LabDatabase(
+    "odd", 5432, "odd db: 'x'", "odd user", "p w\\'\"é€ :@#%$HOME " + "x" * 100, sslmode="disable"
+)
 OWNERS = {  # secret file under base_dir -> the only service that may read it
     "exporters/odd/pgpass": "exporter-odd",
     "exporters/shop/pgpass": "exporter-shop",
@@ -30,14 +37,17 @@ OWNERS = {  # secret file under base_dir -> the only service that may read it
 
 @pytest.fixture(scope="module")
 def odd(lab, new_deployment):
-    lab.psql(5432, "postgres",
-             "SELECT format('CREATE ROLE %I LOGIN', :'role') WHERE NOT EXISTS "
-             "(SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
-             "SELECT format('ALTER ROLE %I PASSWORD %L', :'role', :'pw') \\gexec\n"
-             "SELECT format('GRANT pg_monitor TO %I', :'role') \\gexec\n"
-             "SELECT format('CREATE DATABASE %I', :'db') WHERE NOT EXISTS "
-             "(SELECT FROM pg_database WHERE datname = :'db') \\gexec\n",
-             variables={"role": ODD.user, "pw": ODD.password, "db": ODD.dbname})
+    lab.psql(
+        5432,
+        "postgres",
+        "SELECT format('CREATE ROLE %I LOGIN', :'role') WHERE NOT EXISTS "
+        "(SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
+        "SELECT format('ALTER ROLE %I PASSWORD %L', :'role', :'pw') \\gexec\n"
+        "SELECT format('GRANT pg_monitor TO %I', :'role') \\gexec\n"
+        "SELECT format('CREATE DATABASE %I', :'db') WHERE NOT EXISTS "
+        "(SELECT FROM pg_database WHERE datname = :'db') \\gexec\n",
+        variables={"role": ODD.user, "pw": ODD.password, "db": ODD.dbname},
+    )
     shop = next(db for db in DATABASES if db.name == "shop")
     with new_deployment("secrets", databases=(shop, ODD), site=SITE) as deployment:
         deployment.configure(["shop", "odd"])
@@ -51,31 +61,51 @@ def secret_values(deployment: Deployment) -> dict[str, str]:
 
 
 def test_odd_names_and_passwords_connect(odd):
-    assert re.search(r"database odd +ok +pg_up 1 at host.docker.internal:5432/odd db: 'x'", odd.outputs[-1])
+    assert re.search(
+        r"database odd +ok +pg_up 1 at host.docker.internal:5432/odd db: 'x'", odd.outputs[-1]
+    )
 
 
 def test_no_secret_in_logs_inspect_or_pyinfra_output(odd):
-    odd.secrets[odd.password_env("odd")] = ODD.password[::-1]  # rotate: the exporter restarts, --diff prints
-    changed = odd.run("-vvv", "--diff")  # refused by PostgreSQL now, so the exporter logs its failure
+    odd.secrets[odd.password_env("odd")] = ODD.password[
+        ::-1
+    ]  # rotate: the exporter restarts, --diff prints
+    changed = odd.run(
+        "-vvv", "--diff"
+    )  # refused by PostgreSQL now, so the exporter logs its failure
     assert "database odd" in changed.stdout + changed.stderr
     containers = odd.containers()
-    logs = "".join(subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stdout
-                   + subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stderr
-                   for cid in containers.values())
-    inspect = subprocess.run(["docker", "inspect", *containers.values()], capture_output=True, text=True,
-                             check=True).stdout
+    logs = "".join(
+        subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stdout
+        + subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stderr
+        for cid in containers.values()
+    )
+    inspect = subprocess.run(
+        ["docker", "inspect", *containers.values()], capture_output=True, text=True, check=True
+    ).stdout
     for name, value in {**secret_values(odd), "old": ODD.password}.items():
-        for where, text in (("docker logs", logs), ("docker inspect", inspect), *(
-                (f"pyinfra output {i}", output) for i, output in enumerate(odd.outputs))):
+        for where, text in (
+            ("docker logs", logs),
+            ("docker inspect", inspect),
+            *((f"pyinfra output {i}", output) for i, output in enumerate(odd.outputs)),
+        ):
             assert value not in text, f"{name} in {where}"
 
 
 def test_no_container_reads_another_ones_secret(odd):
     base = Path(SITE.base_dir)
     containers = odd.containers()
-    mounts = {service: json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .Mounts}}", cid],
-                                                 capture_output=True, text=True, check=True).stdout)
-              for service, cid in containers.items()}
+    mounts = {
+        service: json.loads(
+            subprocess.run(
+                ["docker", "inspect", "-f", "{{json .Mounts}}", cid],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for service, cid in containers.items()
+    }
     tried = 0
     for relative, owner in OWNERS.items():
         host_path = str(base / relative)
@@ -85,8 +115,10 @@ def test_no_container_reads_another_ones_secret(odd):
                 source = mount["Source"].rstrip("/") + "/"
                 if not host_path.startswith(source):
                     continue
-                inside = mount["Destination"].rstrip("/") + "/" + host_path[len(source):]
-                read = subprocess.run(["docker", "exec", cid, "cat", inside], capture_output=True, text=True)
+                inside = mount["Destination"].rstrip("/") + "/" + host_path[len(source) :]
+                read = subprocess.run(
+                    ["docker", "exec", cid, "cat", inside], capture_output=True, text=True
+                )
                 tried += 1
                 if service == owner:
                     assert read.returncode == 0, (service, relative, read.stderr)

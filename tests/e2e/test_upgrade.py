@@ -36,10 +36,14 @@ KEPT = "pgmon-upgrade-kept"
 def released(deployment, tmp_path_factory):
     """The stack as the release left it, with history in Prometheus and a dashboard saved in Grafana."""
     code = tmp_path_factory.mktemp("release")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", RELEASE], capture_output=True, check=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", RELEASE], capture_output=True, check=True
+    )
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
     group_data = {**deployment.group_data(NAMES), "pgmon_images": RELEASE_IMAGES}
-    del group_data["pgmon_grafana_https"]  # newer than the release, which refuses settings it does not know
+    del group_data[
+        "pgmon_grafana_https"
+    ]  # newer than the release, which refuses settings it does not know
     deployment.project.write(deployment.lab.inventory_source(), group_data)
     deployment.project.environment["PYTHONPATH"] = str(code)  # its own `tasks`, not this checkout's
     try:
@@ -47,14 +51,27 @@ def released(deployment, tmp_path_factory):
     finally:
         del deployment.project.environment["PYTHONPATH"]
     assert "prometheus        ok" in output
-    image = subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", deployment.containers()["prometheus"]],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    image = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.Image}}", deployment.containers()["prometheus"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert image == RELEASE_IMAGES["prometheus"]
     auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
-    body = {"dashboard": {"uid": KEPT, "title": "Saved before the upgrade", "panels": []}, "overwrite": True}
-    assert requests.post(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/db", json=body, auth=auth,
-                         timeout=10).status_code == 200
-    wait_until("history from the release's Prometheus", lambda: samples_before(time.time()) >= 3, 60)
+    body = {
+        "dashboard": {"uid": KEPT, "title": "Saved before the upgrade", "panels": []},
+        "overwrite": True,
+    }
+    assert (
+        requests.post(
+            f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/db", json=body, auth=auth, timeout=10
+        ).status_code
+        == 200
+    )
+    wait_until(
+        "history from the release's Prometheus", lambda: samples_before(time.time()) >= 3, 60
+    )
     return deployment, time.time()
 
 
@@ -64,18 +81,37 @@ def test_the_upgrade_is_a_re_run_that_keeps_history_and_data(released):
     output = assert_ok(deployment.run())
     for component in ("prometheus", "alertmanager", "grafana"):
         assert f"pgmon: {component}" in output
-    images = {service: subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", cid], capture_output=True,
-                                      text=True, check=True).stdout.strip()
-              for service, cid in deployment.containers().items()}
-    assert images["prometheus"] == "prom/prometheus:v3.5.3" and images["alertmanager"] == "prom/alertmanager:v0.33.1"
+    images = {
+        service: subprocess.run(
+            ["docker", "inspect", "-f", "{{.Config.Image}}", cid],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for service, cid in deployment.containers().items()
+    }
+    assert (
+        images["prometheus"] == "prom/prometheus:v3.5.3"
+        and images["alertmanager"] == "prom/alertmanager:v0.33.1"
+    )
     assert samples_before(upgraded_at) >= 3  # Prometheus 3 reads what 2.53 wrote
     auth = ("admin", deployment.secrets["PGMON_E2E_GRAFANA_PASSWORD"])
-    assert requests.get(f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/{KEPT}", auth=auth,
-                        timeout=10).status_code == 200
+    assert (
+        requests.get(
+            f"http://127.0.0.1:{GRAFANA_PORT}/api/dashboards/uid/{KEPT}", auth=auth, timeout=10
+        ).status_code
+        == 200
+    )
     base = Path(deployment.site.base_dir)
-    assert not list(base.glob("exporters/*/password"))  # the release's password files, replaced by pgpass
-    assert (base / "alertmanager/alertmanager.yml").stat().st_mode & 0o777 == 0o644  # no secret in it now
-    assert changed_operations(assert_ok(deployment.run())) == []  # and the next run has nothing to do
+    assert not list(
+        base.glob("exporters/*/password")
+    )  # the release's password files, replaced by pgpass
+    assert (
+        base / "alertmanager/alertmanager.yml"
+    ).stat().st_mode & 0o777 == 0o644  # no secret in it now
+    assert (
+        changed_operations(assert_ok(deployment.run())) == []
+    )  # and the next run has nothing to do
 
 
 def test_alerts_still_reach_both_channels_after_the_upgrade(released, lab):

@@ -56,27 +56,48 @@ KINDS = ("processing", "database", "bare")
 # The options that let systemd and a nested Docker engine run without --privileged on this
 # machine (shared/MACHINE-NOTES.md, "Test hosts"): no CAP_SYS_RESOURCE here, cgroup v1 only.
 HOST_RUN_OPTIONS = (
-    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-    "--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined",
-    "--device-cgroup-rule", "a *:* rwm", "--cgroupns=private",
-    "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "30",
-    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "systempaths=unconfined",
+    "--device-cgroup-rule",
+    "a *:* rwm",
+    "--cgroupns=private",
+    "--stop-signal",
+    "SIGRTMIN+3",
+    "--stop-timeout",
+    "30",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
 )
-HOST_BOOT = ("mount -o remount,bind,rw /sys && for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw \"$d\"; "
-             "done; exec /sbin/init")
+HOST_BOOT = (
+    'mount -o remount,bind,rw /sys && for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$d"; '
+    "done; exec /sbin/init"
+)
 
 
 class TestHostError(RuntimeError):
     __test__ = False
 
 
-def docker(*args: str, check: bool = True, input: str | bytes | None = None,
-           timeout: float = 120) -> subprocess.CompletedProcess:
+def docker(
+    *args: str, check: bool = True, input: str | bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     text = not isinstance(input, bytes)
-    result = subprocess.run(["docker", *args], input=input, capture_output=True, text=text, timeout=timeout)
+    result = subprocess.run(
+        ["docker", *args], input=input, capture_output=True, text=text, timeout=timeout
+    )
     if check and result.returncode != 0:
         err = result.stderr if text else result.stderr.decode(errors="replace")
-        raise TestHostError(f"docker {' '.join(args[:3])}... failed ({result.returncode}): {err.strip()[-2000:]}")
+        raise TestHostError(
+            f"docker {' '.join(args[:3])}... failed ({result.returncode}): {err.strip()[-2000:]}"
+        )
     return result
 
 
@@ -107,10 +128,18 @@ def load_manifest() -> dict:
         raise TestHostError(f"no {MANIFEST}: run `bash tests/hosts/prepare.sh` first")
     manifest = json.loads(MANIFEST.read_text())
     for key in ("host_image", "database_image", "registry_image"):
-        label = docker("image", "inspect", "-f", '{{ index .Config.Labels "pgmon.testhost" }}',
-                       manifest[key], check=False).stdout.strip()
+        label = docker(
+            "image",
+            "inspect",
+            "-f",
+            '{{ index .Config.Labels "pgmon.testhost" }}',
+            manifest[key],
+            check=False,
+        ).stdout.strip()
         if label != manifest[key.replace("image", "fingerprint")]:
-            raise TestHostError(f"image {manifest[key]} is missing or stale: run `bash tests/hosts/prepare.sh`")
+            raise TestHostError(
+                f"image {manifest[key]} is missing or stale: run `bash tests/hosts/prepare.sh`"
+            )
     return manifest
 
 
@@ -123,7 +152,11 @@ def default_images() -> tuple[str, ...]:
 
 def split_image(reference: str) -> tuple[str, str, str]:
     """``quay.io/a/b:v1`` -> ("quay.io", "a/b", "v1"); ``prom/x:v2`` -> ("docker.io", "prom/x", "v2")."""
-    name, _, tag = reference.rpartition(":") if ":" in reference.rsplit("/", 1)[-1] else (reference, "", "latest")
+    name, _, tag = (
+        reference.rpartition(":")
+        if ":" in reference.rsplit("/", 1)[-1]
+        else (reference, "", "latest")
+    )
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         registry, path = first, rest
@@ -217,34 +250,76 @@ class Host:
     admitted: list[str] = field(default_factory=list)
 
     # --- commands ------------------------------------------------------------
-    def exec(self, command: str, check: bool = True, input: str | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess:
+    def exec(
+        self, command: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         """``command`` run by root's shell on the host, through Docker (not SSH)."""
-        result = docker("exec", "-i", self.container, "sh", "-c", command, check=False, input=input, timeout=timeout)
+        result = docker(
+            "exec",
+            "-i",
+            self.container,
+            "sh",
+            "-c",
+            command,
+            check=False,
+            input=input,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise TestHostError(f"{self.name}: `{command[:200]}` exited {result.returncode}: "
-                                f"{(result.stdout + result.stderr).strip()[-3000:]}")
+            raise TestHostError(
+                f"{self.name}: `{command[:200]}` exited {result.returncode}: "
+                f"{(result.stdout + result.stderr).strip()[-3000:]}"
+            )
         return result
 
     def ssh_options(self) -> list[str]:
-        return ["-i", str(self.network.ssh_key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={self.network.known_hosts}", "-o", "ConnectTimeout=5",
-                "-o", "LogLevel=ERROR"]
+        return [
+            "-i",
+            str(self.network.ssh_key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.network.known_hosts}",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+        ]
 
-    def ssh(self, command: str, user: str = "root", check: bool = True, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def ssh(
+        self,
+        command: str,
+        user: str = "root",
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
         """``command`` over real SSH from this machine, with the network's key and known host keys."""
-        result = subprocess.run(["ssh", *self.ssh_options(), f"{user}@{self.address}", command], input=input,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            ["ssh", *self.ssh_options(), f"{user}@{self.address}", command],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise TestHostError(f"{self.name}: ssh `{command[:200]}` exited {result.returncode}: "
-                                f"{(result.stdout + result.stderr).strip()[-3000:]}")
+            raise TestHostError(
+                f"{self.name}: ssh `{command[:200]}` exited {result.returncode}: "
+                f"{(result.stdout + result.stderr).strip()[-3000:]}"
+            )
         return result
 
     # --- pyinfra -------------------------------------------------------------
     def inventory_data(self, user: str = "root") -> dict:
-        return {"ssh_user": user, "ssh_port": 22, "ssh_key": str(self.network.ssh_key),
-                "ssh_known_hosts_file": str(self.network.known_hosts), "ssh_strict_host_key_checking": "yes"}
+        return {
+            "ssh_user": user,
+            "ssh_port": 22,
+            "ssh_key": str(self.network.ssh_key),
+            "ssh_known_hosts_file": str(self.network.known_hosts),
+            "ssh_strict_host_key_checking": "yes",
+        }
 
     def inventory_source(self, group: str = "pgmon_hosts", user: str = "root") -> str:
         return inventory_source([self], group, user)
@@ -253,26 +328,40 @@ class Host:
         """An admin account as cloud images make one: the network's key, a shell, sudo without a password
         (pyinfra's ``_sudo = True``). Root keeps its own access."""
         name = shlex.quote(user)
-        self.exec(f"id -u {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {name}; "
-                  f"install -d -m 0700 -o {name} -g {name} ~{user}/.ssh && "
-                  f"install -m 0600 -o {name} -g {name} /root/.ssh/authorized_keys ~{user}/.ssh/authorized_keys && "
-                  f"echo {shlex.quote(f'{user} ALL=(ALL:ALL) NOPASSWD: ALL')} > /etc/sudoers.d/90-{user} && "
-                  f"chmod 0440 /etc/sudoers.d/90-{user} && visudo -cq")
+        self.exec(
+            f"id -u {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {name}; "
+            f"install -d -m 0700 -o {name} -g {name} ~{user}/.ssh && "
+            f"install -m 0600 -o {name} -g {name} /root/.ssh/authorized_keys ~{user}/.ssh/authorized_keys && "
+            f"echo {shlex.quote(f'{user} ALL=(ALL:ALL) NOPASSWD: ALL')} > /etc/sudoers.d/90-{user} && "
+            f"chmod 0440 /etc/sudoers.d/90-{user} && visudo -cq"
+        )
 
     # --- life cycle ----------------------------------------------------------
     def wait_ready(self, timeout: float = 90) -> None:
         """systemd reached ``running`` (a failed unit raises, naming it) and sshd answers."""
 
         def booted():
-            state = docker("exec", self.container, "systemctl", "is-system-running", check=False, timeout=20)
+            state = docker(
+                "exec", self.container, "systemctl", "is-system-running", check=False, timeout=20
+            )
             word = state.stdout.strip()
             if word in ("running", "degraded"):
                 return word
             return _NotYet(word or state.stderr.strip()[-200:])
 
         if wait_for(f"{self.name}: systemd to finish booting", booted, timeout) == "degraded":
-            failed = docker("exec", self.container, "systemctl", "--failed", "--no-legend", "--plain", check=False)
-            raise TestHostError(f"{self.name}: systemd is degraded; failed units: {failed.stdout.strip()}")
+            failed = docker(
+                "exec",
+                self.container,
+                "systemctl",
+                "--failed",
+                "--no-legend",
+                "--plain",
+                check=False,
+            )
+            raise TestHostError(
+                f"{self.name}: systemd is degraded; failed units: {failed.stdout.strip()}"
+            )
         self.network._learn_host_keys(self)
 
         def ssh_answers():
@@ -298,11 +387,18 @@ class Host:
         kernel counts it (page cache included) and ``working_set`` (usage minus inactive file cache, what
         `docker stats` shows elsewhere). Read from the cgroup: docker 20.10's stats say 0B here."""
         cid = docker("inspect", "-f", "{{.Id}}", self.container).stdout.strip()
-        for base in (Path("/sys/fs/cgroup/memory/docker") / cid, Path("/sys/fs/cgroup/docker") / cid):
-            usage_file = base / ("memory.usage_in_bytes" if "memory" in base.parts else "memory.current")
+        for base in (
+            Path("/sys/fs/cgroup/memory/docker") / cid,
+            Path("/sys/fs/cgroup/docker") / cid,
+        ):
+            usage_file = base / (
+                "memory.usage_in_bytes" if "memory" in base.parts else "memory.current"
+            )
             if usage_file.exists():
                 usage = int(usage_file.read_text())
-                stat = dict(line.split() for line in (base / "memory.stat").read_text().splitlines())
+                stat = dict(
+                    line.split() for line in (base / "memory.stat").read_text().splitlines()
+                )
                 inactive = int(stat.get("total_inactive_file", stat.get("inactive_file", 0)))
                 return {"usage": usage, "working_set": usage - inactive}
         raise TestHostError(f"{self.name}: no memory cgroup found for {cid}")
@@ -320,8 +416,10 @@ class Host:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """SQL as the postgres superuser on the local socket (stdin: no secret on a command line)."""
-        return self.exec(f"runuser -u postgres -- psql -X -q -t -A -v ON_ERROR_STOP=1 -d {shlex.quote(dbname)}",
-                         input=sql).stdout
+        return self.exec(
+            f"runuser -u postgres -- psql -X -q -t -A -v ON_ERROR_STOP=1 -d {shlex.quote(dbname)}",
+            input=sql,
+        ).stdout
 
     def create_database(self, db: HostDatabase) -> None:
         self.psql(
@@ -338,8 +436,10 @@ class Host:
         """pg_hba.conf admits ``client``'s address (password, scram-sha-256), then a reload."""
         address = client.address if isinstance(client, Host) else client
         line = f"host all all {address}/32 scram-sha-256  # pgmon test: admitted client"
-        self.exec(f"for hba in /etc/postgresql/*/main/pg_hba.conf; do grep -qxF {shlex.quote(line)} $hba || "
-                  f"echo {shlex.quote(line)} >> $hba; done; systemctl reload postgresql")
+        self.exec(
+            f"for hba in /etc/postgresql/*/main/pg_hba.conf; do grep -qxF {shlex.quote(line)} $hba || "
+            f"echo {shlex.quote(line)} >> $hba; done; systemctl reload postgresql"
+        )
         self.admitted.append(address)
 
 
@@ -373,8 +473,9 @@ class TestNetwork:
 
     # --- creation ------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, images: tuple[str, ...] | list[str] | None = None,
-               subnet: str | None = None) -> TestNetwork:
+    def create(
+        cls, name: str, images: tuple[str, ...] | list[str] | None = None, subnet: str | None = None
+    ) -> TestNetwork:
         """The network, its registry holding ``images`` (default: pgmon's), and a key made for this run.
 
         Whatever an interrupted run left under the same name is removed first.
@@ -386,8 +487,22 @@ class TestNetwork:
         try:
             started = time.monotonic()
             net._create_network(subnet)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-test-key",
-                            "-f", str(net.ssh_key)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"{name}-test-key",
+                    "-f",
+                    str(net.ssh_key),
+                ],
+                check=True,
+                capture_output=True,
+            )
             net.known_hosts.write_text("")
             net._start_registry(tuple(default_images() if images is None else images))
             net.timings["network"] = time.monotonic() - started
@@ -401,16 +516,26 @@ class TestNetwork:
         (Docker gives ``--ip`` only on such networks). Without one, Docker picks a free range, which
         is then pinned by creating the network again with it."""
         create = ["network", "create", "--internal", "--label", f"{LABEL}={self.name}"]
-        for attempt in range(5):
+        for _attempt in range(5):
             if subnet is None:
                 docker(*create, self.name)
-                picked = json.loads(docker("network", "inspect", "-f", "{{json .IPAM.Config}}", self.name).stdout)
+                picked = json.loads(
+                    docker("network", "inspect", "-f", "{{json .IPAM.Config}}", self.name).stdout
+                )
                 docker("network", "rm", self.name)
                 candidate = picked[0]["Subnet"]
             else:
                 candidate = subnet
             network = ipaddress.ip_network(candidate)
-            result = docker(*create, "--subnet", str(network), "--gateway", str(network[1]), self.name, check=False)
+            result = docker(
+                *create,
+                "--subnet",
+                str(network),
+                "--gateway",
+                str(network[1]),
+                self.name,
+                check=False,
+            )
             if result.returncode == 0:
                 self.subnet, self.gateway = str(network), str(network[1])
                 self._free = (str(a) for a in network.hosts() if a > network[1])
@@ -427,15 +552,29 @@ class TestNetwork:
         registries = sorted({"docker.io", "quay.io"} | {split_image(i)[0] for i in images})
         aliases = [arg for r in registries for arg in ("--network-alias", r)]
         self.registry_address = self._next_address()
-        docker("run", "-d", "--name", self.registry_container, "--network", self.name, "--ip", self.registry_address,
-               *aliases,
-               "--label", f"{LABEL}={self.name}", "--mount", "type=volume,dst=/var/lib/registry",
-               self.manifest["registry_image"])
+        docker(
+            "run",
+            "-d",
+            "--name",
+            self.registry_container,
+            "--network",
+            self.name,
+            "--ip",
+            self.registry_address,
+            *aliases,
+            "--label",
+            f"{LABEL}={self.name}",
+            "--mount",
+            "type=volume,dst=/var/lib/registry",
+            self.manifest["registry_image"],
+        )
         self._registries = registries
 
         def answers():
             try:
-                with urllib.request.urlopen(f"http://{self.registry_address}/v2/", timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"http://{self.registry_address}/v2/", timeout=2
+                ) as response:
                     return response.status == 200
             except OSError as error:
                 return _NotYet(str(error))
@@ -451,7 +590,9 @@ class TestNetwork:
 
         def push_one(image: str) -> None:
             if docker("image", "inspect", image, check=False).returncode != 0:
-                raise TestHostError(f"image {image} is not on this machine (tests/e2e/images/build_images.sh)")
+                raise TestHostError(
+                    f"image {image} is not on this machine (tests/e2e/images/build_images.sh)"
+                )
             _, path, tag = split_image(image)
             local = f"127.0.0.1:{self._forward.port}/{path}:{tag}"
             docker("tag", image, local)
@@ -468,24 +609,39 @@ class TestNetwork:
     def daemon_json(self) -> dict:
         """What an admin of an offline site writes: the registry as Docker Hub's mirror, and the other
         registries by name (their network aliases) over plain HTTP."""
-        return {"registry-mirrors": [f"http://{self.registry_address}"],
-                "insecure-registries": [r for r in self._registries if r != "docker.io"]}
+        return {
+            "registry-mirrors": [f"http://{self.registry_address}"],
+            "insecure-registries": [r for r in self._registries if r != "docker.io"],
+        }
 
     def registry_catalog(self) -> dict[str, list[str]]:
         """repository -> tags, asked over HTTP from this machine."""
+
         def get(path):
-            with urllib.request.urlopen(f"http://{self.registry_address}{path}", timeout=10) as response:
+            with urllib.request.urlopen(
+                f"http://{self.registry_address}{path}", timeout=10
+            ) as response:
                 return json.loads(response.read())
 
-        return {repo: get(f"/v2/{repo}/tags/list")["tags"] for repo in get("/v2/_catalog")["repositories"]}
+        return {
+            repo: get(f"/v2/{repo}/tags/list")["tags"]
+            for repo in get("/v2/_catalog")["repositories"]
+        }
 
     def registry_log(self) -> str:
         result = docker("logs", self.registry_container, check=False)
         return result.stdout + result.stderr
 
     # --- hosts ---------------------------------------------------------------
-    def start_host(self, name: str, kind: str = "processing", *, admit: list[Host | str] | None = None,
-                   databases: list[HostDatabase] | None = None, timeout: float = 90) -> Host:
+    def start_host(
+        self,
+        name: str,
+        kind: str = "processing",
+        *,
+        admit: list[Host | str] | None = None,
+        databases: list[HostDatabase] | None = None,
+        timeout: float = 90,
+    ) -> Host:
         """One host, booted and answering SSH. Kinds:
 
         - ``processing``: bare server; /etc/docker/daemon.json names the registry (Docker not installed);
@@ -500,8 +656,14 @@ class TestNetwork:
             self._setup_database(host, admit or [], databases)
         return host
 
-    def start_hosts(self, count: int, kind: str = "processing", prefix: str | None = None,
-                    timeout: float = 120, **options) -> list[Host]:
+    def start_hosts(
+        self,
+        count: int,
+        kind: str = "processing",
+        prefix: str | None = None,
+        timeout: float = 120,
+        **options,
+    ) -> list[Host]:
         """``count`` hosts of ``kind`` named <prefix>1..N, booted in parallel."""
         prefix = prefix or {"processing": "proc", "database": "db"}.get(kind, "host")
         hosts = [self._create(f"{prefix}{i}", kind) for i in range(1, count + 1)]
@@ -525,17 +687,38 @@ class TestNetwork:
         image = self.manifest["database_image" if kind == "database" else "host_image"]
         labels = ["--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind={kind}"]
         docker("volume", "create", *labels, volume)
-        docker("create", "--name", container, "--hostname", name, "--network", self.name, "--ip", host.address,
-               "--network-alias", name,
-               *labels, *HOST_RUN_OPTIONS,
-               "--mount", f"type=volume,src={volume},dst=/var/lib/docker",
-               "--mount", f"type=bind,src={self.manifest['repo']},dst=/repo,readonly",
-               "--entrypoint", "/bin/sh", image, "-c", HOST_BOOT)
+        docker(
+            "create",
+            "--name",
+            container,
+            "--hostname",
+            name,
+            "--network",
+            self.name,
+            "--ip",
+            host.address,
+            "--network-alias",
+            name,
+            *labels,
+            *HOST_RUN_OPTIONS,
+            "--mount",
+            f"type=volume,src={volume},dst=/var/lib/docker",
+            "--mount",
+            f"type=bind,src={self.manifest['repo']},dst=/repo,readonly",
+            "--entrypoint",
+            "/bin/sh",
+            image,
+            "-c",
+            HOST_BOOT,
+        )
         # Put before the first boot, as an installer would: the run's public key and, on a processing
         # host, the daemon.json an admin writes for an offline site (before Docker is installed).
         files = {"root/.ssh/authorized_keys": (Path(f"{self.ssh_key}.pub").read_bytes(), 0o600)}
         if kind == "processing":
-            files["etc/docker/daemon.json"] = (json.dumps(self.daemon_json(), indent=2).encode() + b"\n", 0o644)
+            files["etc/docker/daemon.json"] = (
+                json.dumps(self.daemon_json(), indent=2).encode() + b"\n",
+                0o644,
+            )
         docker("cp", "-", f"{container}:/", input=_tar(files))
         return host
 
@@ -545,10 +728,14 @@ class TestNetwork:
         host.wait_ready(timeout)
         self.timings[f"boot {host.name}"] = time.monotonic() - started
 
-    def _setup_database(self, host: Host, admit: list[Host | str], databases: list[HostDatabase] | None) -> None:
+    def _setup_database(
+        self, host: Host, admit: list[Host | str], databases: list[HostDatabase] | None
+    ) -> None:
         started = time.monotonic()
         host._configure_postgresql()
-        for db in databases or [HostDatabase("appdb", "pgmon_monitor", "m0n:" + secrets.token_hex(8) + "@/#%'\"")]:
+        for db in databases or [
+            HostDatabase("appdb", "pgmon_monitor", "m0n:" + secrets.token_hex(8) + "@/#%'\"")
+        ]:
             host.create_database(db)
         for client in admit:
             host.admit(client)
@@ -558,8 +745,11 @@ class TestNetwork:
         """The host's own keys (made at its first boot) into known_hosts: SSH checks them strictly."""
         keys = host.exec("cat /etc/ssh/ssh_host_*_key.pub").stdout.split("\n")
         with self._lock:
-            lines = [line for line in self.known_hosts.read_text().splitlines()
-                     if not line.startswith(f"{host.address} ")]
+            lines = [
+                line
+                for line in self.known_hosts.read_text().splitlines()
+                if not line.startswith(f"{host.address} ")
+            ]
             lines += [f"{host.address} {' '.join(k.split()[:2])}" for k in keys if k.strip()]
             self.known_hosts.write_text("\n".join(lines) + "\n")
 
@@ -584,10 +774,16 @@ def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         # Directories as a Debian system has them (extracting an entry sets the mode of what exists).
-        dirs = sorted({str(Path(p).parents[i]) for p in files for i in range(len(Path(p).parents) - 1)})
+        dirs = sorted(
+            {str(Path(p).parents[i]) for p in files for i in range(len(Path(p).parents) - 1)}
+        )
         for d in dirs:
             info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700 if d.startswith("root") else 0o755, time.time()
+            info.type, info.mode, info.mtime = (
+                tarfile.DIRTYPE,
+                0o700 if d.startswith("root") else 0o755,
+                time.time(),
+            )
             tar.addfile(info)
         for path, (data, mode) in files.items():
             info = tarfile.TarInfo(path)

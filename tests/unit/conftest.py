@@ -16,7 +16,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _needs(tool: str):
-    return pytest.mark.skipif(not shutil.which(tool), reason=f"{tool}: run tests/e2e/prepare_machine.sh")
+    return pytest.mark.skipif(
+        not shutil.which(tool), reason=f"{tool}: run tests/e2e/prepare_machine.sh"
+    )
 
 
 needs_promtool = _needs("promtool")
@@ -38,14 +40,37 @@ ENVIRON = {
 def group_data(**overrides):
     data = {
         "pgmon_databases": [
-            {"name": "shop", "host": "db1", "dbname": "shop's db: main", "user": "mon$user",
-             "password_env": "PW_SHOP", "labels": {"team": "check\"out"}},
-            {"name": "billing", "host": "db1", "dbname": "billing", "user": "mon", "password_env": "PW_BILLING"},
-            {"name": "ledger", "host": "db2", "port": 5433, "dbname": "ledger", "user": "mon",
-             "password_env": "PW_LEDGER", "sslmode": "disable"},
+            {
+                "name": "shop",
+                "host": "db1",
+                "dbname": "shop's db: main",
+                "user": "mon$user",
+                "password_env": "PW_SHOP",
+                "labels": {"team": 'check"out'},
+            },
+            {
+                "name": "billing",
+                "host": "db1",
+                "dbname": "billing",
+                "user": "mon",
+                "password_env": "PW_BILLING",
+            },
+            {
+                "name": "ledger",
+                "host": "db2",
+                "port": 5433,
+                "dbname": "ledger",
+                "user": "mon",
+                "password_env": "PW_LEDGER",
+                "sslmode": "disable",
+            },
         ],
         "pgmon_discord": {"webhook_url_env": "DISCORD_URL"},
-        "pgmon_telegram": {"bot_token_env": "TG_TOKEN", "chat_id_env": "TG_CHAT", "api_url": "http://127.0.0.1:9"},
+        "pgmon_telegram": {
+            "bot_token_env": "TG_TOKEN",
+            "chat_id_env": "TG_CHAT",
+            "api_url": "http://127.0.0.1:9",
+        },
         "pgmon_grafana_admin_password_env": "GRAFANA_PW",
     }
     data.update(overrides)
@@ -104,5 +129,10 @@ def exprs(dashboard: dict):
 def pgmon_query_series() -> set[str]:
     """The series pgmon's exporter queries give: postgres_exporter names them <query>_<column> for each column
     that is not a label."""
-    return {f"{name}_{column}" for name, query in {**DATABASE_QUERIES, **SERVER_QUERIES}.items()
-            for metric in query["metrics"] for column, spec in metric.items() if spec["usage"] != "LABEL"}
+    return {
+        f"{name}_{column}"
+        for name, query in {**DATABASE_QUERIES, **SERVER_QUERIES}.items()
+        for metric in query["metrics"]
+        for column, spec in metric.items()
+        if spec["usage"] != "LABEL"
+    }

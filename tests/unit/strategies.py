@@ -15,21 +15,79 @@ from hypothesis import strategies as st
 
 # Characters that break naive YAML, URLs, shells, PromQL or Compose interpolation; unicode letters;
 # non-ASCII digits (Arabic-Indic, Devanagari, fullwidth, mathematical); a no-break space.
-ODD_ALPHABET = (
-    "abcxyzABZ0189_-. '\":#@%$&*!|>?,/\\={}[]~^`+;()"
-    "üéßДЖ日本\u00a0١٢٣٠५１𝟙😀"
-)
+ODD_ALPHABET = "abcxyzABZ0189_-. '\":#@%$&*!|>?,/\\={}[]~^`+;()üéßДЖ日本\u00a0١٢٣٠५１𝟙😀"
 
 # Strings YAML 1.1 (PyYAML) and YAML 1.2 (Go yaml.v3: Compose) read differently, or read as non-strings.
 YAML_LOOKALIKES = [
-    "059", "08", "09", "1e3", "0o17", "0x1F", "0b101", "1_000", "+1", "-0", "0", "00", "1.", "3.14",
-    "-1e-3", ".inf", ".nan", "yes", "no", "on", "off", "y", "n", "true", "False", "null", "Null", "~",
-    "2024-1-2", "2024-01-02", "1:20", "=", "<<",
+    "059",
+    "08",
+    "09",
+    "1e3",
+    "0o17",
+    "0x1F",
+    "0b101",
+    "1_000",
+    "+1",
+    "-0",
+    "0",
+    "00",
+    "1.",
+    "3.14",
+    "-1e-3",
+    ".inf",
+    ".nan",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "n",
+    "true",
+    "False",
+    "null",
+    "Null",
+    "~",
+    "2024-1-2",
+    "2024-01-02",
+    "1:20",
+    "=",
+    "<<",
 ]
 ODD_STRINGS = YAML_LOOKALIKES + [
-    "mon$user", "$HOME", "${X}", "$$", "a:b", "a: b", "#x", "x #y", "@x", "%x", "%(x)s", "o'neil", 'q"uote',
-    "two words", " lead", "trail ", "- x", "? x", "|", ">", "!tag", "&anchor", "*alias", "{a}", "[a]",
-    "'x'", '"x"', "ü", "用户", "١٢٣", "१२३", "１２３", "𝟙𝟚𝟛", "😀",
+    "mon$user",
+    "$HOME",
+    "${X}",
+    "$$",
+    "a:b",
+    "a: b",
+    "#x",
+    "x #y",
+    "@x",
+    "%x",
+    "%(x)s",
+    "o'neil",
+    'q"uote',
+    "two words",
+    " lead",
+    "trail ",
+    "- x",
+    "? x",
+    "|",
+    ">",
+    "!tag",
+    "&anchor",
+    "*alias",
+    "{a}",
+    "[a]",
+    "'x'",
+    '"x"',
+    "ü",
+    "用户",
+    "١٢٣",
+    "१२३",
+    "１２３",
+    "𝟙𝟚𝟛",
+    "😀",
 ]
 
 # A string that must never be repeated in a DeployError message: what a user pastes by mistake
@@ -55,8 +113,27 @@ def mostly(valid, invalid, weight: int = 15):
 
 NAMES = mostly(
     st.one_of(
-        st.sampled_from(["shop", "059", "08", "1e3", "0o17", "0x1f", "1_000", "00", "0", "yes", "null", "on", "inf",
-                         "nan", "9e9", "a-b_c", "x" * 40]),
+        st.sampled_from(
+            [
+                "shop",
+                "059",
+                "08",
+                "1e3",
+                "0o17",
+                "0x1f",
+                "1_000",
+                "00",
+                "0",
+                "yes",
+                "null",
+                "on",
+                "inf",
+                "nan",
+                "9e9",
+                "a-b_c",
+                "x" * 40,
+            ]
+        ),
         st.from_regex(r"[a-z0-9][a-z0-9_-]{0,12}", fullmatch=True),
     ),
     st.sampled_from(["Shop", "a b", "", "-a", "x" * 41, "shop\n", "шоп", "a.b", "a$b"]),
@@ -64,9 +141,31 @@ NAMES = mostly(
 
 LABEL_KEYS = mostly(
     st.one_of(
-        st.sampled_from(["team", "env", "state", "mode", "user", "without", "inf", "nan", "bool", "on", "by",
-                         "offset", "le", "queryid", "relname", "schemaname", "collector", "_x", "Team", "t9",
-                         "team\n"]),
+        st.sampled_from(
+            [
+                "team",
+                "env",
+                "state",
+                "mode",
+                "user",
+                "without",
+                "inf",
+                "nan",
+                "bool",
+                "on",
+                "by",
+                "offset",
+                "le",
+                "queryid",
+                "relname",
+                "schemaname",
+                "collector",
+                "_x",
+                "Team",
+                "t9",
+                "team\n",
+            ]
+        ),
         st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True),
     ),
     st.sampled_from(["a b", "9x", "__meta", "job", "database", "datname", "thresholds", "ü", ""]),
@@ -75,40 +174,83 @@ LABEL_VALUES = st.one_of(st.sampled_from(["checkout", *ODD_STRINGS]), odd_text(0
 
 DURATIONS = mostly(
     st.one_of(
-        st.sampled_from(["5m", "1m", "30s", "1h30m", "10m", "15m", "90s", "1d", "1w", "2h", "60m", "01m", "1y",
-                         "500ms", "0s", "30s1m", "5m5m", "0d1w", "1m1h", "999999999999y", "300y", "5m\n"]),
+        st.sampled_from(
+            [
+                "5m",
+                "1m",
+                "30s",
+                "1h30m",
+                "10m",
+                "15m",
+                "90s",
+                "1d",
+                "1w",
+                "2h",
+                "60m",
+                "01m",
+                "1y",
+                "500ms",
+                "0s",
+                "30s1m",
+                "5m5m",
+                "0d1w",
+                "1m1h",
+                "999999999999y",
+                "300y",
+                "5m\n",
+            ]
+        ),
         st.from_regex(r"([0-9]{1,3}(ms|s|m|h|d|w|y)){1,2}", fullmatch=True),
     ),
     st.sampled_from(["5M", "5 m", "", "5", "1.5m", "-5m", "١m"]),
 )
 
-PERCENTS = mostly(st.sampled_from([80, 85, 90, 99.5, 0.5, 100, 33.3, 1e-9, 50.05]),
-                  st.sampled_from([0, 101, -1, "abc"]))
-SECONDS = mostly(st.sampled_from([300, 0.5, 1e-9, 86400, 1e12, 1800, 3.25, float("inf")]),
-                 st.sampled_from([0, -1, "x"]))
+PERCENTS = mostly(
+    st.sampled_from([80, 85, 90, 99.5, 0.5, 100, 33.3, 1e-9, 50.05]),
+    st.sampled_from([0, 101, -1, "abc"]),
+)
+SECONDS = mostly(
+    st.sampled_from([300, 0.5, 1e-9, 86400, 1e12, 1800, 3.25, float("inf")]),
+    st.sampled_from([0, -1, "x"]),
+)
 COUNTS = mostly(st.sampled_from([1, 2, 10]), st.sampled_from([0, 1.5]))
 PER_SECOND = mostly(st.sampled_from([100, 0, 0.25, 1e6]), st.just(-1))
 
 THRESHOLD_VALUES = {
     "exporter_errors_for": DURATIONS,
-    "connections_percent": PERCENTS, "connections_for": DURATIONS,
+    "connections_percent": PERCENTS,
+    "connections_for": DURATIONS,
     "deadlocks_window": DURATIONS,
-    "lock_waiters": COUNTS, "lock_waiters_for": DURATIONS,
-    "replication_lag_seconds": SECONDS, "replication_lag_for": DURATIONS,
-    "long_transaction_seconds": SECONDS, "long_transaction_for": DURATIONS,
-    "idle_in_transaction_seconds": SECONDS, "idle_in_transaction_for": DURATIONS,
-    "slow_query_mean_seconds": SECONDS, "slow_query_window": DURATIONS, "slow_query_for": DURATIONS,
-    "cache_hit_percent": PERCENTS, "cache_hit_min_blocks_per_second": PER_SECOND,
-    "cache_hit_window": DURATIONS, "cache_hit_for": DURATIONS,
-    "wraparound_percent": PERCENTS, "wraparound_for": DURATIONS,
+    "lock_waiters": COUNTS,
+    "lock_waiters_for": DURATIONS,
+    "replication_lag_seconds": SECONDS,
+    "replication_lag_for": DURATIONS,
+    "long_transaction_seconds": SECONDS,
+    "long_transaction_for": DURATIONS,
+    "idle_in_transaction_seconds": SECONDS,
+    "idle_in_transaction_for": DURATIONS,
+    "slow_query_mean_seconds": SECONDS,
+    "slow_query_window": DURATIONS,
+    "slow_query_for": DURATIONS,
+    "cache_hit_percent": PERCENTS,
+    "cache_hit_min_blocks_per_second": PER_SECOND,
+    "cache_hit_window": DURATIONS,
+    "cache_hit_for": DURATIONS,
+    "wraparound_percent": PERCENTS,
+    "wraparound_for": DURATIONS,
     "restart_window": DURATIONS,
-    "host_cpu_percent": PERCENTS, "host_cpu_for": DURATIONS,
-    "host_memory_available_percent": PERCENTS, "host_memory_for": DURATIONS,
-    "host_disk_free_percent": PERCENTS, "host_disk_for": DURATIONS,
+    "host_cpu_percent": PERCENTS,
+    "host_cpu_for": DURATIONS,
+    "host_memory_available_percent": PERCENTS,
+    "host_memory_for": DURATIONS,
+    "host_disk_free_percent": PERCENTS,
+    "host_disk_for": DURATIONS,
     "postgres_down_for": DURATIONS,  # per database only
 }
 HOST_KEYS = sorted(k for k in THRESHOLD_VALUES if k.startswith("host_"))
-DATABASE_KEYS = sorted(k for k in THRESHOLD_VALUES if not k.startswith("host_") and k != "postgres_down_for")
+DATABASE_KEYS = sorted(
+    k for k in THRESHOLD_VALUES if not k.startswith("host_") and k != "postgres_down_for"
+)
 
 
 @st.composite
@@ -120,46 +262,157 @@ def thresholds(draw, keys: list[str]) -> dict:
 # ---------------------------------------------------------------- hosts, addresses, paths, URLs
 
 HOSTS = st.one_of(
-    st.sampled_from(["db1", "10.0.0.5", "::1", "2001:db8::5", "db1.example.com", "host.docker.internal",
-                     "fe80::1%eth0", "[::1]", "db1:5433", "db/1", "db?x=1", "db#1", "db[1]", "db 1", "db@x",
-                     "db%41", "datenbank-ü", "059", "db_1", "-db", "db.", "postgres://db1"]),
-    st.from_regex(r"[a-z]([a-z0-9-]{0,6}[a-z0-9])?(\.[a-z]([a-z0-9-]{0,4}[a-z0-9])?){0,2}", fullmatch=True),
+    st.sampled_from(
+        [
+            "db1",
+            "10.0.0.5",
+            "::1",
+            "2001:db8::5",
+            "db1.example.com",
+            "host.docker.internal",
+            "fe80::1%eth0",
+            "[::1]",
+            "db1:5433",
+            "db/1",
+            "db?x=1",
+            "db#1",
+            "db[1]",
+            "db 1",
+            "db@x",
+            "db%41",
+            "datenbank-ü",
+            "059",
+            "db_1",
+            "-db",
+            "db.",
+            "postgres://db1",
+        ]
+    ),
+    st.from_regex(
+        r"[a-z]([a-z0-9-]{0,6}[a-z0-9])?(\.[a-z]([a-z0-9-]{0,4}[a-z0-9])?){0,2}", fullmatch=True
+    ),
 )
 PORTS = mostly(st.sampled_from([5432, 5433, 1, 65535, 6432, "5434"]), st.sampled_from([0, 70000]))
-BIND_ADDRESSES = mostly(st.sampled_from(["0.0.0.0", "127.0.0.1", "::1", "::", "192.168.1.10", "fe80::1%eth0",
-                                         "::ffff:127.0.0.1"]), st.sampled_from(["localhost", "١٢٧.0.0.1"]))
-BASE_DIRS = st.sampled_from(["/opt/pgmon", "/srv/pgmon", "/opt/pgmon/", "//opt/pgmon", "/.", "/..", "/opt/..",
-                             "/srv/../etc", "/etc", "/opt/./pgmon", "/", "opt/pgmon", "/var/lib/pgmon"])
-URLS = st.sampled_from(["http://127.0.0.1:9/api/webhooks/1/tok", "https://discord.com/api/webhooks/1/x",
-                        "not a url", "discord.com/api/webhooks/1/x", "ftp://example.com/hook", "https://",
-                        "http://[::1]:9/hook", SECRET_LIKE[1]])
-TELEGRAM_API_URLS = st.sampled_from(["https://api.telegram.org", "http://127.0.0.1:9", "api.telegram.org",
-                                     "127.0.0.1:8081", "https://", "ftp://api.telegram.org",
-                                     "https://api.telegram.org/"])
-CHAT_ID_ENTRIES = st.sampled_from(["-1001234567890", "123", "0", "١٢٣", "12345678901234567890", "007", "+5",
-                                   " 42", "1_000", "9223372036854775807", "-9223372036854775809", "abc", ""])
-SEVERITIES = mostly(st.sampled_from([["critical"], ["critical", "warning"], ["warning"]]),
-                    st.sampled_from([[], ["critical", "critical"], ["info"]]))
+BIND_ADDRESSES = mostly(
+    st.sampled_from(
+        ["0.0.0.0", "127.0.0.1", "::1", "::", "192.168.1.10", "fe80::1%eth0", "::ffff:127.0.0.1"]
+    ),
+    st.sampled_from(["localhost", "١٢٧.0.0.1"]),
+)
+BASE_DIRS = st.sampled_from(
+    [
+        "/opt/pgmon",
+        "/srv/pgmon",
+        "/opt/pgmon/",
+        "//opt/pgmon",
+        "/.",
+        "/..",
+        "/opt/..",
+        "/srv/../etc",
+        "/etc",
+        "/opt/./pgmon",
+        "/",
+        "opt/pgmon",
+        "/var/lib/pgmon",
+    ]
+)
+URLS = st.sampled_from(
+    [
+        "http://127.0.0.1:9/api/webhooks/1/tok",
+        "https://discord.com/api/webhooks/1/x",
+        "not a url",
+        "discord.com/api/webhooks/1/x",
+        "ftp://example.com/hook",
+        "https://",
+        "http://[::1]:9/hook",
+        SECRET_LIKE[1],
+    ]
+)
+TELEGRAM_API_URLS = st.sampled_from(
+    [
+        "https://api.telegram.org",
+        "http://127.0.0.1:9",
+        "api.telegram.org",
+        "127.0.0.1:8081",
+        "https://",
+        "ftp://api.telegram.org",
+        "https://api.telegram.org/",
+    ]
+)
+CHAT_ID_ENTRIES = st.sampled_from(
+    [
+        "-1001234567890",
+        "123",
+        "0",
+        "١٢٣",
+        "12345678901234567890",
+        "007",
+        "+5",
+        " 42",
+        "1_000",
+        "9223372036854775807",
+        "-9223372036854775809",
+        "abc",
+        "",
+    ]
+)
+SEVERITIES = mostly(
+    st.sampled_from([["critical"], ["critical", "warning"], ["warning"]]),
+    st.sampled_from([[], ["critical", "critical"], ["info"]]),
+)
 
 # ---------------------------------------------------------------- secrets and the environment
 
 ENV_NAMES = mostly(
     st.sampled_from(["PW_0", "PW_1", "PW_2"]),
-    st.sampled_from(["PW-0", "1PW", "PW_0\n", "pw 0", *SECRET_LIKE]),  # invalid names, or a pasted secret
+    st.sampled_from(
+        ["PW-0", "1PW", "PW_0\n", "pw 0", *SECRET_LIKE]
+    ),  # invalid names, or a pasted secret
 )
 PASSWORDS = mostly(
     st.one_of(
-        st.sampled_from(["l3dger", "p@ss:w/rd#%'\"1\\$HOME", "-[yaml]:{x}&*a", "059", "yes", "null", "пароль١٢٣",
-                         SECRET_LIKE[0], SECRET_LIKE[3]]),
+        st.sampled_from(
+            [
+                "l3dger",
+                "p@ss:w/rd#%'\"1\\$HOME",
+                "-[yaml]:{x}&*a",
+                "059",
+                "yes",
+                "null",
+                "пароль١٢٣",
+                SECRET_LIKE[0],
+                SECRET_LIKE[3],
+            ]
+        ),
         odd_text(1, 16).filter(lambda text: not any(c.isspace() for c in text)),
     ),
-    st.sampled_from(["s3cret pass", "tab\tbed", "hunter2 hunter2 hunter2", "trailing-space-pw ", "line\nbreak",
-                     ""]),
+    st.sampled_from(
+        [
+            "s3cret pass",
+            "tab\tbed",
+            "hunter2 hunter2 hunter2",
+            "trailing-space-pw ",
+            "line\nbreak",
+            "",
+        ]
+    ),
 )
-GRAFANA_PASSWORDS = mostly(st.sampled_from(["gr@f'ana\"#%", "059", "hunter2-hunter2-hunter2", "pass word",
-                                            "trailing-space-pw ", " leading-space-pw"]),
-                           st.sampled_from(["admin", ""]))
-GRAFANA_USERS = mostly(st.one_of(st.sampled_from(["admin", *ODD_STRINGS]), odd_text(1, 10)), st.just(""))
+GRAFANA_PASSWORDS = mostly(
+    st.sampled_from(
+        [
+            "gr@f'ana\"#%",
+            "059",
+            "hunter2-hunter2-hunter2",
+            "pass word",
+            "trailing-space-pw ",
+            " leading-space-pw",
+        ]
+    ),
+    st.sampled_from(["admin", ""]),
+)
+GRAFANA_USERS = mostly(
+    st.one_of(st.sampled_from(["admin", *ODD_STRINGS]), odd_text(1, 10)), st.just("")
+)
 USERS = st.one_of(st.sampled_from(["mon", *ODD_STRINGS]), odd_text(1, 10))
 DBNAMES = st.one_of(st.sampled_from(["shop", "shop's db: main", *ODD_STRINGS]), odd_text(1, 10))
 
@@ -179,10 +432,34 @@ class Case:
 # What a case may make odd: the other settings keep plain values, so that most cases render (a case with
 # every setting odd would nearly always be refused) and a failure shrinks to the one odd setting it needs.
 ODD_KINDS = (
-    "name", "host", "port", "dbname", "user", "password_env", "password", "sslmode", "labels", "db_thresholds",
-    "flags", "grafana_password", "channels", "discord_url", "severities", "api_url", "chat_ids", "watchdog",
-    "base_dir", "project", "grafana_user", "bind_address", "grafana_port", "scrape_interval", "alert_timing",
-    "thresholds", "admin_password_env", "typo",
+    "name",
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "password_env",
+    "password",
+    "sslmode",
+    "labels",
+    "db_thresholds",
+    "flags",
+    "grafana_password",
+    "channels",
+    "discord_url",
+    "severities",
+    "api_url",
+    "chat_ids",
+    "watchdog",
+    "base_dir",
+    "project",
+    "grafana_user",
+    "bind_address",
+    "grafana_port",
+    "scrape_interval",
+    "alert_timing",
+    "thresholds",
+    "admin_password_env",
+    "typo",
 )
 PLAIN_NAMES = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
 
@@ -196,8 +473,11 @@ def cases(draw) -> Case:
 
     environ: dict[str, str] = {}
     databases = []
-    names = pick("name", st.lists(PLAIN_NAMES, min_size=1, max_size=3, unique=True),
-                 st.lists(NAMES, min_size=1, max_size=3, unique=True))
+    names = pick(
+        "name",
+        st.lists(PLAIN_NAMES, min_size=1, max_size=3, unique=True),
+        st.lists(NAMES, min_size=1, max_size=3, unique=True),
+    )
     for index, name in enumerate(names):
         db = {
             "name": name,
@@ -208,17 +488,33 @@ def cases(draw) -> Case:
         }
         for key, plain, strategy in (
             ("port", st.none(), PORTS),
-            ("sslmode", st.none(), mostly(st.sampled_from(["disable", "require", "verify-full"]), st.just("prefer"))),
-            ("labels", st.sampled_from([None, {"team": "checkout"}]), st.dictionaries(LABEL_KEYS, LABEL_VALUES,
-                                                                                       max_size=3)),
+            (
+                "sslmode",
+                st.none(),
+                mostly(st.sampled_from(["disable", "require", "verify-full"]), st.just("prefer")),
+            ),
+            (
+                "labels",
+                st.sampled_from([None, {"team": "checkout"}]),
+                st.dictionaries(LABEL_KEYS, LABEL_VALUES, max_size=3),
+            ),
             ("db_thresholds", st.none(), thresholds(DATABASE_KEYS + ["postgres_down_for"])),
         ):
             value = pick(key, plain, strategy)
             if value is not None:
                 db["alert_thresholds" if key == "db_thresholds" else key] = value
         if "flags" in odd:
-            db.update(draw(st.fixed_dictionaries({}, optional={"pg_stat_statements": st.booleans(),
-                                                               "table_metrics": st.booleans()})))
+            db.update(
+                draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "pg_stat_statements": st.booleans(),
+                            "table_metrics": st.booleans(),
+                        },
+                    )
+                )
+            )
         databases.append(db)
         # Sometimes missing when odd (pgmon must name the variable).
         if not ("password_env" in odd and draw(st.booleans())):
@@ -234,7 +530,9 @@ def cases(draw) -> Case:
         if severities is not None:
             discord["severities"] = severities
         data["pgmon_discord"] = discord
-        environ["DISCORD_URL"] = pick("discord_url", st.just("http://127.0.0.1:9/api/webhooks/1/tok"), URLS)
+        environ["DISCORD_URL"] = pick(
+            "discord_url", st.just("http://127.0.0.1:9/api/webhooks/1/tok"), URLS
+        )
     if channel in ("telegram", "both"):
         telegram = {"bot_token_env": "TG_TOKEN", "chat_id_env": "TG_CHAT"}
         api_url = pick("api_url", st.none(), TELEGRAM_API_URLS)
@@ -242,8 +540,11 @@ def cases(draw) -> Case:
             telegram["api_url"] = api_url
         data["pgmon_telegram"] = telegram
         environ["TG_TOKEN"] = "123456789:AAHk-SuperSecretBotToken_xyz0123456789"
-        environ["TG_CHAT"] = pick("chat_ids", st.just("-1001234567890"),
-                                  st.lists(CHAT_ID_ENTRIES, min_size=1, max_size=3).map(",".join))
+        environ["TG_CHAT"] = pick(
+            "chat_ids",
+            st.just("-1001234567890"),
+            st.lists(CHAT_ID_ENTRIES, min_size=1, max_size=3).map(",".join),
+        )
     if "watchdog" in odd:
         watchdog = {"url_env": "WD_URL"}
         interval = draw(st.one_of(st.none(), DURATIONS))
@@ -257,15 +558,38 @@ def cases(draw) -> Case:
         ("project", "pgmon_project", NAMES),
         ("grafana_user", "pgmon_grafana_admin_user", GRAFANA_USERS),
         ("bind_address", "pgmon_grafana_bind_address", BIND_ADDRESSES),
-        ("grafana_port", "pgmon_grafana_port", mostly(st.sampled_from([3000, 3001, 80]), st.just(9090))),
-        ("scrape_interval", "pgmon_scrape_interval_seconds",
-         mostly(st.sampled_from([15, 1, 30]), st.sampled_from([60, 300, 0, 301]))),
-        ("alert_timing", "pgmon_alert_timing", st.fixed_dictionaries(
-            {}, optional={k: DURATIONS for k in ("postgres_down_for", "group_wait", "group_interval",
-                                                 "repeat_interval")})),
+        (
+            "grafana_port",
+            "pgmon_grafana_port",
+            mostly(st.sampled_from([3000, 3001, 80]), st.just(9090)),
+        ),
+        (
+            "scrape_interval",
+            "pgmon_scrape_interval_seconds",
+            mostly(st.sampled_from([15, 1, 30]), st.sampled_from([60, 300, 0, 301])),
+        ),
+        (
+            "alert_timing",
+            "pgmon_alert_timing",
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    k: DURATIONS
+                    for k in (
+                        "postgres_down_for",
+                        "group_wait",
+                        "group_interval",
+                        "repeat_interval",
+                    )
+                },
+            ),
+        ),
         ("thresholds", "pgmon_alert_thresholds", thresholds(DATABASE_KEYS + HOST_KEYS)),
-        ("admin_password_env", "pgmon_grafana_admin_password_env",
-         st.sampled_from(["GRAFANA_PW", "GRAFANA-PW", SECRET_LIKE[2]])),
+        (
+            "admin_password_env",
+            "pgmon_grafana_admin_password_env",
+            st.sampled_from(["GRAFANA_PW", "GRAFANA-PW", SECRET_LIKE[2]]),
+        ),
         ("typo", "pgmon_databse", st.just([])),  # pgmon must name it
     ):
         if kind in odd:

@@ -34,7 +34,11 @@ def link(server: str, database: str | None = None, grafana: str = GRAFANA) -> st
 
 
 def test_without_the_setting_alerts_carry_no_link(settings):
-    assert all("dashboard" not in rule["annotations"] for rules in alert_rules(settings).values() for rule in rules)
+    assert all(
+        "dashboard" not in rule["annotations"]
+        for rules in alert_rules(settings).values()
+        for rule in rules
+    )
 
 
 def test_every_database_and_server_alert_links_to_9628_and_host_alerts_do_not():
@@ -47,7 +51,8 @@ def test_every_database_and_server_alert_links_to_9628_and_host_alerts_do_not():
             else:
                 assert rule["annotations"]["dashboard"] == (
                     f"{GRAFANA}/d/{UID}/?var-server={{{{ $labels.server | urlquery }}}}"
-                    "{{ with $labels.database }}&var-instance={{ . | urlquery }}{{ end }}"), name
+                    "{{ with $labels.database }}&var-instance={{ . | urlquery }}{{ end }}"
+                ), name
 
 
 @needs_promtool
@@ -66,25 +71,34 @@ def test_every_rule_test_passes_with_each_alert_linking_its_own_server_and_datab
                     labels = expected.get("exp_labels", {})
                     if "server" in labels:
                         expected.setdefault("exp_annotations", {})["dashboard"] = link(
-                            labels["server"], labels.get("database"))
+                            labels["server"], labels.get("database")
+                        )
                         linked += 1
         (tmp_path / test_file.name).write_text(yaml.safe_dump(tests, allow_unicode=True))
         names.append(test_file.name)
     assert linked > 40
-    result = subprocess.run(["promtool", "test", "rules", *names], cwd=tmp_path, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        ["promtool", "test", "rules", *names],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("grafana.example.com", "is not the http(s) address of Grafana"),
-    ("ftp://grafana.example.com", "is not the http(s) address of Grafana"),
-    ("https://grafana.example.com/?orgId=1", "no query or fragment"),
-    ("https://grafana.example.com/#x", "no query or fragment"),
-    ("https://grafana.example.com/a b", "is not the http(s) address"),
-    ("https://grafana.example.com/(x)", "is not the http(s) address"),
-    ("https://grafana.example.com/" + "a" * 130, "is longer than 150 characters"),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("grafana.example.com", "is not the http(s) address of Grafana"),
+        ("ftp://grafana.example.com", "is not the http(s) address of Grafana"),
+        ("https://grafana.example.com/?orgId=1", "no query or fragment"),
+        ("https://grafana.example.com/#x", "no query or fragment"),
+        ("https://grafana.example.com/a b", "is not the http(s) address"),
+        ("https://grafana.example.com/(x)", "is not the http(s) address"),
+        ("https://grafana.example.com/" + "a" * 130, "is longer than 150 characters"),
+    ],
+)
 def test_the_grafana_address_is_checked(value, problem):
     assert "pgmon_grafana_url: " in (message := error_for(group_data(pgmon_grafana_url=value)))
     assert problem in message
@@ -96,6 +110,7 @@ def test_the_grafana_address_reads_back_without_a_trailing_slash():
 
 
 # ---------------------------------------------------------------- the messages, through amtool
+
 
 def linked_group(alerts: list[dict], url: str) -> dict:
     """A group whose alerts all carry ``url``, as Alertmanager gives it: in the common annotations."""
@@ -109,29 +124,38 @@ def test_both_channels_show_the_link_once_after_the_alerts(tmp_path):
     url = link("db1:5432", "shop", "https://grafana.example.com")
     data = linked_group([alert(), alert(labels={"thresholds": "x"})], url)
     discord = render("pgmon.discord.message", data, tmp_path)
-    assert discord.endswith(f"\n\n[Open the dashboard]({url})") and discord.count("Open the dashboard") == 1
+    assert (
+        discord.endswith(f"\n\n[Open the dashboard]({url})")
+        and discord.count("Open the dashboard") == 1
+    )
     telegram = render("pgmon.telegram.message", data, tmp_path)
-    assert telegram.endswith('\n\n<a href="https://grafana.example.com/d/pgmon-postgresql-9628/'
-                             '?var-server=db1%3A5432&amp;var-instance=shop">Open the dashboard</a>')
+    assert telegram.endswith(
+        '\n\n<a href="https://grafana.example.com/d/pgmon-postgresql-9628/'
+        '?var-server=db1%3A5432&amp;var-instance=shop">Open the dashboard</a>'
+    )
     resolved = render("pgmon.telegram.message", linked_group([alert("resolved")], url), tmp_path)
     assert "Open the dashboard" in resolved
     assert "Open the dashboard" not in render("pgmon.discord.message", group([alert()]), tmp_path)
 
 
 @needs_amtool
-@pytest.mark.parametrize("url", [
-    "javascript:alert(1)//d/x/?var-server=a",
-    "https://g.example.com/d/x/?var-server=a\"><b>x</b>",
-    "https://g.example.com/d/x/?var-server=a)[x](http://evil",
-    "https://g.example.com/d/x/?var-server=a b",
-    "https://g.example.com/" + "g" * 430 + "/d/x/?var-server=a",  # 451 characters
-    NASTY,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)//d/x/?var-server=a",
+        'https://g.example.com/d/x/?var-server=a"><b>x</b>',
+        "https://g.example.com/d/x/?var-server=a)[x](http://evil",
+        "https://g.example.com/d/x/?var-server=a b",
+        "https://g.example.com/" + "g" * 430 + "/d/x/?var-server=a",  # 451 characters
+        NASTY,
+    ],
+)
 def test_a_link_not_in_the_shape_pgmon_writes_or_too_long_is_left_out(url, tmp_path):
     data = linked_group([alert()], url)
     telegram = render("pgmon.telegram.message", data, tmp_path)
     assert "Open the dashboard" not in telegram and "Open the dashboard" not in render(
-        "pgmon.discord.message", data, tmp_path)
+        "pgmon.discord.message", data, tmp_path
+    )
     assert not re.search(r"[<>&]", telegram_text_outside_markup(telegram))
 
 
@@ -141,11 +165,22 @@ def test_with_the_longest_link_many_alerts_with_long_values_stay_within_the_limi
     url = "https://g.example.com/" + "g" * 391 + "/d/x/?var-server=a%3A1&var-instance=b"
     assert len(url) == 450
     long = NASTY * 60
-    alerts = [alert(summary=f"#{i} {long}", description=long, hint=long,
-                    labels={"server": "db1:5432" + long, "database": f"db{i}"}) for i in range(count)]
+    alerts = [
+        alert(
+            summary=f"#{i} {long}",
+            description=long,
+            hint=long,
+            labels={"server": "db1:5432" + long, "database": f"db{i}"},
+        )
+        for i in range(count)
+    ]
     data = linked_group(alerts, url)
-    data["commonLabels"] = {"alertname": "IdleInTransaction" + long, "server": "db1:5432" + long,
-                            "database": "shop", "severity": "warning"}
+    data["commonLabels"] = {
+        "alertname": "IdleInTransaction" + long,
+        "server": "db1:5432" + long,
+        "database": "shop",
+        "severity": "warning",
+    }
     discord = render("pgmon.discord.message", data, tmp_path)
     telegram = render("pgmon.telegram.message", data, tmp_path)
     assert url in discord and url.replace("&", "&amp;") in telegram

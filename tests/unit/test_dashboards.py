@@ -53,28 +53,45 @@ def test_own_dashboards_have_units_thresholds_and_descriptions_on_every_panel():
 
 
 def test_own_dashboards_read_only_series_that_are_recorded_or_scraped(settings):
-    recorded = {rule["record"] for group in yaml.safe_load(render_recording_rules(settings))["groups"]
-                for rule in group["rules"]}
-    used = {name for dashboard in own_dashboards().values() for _, expr in exprs(dashboard)
-            for name, _ in SELECTOR.findall(expr)}
+    recorded = {
+        rule["record"]
+        for group in yaml.safe_load(render_recording_rules(settings))["groups"]
+        for rule in group["rules"]
+    }
+    used = {
+        name
+        for dashboard in own_dashboards().values()
+        for _, expr in exprs(dashboard)
+        for name, _ in SELECTOR.findall(expr)
+    }
     assert {name for name in used if ":" in name} <= recorded
     assert recorded - used == set(), "a recording rule no dashboard reads"
     assert {name for name in used if ":" not in name} <= {
-        "pg_up", "pg_stat_user_tables_n_live_tup", "pg_stat_user_tables_n_dead_tup",
-        "pg_stat_user_tables_last_autovacuum"}
+        "pg_up",
+        "pg_stat_user_tables_n_live_tup",
+        "pg_stat_user_tables_n_dead_tup",
+        "pg_stat_user_tables_last_autovacuum",
+    }
 
 
 def test_fleet_links_open_the_per_database_views_with_their_variables(dashboard_9628):
     targets = {d["uid"]: d for d in own_dashboards().values()}
     targets[DASHBOARD_9628_UID] = adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")
     fleet = targets["pgmon-fleet"]
-    urls = [link["url"] for panel in panels_of(fleet["panels"])
-            for override in panel.get("fieldConfig", {}).get("overrides", [])
-            for prop in override["properties"] if prop["id"] == "links" for link in prop["value"]]
+    urls = [
+        link["url"]
+        for panel in panels_of(fleet["panels"])
+        for override in panel.get("fieldConfig", {}).get("overrides", [])
+        for prop in override["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
     assert {url.split("/")[2] for url in urls} == {DASHBOARD_9628_UID, "pgmon-tables"}
     for url in urls:
         variables = {v["name"] for v in targets[url.split("/")[2]]["templating"]["list"]}
-        assert set(re.findall(r"var-(\w+)=", url)) <= variables and "${__url_time_range}" in url, url
+        assert set(re.findall(r"var-(\w+)=", url)) <= variables and "${__url_time_range}" in url, (
+            url
+        )
 
 
 # ---------------------------------------------------------------- recording rules and the stack
@@ -84,26 +101,58 @@ def test_stack_provisions_the_dashboards_and_loads_the_recording_rules(settings,
     files = {f.path: f for f in render_stack(settings, dashboard_9628).files}
     for name, content in pgmon_dashboard_files().items():
         assert files[f"grafana/dashboards/{name}"].content == content
-        assert not files[f"grafana/dashboards/{name}"].on_change  # Grafana rescans; nothing restarts
+        assert not files[
+            f"grafana/dashboards/{name}"
+        ].on_change  # Grafana rescans; nothing restarts
     assert files["prometheus/rules/pgmon.recording.yml"].on_change == (RELOAD_PROMETHEUS,)
 
 
 def test_rate_windows_hold_at_least_four_scrapes(settings):
     assert "[60s]" in render_recording_rules(settings).decode()
     slow = build_settings(group_data(pgmon_scrape_interval_seconds=60), ENVIRON)
-    assert "[240s]" in render_recording_rules(slow).decode() and "[60s]" not in render_recording_rules(slow).decode()
+    assert (
+        "[240s]" in render_recording_rules(slow).decode()
+        and "[60s]" not in render_recording_rules(slow).decode()
+    )
 
 
 def test_grafana_sends_nothing_off_the_host_and_admits_only_its_admin(settings):
     environment = compose_services(settings)["grafana"]["environment"]
-    assert {key: environment.get(key) for key in (
-        "GF_AUTH_ANONYMOUS_ENABLED", "GF_USERS_ALLOW_SIGN_UP", "GF_ANALYTICS_REPORTING_ENABLED",
-        "GF_ANALYTICS_CHECK_FOR_UPDATES", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES", "GF_PLUGINS_PLUGIN_ADMIN_ENABLED",
-        "GF_SNAPSHOTS_EXTERNAL_ENABLED")} == dict.fromkeys((
-            "GF_AUTH_ANONYMOUS_ENABLED", "GF_USERS_ALLOW_SIGN_UP", "GF_ANALYTICS_REPORTING_ENABLED",
-            "GF_ANALYTICS_CHECK_FOR_UPDATES", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES",
-            "GF_PLUGINS_PLUGIN_ADMIN_ENABLED", "GF_SNAPSHOTS_EXTERNAL_ENABLED"), "false")
-    assert {key: environment.get(key) for key in (
-        "GF_PLUGINS_PREINSTALL_DISABLED", "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED", "GF_SECURITY_DISABLE_GRAVATAR")
-    } == dict.fromkeys(("GF_PLUGINS_PREINSTALL_DISABLED", "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED",
-                        "GF_SECURITY_DISABLE_GRAVATAR"), "true")
+    assert {
+        key: environment.get(key)
+        for key in (
+            "GF_AUTH_ANONYMOUS_ENABLED",
+            "GF_USERS_ALLOW_SIGN_UP",
+            "GF_ANALYTICS_REPORTING_ENABLED",
+            "GF_ANALYTICS_CHECK_FOR_UPDATES",
+            "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES",
+            "GF_PLUGINS_PLUGIN_ADMIN_ENABLED",
+            "GF_SNAPSHOTS_EXTERNAL_ENABLED",
+        )
+    } == dict.fromkeys(
+        (
+            "GF_AUTH_ANONYMOUS_ENABLED",
+            "GF_USERS_ALLOW_SIGN_UP",
+            "GF_ANALYTICS_REPORTING_ENABLED",
+            "GF_ANALYTICS_CHECK_FOR_UPDATES",
+            "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES",
+            "GF_PLUGINS_PLUGIN_ADMIN_ENABLED",
+            "GF_SNAPSHOTS_EXTERNAL_ENABLED",
+        ),
+        "false",
+    )
+    assert {
+        key: environment.get(key)
+        for key in (
+            "GF_PLUGINS_PREINSTALL_DISABLED",
+            "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED",
+            "GF_SECURITY_DISABLE_GRAVATAR",
+        )
+    } == dict.fromkeys(
+        (
+            "GF_PLUGINS_PREINSTALL_DISABLED",
+            "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED",
+            "GF_SECURITY_DISABLE_GRAVATAR",
+        ),
+        "true",
+    )

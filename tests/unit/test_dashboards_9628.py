@@ -21,12 +21,25 @@ def test_9628_picks_a_server_then_a_database_by_pgmons_labels(dashboard_9628):
     adapted = adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")
     assert dashboard_9628 == published  # the published JSON (the cache) is left as it is
     variables = {v["name"]: v for v in adapted["templating"]["list"]}
-    assert list(variables) == ["interval", "server", "instance", "datname", "mode"]  # no Kubernetes namespace
+    assert list(variables) == [
+        "interval",
+        "server",
+        "instance",
+        "datname",
+        "mode",
+    ]  # no Kubernetes namespace
     assert variables["server"]["query"] == 'label_values(pg_up{job="postgres"}, server)'
     assert variables["instance"]["label"] == "Database"
-    assert variables["instance"]["query"] == 'label_values(pg_up{job="postgres", server="$server"}, instance)'
-    assert variables["datname"]["hide"] == 2 and "pgmon_database_info" in variables["datname"]["query"]
-    assert "pgmon" in adapted["tags"] and any(link.get("tags") == ["pgmon"] for link in adapted["links"])
+    assert (
+        variables["instance"]["query"]
+        == 'label_values(pg_up{job="postgres", server="$server"}, instance)'
+    )
+    assert (
+        variables["datname"]["hide"] == 2 and "pgmon_database_info" in variables["datname"]["query"]
+    )
+    assert "pgmon" in adapted["tags"] and any(
+        link.get("tags") == ["pgmon"] for link in adapted["links"]
+    )
 
 
 def test_9628_queries_are_scoped_by_server_or_by_the_databases_exporter(dashboard_9628):
@@ -40,7 +53,10 @@ def test_9628_queries_are_scoped_by_server_or_by_the_databases_exporter(dashboar
             selectors += 1
             scope = 'instance="$instance"' if name.startswith("process_") else 'server="$server"'
             assert matchers.startswith("{" + scope), (title, expr)
-            assert matchers.count("instance=") == (1 if name.startswith("process_") else 0), (title, expr)
+            assert matchers.count("instance=") == (1 if name.startswith("process_") else 0), (
+                title,
+                expr,
+            )
             if name.startswith("pg_stat_bgwriter_"):
                 assert name.endswith("_total"), (title, expr)
     assert selectors >= 40
@@ -50,15 +66,20 @@ def test_9628_queries_over_moved_counters_fall_back_to_postgresql_17_names(dashb
     adapted = list(exprs(adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")))
     assert dict(adapted)["Checkpoint Stats"] == (
         '(irate(pg_stat_bgwriter_checkpoint_sync_time_total{server="$server"}[5m])) or '
-        '(irate(pg_stat_checkpointer_sync_time_total{server="$server"}[5m]))')
+        '(irate(pg_stat_checkpointer_sync_time_total{server="$server"}[5m]))'
+    )
     fallbacks = [expr for _, expr in adapted if "pg_stat_checkpointer_" in expr]
     assert len(fallbacks) == 3  # buffers written, write time, sync time
     assert all(expr.count(" or ") == 1 for expr in fallbacks)
     buffers = [expr for title, expr in adapted if title == "Buffers (bgwriter)"]
-    assert ('(irate(pg_stat_bgwriter_buffers_backend_total{server="$server"}[5m])) or '
-            '(irate(pgmon_stat_io_backend_writes{server="$server"}[5m]))') in buffers
-    assert ('(irate(pg_stat_bgwriter_buffers_backend_fsync_total{server="$server"}[5m])) or '
-            '(irate(pgmon_stat_io_backend_fsyncs{server="$server"}[5m]))') in buffers
+    assert (
+        '(irate(pg_stat_bgwriter_buffers_backend_total{server="$server"}[5m])) or '
+        '(irate(pgmon_stat_io_backend_writes{server="$server"}[5m]))'
+    ) in buffers
+    assert (
+        '(irate(pg_stat_bgwriter_buffers_backend_fsync_total{server="$server"}[5m])) or '
+        '(irate(pgmon_stat_io_backend_fsyncs{server="$server"}[5m]))'
+    ) in buffers
 
 
 def test_9628_fallbacks_read_series_pgmons_server_query_produces(dashboard_9628):
@@ -71,7 +92,10 @@ def test_9628_fallbacks_read_series_pgmons_server_query_produces(dashboard_9628)
 def test_9628_adaptation_refuses_a_dashboard_it_does_not_know(dashboard_9628):
     other = copy.deepcopy(dashboard_9628)
     other["templating"]["list"] = [v for v in other["templating"]["list"] if v["name"] != "release"]
-    with pytest.raises(DeployError, match=r"pgmon_dashboard_9628.file: .*no template variable\(s\) release.*revision 8"):
+    with pytest.raises(
+        DeployError,
+        match=r"pgmon_dashboard_9628.file: .*no template variable\(s\) release.*revision 8",
+    ):
         adapt_dashboard_9628(other, "pgmon_dashboard_9628.file")
     unreadable = copy.deepcopy(dashboard_9628)
     unreadable["panels"][1]["targets"][0]["expr"] = "pg_static{instance='$instance'}"
@@ -93,15 +117,21 @@ def serve_download(monkeypatch, body: bytes) -> list[str]:
         def raise_for_status(self):
             pass
 
-    monkeypatch.setattr(dashboard_module.requests, "get", lambda url, timeout: downloads.append(url) or Response())
+    monkeypatch.setattr(
+        dashboard_module.requests, "get", lambda url, timeout: downloads.append(url) or Response()
+    )
     return downloads
 
 
-def test_9628_download_is_cached_byte_for_byte_and_served_adapted(dashboard_9628, monkeypatch, tmp_path):
+def test_9628_download_is_cached_byte_for_byte_and_served_adapted(
+    dashboard_9628, monkeypatch, tmp_path
+):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     published = json.dumps(dashboard_9628, indent=1).encode()
     downloads = serve_download(monkeypatch, published)
-    settings = build_settings(group_data(pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}"}), ENVIRON)
+    settings = build_settings(
+        group_data(pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}"}), ENVIRON
+    )
     first, second = load_dashboard_9628(settings), load_dashboard_9628(settings)
     assert downloads == ["http://127.0.0.1:9/8"] and first == second
     assert "server" in {v["name"] for v in first["templating"]["list"]}
@@ -113,39 +143,63 @@ def test_9628_other_bytes_than_the_pinned_sha256_are_refused(dashboard_9628, mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     published = json.dumps(dashboard_9628).encode()
     pinned = hashlib.sha256(published).hexdigest()
-    serve_download(monkeypatch, published.replace(b"PostgreSQL Database", b"PostgreSQL Database (changed)"))
-    data = group_data(pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}", "sha256": pinned})
-    with pytest.raises(DeployError, match=rf"pgmon_dashboard_9628.sha256: http://127.0.0.1:9/8 has sha256 \w{{64}}, "
-                                          rf"not the pinned {pinned}"):
+    serve_download(
+        monkeypatch, published.replace(b"PostgreSQL Database", b"PostgreSQL Database (changed)")
+    )
+    data = group_data(
+        pgmon_dashboard_9628={"url": "http://127.0.0.1:9/{revision}", "sha256": pinned}
+    )
+    with pytest.raises(
+        DeployError,
+        match=rf"pgmon_dashboard_9628.sha256: http://127.0.0.1:9/8 has sha256 \w{{64}}, "
+        rf"not the pinned {pinned}",
+    ):
         load_dashboard_9628(build_settings(data, ENVIRON))
     assert not list((tmp_path / "pgmon").glob("*.json"))  # what was refused is not cached
 
     serve_download(monkeypatch, published)
     assert load_dashboard_9628(build_settings(data, ENVIRON))["templating"]
     (cached,) = (tmp_path / "pgmon").glob("dashboard-9628-r8-*.json")
-    cached.write_bytes(cached.read_bytes() + b"\n")  # a cache edited since, by hand or by an older pgmon
+    cached.write_bytes(
+        cached.read_bytes() + b"\n"
+    )  # a cache edited since, by hand or by an older pgmon
     with pytest.raises(DeployError, match=rf"{cached} has sha256 .*delete the cached copy"):
         load_dashboard_9628(build_settings(data, ENVIRON))
 
     other_file = tmp_path / "9628.json"
     other_file.write_bytes(published + b" ")
     with pytest.raises(DeployError, match=rf"pgmon_dashboard_9628.sha256: {other_file} has sha256"):
-        load_dashboard_9628(build_settings(group_data(pgmon_dashboard_9628={"file": str(other_file),
-                                                                            "sha256": pinned}), ENVIRON))
+        load_dashboard_9628(
+            build_settings(
+                group_data(pgmon_dashboard_9628={"file": str(other_file), "sha256": pinned}),
+                ENVIRON,
+            )
+        )
 
 
 def test_9628_sha256_must_be_written_as_sha256sum_prints_it():
-    with pytest.raises(DeployError, match=r"pgmon_dashboard_9628.sha256: .*64 lowercase hex digits"):
+    with pytest.raises(
+        DeployError, match=r"pgmon_dashboard_9628.sha256: .*64 lowercase hex digits"
+    ):
         build_settings(group_data(pgmon_dashboard_9628={"sha256": "ABC"}), ENVIRON)
 
 
 def test_9628_from_a_file_is_adapted_too():
-    settings = build_settings(group_data(pgmon_dashboard_9628={"file": str(FIXTURES / "dashboard-9628.json")}), ENVIRON)
+    settings = build_settings(
+        group_data(pgmon_dashboard_9628={"file": str(FIXTURES / "dashboard-9628.json")}), ENVIRON
+    )
     assert not any("$release" in expr for _, expr in exprs(load_dashboard_9628(settings)))
 
 
-@pytest.mark.parametrize("change", [{"templating": []}, {"panels": "x"}, {"templating": {"list": [1]}},
-                                    {"__inputs": ["DS_PROMETHEUS"]}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"templating": []},
+        {"panels": "x"},
+        {"templating": {"list": [1]}},
+        {"__inputs": ["DS_PROMETHEUS"]},
+    ],
+)
 def test_a_malformed_dashboard_file_is_refused_naming_the_field(dashboard_9628, tmp_path, change):
     path = tmp_path / "9628.json"
     path.write_text(json.dumps({**dashboard_9628, **change}))

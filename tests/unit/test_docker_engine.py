@@ -28,7 +28,9 @@ def test_distro_packages_include_compose_v2_where_the_distribution_has_it():
 
 @pytest.mark.parametrize("distro, major", [("Debian", 12), ("Ubuntu", 22)])
 def test_distro_without_compose_v2_is_refused_with_the_fix(distro, major):
-    with pytest.raises(DeployError, match="pgmon_docker_install = 'auto' \\(the default\\) or 'docker-repo'"):
+    with pytest.raises(
+        DeployError, match="pgmon_docker_install = 'auto' \\(the default\\) or 'docker-repo'"
+    ):
         plan_docker("distro", distro, major, engine_installed=False)
 
 
@@ -36,41 +38,93 @@ def test_auto_is_the_default():
     assert build_settings(group_data(), ENVIRON).config.docker_install == "auto"
 
 
-@pytest.mark.parametrize("distro, major, source", [
-    ("Debian", 13, "distro"), ("Debian", 14, "distro"), ("Ubuntu", 24, "distro"), ("Ubuntu", 26, "distro"),
-    ("Debian", 12, "docker-repo"), ("Debian", 11, "docker-repo"), ("Ubuntu", 22, "docker-repo"),
-])
-def test_auto_takes_the_distribution_where_it_has_compose_v2_and_dockers_repository_elsewhere(distro, major, source):
+@pytest.mark.parametrize(
+    "distro, major, source",
+    [
+        ("Debian", 13, "distro"),
+        ("Debian", 14, "distro"),
+        ("Ubuntu", 24, "distro"),
+        ("Ubuntu", 26, "distro"),
+        ("Debian", 12, "docker-repo"),
+        ("Debian", 11, "docker-repo"),
+        ("Ubuntu", 22, "docker-repo"),
+    ],
+)
+def test_auto_takes_the_distribution_where_it_has_compose_v2_and_dockers_repository_elsewhere(
+    distro, major, source
+):
     plan = plan_docker("auto", distro, major, engine_installed=False)
     assert plan.source == source and not plan.compose_only
-    assert plan.packages == (tuple(distro_packages(distro, major)) if source == "distro" else DOCKER_REPO_PACKAGES)
+    assert plan.packages == (
+        tuple(distro_packages(distro, major)) if source == "distro" else DOCKER_REPO_PACKAGES
+    )
 
 
 def test_forced_choices_are_kept():
-    assert plan_docker("docker-repo", "Debian", 13, engine_installed=False).packages == DOCKER_REPO_PACKAGES
+    assert (
+        plan_docker("docker-repo", "Debian", 13, engine_installed=False).packages
+        == DOCKER_REPO_PACKAGES
+    )
     assert plan_docker("distro", "Ubuntu", 24, engine_installed=False).source == "distro"
 
 
-@pytest.mark.parametrize("setting, distro, major, installed, expected", [
-    # Docker's own engine without its Compose plugin: the plugin, whatever the setting (docker.io's would conflict).
-    ("auto", "Debian", 13, {"docker-ce", "docker-ce-cli"}, DockerPlan("docker-repo", ("docker-compose-plugin",), True)),
-    ("distro", "Ubuntu", 24, {"docker-ce-cli"}, DockerPlan("docker-repo", ("docker-compose-plugin",), True)),
-    # The distribution's engine: its own Compose package where it has one...
-    ("auto", "Debian", 13, {"docker.io", "docker-cli"}, DockerPlan("distro", ("docker-compose",), True)),
-    ("auto", "Ubuntu", 24, {"docker.io"}, DockerPlan("distro", ("docker-compose-v2",), True)),
-    # ... and Docker's plugin (which works with any engine) where it has none.
-    ("auto", "Debian", 12, {"docker.io"}, DockerPlan("docker-repo", ("docker-compose-plugin",), True)),
-    ("auto", "Ubuntu", 22, set(), DockerPlan("docker-repo", ("docker-compose-plugin",), True)),
-])
-def test_an_engine_without_compose_v2_gets_compose_only(setting, distro, major, installed, expected):
+@pytest.mark.parametrize(
+    "setting, distro, major, installed, expected",
+    [
+        # Docker's own engine without its Compose plugin: the plugin, whatever the setting (docker.io's would conflict).
+        (
+            "auto",
+            "Debian",
+            13,
+            {"docker-ce", "docker-ce-cli"},
+            DockerPlan("docker-repo", ("docker-compose-plugin",), True),
+        ),
+        (
+            "distro",
+            "Ubuntu",
+            24,
+            {"docker-ce-cli"},
+            DockerPlan("docker-repo", ("docker-compose-plugin",), True),
+        ),
+        # The distribution's engine: its own Compose package where it has one...
+        (
+            "auto",
+            "Debian",
+            13,
+            {"docker.io", "docker-cli"},
+            DockerPlan("distro", ("docker-compose",), True),
+        ),
+        ("auto", "Ubuntu", 24, {"docker.io"}, DockerPlan("distro", ("docker-compose-v2",), True)),
+        # ... and Docker's plugin (which works with any engine) where it has none.
+        (
+            "auto",
+            "Debian",
+            12,
+            {"docker.io"},
+            DockerPlan("docker-repo", ("docker-compose-plugin",), True),
+        ),
+        ("auto", "Ubuntu", 22, set(), DockerPlan("docker-repo", ("docker-compose-plugin",), True)),
+    ],
+)
+def test_an_engine_without_compose_v2_gets_compose_only(
+    setting, distro, major, installed, expected
+):
     assert plan_docker(setting, distro, major, True, frozenset(installed)) == expected
 
 
 def test_operation_names_say_what_and_from_where():
-    assert plan_docker("auto", "Debian", 13, False).operation_name == "Install Docker from the distribution"
-    assert plan_docker("auto", "Debian", 12, False).operation_name == "Install Docker from Docker's apt repository"
-    assert (plan_docker("auto", "Debian", 13, True, frozenset({"docker.io"})).operation_name
-            == "Install Compose v2 from the distribution")
+    assert (
+        plan_docker("auto", "Debian", 13, False).operation_name
+        == "Install Docker from the distribution"
+    )
+    assert (
+        plan_docker("auto", "Debian", 12, False).operation_name
+        == "Install Docker from Docker's apt repository"
+    )
+    assert (
+        plan_docker("auto", "Debian", 13, True, frozenset({"docker.io"})).operation_name
+        == "Install Compose v2 from the distribution"
+    )
 
 
 def test_docker_repo_source_is_signed_and_per_distribution():
@@ -119,8 +173,9 @@ def test_docker_repo_script_follows_dockers_documented_steps(tmp_path, distro, c
         "apt-get update -q",
         "apt-get install -y -q docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin",
     ]
-    assert sources.read_text() == docker_repo_source(distro, codename).replace("/etc/apt/keyrings/docker.asc",
-                                                                               str(keyring))
+    assert sources.read_text() == docker_repo_source(distro, codename).replace(
+        "/etc/apt/keyrings/docker.asc", str(keyring)
+    )
     assert stat.S_IMODE(os.stat(keyring).st_mode) & 0o444 == 0o444
     # A failing download stops everything after it.
     (bin_dir / "curl").write_text("#!/bin/sh\nexit 22\n")

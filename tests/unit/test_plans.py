@@ -28,13 +28,18 @@ def test_fresh_host_gets_everything_and_only_the_grafana_password_reset(settings
     assert len(plan.write_files) == len(stack.files) and plan.actions == ("reset-password:grafana",)
 
 
-def test_changed_config_reloads_and_changed_password_restarts_one_exporter(settings, dashboard_9628):
+def test_changed_config_reloads_and_changed_password_restarts_one_exporter(
+    settings, dashboard_9628
+):
     stack = render_stack(settings, dashboard_9628)
     current = host_entries(stack)
     current["prometheus/rules/pgmon.rules.yml"] = Entry("f", 0o644, 0, 0, "0" * 64)
     current["exporters/billing/pgpass"] = Entry("f", 0o400, 65534, 65534, "1" * 64)
     plan = plan_files(stack, current)
-    assert [f.path for f in plan.write_files] == ["prometheus/rules/pgmon.rules.yml", "exporters/billing/pgpass"]
+    assert [f.path for f in plan.write_files] == [
+        "prometheus/rules/pgmon.rules.yml",
+        "exporters/billing/pgpass",
+    ]
     assert plan.actions == ("reload:prometheus", "restart:exporter-billing")
 
 
@@ -50,15 +55,22 @@ def test_removed_database_removes_its_directory_only(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
     current = host_entries(stack)
     dbs = group_data()["pgmon_databases"]
-    fewer = render_stack(build_settings(group_data(pgmon_databases=dbs[:2]), ENVIRON), dashboard_9628)
+    fewer = render_stack(
+        build_settings(group_data(pgmon_databases=dbs[:2]), ENVIRON), dashboard_9628
+    )
     written = frozenset(current)  # the manifest the first run left
-    current["notes.txt"] = Entry("f", 0o644, 0, 0, "2" * 64)  # a user's files: not pgmon's to remove
+    current["notes.txt"] = Entry(
+        "f", 0o644, 0, 0, "2" * 64
+    )  # a user's files: not pgmon's to remove
     current["prometheus/rules/mine.yml"] = Entry("f", 0o644, 0, 0, "3" * 64)
     current[".pgmon-stage.x1"] = Entry("d", 0o700, 0, 0)  # left by an interrupted run
     plan = plan_files(fewer, current, written)
     assert plan.remove == (".pgmon-stage.x1", "exporters/ledger")
     assert [f.path for f in plan.write_files] == [
-        "docker-compose.yml", "prometheus/targets/postgres.json", ".pgmon-manifest"]
+        "docker-compose.yml",
+        "prometheus/targets/postgres.json",
+        ".pgmon-manifest",
+    ]
     # A host deployed before the manifest existed: only a removed database's folder is pgmon's to prune.
     assert plan_files(fewer, current, None).remove == (".pgmon-stage.x1", "exporters/ledger")
 
@@ -73,16 +85,25 @@ def test_container_plan(settings, dashboard_9628):
     del running["grafana"]
     plan = plan_containers(desired, running)
     assert (plan.start, plan.recreate, plan.start_stopped, plan.remove) == (
-        ("grafana",), ("exporter-shop",), ("exporter-billing",), ("exporter-gone",))
+        ("grafana",),
+        ("exporter-shop",),
+        ("exporter-billing",),
+        ("exporter-gone",),
+    )
 
 
 def test_parse_state_reads_the_host_listing():
-    state = parse_state([
-        "docker-installed", "engine 28.2.2", "compose 2.26.1",
-        "container exporter-shop abc running",
-        "entry d 755 0 0 .", "entry f 400 65534 65534 ./exporters/shop/pgpass",
-        "sum " + "a" * 64 + "  ./exporters/shop/pgpass",
-    ])
+    state = parse_state(
+        [
+            "docker-installed",
+            "engine 28.2.2",
+            "compose 2.26.1",
+            "container exporter-shop abc running",
+            "entry d 755 0 0 .",
+            "entry f 400 65534 65534 ./exporters/shop/pgpass",
+            "sum " + "a" * 64 + "  ./exporters/shop/pgpass",
+        ]
+    )
     assert (state.engine_version, state.compose_version) == ("28.2.2", "2.26.1")
     assert state.containers == {"exporter-shop": Container("abc", "running")}
     assert state.entries["exporters/shop/pgpass"] == Entry("f", 0o400, 65534, 65534, "a" * 64)
@@ -92,8 +113,10 @@ def test_parse_state_reads_the_host_listing():
 
 def test_actions_only_touch_existing_containers():
     command = action_command("restart:exporter-shop", "pgmon", "/opt/pgmon")
-    assert command == ("if docker container inspect -f '{{.State.Running}}' pgmon-exporter-shop 2>/dev/null "
-                       "| grep -qx true; then docker restart pgmon-exporter-shop >/dev/null; fi")
+    assert command == (
+        "if docker container inspect -f '{{.State.Running}}' pgmon-exporter-shop 2>/dev/null "
+        "| grep -qx true; then docker restart pgmon-exporter-shop >/dev/null; fi"
+    )
     reset = action_command("reset-password:grafana", "pgmon", "/opt/pgmon")
     assert "--password-from-stdin < /opt/pgmon/grafana/secrets/admin_password" in reset
     # A container just started gets the time to create its database before the reset.
@@ -107,9 +130,17 @@ def test_only_components_with_changed_files_are_checked_whole(settings, dashboar
     assert plan_files(stack, current).candidates == ()
     current["prometheus/rules/pgmon.rules.yml"] = Entry("f", 0o644, 0, 0, "0" * 64)
     (candidate,) = plan_files(stack, current).candidates
-    assert candidate.check.directory == "prometheus" and candidate.check.command[0] == "/bin/promtool"
-    assert {f.path for f in candidate.files} == {f.path for f in stack.files if f.path.startswith("prometheus/")}
-    assert [d.path for d in candidate.directories] == ["prometheus", "prometheus/rules", "prometheus/targets"]
+    assert (
+        candidate.check.directory == "prometheus" and candidate.check.command[0] == "/bin/promtool"
+    )
+    assert {f.path for f in candidate.files} == {
+        f.path for f in stack.files if f.path.startswith("prometheus/")
+    }
+    assert [d.path for d in candidate.directories] == [
+        "prometheus",
+        "prometheus/rules",
+        "prometheus/targets",
+    ]
 
 
 def test_renaming_grafanas_admin_is_refused_before_anything_changes(settings):
@@ -120,6 +151,9 @@ def test_renaming_grafanas_admin_is_refused_before_anything_changes(settings):
     assert state.grafana_admin_user == "admin"
     refuse_admin_rename(settings, state)  # the same name: fine
     renamed = build_settings(group_data(pgmon_grafana_admin_user="root"), ENVIRON)
-    with pytest.raises(DeployError, match="pgmon_grafana_admin_user: Grafana on this host was set up with the admin"):
+    with pytest.raises(
+        DeployError,
+        match="pgmon_grafana_admin_user: Grafana on this host was set up with the admin",
+    ):
         refuse_admin_rename(renamed, state)
     refuse_admin_rename(renamed, parse_state(["docker-installed"]))  # no Grafana yet: any name

@@ -81,21 +81,68 @@ COMMON = dict(
     print_blob=False,
     # No explain phase: it reruns many examples only to list the lines failing examples ran.
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 
-DEFAULT_TIMING = {"postgres_down_for": "1m", "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
-SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
-               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"}
+DEFAULT_TIMING = {
+    "postgres_down_for": "1m",
+    "group_wait": "30s",
+    "group_interval": "5m",
+    "repeat_interval": "4h",
+}
+SYSTEM_DIRS = {
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+}
 PGMON_TARGET_LABELS = {"database", "server", "instance", "job", "__name__"}
 # Labels postgres_exporter 0.17's collectors put on their series (pg_stat_activity, pg_locks, pg_stat_statements,
 # the table collectors, pg_replication_slots, pg_scrape_collector_success, pg_static).
-EXPORTER_SERIES_LABELS = {"datname", "state", "mode", "usename", "application_name", "backend_type", "wait_event_type",
-                          "queryid", "user", "schemaname", "relname", "indexrelname", "collector", "slot_name",
-                          "slot_type", "client_addr", "version", "short_version"}
+EXPORTER_SERIES_LABELS = {
+    "datname",
+    "state",
+    "mode",
+    "usename",
+    "application_name",
+    "backend_type",
+    "wait_event_type",
+    "queryid",
+    "user",
+    "schemaname",
+    "relname",
+    "indexrelname",
+    "collector",
+    "slot_name",
+    "slot_type",
+    "client_addr",
+    "version",
+    "short_version",
+}
 
 
 # ------------------------------------------------------------------ settings
+
 
 def build(case: Case):
     """(settings, None), or (None, the DeployError message). Any other exception fails the test."""
@@ -125,15 +172,33 @@ def check_refusal(case: Case, message: str) -> None:
     unnamed = [p for p in problems if not p.startswith("pgmon_")]
     assert not unnamed, f"DeployError lines that name no pgmon_ field: {unnamed}"
     plain = list(_plain_strings(case.group_data))
-    leaked = sorted(s for s in case.secrets if len(s) >= 12 and s in message and not any(s in p for p in plain))
+    leaked = sorted(
+        s for s in case.secrets if len(s) >= 12 and s in message and not any(s in p for p in plain)
+    )
     assert not leaked, f"DeployError repeats secret value(s) {leaked}:\n{message}"
 
 
 # ------------------------------------------------------------------ how consumers read values
 
-_GO_NULL_BOOL = {"", "~", "null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE", "<<"}
+_GO_NULL_BOOL = {
+    "",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "true",
+    "True",
+    "TRUE",
+    "false",
+    "False",
+    "FALSE",
+    "<<",
+}
 _GO_SPECIAL_FLOATS = {sign + dot for sign in ("", "+", "-") for dot in (".inf", ".Inf", ".INF")} | {
-    ".nan", ".NaN", ".NAN"}
+    ".nan",
+    ".NaN",
+    ".NAN",
+}
 _GO_INT = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
 _YAML_STYLE_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _GO_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?")
@@ -184,7 +249,9 @@ def _go_host_ok(host: str) -> bool:
     while i < len(host):
         c = host[i]
         if c == "%":
-            if not re.fullmatch(r"%[0-9a-fA-F]{2}", host[i:i + 3]) or (host[i + 1] < "8" and host[i:i + 3] != "%25"):
+            if not re.fullmatch(r"%[0-9a-fA-F]{2}", host[i : i + 3]) or (
+                host[i + 1] < "8" and host[i : i + 3] != "%25"
+            ):
                 return False
             i += 3
             continue
@@ -199,8 +266,12 @@ _GO_USERINFO_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def go_userinfo(user: str, password: str) -> str:
     """Go's url.UserPassword(user, password).String()."""
+
     def escape(text):
-        return "".join(chr(b) if chr(b) in _GO_USERINFO_SAFE else f"%{b:02X}" for b in text.encode())
+        return "".join(
+            chr(b) if chr(b) in _GO_USERINFO_SAFE else f"%{b:02X}" for b in text.encode()
+        )
+
     return f"{escape(user)}:{escape(password)}"
 
 
@@ -224,18 +295,23 @@ def go_url_parse(url: str) -> dict | None:
         return None
     if host.startswith("["):
         end = host.rfind("]")
-        if end < 0 or not re.fullmatch(r"(:[0-9]*)?", host[end + 1:]):
+        if end < 0 or not re.fullmatch(r"(:[0-9]*)?", host[end + 1 :]):
             return None
-    elif ":" in host and not re.fullmatch(r"[0-9]*", host[host.rfind(":") + 1:]):
+    elif ":" in host and not re.fullmatch(r"[0-9]*", host[host.rfind(":") + 1 :]):
         return None
     if not _go_host_ok(host):
         return None
     # net.SplitHostPort
     if host.startswith("["):
         end = host.find("]")
-        if end + 1 >= len(host) or host[end + 1] != ":" or "[" in host[1:end] or "]" in host[end + 1:]:
+        if (
+            end + 1 >= len(host)
+            or host[end + 1] != ":"
+            or "[" in host[1:end]
+            or "]" in host[end + 1 :]
+        ):
             return None
-        name, port = host[1:end], host[end + 2:]
+        name, port = host[1:end], host[end + 2 :]
     elif ":" in host:
         name, _, port = host.rpartition(":")
         if ":" in name or "[" in name or "]" in name:
@@ -252,8 +328,15 @@ def go_url_parse(url: str) -> dict | None:
         key, _, value = pair.partition("=")
         if key and ";" not in pair:
             params.setdefault(unquote(key.replace("+", " ")), unquote(value.replace("+", " ")))
-    return {"host": name, "port": port, "dbname": path if slash else "", "user": user, "password": password,
-            "params": params, "fragment": fragment}
+    return {
+        "host": name,
+        "port": port,
+        "dbname": path if slash else "",
+        "user": user,
+        "password": password,
+        "params": params,
+        "fragment": fragment,
+    }
 
 
 def pgpass_password(content: bytes, host: str, port: str, dbname: str, user: str) -> str | None:
@@ -272,12 +355,16 @@ def pgpass_password(content: bytes, host: str, port: str, dbname: str, user: str
             else:
                 field += c
         fields.append(field)
-        if len(fields) == 5 and all(f in ("*", want) for f, want in zip(fields, (host, port, dbname, user))):
+        if len(fields) == 5 and all(
+            f in ("*", want) for f, want in zip(fields, (host, port, dbname, user), strict=False)
+        ):
             return fields[4]
     return None
 
 
-def container_file(compose: dict, service: str, path: str, base_dir: str, files: dict[str, bytes]) -> bytes | None:
+def container_file(
+    compose: dict, service: str, path: str, base_dir: str, files: dict[str, bytes]
+) -> bytes | None:
     """The content a service sees at ``path``, through its bind mounts of base_dir's folders."""
     base = posixpath.normpath(base_dir)
     for volume in compose["services"][service].get("volumes", []):
@@ -286,19 +373,31 @@ def container_file(compose: dict, service: str, path: str, base_dir: str, files:
         else:
             source, _, rest = volume.replace("$$", "$").partition(":")
             target = rest.split(":")[0]
-        source = posixpath.normpath(source) if source.startswith("/") else source  # the engine's reading
-        relative = source[2:] if source.startswith("./") else source[len(base) + 1:] \
-            if source.startswith(base + "/") else None
+        source = (
+            posixpath.normpath(source) if source.startswith("/") else source
+        )  # the engine's reading
+        relative = (
+            source[2:]
+            if source.startswith("./")
+            else source[len(base) + 1 :]
+            if source.startswith(base + "/")
+            else None
+        )
         if relative is not None and path.startswith(target.rstrip("/") + "/"):
-            return files.get(posixpath.normpath(relative + path[len(target.rstrip("/")):]))
+            return files.get(posixpath.normpath(relative + path[len(target.rstrip("/")) :]))
     return None
 
 
-def exporter_connection(compose: dict, service: str, base_dir: str, files: dict[str, bytes]) -> dict | None:
+def exporter_connection(
+    compose: dict, service: str, base_dir: str, files: dict[str, bytes]
+) -> dict | None:
     """The host, port, dbname, user, password and sslmode a postgres_exporter service connects with: the DSN
     postgres_exporter builds from DATA_SOURCE_* (its getDataSources), read by lib/pq over the PG* variables."""
-    env = {k: v.replace("$$", "$") for k, v in (compose["services"][service].get("environment") or {}).items()
-           if isinstance(v, str)}
+    env = {
+        k: v.replace("$$", "$")
+        for k, v in (compose["services"][service].get("environment") or {}).items()
+        if isinstance(v, str)
+    }
 
     def read(path):
         content = container_file(compose, service, path, base_dir, files)
@@ -307,17 +406,28 @@ def exporter_connection(compose: dict, service: str, base_dir: str, files: dict[
     if env.get("DATA_SOURCE_NAME"):
         dsn = env["DATA_SOURCE_NAME"]
     else:
-        user = (read(env["DATA_SOURCE_USER_FILE"]) or "").strip() if "DATA_SOURCE_USER_FILE" in env \
+        user = (
+            (read(env["DATA_SOURCE_USER_FILE"]) or "").strip()
+            if "DATA_SOURCE_USER_FILE" in env
             else env.get("DATA_SOURCE_USER", "")
-        password = (read(env["DATA_SOURCE_PASS_FILE"]) or "").strip() if "DATA_SOURCE_PASS_FILE" in env \
+        )
+        password = (
+            (read(env["DATA_SOURCE_PASS_FILE"]) or "").strip()
+            if "DATA_SOURCE_PASS_FILE" in env
             else env.get("DATA_SOURCE_PASS", "")
+        )
         dsn = f"postgresql://{go_userinfo(user, password)}@{env.get('DATA_SOURCE_URI', '')}"
     url = go_url_parse(dsn)
     if url is None or url["fragment"]:
         return None
-    connection = {"host": env.get("PGHOST", ""), "port": env.get("PGPORT", "5432"), "dbname": env.get("PGDATABASE", ""),
-                  "user": env.get("PGUSER", ""), "password": env.get("PGPASSWORD"),
-                  "sslmode": env.get("PGSSLMODE", "prefer")}
+    connection = {
+        "host": env.get("PGHOST", ""),
+        "port": env.get("PGPORT", "5432"),
+        "dbname": env.get("PGDATABASE", ""),
+        "user": env.get("PGUSER", ""),
+        "password": env.get("PGPASSWORD"),
+        "sslmode": env.get("PGSSLMODE", "prefer"),
+    }
     for key in ("host", "port", "dbname", "user", "password"):
         if url[key]:
             connection[key] = url[key]
@@ -325,7 +435,12 @@ def exporter_connection(compose: dict, service: str, base_dir: str, files: dict[
     if connection["password"] is None and env.get("PGPASSFILE"):
         passfile = read(env["PGPASSFILE"])
         connection["password"] = passfile and pgpass_password(
-            passfile.encode(), connection["host"], connection["port"], connection["dbname"], connection["user"])
+            passfile.encode(),
+            connection["host"],
+            connection["port"],
+            connection["dbname"],
+            connection["user"],
+        )
     return connection
 
 
@@ -359,8 +474,10 @@ def alertmanager_url_ok(url: str) -> bool:
     return bool(match and match.group(2).rpartition("@")[2])
 
 
-_PROM_DURATION = re.compile(r"(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?"
-                            r"(?:([0-9]+)s)?(?:([0-9]+)ms)?")
+_PROM_DURATION = re.compile(
+    r"(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?"
+    r"(?:([0-9]+)s)?(?:([0-9]+)ms)?"
+)
 _UNIT_MS = (31536000000, 604800000, 86400000, 3600000, 60000, 1000, 1)
 
 
@@ -371,13 +488,23 @@ def prometheus_duration_ms(text: str) -> int | None:
     match = _PROM_DURATION.fullmatch(text) if text and "\n" not in text else None
     if not match:
         return None
-    total = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_MS) if n is not None)
+    total = sum(
+        int(n) * unit for n, unit in zip(match.groups(), _UNIT_MS, strict=False) if n is not None
+    )
     return total if total * 1_000_000 <= 2**63 - 1 else None
 
 
 def pgmon_duration_ms(text: str) -> int:
     """What pgmon's own checks (e.g. 'at least 4 scrapes') take a duration to mean."""
-    units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000, "w": 604800000, "y": 31536000000}
+    units = {
+        "ms": 1,
+        "s": 1000,
+        "m": 60000,
+        "h": 3600000,
+        "d": 86400000,
+        "w": 604800000,
+        "y": 31536000000,
+    }
     return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", text))
 
 
@@ -388,11 +515,17 @@ def _database_entries(case: Case) -> list[dict]:
 def configured_durations(case: Case) -> list[tuple[str, str]]:
     data = case.group_data
     found = [(f"pgmon_alert_timing.{k}", v) for k, v in data.get("pgmon_alert_timing", {}).items()]
-    found += [(f"pgmon_alert_thresholds.{k}", v) for k, v in data.get("pgmon_alert_thresholds", {}).items()
-              if k.endswith(("_for", "_window"))]
+    found += [
+        (f"pgmon_alert_thresholds.{k}", v)
+        for k, v in data.get("pgmon_alert_thresholds", {}).items()
+        if k.endswith(("_for", "_window"))
+    ]
     for index, db in enumerate(_database_entries(case)):
-        found += [(f"pgmon_databases[{index}].alert_thresholds.{k}", v)
-                  for k, v in db.get("alert_thresholds", {}).items() if k.endswith(("_for", "_window"))]
+        found += [
+            (f"pgmon_databases[{index}].alert_thresholds.{k}", v)
+            for k, v in db.get("alert_thresholds", {}).items()
+            if k.endswith(("_for", "_window"))
+        ]
     if "interval" in data.get("pgmon_watchdog", {}):
         found.append(("pgmon_watchdog.interval", data["pgmon_watchdog"]["interval"]))
     return found
@@ -401,7 +534,9 @@ def configured_durations(case: Case) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ reading the rules back
 
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\'(?:[^\'\\]|\\.)*\'')
-_NUMBER = re.compile(r"(?<![\w.:])([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+|[Ii]nf|NaN|nan)(?![\w.\]])")
+_NUMBER = re.compile(
+    r"(?<![\w.:])([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+|[Ii]nf|NaN|nan)(?![\w.\]])"
+)
 
 
 def rule_readback(files: dict[str, bytes]) -> tuple[set[float], set[str]]:
@@ -411,7 +546,9 @@ def rule_readback(files: dict[str, bytes]) -> tuple[set[float], set[str]]:
         for rule in group["rules"]:
             durations.add(str(rule.get("for", "")))
             expr = rule["expr"]
-            durations.update(re.findall(r"\[([^\]:]+)(?::[^\]]*)?\]", _STRING_LITERAL.sub('""', expr)))
+            durations.update(
+                re.findall(r"\[([^\]:]+)(?::[^\]]*)?\]", _STRING_LITERAL.sub('""', expr))
+            )
             numbers.update(float(n) for n in _NUMBER.findall(_STRING_LITERAL.sub('""', expr)))
     return numbers, durations
 
@@ -421,8 +558,15 @@ def expected_threshold_readbacks(case: Case) -> list[tuple[str, object]]:
     and each global one that some database (or the processing host) still uses."""
     dbs = _database_entries(case)
     own = [db.get("alert_thresholds", {}) for db in dbs]
-    server_keys = {"connections_percent", "connections_for", "replication_lag_seconds", "replication_lag_for",
-                   "wraparound_percent", "wraparound_for", "restart_window"}
+    server_keys = {
+        "connections_percent",
+        "connections_for",
+        "replication_lag_seconds",
+        "replication_lag_for",
+        "wraparound_percent",
+        "wraparound_for",
+        "restart_window",
+    }
 
     def server(db):
         return (db["host"], int(db.get("port", 5432)))
@@ -430,13 +574,19 @@ def expected_threshold_readbacks(case: Case) -> list[tuple[str, object]]:
     expected = []
     for key, value in case.group_data.get("pgmon_alert_thresholds", {}).items():
         used = key.startswith("host_") or any(
-            key not in own[i] and not (key in server_keys and any(key in own[j] for j in range(len(dbs))
-                                                                    if server(dbs[j]) == server(db)))
-            for i, db in enumerate(dbs))
+            key not in own[i]
+            and not (
+                key in server_keys
+                and any(key in own[j] for j in range(len(dbs)) if server(dbs[j]) == server(db))
+            )
+            for i, db in enumerate(dbs)
+        )
         if used:
             expected.append((f"pgmon_alert_thresholds.{key}", value))
     for index, thresholds in enumerate(own):
-        expected += [(f"pgmon_databases[{index}].alert_thresholds.{k}", v) for k, v in thresholds.items()]
+        expected += [
+            (f"pgmon_databases[{index}].alert_thresholds.{k}", v) for k, v in thresholds.items()
+        ]
     timing = case.group_data.get("pgmon_alert_timing", {})
     if "postgres_down_for" in timing:
         expected.append(("pgmon_alert_timing.postgres_down_for", timing["postgres_down_for"]))
@@ -477,6 +627,7 @@ def exporter_labels_read(files: dict[str, bytes]) -> set[str]:
 
 # ------------------------------------------------------------------ the pure-Python readback
 
+
 def check_stack(case: Case, stack) -> None:
     data, env = case.group_data, case.environ
     files = {f.path: f.content for f in stack.files}
@@ -487,32 +638,46 @@ def check_stack(case: Case, stack) -> None:
     resolved = posixpath.normpath("/" + "/".join(parts))
     assert "." not in parts and ".." not in parts and resolved not in SYSTEM_DIRS, (
         f"base_dir {base!r} accepted: it is {resolved!r}, whose prometheus/, alertmanager/ and grafana/ "
-        "pgmon would prune")
+        "pgmon would prune"
+    )
 
     misread = yaml12_misreads(files["docker-compose.yml"])
-    assert not misread, f"docker-compose.yml: plain scalars YAML 1.2 (Compose) reads as non-strings: {misread}"
+    assert not misread, (
+        f"docker-compose.yml: plain scalars YAML 1.2 (Compose) reads as non-strings: {misread}"
+    )
 
     compose = yaml.safe_load(files["docker-compose.yml"])
     project = data.get("pgmon_project", "pgmon")
     assert compose["name"] == project
     assert compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_USER"] == data.get(
-        "pgmon_grafana_admin_user", "admin").replace("$", "$$")
+        "pgmon_grafana_admin_user", "admin"
+    ).replace("$", "$$")
 
-    admin_password_file = compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    admin_password_file = compose["services"]["grafana"]["environment"][
+        "GF_SECURITY_ADMIN_PASSWORD__FILE"
+    ]
     admin_password = container_file(compose, "grafana", admin_password_file, base, files)
     assert admin_password is not None and admin_password.decode().strip() == env["GRAFANA_PW"], (
-        f"Grafana's admin password file holds {admin_password!r}; Grafana reads it trimmed")
+        f"Grafana's admin password file holds {admin_password!r}; Grafana reads it trimmed"
+    )
 
     for db in dbs:
         host, port = db["host"], int(db.get("port", 5432))
         want_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        want = {"host": want_host, "port": str(port), "dbname": db["dbname"], "user": db["user"],
-                "password": env[db["password_env"]], "sslmode": db.get("sslmode", "require")}
+        want = {
+            "host": want_host,
+            "port": str(port),
+            "dbname": db["dbname"],
+            "user": db["user"],
+            "password": env[db["password_env"]],
+            "sslmode": db.get("sslmode", "require"),
+        }
         got = exporter_connection(compose, f"exporter-{db['name']}", base, files)
         got = got and {key: got.get(key) for key in want}
         assert got == want, (
             f"exporter of {db['name']!r} (host {host!r}): configured {want}, postgres_exporter and lib/pq read "
-            f"{got} (None: Go's net/url refuses the DSN)")
+            f"{got} (None: Go's net/url refuses the DSN)"
+        )
         resolvable = _go_is_domain_name(want_host)
         try:
             ipaddress.ip_address(want_host)
@@ -527,14 +692,22 @@ def check_stack(case: Case, stack) -> None:
         host, port = db["host"], int(db.get("port", 5432))
         bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         server = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
-        expected = {**db.get("labels", {}), "database": db["name"], "server": server, "instance": db["name"]}
+        expected = {
+            **db.get("labels", {}),
+            "database": db["name"],
+            "server": server,
+            "instance": db["name"],
+        }
         assert by_database[db["name"]] == expected
-    bad_names = sorted({k for t in targets for k in t["labels"] if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", k)})
+    bad_names = sorted(
+        {k for t in targets for k in t["labels"] if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", k)}
+    )
     assert not bad_names, f"targets JSON: {bad_names} are not Prometheus label names"
     shadowed = sorted({k for db in dbs for k in db.get("labels", {})} & exporter_labels_read(files))
     assert not shadowed, (
         f"labels {shadowed} accepted: postgres_exporter's series carry them and pgmon's rules or dashboards read "
-        f"them; as target labels they replace the exporter's (renamed exported_*)")
+        f"them; as target labels they replace the exporter's (renamed exported_*)"
+    )
 
     am = yaml.safe_load(files["alertmanager/alertmanager.yml"])
     timing = {**DEFAULT_TIMING, **data.get("pgmon_alert_timing", {})}
@@ -544,16 +717,23 @@ def check_stack(case: Case, stack) -> None:
 
     def alertmanager_file(path: str) -> str | None:
         content = container_file(compose, "alertmanager", path, base, files)
-        return None if content is None else content.decode().strip()  # Alertmanager trims what it reads
+        return (
+            None if content is None else content.decode().strip()
+        )  # Alertmanager trims what it reads
 
     if "pgmon_telegram" in data:
         configs = receivers["telegram"]["telegram_configs"]
         entries = list(dict.fromkeys(entry.strip() for entry in env["TG_CHAT"].split(",")))
-        chat_ids = [str(c["chat_id"]) if "chat_id" in c else alertmanager_file(c["chat_id_file"]) for c in configs]
+        chat_ids = [
+            str(c["chat_id"]) if "chat_id" in c else alertmanager_file(c["chat_id_file"])
+            for c in configs
+        ]
         assert chat_ids == entries, f"chat ids {env['TG_CHAT']!r} read back as {chat_ids}"
         api_url = data["pgmon_telegram"].get("api_url", "https://api.telegram.org")
         assert all(c["api_url"].rstrip("/") == api_url.rstrip("/") for c in configs)
-        assert alertmanager_url_ok(api_url), f"Telegram api_url {api_url!r} accepted: Alertmanager refuses it"
+        assert alertmanager_url_ok(api_url), (
+            f"Telegram api_url {api_url!r} accepted: Alertmanager refuses it"
+        )
 
     def secret_file(receiver: str, kind: str, key: str) -> str | None:
         return alertmanager_file(receivers[receiver][kind][0][key])
@@ -561,19 +741,27 @@ def check_stack(case: Case, stack) -> None:
     if "pgmon_discord" in data:
         url = secret_file("discord", "discord_configs", "webhook_url_file")
         assert url == env["DISCORD_URL"].strip()
-        assert alertmanager_url_ok(url), f"Discord webhook {url!r} accepted: Alertmanager cannot post to it"
+        assert alertmanager_url_ok(url), (
+            f"Discord webhook {url!r} accepted: Alertmanager cannot post to it"
+        )
     if "pgmon_watchdog" in data:
         url = secret_file("watchdog", "webhook_configs", "url_file")
         assert url == env["WD_URL"].strip()
-        assert alertmanager_url_ok(url), f"watchdog URL {url!r} accepted: Alertmanager cannot post to it"
+        assert alertmanager_url_ok(url), (
+            f"watchdog URL {url!r} accepted: Alertmanager cannot post to it"
+        )
         interval = data["pgmon_watchdog"].get("interval", "1m")
         watchdog_route = next(r for r in am["route"]["routes"] if r["receiver"] == "watchdog")
         assert watchdog_route["repeat_interval"] == interval
 
-    differing = [(where, d, prometheus_duration_ms(d), pgmon_duration_ms(d)) for where, d in configured_durations(case)
-                 if prometheus_duration_ms(d) != pgmon_duration_ms(d)]
+    differing = [
+        (where, d, prometheus_duration_ms(d), pgmon_duration_ms(d))
+        for where, d in configured_durations(case)
+        if prometheus_duration_ms(d) != pgmon_duration_ms(d)
+    ]
     assert not differing, (
-        f"durations accepted that Prometheus/Alertmanager refuse (None) or read otherwise: {differing}")
+        f"durations accepted that Prometheus/Alertmanager refuse (None) or read otherwise: {differing}"
+    )
 
     numbers, durations = rule_readback(files)
     missing = []
@@ -604,19 +792,24 @@ def test_settings_and_render_read_back(capsys):
 
     run()
     with capsys.disabled():
-        print(f"\n[properties] settings+render: {sum(counts.values())} examples, {counts['refused']} refused "
-              f"with a DeployError, {counts['rendered']} rendered and read back")
+        print(
+            f"\n[properties] settings+render: {sum(counts.values())} examples, {counts['refused']} refused "
+            f"with a DeployError, {counts['rendered']} rendered and read back"
+        )
 
 
 # ------------------------------------------------------------------ the external tools
+
 
 def write_tree(stack, root: Path) -> None:
     for f in stack.files:
         path = root / f.path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f.content)
-    for config, prefix, local in (("prometheus/prometheus.yml", "/etc/prometheus/", "prometheus"),
-                                  ("alertmanager/alertmanager.yml", "/etc/alertmanager/", "alertmanager")):
+    for config, prefix, local in (
+        ("prometheus/prometheus.yml", "/etc/prometheus/", "prometheus"),
+        ("alertmanager/alertmanager.yml", "/etc/alertmanager/", "alertmanager"),
+    ):
         path = root / config
         path.write_text(path.read_text().replace(prefix, f"{root / local}/"))
 
@@ -626,13 +819,19 @@ def alertmanager_with_inline_secrets(root: Path) -> Path:
     judge them given as values."""
     config = yaml.safe_load((root / "alertmanager/alertmanager.yml").read_text())
     for receiver in config["receivers"]:
-        for kind, key, inline in (("discord_configs", "webhook_url_file", "webhook_url"),
-                                  ("webhook_configs", "url_file", "url"),
-                                  ("telegram_configs", "chat_id_file", "chat_id")):
+        for kind, key, inline in (
+            ("discord_configs", "webhook_url_file", "webhook_url"),
+            ("webhook_configs", "url_file", "url"),
+            ("telegram_configs", "chat_id_file", "chat_id"),
+        ):
             for item in receiver.get(kind, []):
                 if key in item:
                     value = Path(item.pop(key)).read_text().strip()
-                    item[inline] = int(value) if inline == "chat_id" and re.fullmatch(r"-?[0-9]+", value) else value
+                    item[inline] = (
+                        int(value)
+                        if inline == "chat_id" and re.fullmatch(r"-?[0-9]+", value)
+                        else value
+                    )
     path = root / "alertmanager-inline.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path
@@ -665,16 +864,37 @@ def run_tools(root: Path) -> dict[str, tuple[int, str]]:
         return h.hexdigest()
 
     commands = {
-        "promtool check config": (["promtool", "check", "config", str(root / "prometheus/prometheus.yml")], None,
-                                  digest(root / "prometheus")),
-        "promtool check rules": (["promtool", "check", "rules", str(root / "prometheus/rules/pgmon.rules.yml"),
-                                  str(root / "prometheus/rules/pgmon.recording.yml")], None,
-                                 digest(root / "prometheus/rules")),
-        "amtool check-config": (["amtool", "check-config", str(root / "alertmanager/alertmanager.yml")], None,
-                                digest(root / "alertmanager")),
-        "amtool check-config (secrets inline)": (["amtool", "check-config", str(inline)], None, digest(inline)),
-        "docker compose config": (["docker", "compose", "config", "--format", "json"], compose_env,
-                                  digest(root / "docker-compose.yml")),
+        "promtool check config": (
+            ["promtool", "check", "config", str(root / "prometheus/prometheus.yml")],
+            None,
+            digest(root / "prometheus"),
+        ),
+        "promtool check rules": (
+            [
+                "promtool",
+                "check",
+                "rules",
+                str(root / "prometheus/rules/pgmon.rules.yml"),
+                str(root / "prometheus/rules/pgmon.recording.yml"),
+            ],
+            None,
+            digest(root / "prometheus/rules"),
+        ),
+        "amtool check-config": (
+            ["amtool", "check-config", str(root / "alertmanager/alertmanager.yml")],
+            None,
+            digest(root / "alertmanager"),
+        ),
+        "amtool check-config (secrets inline)": (
+            ["amtool", "check-config", str(inline)],
+            None,
+            digest(inline),
+        ),
+        "docker compose config": (
+            ["docker", "compose", "config", "--format", "json"],
+            compose_env,
+            digest(root / "docker-compose.yml"),
+        ),
     }
     results, running = {}, {}
     for name, (argv, env, key) in commands.items():
@@ -682,8 +902,17 @@ def run_tools(root: Path) -> dict[str, tuple[int, str]]:
         if key in _TOOL_CACHE:
             results[name] = _TOOL_CACHE[key]
         else:
-            running[name] = (key, subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE,
-                                                   stderr=subprocess.PIPE, text=True))
+            running[name] = (
+                key,
+                subprocess.Popen(
+                    argv,
+                    cwd=root,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
     for name, (key, process) in running.items():
         out, err = process.communicate(timeout=120)
         output = (out + ("\n" if out and err else "") + err).replace(str(root), "<tree>")
@@ -713,7 +942,7 @@ def check_with_tools(case: Case, stack, root: Path) -> None:
     code, out = results["docker compose config"]
     assert code == 0, f"docker compose config:\n{out}"
 
-    composed = json.loads(out[out.find("{"): out.rfind("}") + 1])
+    composed = json.loads(out[out.find("{") : out.rfind("}") + 1])
     written = yaml.safe_load((root / "docker-compose.yml").read_text())
     project = data.get("pgmon_project", "pgmon")
     assert composed["name"] == project, f"project {project!r} reads back as {composed['name']!r}"
@@ -735,7 +964,8 @@ def check_with_tools(case: Case, stack, root: Path) -> None:
     bind = data.get("pgmon_grafana_bind_address", "0.0.0.0")
     ports = composed["services"]["grafana"]["ports"]
     assert [(p.get("host_ip"), p["published"], p["target"]) for p in ports] == [
-        (bind, str(data.get("pgmon_grafana_port", 3000)), 3000)], f"Grafana bound to {bind!r} reads back as {ports}"
+        (bind, str(data.get("pgmon_grafana_port", 3000)), 3000)
+    ], f"Grafana bound to {bind!r} reads back as {ports}"
 
 
 @needs_tools
@@ -748,12 +978,16 @@ def test_rendered_files_pass_the_tools(capsys):
         stack_settings, message = build(case)
         if message is not None:
             counts["refused"] += 1
-            assume(False)  # not an example for the tools: the refusal's properties are the other test's
+            assume(
+                False
+            )  # not an example for the tools: the refusal's properties are the other test's
         counts["checked"] += 1
         event("checked by the tools")
         check_with_tools(case, render_stack(stack_settings, DASHBOARD_9628), fresh_tree())
 
     run()
     with capsys.disabled():
-        print(f"\n[properties] tools: {counts['checked']} rendered examples checked by promtool, amtool and "
-              f"docker compose config ({counts['refused']} refused examples skipped)")
+        print(
+            f"\n[properties] tools: {counts['checked']} rendered examples checked by promtool, amtool and "
+            f"docker compose config ({counts['refused']} refused examples skipped)"
+        )

@@ -35,30 +35,49 @@ def _container_paths_to(root: Path, path: Path, prefix: str, local: str) -> None
 @needs_promtool
 def test_prometheus_config_and_rules_pass_promtool(settings, dashboard_9628, tmp_path):
     paths = write_tree(render_stack(settings, dashboard_9628), tmp_path)
-    _container_paths_to(tmp_path, paths["prometheus/prometheus.yml"], "/etc/prometheus/", "prometheus")
-    result = subprocess.run(["promtool", "check", "config", paths["prometheus/prometheus.yml"]],
-                            capture_output=True, text=True)
+    _container_paths_to(
+        tmp_path, paths["prometheus/prometheus.yml"], "/etc/prometheus/", "prometheus"
+    )
+    result = subprocess.run(
+        ["promtool", "check", "config", paths["prometheus/prometheus.yml"]],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 rule files found" in result.stdout and "WARNING" not in result.stdout + result.stderr
     for rules in ("pgmon.rules.yml", "pgmon.recording.yml"):
-        result = subprocess.run(["promtool", "check", "rules", paths[f"prometheus/rules/{rules}"]],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["promtool", "check", "rules", paths[f"prometheus/rules/{rules}"]],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
 @needs_amtool
 def test_alertmanager_config_passes_amtool_and_templates_render(settings, dashboard_9628, tmp_path):
     paths = write_tree(render_stack(settings, dashboard_9628), tmp_path)
-    _container_paths_to(tmp_path, paths["alertmanager/alertmanager.yml"], "/etc/alertmanager/", "alertmanager")
-    result = subprocess.run(["amtool", "check-config", paths["alertmanager/alertmanager.yml"]],
-                            capture_output=True, text=True)
+    _container_paths_to(
+        tmp_path, paths["alertmanager/alertmanager.yml"], "/etc/alertmanager/", "alertmanager"
+    )
+    result = subprocess.run(
+        ["amtool", "check-config", paths["alertmanager/alertmanager.yml"]],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 receivers" in result.stdout and "1 templates" in result.stdout
     for name in ("pgmon.title", "pgmon.discord.message", "pgmon.telegram.message"):
         rendered = subprocess.run(
-            ["amtool", "template", "render", f"--template.glob={paths['alertmanager/templates/pgmon.tmpl']}",
-             f'--template.text={{{{ template "{name}" . }}}}'],
-            capture_output=True, text=True,
+            [
+                "amtool",
+                "template",
+                "render",
+                f"--template.glob={paths['alertmanager/templates/pgmon.tmpl']}",
+                f'--template.text={{{{ template "{name}" . }}}}',
+            ],
+            capture_output=True,
+            text=True,
         )
         assert rendered.returncode == 0 and rendered.stdout.strip(), (name, rendered.stderr)
 
@@ -66,8 +85,12 @@ def test_alertmanager_config_passes_amtool_and_templates_render(settings, dashbo
 @needs_docker
 def test_compose_file_is_valid_and_values_survive_interpolation(settings, dashboard_9628, tmp_path):
     write_tree(render_stack(settings, dashboard_9628), tmp_path)
-    result = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker", "compose", "config", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     shop = config["services"]["exporter-shop"]["environment"]
@@ -75,7 +98,12 @@ def test_compose_file_is_valid_and_values_survive_interpolation(settings, dashbo
     assert shop["PGUSER"] == "mon$$user" and shop["PGDATABASE"] == "shop's db: main"
     assert shop["DATA_SOURCE_URI"] == "db1:5432?sslmode=require"
     assert shop["PGPASSFILE"] == "/etc/postgres_exporter/pgpass"
-    assert not {"DATA_SOURCE_NAME", "DATA_SOURCE_USER", "DATA_SOURCE_PASS", "DATA_SOURCE_PASS_FILE"} & set(shop)
+    assert not {
+        "DATA_SOURCE_NAME",
+        "DATA_SOURCE_USER",
+        "DATA_SOURCE_PASS",
+        "DATA_SOURCE_PASS_FILE",
+    } & set(shop)
     ports = {name: svc.get("ports", []) for name, svc in config["services"].items()}
     assert [p["host_ip"] for p in ports["prometheus"]] == ["127.0.0.1"]
     assert [p["host_ip"] for p in ports["alertmanager"]] == ["127.0.0.1"]
@@ -85,7 +113,10 @@ def test_compose_file_is_valid_and_values_survive_interpolation(settings, dashbo
 
 def test_secrets_only_in_restricted_files(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
-    secrets = [ENVIRON[k] for k in ("PW_SHOP", "PW_BILLING", "PW_LEDGER", "GRAFANA_PW", "DISCORD_URL", "TG_TOKEN")]
+    secrets = [
+        ENVIRON[k]
+        for k in ("PW_SHOP", "PW_BILLING", "PW_LEDGER", "GRAFANA_PW", "DISCORD_URL", "TG_TOKEN")
+    ]
     for f in stack.files:
         if f.secret:
             assert f.mode & 0o007 == 0, f.path  # nothing for "others"
@@ -94,7 +125,10 @@ def test_secrets_only_in_restricted_files(settings, dashboard_9628):
                 assert value.encode() not in f.content, f.path
     password = next(f for f in stack.files if f.path == "exporters/shop/pgpass")
     escaped = ENVIRON["PW_SHOP"].replace("\\", "\\\\").replace(":", "\\:")
-    assert password.content == f"*:*:*:*:{escaped}\n".encode() and (password.uid, password.mode) == (65534, 0o400)
+    assert password.content == f"*:*:*:*:{escaped}\n".encode() and (
+        password.uid,
+        password.mode,
+    ) == (65534, 0o400)
     assert ENVIRON["PW_SHOP"] not in repr(password)
 
 
@@ -103,15 +137,27 @@ def test_server_wide_collectors_run_once_per_server(settings):
     services = compose_services(settings)
     billing = services["exporter-billing"]["command"]
     assert "--no-collector.stat_database" in billing and "--disable-settings-metrics" in billing
-    assert not any(flag.startswith("--no-collector") for flag in services["exporter-shop"]["command"])
+    assert not any(
+        flag.startswith("--no-collector") for flag in services["exporter-shop"]["command"]
+    )
 
 
 def test_adding_a_database_changes_no_other_service(settings):
     before = compose_services(settings)
     dbs = group_data()["pgmon_databases"]
     more = build_settings(
-        group_data(pgmon_databases=dbs + [{"name": "extra", "host": "db3", "dbname": "x", "user": "u",
-                                           "password_env": "PW_LEDGER"}]),
+        group_data(
+            pgmon_databases=dbs
+            + [
+                {
+                    "name": "extra",
+                    "host": "db3",
+                    "dbname": "x",
+                    "user": "u",
+                    "password_env": "PW_LEDGER",
+                }
+            ]
+        ),
         ENVIRON,
     )
     after = compose_services(more)
@@ -121,24 +167,42 @@ def test_adding_a_database_changes_no_other_service(settings):
 
 def test_targets_carry_database_server_and_human_instance(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
-    targets = json.loads(next(f for f in stack.files if f.path == "prometheus/targets/postgres.json").content)
+    targets = json.loads(
+        next(f for f in stack.files if f.path == "prometheus/targets/postgres.json").content
+    )
     labels = {t["labels"]["database"]: t["labels"] for t in targets}
-    assert labels["shop"] == {"team": 'check"out', "database": "shop", "server": "db1:5432", "instance": "shop"}
+    assert labels["shop"] == {
+        "team": 'check"out',
+        "database": "shop",
+        "server": "db1:5432",
+        "instance": "shop",
+    }
     assert labels["ledger"]["server"] == "db2:5433"
 
 
 def test_alertmanager_routes_critical_to_both_channels(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
-    config = yaml.safe_load(next(f for f in stack.files if f.path == "alertmanager/alertmanager.yml").content)
+    config = yaml.safe_load(
+        next(f for f in stack.files if f.path == "alertmanager/alertmanager.yml").content
+    )
     routes = {r["receiver"]: r["matchers"] for r in config["route"]["routes"]}
-    assert routes == {"discord": ['severity=~"critical|warning"'], "telegram": ['severity="critical"']}
-    telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"][0]
-    assert telegram["chat_id_file"].endswith("/telegram_chat_0") and telegram["bot_token_file"].endswith("telegram_bot_token")
+    assert routes == {
+        "discord": ['severity=~"critical|warning"'],
+        "telegram": ['severity="critical"'],
+    }
+    telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"][
+        0
+    ]
+    assert telegram["chat_id_file"].endswith("/telegram_chat_0") and telegram[
+        "bot_token_file"
+    ].endswith("telegram_bot_token")
     assert "chat_id" not in telegram and b"1234567890" not in yaml.safe_dump(config).encode()
 
 
 def test_dashboard_inputs_bound_like_grafana_import(dashboard_9628):
-    bound = bind_dashboard_inputs(dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID)
+    bound = bind_dashboard_inputs(
+        dashboard_9628, {"DS_PROMETHEUS": DATASOURCE_UID}, DASHBOARD_9628_UID
+    )
     text = json.dumps(bound)
     assert "${DS_PROMETHEUS}" not in text and "__inputs" not in bound
     first_query = next(panel for panel in bound["panels"] if panel["type"] != "row")
@@ -149,7 +213,9 @@ def test_dashboard_inputs_bound_like_grafana_import(dashboard_9628):
 
 def test_table_metrics_can_be_turned_off_per_database():
     dbs = group_data()["pgmon_databases"]
-    settings = build_settings(group_data(pgmon_databases=[dbs[0], {**dbs[1], "table_metrics": False}]), ENVIRON)
+    settings = build_settings(
+        group_data(pgmon_databases=[dbs[0], {**dbs[1], "table_metrics": False}]), ENVIRON
+    )
     services = compose_services(settings)
     assert "--no-collector.stat_user_tables" in services["exporter-billing"]["command"]
     assert "--no-collector.statio_user_tables" in services["exporter-billing"]["command"]
@@ -159,22 +225,46 @@ def test_table_metrics_can_be_turned_off_per_database():
 def test_exporter_flags_follow_its_version():
     dbs = group_data()["pgmon_databases"]
     for image, progress_off, timeout in (
-            ("quay.io/prometheuscommunity/postgres-exporter:v0.19.1", True, "--collection-timeout=9s"),
-            ("registry.local/postgres-exporter:v0.17.1", False, None),
-            ("registry.local/postgres-exporter@sha256:" + "a" * 64, True, "--collection-timeout=9s")):  # default's
-        settings = build_settings(group_data(pgmon_databases=dbs, pgmon_images={"postgres_exporter": image}), ENVIRON)
+        ("quay.io/prometheuscommunity/postgres-exporter:v0.19.1", True, "--collection-timeout=9s"),
+        ("registry.local/postgres-exporter:v0.17.1", False, None),
+        ("registry.local/postgres-exporter@sha256:" + "a" * 64, True, "--collection-timeout=9s"),
+    ):  # default's
+        settings = build_settings(
+            group_data(pgmon_databases=dbs, pgmon_images={"postgres_exporter": image}), ENVIRON
+        )
         services = compose_services(settings)
-        billing, shop = services["exporter-billing"]["command"], services["exporter-shop"]["command"]
-        assert ("--no-collector.stat_progress_vacuum" in billing) == progress_off  # billing shares shop's server
+        billing, shop = (
+            services["exporter-billing"]["command"],
+            services["exporter-shop"]["command"],
+        )
+        assert (
+            "--no-collector.stat_progress_vacuum" in billing
+        ) == progress_off  # billing shares shop's server
         assert not any("stat_progress_vacuum" in flag for flag in shop)
-        assert (timeout in billing) if timeout else not any("collection-timeout" in flag for flag in billing)
+        assert (
+            (timeout in billing)
+            if timeout
+            else not any("collection-timeout" in flag for flag in billing)
+        )
 
 
 def test_images_older_than_pgmons_files_are_refused():
-    message = error_for(group_data(pgmon_images={"alertmanager": "prom/alertmanager:v0.28.1",
-                                                 "prometheus": "prom/prometheus:v2.53.3"}))
-    assert "pgmon_images.alertmanager: 'prom/alertmanager:v0.28.1' is older than pgmon supports (0.31 or later" in message
-    assert "pgmon_images.prometheus: 'prom/prometheus:v2.53.3' is older than pgmon supports (2.55" in message
+    message = error_for(
+        group_data(
+            pgmon_images={
+                "alertmanager": "prom/alertmanager:v0.28.1",
+                "prometheus": "prom/prometheus:v2.53.3",
+            }
+        )
+    )
+    assert (
+        "pgmon_images.alertmanager: 'prom/alertmanager:v0.28.1' is older than pgmon supports (0.31 or later"
+        in message
+    )
+    assert (
+        "pgmon_images.prometheus: 'prom/prometheus:v2.53.3' is older than pgmon supports (2.55"
+        in message
+    )
 
 
 def test_moving_base_dir_changes_every_service_that_mounts_it(settings):

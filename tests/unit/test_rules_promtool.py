@@ -20,9 +20,15 @@ def rule_test_settings(**overrides):
     """The settings tests/rules/*.yml are written for: shop and billing on db1:5432, ledger on db2:5433;
     billing overrides four thresholds (the table ages: hours instead of days), ledger one of its server's."""
     databases = group_data()["pgmon_databases"]
-    databases[1] = {**databases[1], "alert_thresholds": {
-        "idle_in_transaction_seconds": 600, "postgres_down_for": "5m",
-        "dead_tuples_vacuum_age_seconds": 3600, "analyze_age_seconds": 3600}}
+    databases[1] = {
+        **databases[1],
+        "alert_thresholds": {
+            "idle_in_transaction_seconds": 600,
+            "postgres_down_for": "5m",
+            "dead_tuples_vacuum_age_seconds": 3600,
+            "analyze_age_seconds": 3600,
+        },
+    }
     databases[2] = {**databases[2], "alert_thresholds": {"connections_percent": 90}}
     return build_settings(group_data(pgmon_databases=databases, **overrides), ENVIRON)
 
@@ -34,8 +40,13 @@ def run_rule_tests(settings, directory: Path) -> subprocess.CompletedProcess:
     for test_file in sorted(RULE_TESTS.glob("*.yml")):
         shutil.copy(test_file, directory / test_file.name)
         names.append(test_file.name)
-    return subprocess.run(["promtool", "test", "rules", *names], cwd=directory, capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        ["promtool", "test", "rules", *names],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @needs_promtool
@@ -46,7 +57,9 @@ def test_every_rule_test_passes(tmp_path):
 
 @needs_promtool
 def test_rule_tests_notice_a_changed_threshold(tmp_path):
-    result = run_rule_tests(rule_test_settings(pgmon_alert_thresholds={"connections_percent": 85}), tmp_path)
+    result = run_rule_tests(
+        rule_test_settings(pgmon_alert_thresholds={"connections_percent": 85}), tmp_path
+    )
     assert result.returncode != 0
     assert "TooManyConnections" in result.stdout + result.stderr
 
@@ -57,16 +70,24 @@ def _cases() -> dict[str, set[str]]:
     for test_file in RULE_TESTS.glob("*.yml"):
         for test in yaml.safe_load(test_file.read_text())["tests"]:
             for case in test.get("alert_rule_test", []):
-                kinds.setdefault(case["alertname"], set()).add("fires" if case.get("exp_alerts") else "silent")
+                kinds.setdefault(case["alertname"], set()).add(
+                    "fires" if case.get("exp_alerts") else "silent"
+                )
     return kinds
 
 
 def test_every_alert_has_a_firing_and_a_silent_case():
     rules = yaml.safe_load(render_rules(rule_test_settings()))
-    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    alerts = {
+        rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule
+    }
     cases = _cases()
     missing = {
-        name: sorted({"fires", "silent"} - cases.get(name, set()) - ({"silent"} if name in ALWAYS_FIRING else set()))
+        name: sorted(
+            {"fires", "silent"}
+            - cases.get(name, set())
+            - ({"silent"} if name in ALWAYS_FIRING else set())
+        )
         for name in alerts
     }
     assert {name: kinds for name, kinds in missing.items() if kinds} == {}

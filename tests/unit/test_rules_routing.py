@@ -24,69 +24,114 @@ def alertmanager_config(settings) -> dict:
 
 def test_routing_follows_each_channels_severities_and_every_chat():
     settings = build_settings(
-        group_data(pgmon_discord={"webhook_url_env": "DISCORD_URL", "severities": ["critical"]},
-                   pgmon_telegram={"bot_token_env": "TG_TOKEN", "chat_id_env": "TG_CHAT",
-                                   "severities": ["critical", "warning"]}),
+        group_data(
+            pgmon_discord={"webhook_url_env": "DISCORD_URL", "severities": ["critical"]},
+            pgmon_telegram={
+                "bot_token_env": "TG_TOKEN",
+                "chat_id_env": "TG_CHAT",
+                "severities": ["critical", "warning"],
+            },
+        ),
         {**ENVIRON, "TG_CHAT": "-1001, -1002,-1001"},
     )
     config = alertmanager_config(settings)
     routes = {r["receiver"]: r["matchers"] for r in config["route"]["routes"]}
-    assert routes == {"discord": ['severity="critical"'], "telegram": ['severity=~"critical|warning"']}
+    assert routes == {
+        "discord": ['severity="critical"'],
+        "telegram": ['severity=~"critical|warning"'],
+    }
     telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"]
-    assert [t["chat_id_file"] for t in telegram] == ["/etc/alertmanager/secrets/telegram_chat_0",
-                                                     "/etc/alertmanager/secrets/telegram_chat_1"]
+    assert [t["chat_id_file"] for t in telegram] == [
+        "/etc/alertmanager/secrets/telegram_chat_0",
+        "/etc/alertmanager/secrets/telegram_chat_1",
+    ]
     chats = [rendered(settings, f"alertmanager/secrets/telegram_chat_{index}") for index in (0, 1)]
-    assert [chat.content for chat in chats] == [b"-1001", b"-1002"] and all(chat.secret for chat in chats)
+    assert [chat.content for chat in chats] == [b"-1001", b"-1002"] and all(
+        chat.secret for chat in chats
+    )
     assert all(t["send_resolved"] and t["parse_mode"] == "HTML" for t in telegram)
     assert config["route"]["group_by"] == ["alertname", "server", "database"]
     assert config["route"]["receiver"] == "blackhole"  # where Watchdog (severity "none") ends
 
 
 def test_severities_and_chat_ids_are_checked():
-    message = error_for(group_data(pgmon_discord={"webhook_url_env": "DISCORD_URL", "severities": []},
-                                   pgmon_telegram={"bot_token_env": "TG_TOKEN", "chat_id_env": "TG_CHAT",
-                                                   "severities": ["info"]}))
+    message = error_for(
+        group_data(
+            pgmon_discord={"webhook_url_env": "DISCORD_URL", "severities": []},
+            pgmon_telegram={
+                "bot_token_env": "TG_TOKEN",
+                "chat_id_env": "TG_CHAT",
+                "severities": ["info"],
+            },
+        )
+    )
     assert "pgmon_discord.severities: list at least one severity" in message
     assert "pgmon_telegram.severities[0]: Input should be 'critical' or 'warning'" in message
-    assert "or several separated by commas" in error_for(group_data(), {**ENVIRON, "TG_CHAT": "-1001;-1002"})
+    assert "or several separated by commas" in error_for(
+        group_data(), {**ENVIRON, "TG_CHAT": "-1001;-1002"}
+    )
 
 
 def test_watchdog_pings_the_dead_mans_switch_every_interval():
-    settings = build_settings(group_data(pgmon_watchdog={"url_env": "WATCHDOG", "interval": "2m"}),
-                              {**ENVIRON, "WATCHDOG": "https://hc-ping.example/uuid"})
+    settings = build_settings(
+        group_data(pgmon_watchdog={"url_env": "WATCHDOG", "interval": "2m"}),
+        {**ENVIRON, "WATCHDOG": "https://hc-ping.example/uuid"},
+    )
     config = alertmanager_config(settings)
     assert config["route"]["routes"][0] == {
-        "receiver": "watchdog", "matchers": ['alertname="Watchdog"'],
-        "group_wait": "0s", "group_interval": "2m", "repeat_interval": "2m"}
+        "receiver": "watchdog",
+        "matchers": ['alertname="Watchdog"'],
+        "group_wait": "0s",
+        "group_interval": "2m",
+        "repeat_interval": "2m",
+    }
     webhook = next(r for r in config["receivers"] if r["name"] == "watchdog")["webhook_configs"][0]
     assert webhook["url_file"] == "/etc/alertmanager/secrets/watchdog_url"
     secret = rendered(settings, "alertmanager/secrets/watchdog_url")
-    assert secret.content == b"https://hc-ping.example/uuid" and secret.secret and secret.mode == 0o400
+    assert (
+        secret.content == b"https://hc-ping.example/uuid" and secret.secret and secret.mode == 0o400
+    )
     assert "WATCHDOG is not set" in error_for(group_data(pgmon_watchdog={"url_env": "WATCHDOG"}))
 
 
 # ---------------------------------------------------------------- the messages, through amtool
 
+
 def alert(status: str = "firing", labels: dict | None = None, **annotations) -> dict:
     return {
         "status": status,
-        "labels": {"alertname": "IdleInTransaction", "severity": "warning", "database": "shop",
-                   "server": "db1:5432", **(labels or {})},
-        "annotations": {"summary": "Session idle in a transaction for 7m in shop on db1:5432",
-                        "description": "A session opened a transaction 7m ago and sits idle in it.",
-                        "hint": "SELECT pid FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
-                        **annotations},
+        "labels": {
+            "alertname": "IdleInTransaction",
+            "severity": "warning",
+            "database": "shop",
+            "server": "db1:5432",
+            **(labels or {}),
+        },
+        "annotations": {
+            "summary": "Session idle in a transaction for 7m in shop on db1:5432",
+            "description": "A session opened a transaction 7m ago and sits idle in it.",
+            "hint": "SELECT pid FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+            **annotations,
+        },
         "startsAt": "2026-11-22T10:00:00Z",
         "endsAt": "2026-11-22T10:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
-        "generatorURL": "", "fingerprint": "",
+        "generatorURL": "",
+        "fingerprint": "",
     }
 
 
 def group(alerts: list[dict], common: dict | None = None) -> dict:
     firing = any(a["status"] == "firing" for a in alerts)
     common = common if common is not None else alerts[0]["labels"]
-    return {"receiver": "x", "status": "firing" if firing else "resolved", "alerts": alerts,
-            "groupLabels": {}, "commonLabels": common, "commonAnnotations": {}, "externalURL": "http://am"}
+    return {
+        "receiver": "x",
+        "status": "firing" if firing else "resolved",
+        "alerts": alerts,
+        "groupLabels": {},
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://am",
+    }
 
 
 def render(name: str, data: dict, tmp_path) -> str:
@@ -95,9 +140,19 @@ def render(name: str, data: dict, tmp_path) -> str:
     data_file.write_text(json.dumps(data))
     kind = "html" if name.startswith("pgmon.telegram.") else "text"
     result = subprocess.run(
-        ["amtool", "template", "render", f"--template.glob={TEMPLATE}", f"--template.data={data_file}",
-         f'--template.text={{{{ template "{name}" . }}}}', f"--template.type={kind}"],
-        capture_output=True, text=True, check=False)
+        [
+            "amtool",
+            "template",
+            "render",
+            f"--template.glob={TEMPLATE}",
+            f"--template.data={data_file}",
+            f'--template.text={{{{ template "{name}" . }}}}',
+            f"--template.type={kind}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.removesuffix("\n")  # amtool ends what it prints with a newline
 
@@ -110,21 +165,34 @@ def telegram_text_outside_markup(text: str) -> str:
 @needs_amtool
 def test_first_line_says_how_bad_what_and_where(tmp_path):
     one = group([alert()])
-    assert render("pgmon.title", one, tmp_path) == "[FIRING:1 · WARNING] IdleInTransaction · shop on db1:5432"
+    assert (
+        render("pgmon.title", one, tmp_path)
+        == "[FIRING:1 · WARNING] IdleInTransaction · shop on db1:5432"
+    )
     telegram = render("pgmon.telegram.message", one, tmp_path)
-    assert telegram.splitlines()[0] == "<b>[FIRING:1 · WARNING] IdleInTransaction · shop on db1:5432</b>"
+    assert (
+        telegram.splitlines()[0]
+        == "<b>[FIRING:1 · WARNING] IdleInTransaction · shop on db1:5432</b>"
+    )
     assert "Since 2026-11-22 10:00 UTC" in telegram and "Check: SELECT pid FROM" in telegram
-    server_wide = group([alert(labels={"alertname": "TooManyConnections", "database": ""})],
-                        {"alertname": "TooManyConnections", "server": "db1:5432", "severity": "warning"})
+    server_wide = group(
+        [alert(labels={"alertname": "TooManyConnections", "database": ""})],
+        {"alertname": "TooManyConnections", "server": "db1:5432", "severity": "warning"},
+    )
     assert render("pgmon.title", server_wide, tmp_path).endswith("TooManyConnections · db1:5432")
-    host = group([alert(labels={"alertname": "HostDiskFull"})], {"alertname": "HostDiskFull", "severity": "warning"})
+    host = group(
+        [alert(labels={"alertname": "HostDiskFull"})],
+        {"alertname": "HostDiskFull", "severity": "warning"},
+    )
     assert render("pgmon.title", host, tmp_path).endswith("HostDiskFull · the processing host")
 
 
 @needs_amtool
 def test_resolved_messages_say_when(tmp_path):
     resolved = group([alert("resolved")])
-    assert render("pgmon.title", resolved, tmp_path).startswith("[RESOLVED · WARNING] IdleInTransaction")
+    assert render("pgmon.title", resolved, tmp_path).startswith(
+        "[RESOLVED · WARNING] IdleInTransaction"
+    )
     text = render("pgmon.discord.message", resolved, tmp_path)
     assert "Resolved 2026-11-22 10:30 UTC, firing since 10:00 UTC" in text
     mixed = group([alert(), alert("resolved")])
@@ -135,10 +203,24 @@ def test_resolved_messages_say_when(tmp_path):
 @pytest.mark.parametrize("count", [1, 3, 12, 200])
 def test_many_alerts_with_long_values_stay_within_the_limits(count, tmp_path):
     long = NASTY * 60
-    alerts = [alert(summary=f"#{i} {long}", description=long, hint=long,
-                    labels={"server": "db1:5432" + long, "database": f"db{i}"}) for i in range(count)]
-    data = group(alerts, {"alertname": "IdleInTransaction" + long, "server": "db1:5432" + long,
-                          "database": "shop", "severity": "warning"})
+    alerts = [
+        alert(
+            summary=f"#{i} {long}",
+            description=long,
+            hint=long,
+            labels={"server": "db1:5432" + long, "database": f"db{i}"},
+        )
+        for i in range(count)
+    ]
+    data = group(
+        alerts,
+        {
+            "alertname": "IdleInTransaction" + long,
+            "server": "db1:5432" + long,
+            "database": "shop",
+            "severity": "warning",
+        },
+    )
     title = render("pgmon.title", data, tmp_path)
     discord = render("pgmon.discord.message", data, tmp_path)
     telegram = render("pgmon.telegram.message", data, tmp_path)
@@ -157,9 +239,14 @@ def test_values_are_escaped_for_each_channel(tmp_path):
     # Telegram's HTML mode: pgmon's <b> tags and entities only, every tag closed.
     assert not re.search(r"[<>&]", telegram_text_outside_markup(telegram)), telegram
     assert telegram.count("<b>") == telegram.count("</b>") == 2
-    assert "&lt;b&gt;x&lt;/b&gt; &amp; \"q\" 'a' *b*" in telegram and "d&lt;&amp;&gt; on" in telegram
+    assert (
+        "&lt;b&gt;x&lt;/b&gt; &amp; \"q\" 'a' *b*" in telegram and "d&lt;&amp;&gt; on" in telegram
+    )
     discord = render("pgmon.discord.message", data, tmp_path)
-    assert r"<b\>x</b\> & "  in discord and r"\*b\* \_i\_ \~s\~ \|sp\| \`c\` \> \[l\](http://x) \#h \\" in discord
+    assert (
+        r"<b\>x</b\> & " in discord
+        and r"\*b\* \_i\_ \~s\~ \|sp\| \`c\` \> \[l\](http://x) \#h \\" in discord
+    )
 
 
 @needs_amtool

@@ -24,22 +24,43 @@ from .conftest import (
 
 
 def test_threshold_mistakes_name_the_key_and_the_fix():
-    message = error_for(with_thresholds(
-        0, {"host_cpu_percent": 50, "idle_in_transacton_seconds": 60},
-        pgmon_alert_thresholds={"postgres_down_for": "2m", "connections_percent": 150, "deadlocks_window": "30s"},
-    ))
-    assert ("pgmon_databases[0].alert_thresholds.host_cpu_percent: is about the processing host, not a database; "
-            "set it in pgmon_alert_thresholds") in message
-    assert ("pgmon_databases[0].alert_thresholds.idle_in_transacton_seconds: unknown alert threshold; "
-            "did you mean idle_in_transaction_seconds?") in message
-    assert "pgmon_alert_thresholds.postgres_down_for: set it as pgmon_alert_timing.postgres_down_for" in message
-    assert "pgmon_alert_thresholds.connections_percent: Input should be less than or equal to 100" in message
+    message = error_for(
+        with_thresholds(
+            0,
+            {"host_cpu_percent": 50, "idle_in_transacton_seconds": 60},
+            pgmon_alert_thresholds={
+                "postgres_down_for": "2m",
+                "connections_percent": 150,
+                "deadlocks_window": "30s",
+            },
+        )
+    )
+    assert (
+        "pgmon_databases[0].alert_thresholds.host_cpu_percent: is about the processing host, not a database; "
+        "set it in pgmon_alert_thresholds"
+    ) in message
+    assert (
+        "pgmon_databases[0].alert_thresholds.idle_in_transacton_seconds: unknown alert threshold; "
+        "did you mean idle_in_transaction_seconds?"
+    ) in message
+    assert (
+        "pgmon_alert_thresholds.postgres_down_for: set it as pgmon_alert_timing.postgres_down_for"
+        in message
+    )
+    assert (
+        "pgmon_alert_thresholds.connections_percent: Input should be less than or equal to 100"
+        in message
+    )
 
 
 def test_windows_must_hold_several_scrapes():
-    message = error_for(with_thresholds(2, {"slow_query_window": "1m"}, pgmon_scrape_interval_seconds=30))
-    assert ("pgmon_databases[2].alert_thresholds.slow_query_window: '1m' holds fewer than 4 scrapes (30s apart); "
-            "make it at least 120s") in message
+    message = error_for(
+        with_thresholds(2, {"slow_query_window": "1m"}, pgmon_scrape_interval_seconds=30)
+    )
+    assert (
+        "pgmon_databases[2].alert_thresholds.slow_query_window: '1m' holds fewer than 4 scrapes (30s apart); "
+        "make it at least 120s"
+    ) in message
     assert "pgmon_alert_thresholds." not in message  # the defaults (10m, 15m) are long enough
 
 
@@ -48,90 +69,149 @@ def test_databases_of_one_server_cannot_disagree_on_a_server_threshold():
     databases[0] = {**databases[0], "alert_thresholds": {"connections_percent": 70}}
     databases[1] = {**databases[1], "alert_thresholds": {"connections_percent": 75}}
     message = error_for(group_data(pgmon_databases=databases))
-    assert ("pgmon_databases[1].alert_thresholds.connections_percent: billing shares db1:5432 with shop, "
-            "which sets 70.0; connections_percent judges the whole server") in message
+    assert (
+        "pgmon_databases[1].alert_thresholds.connections_percent: billing shares db1:5432 with shop, "
+        "which sets 70.0; connections_percent judges the whole server"
+    ) in message
 
 
 def test_a_database_override_applies_to_its_server_and_to_it_alone():
-    settings = build_settings(with_thresholds(1, {"connections_percent": 70, "long_transaction_seconds": 60}), ENVIRON)
+    settings = build_settings(
+        with_thresholds(1, {"connections_percent": 70, "long_transaction_seconds": 60}), ENVIRON
+    )
     rules = alert_rules(settings)
-    connections = {rule["labels"]["thresholds"]: rule["expr"] for rule in rules["TooManyConnections"]}
+    connections = {
+        rule["labels"]["thresholds"]: rule["expr"] for rule in rules["TooManyConnections"]
+    }
     assert connections.keys() == {"db1:5432", "default"}
-    assert 'server="db1:5432"' in connections["db1:5432"] and connections["db1:5432"].endswith("> 70")
+    assert 'server="db1:5432"' in connections["db1:5432"] and connections["db1:5432"].endswith(
+        "> 70"
+    )
     assert 'server="db2:5433"' in connections["default"] and connections["default"].endswith("> 80")
-    long_running = {rule["labels"]["thresholds"]: rule["expr"] for rule in rules["LongRunningTransaction"]}
-    assert 'pgmon_database_info{database="billing"}' in long_running["billing"] and "> 60)" in long_running["billing"]
+    long_running = {
+        rule["labels"]["thresholds"]: rule["expr"] for rule in rules["LongRunningTransaction"]
+    }
+    assert (
+        'pgmon_database_info{database="billing"}' in long_running["billing"]
+        and "> 60)" in long_running["billing"]
+    )
     assert 'pgmon_database_info{database=~"shop|ledger"}' in long_running["default"]
 
 
 def test_adding_a_database_changes_no_rule():
     settings = build_settings(group_data(), ENVIRON)
     databases = group_data()["pgmon_databases"] + [
-        {"name": "extra", "host": "db3", "dbname": "x", "user": "u", "password_env": "PW_LEDGER"}]
-    assert render_rules(build_settings(group_data(pgmon_databases=databases), ENVIRON)) == render_rules(settings)
+        {"name": "extra", "host": "db3", "dbname": "x", "user": "u", "password_env": "PW_LEDGER"}
+    ]
+    assert render_rules(
+        build_settings(group_data(pgmon_databases=databases), ENVIRON)
+    ) == render_rules(settings)
     assert "extra" not in render_rules(settings).decode()
 
 
 def test_server_matchers_escape_regex_and_string_characters():
     databases = group_data()["pgmon_databases"] + [
-        {"name": "odd", "host": "fe80::1", "dbname": "o", "user": "u", "password_env": "PW_LEDGER"}]
+        {"name": "odd", "host": "fe80::1", "dbname": "o", "user": "u", "password_env": "PW_LEDGER"}
+    ]
     databases[0] = {**databases[0], "alert_thresholds": {"restart_window": "1h"}}
     rules = alert_rules(build_settings(group_data(pgmon_databases=databases), ENVIRON))
-    default = next(rule for rule in rules["PostgresRestarted"] if rule["labels"]["thresholds"] == "default")
+    default = next(
+        rule for rule in rules["PostgresRestarted"] if rule["labels"]["thresholds"] == "default"
+    )
     assert r'server=~"db2:5433|\\[fe80::1\\]:5432"' in default["expr"]
 
 
 def test_node_exporter_reads_the_host_and_is_scraped(settings):
     node = compose_services(settings)["node-exporter"]
     assert node["image"] == "prom/node-exporter:v1.11.1"
-    assert node["pid"] == "host" and node["volumes"] == ["/:/host:ro"] and "--path.rootfs=/host" in node["command"]
+    assert (
+        node["pid"] == "host"
+        and node["volumes"] == ["/:/host:ro"]
+        and "--path.rootfs=/host" in node["command"]
+    )
     assert node["networks"] == ["metrics"] and "ports" not in node
-    jobs = {job["job_name"]: job for job in yaml.safe_load(render_prometheus_config(settings))["scrape_configs"]}
-    assert jobs["node"]["static_configs"] == [{"targets": ["node-exporter:9100"], "labels": {"instance": "processing-host"}}]
+    jobs = {
+        job["job_name"]: job
+        for job in yaml.safe_load(render_prometheus_config(settings))["scrape_configs"]
+    }
+    assert jobs["node"]["static_configs"] == [
+        {"targets": ["node-exporter:9100"], "labels": {"instance": "processing-host"}}
+    ]
 
 
 def test_exporters_report_their_database_and_primaries_the_server_wide_extras(settings):
     services = compose_services(settings)
     for name in ("exporter-shop", "exporter-billing", "exporter-ledger"):
-        assert "--extend.query-path=/etc/postgres_exporter/queries.yaml" in services[name]["command"]
-        assert "--collector.stat_statements" not in services[name]["command"]  # nobody said it is there
+        assert (
+            "--extend.query-path=/etc/postgres_exporter/queries.yaml" in services[name]["command"]
+        )
+        assert (
+            "--collector.stat_statements" not in services[name]["command"]
+        )  # nobody said it is there
     for collector in ("postmaster", "database_wraparound", "stat_checkpointer"):
         assert f"--collector.{collector}" in services["exporter-shop"]["command"]
         assert f"--collector.{collector}" not in services["exporter-billing"]["command"]
     queries = rendered(settings, "exporters/billing/queries.yaml")
-    assert (queries.mode, queries.uid) == (0o400, 65534) and queries.on_change == ("restart:exporter-billing",)
+    assert (queries.mode, queries.uid) == (0o400, 65534) and queries.on_change == (
+        "restart:exporter-billing",
+    )
     query = yaml.safe_load(queries.content)["pgmon_database"]
     assert query["query"] == "SELECT current_database() AS datname, 1 AS info"
 
 
 def test_server_wide_queries_run_in_the_first_exporter_of_each_server_only(settings):
-    queries = {name: yaml.safe_load(rendered(settings, f"exporters/{name}/queries.yaml").content)
-               for name in ("shop", "billing", "ledger")}
+    queries = {
+        name: yaml.safe_load(rendered(settings, f"exporters/{name}/queries.yaml").content)
+        for name in ("shop", "billing", "ledger")
+    }
     assert set(queries["billing"]) == set(DATABASE_QUERIES)  # shares db1:5432 with shop
-    assert set(queries["shop"]) == set(queries["ledger"]) == set(DATABASE_QUERIES) | set(SERVER_QUERIES)
+    assert (
+        set(queries["shop"])
+        == set(queries["ledger"])
+        == set(DATABASE_QUERIES) | set(SERVER_QUERIES)
+    )
     for query in SERVER_QUERIES.values():
-        assert re.search(r"\bFROM (pg_stat_wal_receiver|pg_settings|pg_stat_database|pg_stat_io)\b", query["query"])
+        assert re.search(
+            r"\bFROM (pg_stat_wal_receiver|pg_settings|pg_stat_database|pg_stat_io)\b",
+            query["query"],
+        )
     for query in DATABASE_QUERIES.values():
-        assert not re.search(r"\bpg_stat_(activity|database|replication|wal_receiver)\b", query["query"])
+        assert not re.search(
+            r"\bpg_stat_(activity|database|replication|wal_receiver)\b", query["query"]
+        )
 
 
 def test_every_pgmon_series_the_rules_read_comes_from_an_exporter_query(settings):
     produced = pgmon_query_series()
-    rules = [rule for group in yaml.safe_load(render_rules(settings))["groups"] for rule in group["rules"]]
+    rules = [
+        rule
+        for group in yaml.safe_load(render_rules(settings))["groups"]
+        for rule in group["rules"]
+    ]
     read = {name for rule in rules for name in re.findall(r"\b(pgmon_[a-z_]+)", json.dumps(rule))}
-    assert read and read <= produced, sorted(read - produced)  # other series serve verification (verify_stack)
+    assert read and read <= produced, sorted(
+        read - produced
+    )  # other series serve verification (verify_stack)
 
 
 def threshold_scope(key: str) -> str:
-    return "server" if key in SERVER_THRESHOLDS else "host" if key in HOST_THRESHOLDS else "database"
+    return (
+        "server" if key in SERVER_THRESHOLDS else "host" if key in HOST_THRESHOLDS else "database"
+    )
 
 
 def test_docs_list_every_threshold_with_its_default_and_scope():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
-    rows = {key: (default, scope) for key, default, scope in
-            re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \| (database|server|host) \|", docs, re.MULTILINE)}
-    expected = {key: (value if isinstance(value, str) else f"{value:g}", threshold_scope(key))
-                for key, value in AlertThresholds().model_dump().items()}
+    rows = {
+        key: (default, scope)
+        for key, default, scope in re.findall(
+            r"^\| `([a-z_]+)` \| `([^`]+)` \| (database|server|host) \|", docs, re.MULTILINE
+        )
+    }
+    expected = {
+        key: (value if isinstance(value, str) else f"{value:g}", threshold_scope(key))
+        for key, value in AlertThresholds().model_dump().items()
+    }
     assert rows == expected
 
 
@@ -139,7 +219,9 @@ def test_server_thresholds_are_exactly_the_keys_the_per_server_rules_read():
     # A key read in a per-server loop but missing from SERVER_THRESHOLDS would take the first database's value
     # for the whole server; one listed there but read per database would ignore the database's override.
     template = (TEMPLATES_DIR / "prometheus" / "pgmon.rules.yml.j2").read_text()
-    loops = re.findall(r"\[% for v in (databases|servers) %\](.*?)\[% endfor %\]", template, re.DOTALL)
+    loops = re.findall(
+        r"\[% for v in (databases|servers) %\](.*?)\[% endfor %\]", template, re.DOTALL
+    )
     read = {"databases": set(), "servers": set()}
     for kind, body in loops:
         read[kind] |= set(re.findall(r"\bv\.thresholds\.(\w+)", body))
@@ -158,5 +240,7 @@ def test_pg_stat_statements_is_read_where_a_database_says_it_is_and_once_per_ser
     assert "--collector.stat_statements" not in services["exporter-shop"]["command"]
     databases[0] = {**databases[0], "pg_stat_statements": True}
     message = error_for(group_data(pgmon_databases=databases))
-    assert ("pgmon_databases[1].pg_stat_statements: shop on the same server db1:5432 already reads "
-            "pg_stat_statements") in message
+    assert (
+        "pgmon_databases[1].pg_stat_statements: shop on the same server db1:5432 already reads "
+        "pg_stat_statements"
+    ) in message

@@ -1,7 +1,7 @@
 """The test-alert command's pure parts: what it sends, and how it reads Alertmanager's counters."""
 
 import shlex
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tasks.alert_delivery import (
     Delivery,
@@ -27,43 +27,77 @@ alertmanager_notifications_total{integration="discord"} 4
 
 
 def test_one_alert_per_severity_a_channel_takes_in_the_alertmanager_container():
-    settings = build_settings(group_data(pgmon_project="mon"), ENVIRON)  # Discord: both; Telegram: critical
-    now = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
-    commands = [shlex.split(part.removesuffix(" >/dev/null")) for part in add_alerts_command(settings, now).split(" && ")]
-    assert [c[:7] for c in commands] == [["docker", "exec", "mon-alertmanager", "amtool",
-                                          "--alertmanager.url=http://127.0.0.1:9093", "alert", "add"]] * 2
-    assert [c[7:9] for c in commands] == [["alertname=PgmonTestAlert", "severity=critical"],
-                                          ["alertname=PgmonTestAlert", "severity=warning"]]
+    settings = build_settings(
+        group_data(pgmon_project="mon"), ENVIRON
+    )  # Discord: both; Telegram: critical
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    commands = [
+        shlex.split(part.removesuffix(" >/dev/null"))
+        for part in add_alerts_command(settings, now).split(" && ")
+    ]
+    assert [c[:7] for c in commands] == [
+        [
+            "docker",
+            "exec",
+            "mon-alertmanager",
+            "amtool",
+            "--alertmanager.url=http://127.0.0.1:9093",
+            "alert",
+            "add",
+        ]
+    ] * 2
+    assert [c[7:9] for c in commands] == [
+        ["alertname=PgmonTestAlert", "severity=critical"],
+        ["alertname=PgmonTestAlert", "severity=warning"],
+    ]
     assert "--end=2026-11-22T10:01:00+00:00" in commands[0]
     assert "--annotation=summary=pgmon test alert (critical): this channel works" in commands[0]
-    critical_only = build_settings(group_data(pgmon_discord={"webhook_url_env": "DISCORD_URL",
-                                                             "severities": ["critical"]}), ENVIRON)
+    critical_only = build_settings(
+        group_data(pgmon_discord={"webhook_url_env": "DISCORD_URL", "severities": ["critical"]}),
+        ENVIRON,
+    )
     assert "severity=warning" not in add_alerts_command(critical_only, now)
 
 
 def test_expected_messages_count_every_telegram_chat():
     settings = build_settings(group_data(), {**ENVIRON, "TG_CHAT": "-1,-2,-3"})
     assert expected_messages(settings) == {"discord": 1, "telegram": 3}
-    assert expected_messages(build_settings(group_data(pgmon_telegram=None), ENVIRON)) == {"discord": 1}
+    assert expected_messages(build_settings(group_data(pgmon_telegram=None), ENVIRON)) == {
+        "discord": 1
+    }
 
 
 def test_counters_tell_sent_from_refused():
-    assert request_counts(METRICS) == {"discord": (4.0, 0.0), "telegram": (7.0, 3.0), "webhook": (1.0, 0.0)}
+    assert request_counts(METRICS) == {
+        "discord": (4.0, 0.0),
+        "telegram": (7.0, 3.0),
+        "webhook": (1.0, 0.0),
+    }
     before = {"discord": (3.0, 0.0), "telegram": (5.0, 1.0)}
     readings = iter([before, request_counts(METRICS)])
     times = iter([0.0, 0.0, 1.0])
-    result = wait_for_deliveries(lambda: next(readings), {"discord": 1, "telegram": 2}, before, timeout=60,
-                                 clock=lambda: next(times), pause=lambda seconds: None)
+    result = wait_for_deliveries(
+        lambda: next(readings),
+        {"discord": 1, "telegram": 2},
+        before,
+        timeout=60,
+        clock=lambda: next(times),
+        pause=lambda seconds: None,
+    )
     assert result == [Delivery("discord", 1, 1, 0), Delivery("telegram", 2, 0, 2)]
     lines = report(result, "mon-alertmanager", 65)
     assert lines[0] == "discord   ok    1 message(s) accepted"
-    assert lines[1].startswith("telegram  FAIL  the service refused 2 request(s); docker logs mon-alertmanager")
+    assert lines[1].startswith(
+        "telegram  FAIL  the service refused 2 request(s); docker logs mon-alertmanager"
+    )
 
 
 def test_waiting_ends_at_the_deadline_and_says_so():
     times = iter([0.0, 30.0, 61.0])
-    result = wait_for_deliveries(dict, {"discord": 1}, {}, timeout=60, clock=lambda: next(times),
-                                 pause=lambda seconds: None)
+    result = wait_for_deliveries(
+        dict, {"discord": 1}, {}, timeout=60, clock=lambda: next(times), pause=lambda seconds: None
+    )
     assert result == [Delivery("discord", 1, 0, 0)]
     assert report(result, "mon-alertmanager", 60) == [
-        "discord   FAIL  0 of 1 message(s) sent within 60s; docker logs mon-alertmanager"]
+        "discord   FAIL  0 of 1 message(s) sent within 60s; docker logs mon-alertmanager"
+    ]

@@ -23,7 +23,10 @@ def test_nothing_configured_says_what_to_set():
 def test_missing_secret_names_the_database_and_variable():
     environ = {k: v for k, v in ENVIRON.items() if k != "PW_LEDGER"}
     message = error_for(group_data(), environ)
-    assert "pgmon_databases[2].password_env (ledger): the environment variable PW_LEDGER is not set" in message
+    assert (
+        "pgmon_databases[2].password_env (ledger): the environment variable PW_LEDGER is not set"
+        in message
+    )
 
 
 def test_duplicate_names_and_targets_are_refused():
@@ -59,23 +62,33 @@ def test_secret_value_instead_of_variable_name_is_explained():
     message = error_for(group_data(pgmon_databases=[{**dbs[0], "password_env": "hunter2!"}]))
     assert "pgmon_databases[0].password_env: is not an environment variable name" in message
     assert "give the NAME of the variable" in message
-    assert "hunter2" not in message  # what stands there by mistake is often the secret: never repeat it
+    assert (
+        "hunter2" not in message
+    )  # what stands there by mistake is often the secret: never repeat it
 
 
 def test_reserved_labels_and_bad_durations_are_refused():
     dbs = group_data()["pgmon_databases"]
     message = error_for(
-        group_data(pgmon_databases=[{**dbs[0], "labels": {"database": "x"}}],
-                   pgmon_alert_timing={"postgres_down_for": "one minute"})
+        group_data(
+            pgmon_databases=[{**dbs[0], "labels": {"database": "x"}}],
+            pgmon_alert_timing={"postgres_down_for": "one minute"},
+        )
     )
     assert "label 'database' is set by pgmon itself" in message
-    assert "pgmon_alert_timing.postgres_down_for: 'one minute' is not a Prometheus duration" in message
+    assert (
+        "pgmon_alert_timing.postgres_down_for: 'one minute' is not a Prometheus duration" in message
+    )
 
 
-@pytest.mark.parametrize("chats", ["@mychannel", "0", "12345678901234567890", "١٢٣", "-100,", "1e3"])
+@pytest.mark.parametrize(
+    "chats", ["@mychannel", "0", "12345678901234567890", "١٢٣", "-100,", "1e3"]
+)
 def test_telegram_chat_id_must_be_ascii_digits_that_telegram_accepts(chats):
     message = error_for(group_data(), {**ENVIRON, "TG_CHAT": chats})
-    assert "pgmon_telegram.chat_id_env: the value of TG_CHAT must hold a Telegram chat id" in message
+    assert (
+        "pgmon_telegram.chat_id_env: the value of TG_CHAT must hold a Telegram chat id" in message
+    )
     assert len(chats) < 3 or chats not in message
 
 
@@ -90,50 +103,104 @@ def test_any_password_postgresql_takes_works_but_a_line_break():
     assert "the value of PW_LEDGER holds a line break" in message and "two" not in message
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("pgmon_base_dir", "/.", "pgmon_base_dir: '/.' is not written plainly"),
-    ("pgmon_base_dir", "/opt/..", "is not written plainly (it means '/')"),
-    ("pgmon_base_dir", "/srv/../etc", "is not written plainly (it means '/etc')"),
-    ("pgmon_base_dir", "/etc", "'/etc' is a directory of the system"),
-    ("pgmon_base_dir", "/usr/local/pgmon", "is a directory of the system"),
-    ("pgmon_base_dir", "opt/pgmon", "must be an absolute path"),
-    ("pgmon_alert_timing", {"group_wait": "30s1m"}, "pgmon_alert_timing.group_wait: '30s1m' is not a Prometheus"),
-    ("pgmon_alert_timing", {"postgres_down_for": "5m5m"}, "'5m5m' is not a Prometheus duration"),
-    ("pgmon_alert_timing", {"repeat_interval": "0d1w"}, "'0d1w' is not a Prometheus duration"),
-    ("pgmon_alert_timing", {"group_interval": "0s"}, "pgmon_alert_timing.group_interval: '0s' must be longer"),
-    ("pgmon_alert_timing", {"repeat_interval": "200y"}, "'200y' is longer than 100 years"),
-    ("pgmon_watchdog", {"interval": "0m"}, "pgmon_watchdog.interval: '0m' must be longer than 0s"),
-    ("pgmon_grafana_bind_address", "::1", "pgmon does not publish Grafana on IPv6"),
-    ("pgmon_telegram", {"api_url": "api.telegram.org"}, "pgmon_telegram.api_url: 'api.telegram.org' is not an http"),
-    ("pgmon_dashboard_9628", {"url": "https://x/{TOKEN}"}, "pgmon_dashboard_9628.url: may hold {revision}"),
-    ("pgmon_dashboard_9628", {"url": "https://x/{}"}, "pgmon_dashboard_9628.url: may hold {revision}"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("pgmon_base_dir", "/.", "pgmon_base_dir: '/.' is not written plainly"),
+        ("pgmon_base_dir", "/opt/..", "is not written plainly (it means '/')"),
+        ("pgmon_base_dir", "/srv/../etc", "is not written plainly (it means '/etc')"),
+        ("pgmon_base_dir", "/etc", "'/etc' is a directory of the system"),
+        ("pgmon_base_dir", "/usr/local/pgmon", "is a directory of the system"),
+        ("pgmon_base_dir", "opt/pgmon", "must be an absolute path"),
+        (
+            "pgmon_alert_timing",
+            {"group_wait": "30s1m"},
+            "pgmon_alert_timing.group_wait: '30s1m' is not a Prometheus",
+        ),
+        (
+            "pgmon_alert_timing",
+            {"postgres_down_for": "5m5m"},
+            "'5m5m' is not a Prometheus duration",
+        ),
+        ("pgmon_alert_timing", {"repeat_interval": "0d1w"}, "'0d1w' is not a Prometheus duration"),
+        (
+            "pgmon_alert_timing",
+            {"group_interval": "0s"},
+            "pgmon_alert_timing.group_interval: '0s' must be longer",
+        ),
+        ("pgmon_alert_timing", {"repeat_interval": "200y"}, "'200y' is longer than 100 years"),
+        (
+            "pgmon_watchdog",
+            {"interval": "0m"},
+            "pgmon_watchdog.interval: '0m' must be longer than 0s",
+        ),
+        ("pgmon_grafana_bind_address", "::1", "pgmon does not publish Grafana on IPv6"),
+        (
+            "pgmon_telegram",
+            {"api_url": "api.telegram.org"},
+            "pgmon_telegram.api_url: 'api.telegram.org' is not an http",
+        ),
+        (
+            "pgmon_dashboard_9628",
+            {"url": "https://x/{TOKEN}"},
+            "pgmon_dashboard_9628.url: may hold {revision}",
+        ),
+        (
+            "pgmon_dashboard_9628",
+            {"url": "https://x/{}"},
+            "pgmon_dashboard_9628.url: may hold {revision}",
+        ),
+    ],
+)
 def test_values_a_component_would_reject_are_refused_naming_the_field(key, value, expected):
     assert expected in error_for(group_data(**{key: value}))
 
 
-@pytest.mark.parametrize("host", ["db/1", "db?sslmode=disable", "db#x", "[::1]", "db:5432", "db 1", ""])
+@pytest.mark.parametrize(
+    "host", ["db/1", "db?sslmode=disable", "db#x", "[::1]", "db:5432", "db 1", ""]
+)
 def test_a_host_that_would_reach_into_the_connection_uri_is_refused(host):
     dbs = group_data()["pgmon_databases"]
     message = error_for(group_data(pgmon_databases=[{**dbs[0], "host": host}]))
     assert "pgmon_databases[0].host: " in message and "is not a host name or IP address" in message
 
 
-@pytest.mark.parametrize("label", ["state", "mode", "user", "backend_type", "wait_event_type", "collector",
-                                   "without", "inf", "nan"])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "state",
+        "mode",
+        "user",
+        "backend_type",
+        "wait_event_type",
+        "collector",
+        "without",
+        "inf",
+        "nan",
+    ],
+)
 def test_labels_the_rules_group_by_or_promql_reserves_are_refused(label):
     dbs = group_data()["pgmon_databases"]
     message = error_for(group_data(pgmon_databases=[{**dbs[0], "labels": {label: "x"}}]))
-    assert f"pgmon_databases[0].labels: Value error, label {label!r}" in message or \
-        f"pgmon_databases[0].labels: label {label!r}" in message
+    assert (
+        f"pgmon_databases[0].labels: Value error, label {label!r}" in message
+        or f"pgmon_databases[0].labels: label {label!r}" in message
+    )
 
 
-@pytest.mark.parametrize("variable, value, expected", [
-    ("DISCORD_URL", "not a url", "pgmon_discord.webhook_url_env: the value of DISCORD_URL is not an http(s) URL"),
-    ("DISCORD_URL", "ftp://hook", "the value of DISCORD_URL is not an http(s) URL"),
-    ("TG_TOKEN", "abc def", "the value of TG_TOKEN is not a bot token"),
-    ("GRAFANA_PW", "secret\n", "the value of GRAFANA_PW starts or ends with white space"),
-])
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        (
+            "DISCORD_URL",
+            "not a url",
+            "pgmon_discord.webhook_url_env: the value of DISCORD_URL is not an http(s) URL",
+        ),
+        ("DISCORD_URL", "ftp://hook", "the value of DISCORD_URL is not an http(s) URL"),
+        ("TG_TOKEN", "abc def", "the value of TG_TOKEN is not a bot token"),
+        ("GRAFANA_PW", "secret\n", "the value of GRAFANA_PW starts or ends with white space"),
+    ],
+)
 def test_secrets_of_the_wrong_shape_are_refused_without_repeating_them(variable, value, expected):
     data = group_data(pgmon_discord={"webhook_url_env": "DISCORD_URL"})
     message = error_for(data, {**ENVIRON, variable: value})

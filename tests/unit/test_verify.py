@@ -1,5 +1,5 @@
-from tasks.settings import build_settings
 from tasks.render.alertmanager import render_alertmanager_config
+from tasks.settings import build_settings
 from tasks.verify_stack import (
     Finding,
     check_alertmanager,
@@ -16,12 +16,19 @@ def test_slow_query_rule_coverage_names_the_silent_servers(settings):
     finding = slow_query_coverage(settings)
     assert finding.ok and "rule silent on db1:5432, db2:5433" in finding.detail
     dbs = group_data()["pgmon_databases"]
-    covered = build_settings(group_data(pgmon_databases=[{**dbs[0], "pg_stat_statements": True}, dbs[2]]), ENVIRON)
+    covered = build_settings(
+        group_data(pgmon_databases=[{**dbs[0], "pg_stat_statements": True}, dbs[2]]), ENVIRON
+    )
     assert "rule silent on db2:5433:" in slow_query_coverage(covered).detail
 
 
 def test_report_gives_one_line_per_subject_and_the_hint_for_failures():
-    lines = report([Finding("prometheus", True, "ready"), Finding("database shop", False, "pg_up 0", "check it")])
+    lines = report(
+        [
+            Finding("prometheus", True, "ready"),
+            Finding("database shop", False, "pg_up 0", "check it"),
+        ]
+    )
     assert lines[0].split() == ["prometheus", "ok", "ready"]
     assert lines[1].split()[:3] == ["database", "shop", "FAIL"]
     assert lines[2].strip() == "check: check it"
@@ -29,17 +36,27 @@ def test_report_gives_one_line_per_subject_and_the_hint_for_failures():
 
 def test_a_role_with_more_than_pg_monitor_is_named_in_a_warning(settings):
     shop = settings.databases[0]
-    assert privilege_warning(shop, {"pg_up": 1, "pgmon_role_superuser": 0, "pgmon_role_writable_tables": 0}) == ""
+    assert (
+        privilege_warning(
+            shop, {"pg_up": 1, "pgmon_role_superuser": 0, "pgmon_role_writable_tables": 0}
+        )
+        == ""
+    )
     warning = privilege_warning(shop, {"pgmon_role_superuser": 1, "pgmon_role_writable_tables": 3})
-    assert "WARNING role 'mon$user' is a superuser, and may write 3 table(s) of \"shop's db: main\"" in warning
+    assert (
+        "WARNING role 'mon$user' is a superuser, and may write 3 table(s) of \"shop's db: main\""
+        in warning
+    )
 
 
 class AlertmanagerAnswering:
     """Alertmanager's /api/v2/status and /metrics as it answers them, running the configuration ``loaded``."""
 
     def __init__(self, loaded: bytes, reload_ok: int = 1):
-        self.metrics = (f"alertmanager_config_hash {config_hash_metric(loaded)!r}\n"
-                        f"alertmanager_config_last_reload_successful {reload_ok}\n").encode()
+        self.metrics = (
+            f"alertmanager_config_hash {config_hash_metric(loaded)!r}\n"
+            f"alertmanager_config_last_reload_successful {reload_ok}\n"
+        ).encode()
 
     def get_json(self, address, port, path, auth=None):
         return 200, {"config": {"original": "..."}}
@@ -51,6 +68,11 @@ class AlertmanagerAnswering:
 def test_alertmanager_must_run_exactly_the_configuration_pgmon_wrote(settings):
     written = render_alertmanager_config(settings)
     assert check_alertmanager(settings, AlertmanagerAnswering(written))[0].ok
-    for stale in (AlertmanagerAnswering(written + b"# an older file\n"), AlertmanagerAnswering(written, reload_ok=0)):
+    for stale in (
+        AlertmanagerAnswering(written + b"# an older file\n"),
+        AlertmanagerAnswering(written, reload_ok=0),
+    ):
         (finding,) = check_alertmanager(settings, stale)
-        assert not finding.ok and "is not running the configuration pgmon just wrote" in finding.detail
+        assert (
+            not finding.ok and "is not running the configuration pgmon just wrote" in finding.detail
+        )

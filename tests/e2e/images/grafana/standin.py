@@ -100,7 +100,7 @@ class DashErr(Exception):
 
 def log(logger, msg, level="info", **fields):
     """One logfmt line on stderr, like Grafana's console logger. Never pass secrets here."""
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     parts = [f"logger={logger}", f"t={now}", f"level={level}", f'msg="{msg}"']
     for k, v in fields.items():
         v = str(v)
@@ -109,6 +109,7 @@ def log(logger, msg, level="info", **fields):
 
 
 # ---------------------------------------------------------------- settings
+
 
 def load_settings(args=(), env=None, config=None, homepath=None):
     """Resolve settings with Grafana's precedence (see module docstring)."""
@@ -124,13 +125,21 @@ def load_settings(args=(), env=None, config=None, homepath=None):
                 late[key] = value
     if config:
         if not os.path.isfile(config):
-            raise StartupError(f"Failed to start grafana. error: could not find config file: {config}")
-        ini = configparser.ConfigParser(interpolation=None, strict=False, inline_comment_prefixes=(";", "#"))
+            raise StartupError(
+                f"Failed to start grafana. error: could not find config file: {config}"
+            )
+        ini = configparser.ConfigParser(
+            interpolation=None, strict=False, inline_comment_prefixes=(";", "#")
+        )
         try:
-            with open(config, encoding="utf-8") as f:  # keys before any [section] are legal in grafana.ini
+            with open(
+                config, encoding="utf-8"
+            ) as f:  # keys before any [section] are legal in grafana.ini
                 ini.read_string("[__top__]\n" + f.read())
         except (OSError, configparser.Error) as e:
-            raise StartupError(f"Failed to start grafana. error: failed to parse {config}: {e}") from e
+            raise StartupError(
+                f"Failed to start grafana. error: failed to parse {config}: {e}"
+            ) from e
         for key in DEFAULTS:
             section, name = key.split(".")
             if ini.has_option(section, name):
@@ -147,6 +156,7 @@ def load_settings(args=(), env=None, config=None, homepath=None):
 
 # ---------------------------------------------------------------- state file
 
+
 def encode_password(password, salt):
     # Grafana: PBKDF2-HMAC-SHA256, 10000 rounds, 50 bytes, hex.
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), 10000, 50).hex()
@@ -158,7 +168,7 @@ def new_uid(n=14):
 
 
 def now_iso():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Store:
@@ -177,12 +187,21 @@ class Store:
         db = {
             "schema": 1,
             "next_id": {"user": 2, "datasource": 1, "dashboard": 1, "folder": 1},
-            "users": [{
-                "id": ADMIN_USER_ID, "login": admin_login, "email": admin_email, "name": "",
-                "salt": salt, "password": encode_password(admin_password, salt),
-                "isAdmin": True, "created": now_iso(),
-            }],
-            "datasources": [], "folders": [], "dashboards": [],
+            "users": [
+                {
+                    "id": ADMIN_USER_ID,
+                    "login": admin_login,
+                    "email": admin_email,
+                    "name": "",
+                    "salt": salt,
+                    "password": encode_password(admin_password, salt),
+                    "isAdmin": True,
+                    "created": now_iso(),
+                }
+            ],
+            "datasources": [],
+            "folders": [],
+            "dashboards": [],
         }
         self._write(db)
 
@@ -199,7 +218,9 @@ class Store:
     def _write(self, db):
         tmp = f"{self.path}.tmp{os.getpid()}"
         # 0640 like Grafana's grafana.db: the admin's password hash is in there.
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "w", encoding="utf-8") as f:
+        with open(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "w", encoding="utf-8"
+        ) as f:
             json.dump(db, f)
         os.replace(tmp, self.path)
 
@@ -241,7 +262,9 @@ def interpolate(value, env):
 def read_config_dir(directory, env):
     """Parsed *.yaml/*.yml of one provisioning folder; a file that cannot be read or
     parsed is an error, as in Grafana (a missing folder is not)."""
-    files = sorted(glob.glob(os.path.join(directory, "*.yaml")) + glob.glob(os.path.join(directory, "*.yml")))
+    files = sorted(
+        glob.glob(os.path.join(directory, "*.yaml")) + glob.glob(os.path.join(directory, "*.yml"))
+    )
     for path in files:
         try:
             with open(path, encoding="utf-8") as f:
@@ -252,7 +275,9 @@ def read_config_dir(directory, env):
                 raise ValueError("the file does not hold a mapping")
             yield path, interpolate(doc, env)
         except (OSError, ValueError, yaml.YAMLError) as e:
-            raise StartupError(f"could not parse provisioning config file: {path} error: {e}") from e
+            raise StartupError(
+                f"could not parse provisioning config file: {path} error: {e}"
+            ) from e
 
 
 def slugify(title):
@@ -276,12 +301,15 @@ class Provider:
         if not self.path:
             raise StartupError(f"{source}: dashboard provider {self.name!r} has no options.path")
         if self.from_files and (self.folder or self.folder_uid):
-            raise StartupError(f"{source}: 'folder' and 'folderUID' should be empty using 'foldersFromFilesStructure' option")
+            raise StartupError(
+                f"{source}: 'folder' and 'folderUID' should be empty using 'foldersFromFilesStructure' option"
+            )
         self.next_scan = 0.0
         self.failed = {}  # relative path -> checksum of a file that could not be loaded
 
 
 # ---------------------------------------------------------------- dashboards
+
 
 def save_dashboard(db, model, folder_uid, overwrite, provisioned=None):
     """Grafana's save rules: uid/id lookup, version check, same-name-in-folder check."""
@@ -305,20 +333,42 @@ def save_dashboard(db, model, folder_uid, overwrite, provisioned=None):
         raise DashErr(400, {"message": "A dashboard with the same uid already exists"})
     existing = existing or by_uid
     if existing and existing["version"] != version and not overwrite:
-        raise DashErr(412, {"status": "version-mismatch", "message": "The dashboard has been changed by someone else"})
+        raise DashErr(
+            412,
+            {
+                "status": "version-mismatch",
+                "message": "The dashboard has been changed by someone else",
+            },
+        )
     slug = slugify(title)
-    same_name = next((d for d in db["dashboards"]
-                      if d["slug"] == slug and d["folderUid"] == folder_uid and d is not existing), None)
+    same_name = next(
+        (
+            d
+            for d in db["dashboards"]
+            if d["slug"] == slug and d["folderUid"] == folder_uid and d is not existing
+        ),
+        None,
+    )
     if same_name:
         if not overwrite:
-            raise DashErr(412, {"status": "name-exists",
-                                "message": "A dashboard with the same name in the folder already exists"})
+            raise DashErr(
+                412,
+                {
+                    "status": "name-exists",
+                    "message": "A dashboard with the same name in the folder already exists",
+                },
+            )
         existing = same_name  # overwrite takes over the other dashboard, uid and all
     if existing:
         rec = existing
         rec["version"] += 1
     else:
-        rec = {"id": next_id(db, "dashboard"), "uid": uid or new_uid(), "version": 1, "created": now_iso()}
+        rec = {
+            "id": next_id(db, "dashboard"),
+            "uid": uid or new_uid(),
+            "version": 1,
+            "created": now_iso(),
+        }
         db["dashboards"].append(rec)
     tags = model.get("tags") if isinstance(model.get("tags"), list) else []
     rec.update(title=title, slug=slug, folderUid=folder_uid, updated=now_iso(), tags=tags)
@@ -338,11 +388,16 @@ def evaluate_import(template, inputs):
     variables = {}
     for definition in template.get("__inputs") or []:
         name, kind = definition.get("name", ""), definition.get("type", "")
-        match = next((i for i in inputs if i.get("type") == kind and i.get("name") in (name, "*")), None)
+        match = next(
+            (i for i in inputs if i.get("type") == kind and i.get("name") in (name, "*")), None
+        )
         if definition.get("pluginId") == "__expr__":
             match = {"value": "__expr__"}
         if match is None:
-            raise DashErr(400, {"message": f"dashboard import failed: missing dashboard input variable {name}"})
+            raise DashErr(
+                400,
+                {"message": f"dashboard import failed: missing dashboard input variable {name}"},
+            )
         variables["${" + name + "}"] = str(match.get("value", ""))
 
     def walk(value):
@@ -361,6 +416,7 @@ def evaluate_import(template, inputs):
 
 
 # ---------------------------------------------------------------- Prometheus data sources
+
 
 class DownstreamError(Exception):
     def __init__(self, message, status=500):
@@ -400,7 +456,9 @@ def prometheus_call(ds, path, params, timeout=30):
     except (OSError, ValueError) as e:
         raise DownstreamError(f"{request.get_method()} {url}: {e}") from e
     if payload.get("status") != "success":
-        raise DownstreamError(f"{payload.get('errorType', 'error')}: {payload.get('error', '')}", 400)
+        raise DownstreamError(
+            f"{payload.get('errorType', 'error')}: {payload.get('error', '')}", 400
+        )
     return payload["data"]
 
 
@@ -434,14 +492,21 @@ def run_prometheus_query(ds, query, start, end):
     Simplified step rules: max(min interval, range/maxDataPoints, range/11000)."""
     ref = query.get("refId") or "A"
     expr = str(query.get("expr") or "")
-    min_step = parse_duration(query.get("interval") or (ds.get("jsonData") or {}).get("timeInterval") or "15s")
+    min_step = parse_duration(
+        query.get("interval") or (ds.get("jsonData") or {}).get("timeInterval") or "15s"
+    )
     rng = max(end - start, 0.001)
     step = max(min_step, rng / int(query.get("maxDataPoints") or 100), rng / 11000, 1.0)
     step = float(math.ceil(step))
     rate_interval = max(step + min_step, 4 * min_step)
-    for name, val in (("$__rate_interval", fmt_seconds(rate_interval)), ("$__interval_ms", str(int(step * 1000))),
-                      ("$__interval", fmt_seconds(step)), ("$__range_ms", str(int(rng * 1000))),
-                      ("$__range_s", str(int(rng))), ("$__range", fmt_seconds(rng))):
+    for name, val in (
+        ("$__rate_interval", fmt_seconds(rate_interval)),
+        ("$__interval_ms", str(int(step * 1000))),
+        ("$__interval", fmt_seconds(step)),
+        ("$__range_ms", str(int(rng * 1000))),
+        ("$__range_s", str(int(rng))),
+        ("$__range", fmt_seconds(rng)),
+    ):
         expr = expr.replace(name, val)
     legend = query.get("legendFormat") or ""
     if not expr:
@@ -453,8 +518,16 @@ def run_prometheus_query(ds, query, start, end):
         frames += to_frames(ref, data, expr, None, legend)
     if query.get("range", not instant):
         start_a, end_a = math.floor(start / step) * step, math.floor(end / step) * step
-        data = prometheus_call(ds, "/api/v1/query_range",
-                               {"query": expr, "start": f"{start_a:.3f}", "end": f"{end_a:.3f}", "step": str(int(step))})
+        data = prometheus_call(
+            ds,
+            "/api/v1/query_range",
+            {
+                "query": expr,
+                "start": f"{start_a:.3f}",
+                "end": f"{end_a:.3f}",
+                "step": str(int(step)),
+            },
+        )
         frames += to_frames(ref, data, expr, step, legend)
     return frames
 
@@ -480,25 +553,49 @@ def to_frames(ref, data, expr, step, legend):
                 values.append(number)
             else:  # JSON has no NaN/Inf: Grafana sends null and lists the index in "entities"
                 values.append(None)
-                entities.setdefault("NaN" if math.isnan(number) else ("Inf" if number > 0 else "NegInf"), []).append(i)
-        value_field = {"name": "Value", "type": "number", "typeInfo": {"frame": "float64"}, "labels": labels, "config": {}}
+                entities.setdefault(
+                    "NaN" if math.isnan(number) else ("Inf" if number > 0 else "NegInf"), []
+                ).append(i)
+        value_field = {
+            "name": "Value",
+            "type": "number",
+            "typeInfo": {"frame": "float64"},
+            "labels": labels,
+            "config": {},
+        }
         if legend:
             value_field["config"]["displayNameFromDS"] = re.sub(
-                r"\{\{\s*(.+?)\s*\}\}", lambda m: labels.get(m.group(1), ""), legend)
-        time_field = {"name": "Time", "type": "time", "typeInfo": {"frame": "time.Time"}, "config": {}}
+                r"\{\{\s*(.+?)\s*\}\}", lambda m, labels=labels: labels.get(m.group(1), ""), legend
+            )
+        time_field = {
+            "name": "Time",
+            "type": "time",
+            "typeInfo": {"frame": "time.Time"},
+            "config": {},
+        }
         if step:
             time_field["config"]["interval"] = int(step * 1000)
-        meta = {"type": "numeric-multi" if step is None else "timeseries-multi", "typeVersion": [0, 1],
-                "custom": {"resultType": kind},
-                "executedQueryString": f"Expr: {expr}" + (f"\nStep: {fmt_seconds(step)}" if step else "")}
+        meta = {
+            "type": "numeric-multi" if step is None else "timeseries-multi",
+            "typeVersion": [0, 1],
+            "custom": {"resultType": kind},
+            "executedQueryString": f"Expr: {expr}"
+            + (f"\nStep: {fmt_seconds(step)}" if step else ""),
+        }
         data_part = {"values": [times, values]}
         if entities:
             data_part["entities"] = [None, entities]
-        frames.append({"schema": {"refId": ref, "meta": meta, "fields": [time_field, value_field]}, "data": data_part})
+        frames.append(
+            {
+                "schema": {"refId": ref, "meta": meta, "fields": [time_field, value_field]},
+                "data": data_part,
+            }
+        )
     return frames
 
 
 # ---------------------------------------------------------------- the server
+
 
 class Grafana:
     def __init__(self, settings, env=None):
@@ -519,12 +616,18 @@ class Grafana:
         try:
             os.makedirs(s["paths.data"], exist_ok=True)
             if not self.store.exists():
-                self.store.create(s["security.admin_user"], s["security.admin_password"], s["security.admin_email"])
+                self.store.create(
+                    s["security.admin_user"],
+                    s["security.admin_password"],
+                    s["security.admin_email"],
+                )
                 log("sqlstore", "Created default admin", user=s["security.admin_user"])
             with self.store.tx(write=True):  # proves the file is readable and writable
                 pass
         except (OSError, ValueError) as e:
-            raise StartupError(f"Failed to start grafana. error: failed to open database {self.store.path}: {e}") from e
+            raise StartupError(
+                f"Failed to start grafana. error: failed to open database {self.store.path}: {e}"
+            ) from e
         self.provision_datasources()
         self.load_dashboard_providers()
         for p in self.providers:
@@ -532,18 +635,25 @@ class Grafana:
         addr = s["server.http_addr"] or "0.0.0.0"
         protocol = s["server.protocol"]
         if protocol not in ("http", "https"):
-            raise StartupError(f"Failed to start grafana. error: the Grafana stand-in serves protocol http or "
-                               f"https, not {protocol!r}")
+            raise StartupError(
+                f"Failed to start grafana. error: the Grafana stand-in serves protocol http or "
+                f"https, not {protocol!r}"
+            )
         tls = tls_context(s) if protocol == "https" else None
         try:
             self.httpd = (TLSServer if tls else http.server.ThreadingHTTPServer)(
-                (addr, int(s["server.http_port"])), make_handler(self))
+                (addr, int(s["server.http_port"])), make_handler(self)
+            )
         except OSError as e:
-            raise StartupError(f"Failed to start grafana. error: listen tcp {addr}:{s['server.http_port']}: {e}") from e
+            raise StartupError(
+                f"Failed to start grafana. error: listen tcp {addr}:{s['server.http_port']}: {e}"
+            ) from e
         self.httpd.daemon_threads = True
         if tls:
             self.httpd.tls = tls
-            log("http.server", "HTTP Server TLS settings", MinTLSVersion=s["server.min_tls_version"])
+            log(
+                "http.server", "HTTP Server TLS settings", MinTLSVersion=s["server.min_tls_version"]
+            )
         log("http.server", "HTTP Server Listen", address=f"{addr}:{self.port}", protocol=protocol)
         serve = lambda: self.httpd.serve_forever(poll_interval=0.1)  # noqa: E731 (quick stop())
         for target in (serve, self._rescan_loop):
@@ -578,18 +688,28 @@ class Grafana:
                         raise StartupError(f"{path}: data source name missing")
                     wanted.append(ds)
             if sum(1 for ds in wanted if ds.get("isDefault")) > 1:
-                raise StartupError("datasource.yaml config is invalid. Only one datasource per organization can be marked as default")
+                raise StartupError(
+                    "datasource.yaml config is invalid. Only one datasource per organization can be marked as default"
+                )
             with self.store.tx(write=True) as db:
                 for d in deletes:
                     db["datasources"] = [x for x in db["datasources"] if x["name"] != d.get("name")]
                 names = {ds["name"] for ds in wanted}
                 if prune:
-                    db["datasources"] = [x for x in db["datasources"] if not x.get("provisioned") or x["name"] in names]
+                    db["datasources"] = [
+                        x
+                        for x in db["datasources"]
+                        if not x.get("provisioned") or x["name"] in names
+                    ]
                 for ds in wanted:
                     self._upsert_datasource(db, ds)
         except StartupError as e:
             raise StartupError(f"Datasource provisioning error: {e}") from e
-        log("provisioning.datasources", "inserting/updating datasources from configuration", count=len(wanted))
+        log(
+            "provisioning.datasources",
+            "inserting/updating datasources from configuration",
+            count=len(wanted),
+        )
 
     @staticmethod
     def _upsert_datasource(db, cfg):
@@ -602,13 +722,22 @@ class Grafana:
             existing = {"id": next_id(db, "datasource"), "version": 0}
             db["datasources"].append(existing)
         existing.update(
-            uid=uid, orgId=ORG_ID, name=cfg["name"], type=str(cfg.get("type") or ""),
-            access=str(cfg.get("access") or "proxy"), url=str(cfg.get("url") or ""),
-            user=str(cfg.get("user") or ""), database=str(cfg.get("database") or ""),
-            basicAuth=bool(cfg.get("basicAuth", False)), basicAuthUser=str(cfg.get("basicAuthUser") or ""),
-            withCredentials=bool(cfg.get("withCredentials", False)), isDefault=bool(cfg.get("isDefault", False)),
-            jsonData=cfg.get("jsonData") or {}, secureJsonData=cfg.get("secureJsonData") or {},
-            readOnly=not bool(cfg.get("editable", False)), provisioned=True,
+            uid=uid,
+            orgId=ORG_ID,
+            name=cfg["name"],
+            type=str(cfg.get("type") or ""),
+            access=str(cfg.get("access") or "proxy"),
+            url=str(cfg.get("url") or ""),
+            user=str(cfg.get("user") or ""),
+            database=str(cfg.get("database") or ""),
+            basicAuth=bool(cfg.get("basicAuth", False)),
+            basicAuthUser=str(cfg.get("basicAuthUser") or ""),
+            withCredentials=bool(cfg.get("withCredentials", False)),
+            isDefault=bool(cfg.get("isDefault", False)),
+            jsonData=cfg.get("jsonData") or {},
+            secureJsonData=cfg.get("secureJsonData") or {},
+            readOnly=not bool(cfg.get("editable", False)),
+            provisioned=True,
             version=existing["version"] + 1,
         )
         if existing["isDefault"]:  # one default per organization
@@ -632,13 +761,25 @@ class Grafana:
                     try:
                         self.scan_provider(p)
                     except Exception as e:  # a bad scan must not kill the poller
-                        log("provisioning.dashboard", "scan failed", level="error", name=p.name, error=e)
+                        log(
+                            "provisioning.dashboard",
+                            "scan failed",
+                            level="error",
+                            name=p.name,
+                            error=e,
+                        )
 
     def scan_provider(self, p):
         p.next_scan = time.monotonic() + p.interval
         root = os.path.realpath(p.path)
         if not os.path.isdir(root):
-            log("provisioning.dashboard", "Cannot read directory", level="error", name=p.name, path=p.path)
+            log(
+                "provisioning.dashboard",
+                "Cannot read directory",
+                level="error",
+                name=p.name,
+                path=p.path,
+            )
             return
         found = {}
         for dirpath, dirnames, files in os.walk(root, followlinks=True):
@@ -648,18 +789,29 @@ class Grafana:
                     full = os.path.join(dirpath, name)
                     found[os.path.relpath(full, root)] = full
         with self.store.tx(write=True) as db:
-            records = {d["provisioned"]["path"]: d for d in db["dashboards"]
-                       if (d.get("provisioned") or {}).get("provider") == p.name}
+            records = {
+                d["provisioned"]["path"]: d
+                for d in db["dashboards"]
+                if (d.get("provisioned") or {}).get("provider") == p.name
+            }
             for rel, full in found.items():
                 try:
                     with open(full, "rb") as f:
                         raw = f.read()
                 except OSError as e:
-                    log("provisioning.dashboard", "failed to read dashboard file", level="error", file=full, error=e)
+                    log(
+                        "provisioning.dashboard",
+                        "failed to read dashboard file",
+                        level="error",
+                        file=full,
+                        error=e,
+                    )
                     continue
                 checksum = hashlib.md5(raw).hexdigest()
                 rec = records.get(rel)
-                if (rec and rec["provisioned"]["checksum"] == checksum) or p.failed.get(rel) == checksum:
+                if (rec and rec["provisioned"]["checksum"] == checksum) or p.failed.get(
+                    rel
+                ) == checksum:
                     continue  # unchanged (a broken file is reported once per change, not per scan)
                 try:
                     model = json.loads(raw)
@@ -670,18 +822,43 @@ class Grafana:
                     if not model.get("uid") and rec:
                         model["uid"] = rec["uid"]
                     folder_uid = self._provider_folder(db, p, rel)
-                    save_dashboard(db, model, folder_uid, overwrite=True, provisioned={
-                        "provider": p.name, "path": rel, "checksum": checksum,
-                        "allowUiUpdates": p.allow_ui_updates})
-                    log("provisioning.dashboard", "saved provisioned dashboard", name=p.name, file=rel)
+                    save_dashboard(
+                        db,
+                        model,
+                        folder_uid,
+                        overwrite=True,
+                        provisioned={
+                            "provider": p.name,
+                            "path": rel,
+                            "checksum": checksum,
+                            "allowUiUpdates": p.allow_ui_updates,
+                        },
+                    )
+                    log(
+                        "provisioning.dashboard",
+                        "saved provisioned dashboard",
+                        name=p.name,
+                        file=rel,
+                    )
                 except (ValueError, DashErr) as e:
                     p.failed[rel] = checksum
-                    log("provisioning.dashboard", "failed to load dashboard from", level="error", file=full, error=e)
+                    log(
+                        "provisioning.dashboard",
+                        "failed to load dashboard from",
+                        level="error",
+                        file=full,
+                        error=e,
+                    )
             if not p.disable_deletion:
                 gone = {id(rec) for rel, rec in records.items() if rel not in found}
                 if gone:
                     db["dashboards"] = [d for d in db["dashboards"] if id(d) not in gone]
-                    log("provisioning.dashboard", "deleted dashboards whose file is gone", name=p.name, count=len(gone))
+                    log(
+                        "provisioning.dashboard",
+                        "deleted dashboards whose file is gone",
+                        name=p.name,
+                        count=len(gone),
+                    )
 
     @staticmethod
     def _provider_folder(db, p, rel):
@@ -691,10 +868,23 @@ class Grafana:
             title, uid = (os.path.basename(parent), "") if parent else ("", "")
         if not title:
             return ""
-        folder = next((f for f in db["folders"] if (uid and f["uid"] == uid) or (not uid and f["title"] == title)), None)
+        folder = next(
+            (
+                f
+                for f in db["folders"]
+                if (uid and f["uid"] == uid) or (not uid and f["title"] == title)
+            ),
+            None,
+        )
         if folder is None:
-            folder = {"id": next_id(db, "folder"), "uid": uid or new_uid(), "title": title, "version": 1,
-                      "created": now_iso(), "updated": now_iso()}
+            folder = {
+                "id": next_id(db, "folder"),
+                "uid": uid or new_uid(),
+                "title": title,
+                "version": 1,
+                "created": now_iso(),
+                "updated": now_iso(),
+            }
             db["folders"].append(folder)
         return folder["uid"]
 
@@ -702,21 +892,39 @@ class Grafana:
     def authenticate(self, header):
         """(user, None) or (None, 401 body), with Grafana's messages."""
         if not header:
-            return None, {"message": "Unauthorized", "messageId": "auth.unauthorized", "statusCode": 401, "traceID": ""}
-        failed = {"message": "Invalid username or password", "messageId": "password-auth.failed",
-                  "statusCode": 401, "traceID": ""}
+            return None, {
+                "message": "Unauthorized",
+                "messageId": "auth.unauthorized",
+                "statusCode": 401,
+                "traceID": "",
+            }
+        failed = {
+            "message": "Invalid username or password",
+            "messageId": "password-auth.failed",
+            "statusCode": 401,
+            "traceID": "",
+        }
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "basic":
-            return None, {"message": "Invalid API key", "messageId": "api-key.invalid", "statusCode": 401, "traceID": ""}
+            return None, {
+                "message": "Invalid API key",
+                "messageId": "api-key.invalid",
+                "statusCode": 401,
+                "traceID": "",
+            }
         try:
-            login, sep, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+            login, sep, password = (
+                base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+            )
         except (ValueError, UnicodeDecodeError):
             return None, failed
         if not sep or not password:
             return None, failed
         with self.store.tx() as db:  # read each time: `grafana cli` may have changed it
             user = next((u for u in db["users"] if login in (u["login"], u["email"])), None)
-        if user is None or not hmac.compare_digest(user["password"], encode_password(password, user["salt"])):
+        if user is None or not hmac.compare_digest(
+            user["password"], encode_password(password, user["salt"])
+        ):
             return None, failed
         return user, None
 
@@ -724,12 +932,23 @@ class Grafana:
 # ---------------------------------------------------------------- TLS
 
 TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
-GRAFANA_CIPHERS = ":".join([
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA", "AES128-GCM-SHA256",
-    "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA",
-])
+GRAFANA_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA",
+        "AES256-SHA",
+    ]
+)
 
 
 def tls_context(s):
@@ -737,15 +956,21 @@ def tls_context(s):
     its certificate, or a file it may not read, stops start-up); TLS 1.2 or later by default."""
     cert, key = s["server.cert_file"], s["server.cert_key"]
     if not cert:
-        raise StartupError("Failed to start grafana. error: cert_file cannot be empty when using HTTPS")
+        raise StartupError(
+            "Failed to start grafana. error: cert_file cannot be empty when using HTTPS"
+        )
     if not key:
-        raise StartupError("Failed to start grafana. error: cert_key cannot be empty when using HTTPS")
+        raise StartupError(
+            "Failed to start grafana. error: cert_key cannot be empty when using HTTPS"
+        )
     if not os.path.exists(cert):
         raise StartupError(f'Failed to start grafana. error: cannot find SSL cert_file at "{cert}"')
     if not os.path.exists(key):
         raise StartupError(f'Failed to start grafana. error: cannot find SSL key_file at "{key}"')
     if s["server.min_tls_version"] not in TLS_VERSIONS:
-        raise StartupError(f"Failed to start grafana. error: unknown min_tls_version {s['server.min_tls_version']!r}")
+        raise StartupError(
+            f"Failed to start grafana. error: unknown min_tls_version {s['server.min_tls_version']!r}"
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[s["server.min_tls_version"]]
     # Grafana's TLS 1.2 cipher suites (pkg/api/http_server.go, getDefaultCiphers). Security level 0 lets a TLS 1.2
@@ -755,7 +980,9 @@ def tls_context(s):
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as e:
-        raise StartupError(f"Failed to start grafana. error: could not load SSL certificate: {e}") from e
+        raise StartupError(
+            f"Failed to start grafana. error: could not load SSL certificate: {e}"
+        ) from e
     return context
 
 
@@ -770,12 +997,17 @@ class TLSServer(http.server.ThreadingHTTPServer):
         try:
             first = request.recv(1, socket.MSG_PEEK)
             if first and first != b"\x16":  # not a TLS handshake record: someone speaks plain HTTP
-                request.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                request.sendall(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+                )
                 return
             connection = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError) as e:
-            log("http.server", f"http: TLS handshake error from {client_address[0]}:{client_address[1]}: {e}",
-                level="error")
+            log(
+                "http.server",
+                f"http: TLS handshake error from {client_address[0]}:{client_address[1]}: {e}",
+                level="error",
+            )
             return
         try:
             connection.settimeout(None)
@@ -787,19 +1019,57 @@ class TLSServer(http.server.ThreadingHTTPServer):
 
 # ---------------------------------------------------------------- HTTP handler
 
+
 def ds_summary(ds):
-    return {k: ds[k] for k in ("id", "uid", "orgId", "name", "type", "access", "url", "user", "database",
-                               "basicAuth", "isDefault", "jsonData", "readOnly")} | {
+    return {
+        k: ds[k]
+        for k in (
+            "id",
+            "uid",
+            "orgId",
+            "name",
+            "type",
+            "access",
+            "url",
+            "user",
+            "database",
+            "basicAuth",
+            "isDefault",
+            "jsonData",
+            "readOnly",
+        )
+    } | {
         "typeName": ds["type"].capitalize(),
-        "typeLogoUrl": f"public/app/plugins/datasource/{ds['type']}/img/{ds['type']}_logo.svg"}
+        "typeLogoUrl": f"public/app/plugins/datasource/{ds['type']}/img/{ds['type']}_logo.svg",
+    }
 
 
 def ds_detail(ds):
-    detail = {k: ds[k] for k in ("id", "uid", "orgId", "name", "type", "access", "url", "user", "database",
-                                 "basicAuth", "basicAuthUser", "withCredentials", "isDefault", "jsonData",
-                                 "version", "readOnly")}
+    detail = {
+        k: ds[k]
+        for k in (
+            "id",
+            "uid",
+            "orgId",
+            "name",
+            "type",
+            "access",
+            "url",
+            "user",
+            "database",
+            "basicAuth",
+            "basicAuthUser",
+            "withCredentials",
+            "isDefault",
+            "jsonData",
+            "version",
+            "readOnly",
+        )
+    }
     detail["typeLogoUrl"] = f"public/app/plugins/datasource/{ds['type']}/img/{ds['type']}_logo.svg"
-    detail["secureJsonFields"] = {k: True for k in ds.get("secureJsonData") or {}}  # never the values
+    detail["secureJsonFields"] = {
+        k: True for k in ds.get("secureJsonData") or {}
+    }  # never the values
     detail["apiVersion"] = ""
     return detail
 
@@ -843,9 +1113,16 @@ def make_handler(app):
                     self._send(500, {"message": "Internal Server Error"})
             finally:
                 # One line per request; the path without its query string, never a header.
-                log("context", "Request Completed", method=method, path=url.path, status=self._status,
-                    remote_addr=self.client_address[0], uname=(user or {}).get("login", ""),
-                    time_ms=int((time.monotonic() - started) * 1000))
+                log(
+                    "context",
+                    "Request Completed",
+                    method=method,
+                    path=url.path,
+                    status=self._status,
+                    remote_addr=self.client_address[0],
+                    uname=(user or {}).get("login", ""),
+                    time_ms=int((time.monotonic() - started) * 1000),
+                )
 
         def do_GET(self):
             self._dispatch("GET")
@@ -864,6 +1141,7 @@ def make_handler(app):
 
 def route(app, method, path, query, raw, user):
     """Returns (status, JSON body)."""
+
     def body():
         try:
             value = json.loads(raw or b"null")
@@ -876,12 +1154,24 @@ def route(app, method, path, query, raw, user):
     parts = [p for p in path.split("/") if p]
     try:
         if method == "GET" and parts == ["api", "user"]:
-            return 200, {"id": user["id"], "uid": "", "email": user["email"], "name": user["name"],
-                         "login": user["login"], "orgId": ORG_ID, "isGrafanaAdmin": user["isAdmin"]}
+            return 200, {
+                "id": user["id"],
+                "uid": "",
+                "email": user["email"],
+                "name": user["name"],
+                "login": user["login"],
+                "orgId": ORG_ID,
+                "isGrafanaAdmin": user["isAdmin"],
+            }
         if method == "GET" and parts == ["api", "datasources"]:
             with app.store.tx() as db:
                 return 200, [ds_summary(ds) for ds in db["datasources"]]
-        if method == "GET" and parts[:2] == ["api", "datasources"] and len(parts) in (4, 5) and parts[2] in ("uid", "name"):
+        if (
+            method == "GET"
+            and parts[:2] == ["api", "datasources"]
+            and len(parts) in (4, 5)
+            and parts[2] in ("uid", "name")
+        ):
             with app.store.tx() as db:
                 key = "uid" if parts[2] == "uid" else "name"
                 ds = next((d for d in db["datasources"] if d[key] == parts[3]), None)
@@ -895,8 +1185,14 @@ def route(app, method, path, query, raw, user):
             return 200, search(app, query)
         if method == "GET" and parts == ["api", "folders"]:
             with app.store.tx() as db:
-                return 200, [{"id": f["id"], "uid": f["uid"], "title": f["title"]} for f in db["folders"]]
-        if parts[:3] == ["api", "dashboards", "uid"] and len(parts) == 4 and method in ("GET", "DELETE"):
+                return 200, [
+                    {"id": f["id"], "uid": f["uid"], "title": f["title"]} for f in db["folders"]
+                ]
+        if (
+            parts[:3] == ["api", "dashboards", "uid"]
+            and len(parts) == 4
+            and method in ("GET", "DELETE")
+        ):
             return dashboard_by_uid(app, method, parts[3])
         if method == "POST" and parts == ["api", "dashboards", "import"]:
             return import_dashboard(app, body())
@@ -911,12 +1207,20 @@ def route(app, method, path, query, raw, user):
 
 def datasource_health(ds):
     if ds["type"] != "prometheus":
-        return 400, {"status": "ERROR", "message": f"the Grafana stand-in has no health check for type {ds['type']}"}
+        return 400, {
+            "status": "ERROR",
+            "message": f"the Grafana stand-in has no health check for type {ds['type']}",
+        }
     try:
-        prometheus_call(ds, "/api/v1/query", {"query": "1+1", "time": f"{time.time():.3f}"}, timeout=10)
+        prometheus_call(
+            ds, "/api/v1/query", {"query": "1+1", "time": f"{time.time():.3f}"}, timeout=10
+        )
     except DownstreamError as e:
-        return 400, {"status": "ERROR", "message": "There was an error returned querying the Prometheus API.",
-                     "details": {"verboseMessage": str(e)}}
+        return 400, {
+            "status": "ERROR",
+            "message": "There was an error returned querying the Prometheus API.",
+            "details": {"verboseMessage": str(e)},
+        }
     return 200, {"status": "OK", "message": "Successfully queried the Prometheus API."}
 
 
@@ -924,8 +1228,12 @@ def _folder_fields(db, folder_uid):
     folder = next((f for f in db["folders"] if f["uid"] == folder_uid), None)
     if not folder:
         return {}
-    return {"folderId": folder["id"], "folderUid": folder["uid"], "folderTitle": folder["title"],
-            "folderUrl": f"/dashboards/f/{folder['uid']}/{slugify(folder['title'])}"}
+    return {
+        "folderId": folder["id"],
+        "folderUid": folder["uid"],
+        "folderTitle": folder["title"],
+        "folderUrl": f"/dashboards/f/{folder['uid']}/{slugify(folder['title'])}",
+    }
 
 
 def search(app, query):
@@ -939,19 +1247,47 @@ def search(app, query):
         if not kinds or "dash-folder" in kinds:
             for f in db["folders"]:
                 if text in f["title"].lower() and not tags and not uids:
-                    hits.append({"id": f["id"], "uid": f["uid"], "orgId": ORG_ID, "title": f["title"],
-                                 "uri": f"db/{slugify(f['title'])}",
-                                 "url": f"/dashboards/f/{f['uid']}/{slugify(f['title'])}", "slug": "",
-                                 "type": "dash-folder", "tags": [], "isStarred": False, "sortMeta": 0,
-                                 "isDeleted": False})
+                    hits.append(
+                        {
+                            "id": f["id"],
+                            "uid": f["uid"],
+                            "orgId": ORG_ID,
+                            "title": f["title"],
+                            "uri": f"db/{slugify(f['title'])}",
+                            "url": f"/dashboards/f/{f['uid']}/{slugify(f['title'])}",
+                            "slug": "",
+                            "type": "dash-folder",
+                            "tags": [],
+                            "isStarred": False,
+                            "sortMeta": 0,
+                            "isDeleted": False,
+                        }
+                    )
         if not kinds or "dash-db" in kinds:
             for d in db["dashboards"]:
-                if (text in d["title"].lower() and all(t in d["tags"] for t in tags)
-                        and (not uids or d["uid"] in uids) and (not folder_uids or d["folderUid"] in folder_uids)):
-                    hits.append({"id": d["id"], "uid": d["uid"], "orgId": ORG_ID, "title": d["title"],
-                                 "uri": f"db/{d['slug']}", "url": f"/d/{d['uid']}/{d['slug']}", "slug": "",
-                                 "type": "dash-db", "tags": d["tags"], "isStarred": False, "sortMeta": 0,
-                                 "isDeleted": False} | _folder_fields(db, d["folderUid"]))
+                if (
+                    text in d["title"].lower()
+                    and all(t in d["tags"] for t in tags)
+                    and (not uids or d["uid"] in uids)
+                    and (not folder_uids or d["folderUid"] in folder_uids)
+                ):
+                    hits.append(
+                        {
+                            "id": d["id"],
+                            "uid": d["uid"],
+                            "orgId": ORG_ID,
+                            "title": d["title"],
+                            "uri": f"db/{d['slug']}",
+                            "url": f"/d/{d['uid']}/{d['slug']}",
+                            "slug": "",
+                            "type": "dash-db",
+                            "tags": d["tags"],
+                            "isStarred": False,
+                            "sortMeta": 0,
+                            "isDeleted": False,
+                        }
+                        | _folder_fields(db, d["folderUid"])
+                    )
     hits.sort(key=lambda h: (h["type"] != "dash-folder", h["title"].lower()))
     return hits[:limit]
 
@@ -966,16 +1302,37 @@ def dashboard_by_uid(app, method, uid):
             if prov:
                 return 400, {"message": "provisioned dashboard cannot be deleted"}
             db["dashboards"].remove(d)
-            return 200, {"id": d["id"], "uid": uid, "title": d["title"], "message": f"Dashboard {d['title']} deleted"}
+            return 200, {
+                "id": d["id"],
+                "uid": uid,
+                "title": d["title"],
+                "message": f"Dashboard {d['title']} deleted",
+            }
         folder = _folder_fields(db, d["folderUid"])
-        meta = {"type": "db", "canSave": not prov or prov.get("allowUiUpdates", False), "canEdit": True,
-                "canAdmin": True, "canStar": True, "canDelete": not prov, "slug": d["slug"],
-                "url": f"/d/{uid}/{d['slug']}", "expires": "0001-01-01T00:00:00Z", "created": d["created"],
-                "updated": d["updated"], "updatedBy": "admin", "createdBy": "admin", "version": d["version"],
-                "hasAcl": False, "isFolder": False, "folderId": folder.get("folderId", 0),
-                "folderUid": folder.get("folderUid", ""), "folderTitle": folder.get("folderTitle", "General"),
-                "folderUrl": folder.get("folderUrl", ""), "provisioned": bool(prov),
-                "provisionedExternalId": prov.get("path", "")}
+        meta = {
+            "type": "db",
+            "canSave": not prov or prov.get("allowUiUpdates", False),
+            "canEdit": True,
+            "canAdmin": True,
+            "canStar": True,
+            "canDelete": not prov,
+            "slug": d["slug"],
+            "url": f"/d/{uid}/{d['slug']}",
+            "expires": "0001-01-01T00:00:00Z",
+            "created": d["created"],
+            "updated": d["updated"],
+            "updatedBy": "admin",
+            "createdBy": "admin",
+            "version": d["version"],
+            "hasAcl": False,
+            "isFolder": False,
+            "folderId": folder.get("folderId", 0),
+            "folderUid": folder.get("folderUid", ""),
+            "folderTitle": folder.get("folderTitle", "General"),
+            "folderUrl": folder.get("folderUrl", ""),
+            "provisioned": bool(prov),
+            "provisionedExternalId": prov.get("path", ""),
+        }
         return 200, {"dashboard": d["data"], "meta": meta}
 
 
@@ -994,12 +1351,25 @@ def import_dashboard(app, req):
     with app.store.tx(write=True) as db:
         _check_folder(db, folder_uid)
         rec = save_dashboard(db, model, folder_uid, overwrite=bool(req.get("overwrite")))
-        revision = rec["data"].get("revision") if isinstance(rec["data"].get("revision"), int) else 0
+        revision = (
+            rec["data"].get("revision") if isinstance(rec["data"].get("revision"), int) else 0
+        )
         folder = _folder_fields(db, folder_uid)
-    result = {"uid": rec["uid"], "pluginId": "", "title": rec["title"], "imported": True,
-              "importedUri": f"db/{rec['slug']}", "importedUrl": f"/d/{rec['uid']}/{rec['slug']}",
-              "slug": rec["slug"], "dashboardId": rec["id"], "folderId": folder.get("folderId", 0),
-              "folderUid": folder_uid, "description": "", "path": "", "removed": False}
+    result = {
+        "uid": rec["uid"],
+        "pluginId": "",
+        "title": rec["title"],
+        "imported": True,
+        "importedUri": f"db/{rec['slug']}",
+        "importedUrl": f"/d/{rec['uid']}/{rec['slug']}",
+        "slug": rec["slug"],
+        "dashboardId": rec["id"],
+        "folderId": folder.get("folderId", 0),
+        "folderUid": folder_uid,
+        "description": "",
+        "path": "",
+        "removed": False,
+    }
     if revision:  # Grafana omits both when zero
         result.update(importedRevision=revision, revision=revision)
     return 200, result
@@ -1012,12 +1382,25 @@ def save_dashboard_api(app, req):
     folder_uid = str(req.get("folderUid") or "")
     with app.store.tx(write=True) as db:
         _check_folder(db, folder_uid)
-        current = next((d for d in db["dashboards"] if model.get("uid") and d["uid"] == model.get("uid")), None)
-        if current and current.get("provisioned") and not current["provisioned"].get("allowUiUpdates"):
+        current = next(
+            (d for d in db["dashboards"] if model.get("uid") and d["uid"] == model.get("uid")), None
+        )
+        if (
+            current
+            and current.get("provisioned")
+            and not current["provisioned"].get("allowUiUpdates")
+        ):
             return 400, {"message": "Cannot save provisioned dashboard"}
         rec = save_dashboard(db, model, folder_uid, overwrite=bool(req.get("overwrite")))
-    return 200, {"id": rec["id"], "uid": rec["uid"], "url": f"/d/{rec['uid']}/{rec['slug']}", "status": "success",
-                 "version": rec["version"], "slug": rec["slug"], "folderUid": folder_uid}
+    return 200, {
+        "id": rec["id"],
+        "uid": rec["uid"],
+        "url": f"/d/{rec['uid']}/{rec['slug']}",
+        "status": "success",
+        "version": rec["version"],
+        "slug": rec["slug"],
+        "folderUid": folder_uid,
+    }
 
 
 def ds_query(app, req):
@@ -1036,20 +1419,35 @@ def ds_query(app, req):
         uid = ref_ds.get("uid") if isinstance(ref_ds, dict) else ref_ds
         if not uid and not q.get("datasourceId"):
             return 400, {"message": "Query missing datasource info"}
-        ds = next((d for d in sources if d["uid"] == uid or (not uid and d["id"] == q.get("datasourceId"))), None)
+        ds = next(
+            (
+                d
+                for d in sources
+                if d["uid"] == uid or (not uid and d["id"] == q.get("datasourceId"))
+            ),
+            None,
+        )
         if ds is None:
             return 404, {"message": "Data source not found"}
         try:
             if ds["type"] != "prometheus":
-                raise DownstreamError(f"the Grafana stand-in only queries Prometheus data sources, not {ds['type']}", 400)
+                raise DownstreamError(
+                    f"the Grafana stand-in only queries Prometheus data sources, not {ds['type']}",
+                    400,
+                )
             results[ref] = {"status": 200, "frames": run_prometheus_query(ds, q, start, end)}
         except (DownstreamError, ValueError) as e:
             failed = True
-            results[ref] = {"error": str(e), "errorSource": "downstream", "status": getattr(e, "status", 400)}
+            results[ref] = {
+                "error": str(e),
+                "errorSource": "downstream",
+                "status": getattr(e, "status", 400),
+            }
     return (400 if failed else 200), {"results": results}
 
 
 # ---------------------------------------------------------------- command line
+
 
 def _split_flags(args, names):
     """--name=value / --name value / -name value flags anywhere; the rest stays positional."""
@@ -1072,8 +1470,17 @@ def _split_flags(args, names):
 
 
 def cmd_server(args):
-    flags, rest = _split_flags(args, {"homepath": str, "config": str, "packaging": str, "pidfile": str,
-                                      "v": bool, "version": bool})
+    flags, rest = _split_flags(
+        args,
+        {
+            "homepath": str,
+            "config": str,
+            "packaging": str,
+            "pidfile": str,
+            "v": bool,
+            "version": bool,
+        },
+    )
     if flags.get("v") or flags.get("version"):
         print(f"Version {VERSION} (commit: {COMMIT}, branch: HEAD)")
         return 0
@@ -1091,10 +1498,23 @@ def cmd_server(args):
 
 
 def cmd_cli(args):
-    flags, rest = _split_flags(args, {"homepath": str, "config": str, "configOverrides": str,
-                                      "password-from-stdin": bool, "user-id": str, "debug": bool, "d": bool})
+    flags, rest = _split_flags(
+        args,
+        {
+            "homepath": str,
+            "config": str,
+            "configOverrides": str,
+            "password-from-stdin": bool,
+            "user-id": str,
+            "debug": bool,
+            "d": bool,
+        },
+    )
     if rest[:2] != ["admin", "reset-admin-password"]:
-        print("Error: ✗ the Grafana stand-in only implements 'admin reset-admin-password'", file=sys.stderr)
+        print(
+            "Error: ✗ the Grafana stand-in only implements 'admin reset-admin-password'",
+            file=sys.stderr,
+        )
         return 1
     if flags.get("password-from-stdin"):
         print("New Password: ")
@@ -1117,7 +1537,9 @@ def cmd_cli(args):
         if user is None:
             raise StartupError("admin user cannot be found")
         if not user["isAdmin"]:
-            raise StartupError("reset-admin-password can only be used to reset an admin user account")
+            raise StartupError(
+                "reset-admin-password can only be used to reset an admin user account"
+            )
         user["salt"] = new_uid(10)
         user["password"] = encode_password(password, user["salt"])
     print("\nAdmin password changed successfully ✔")
@@ -1134,7 +1556,10 @@ def main(argv):
             return cmd_server(args[1:])
         if args[0] == "cli":
             return cmd_cli(args[1:])
-        print(f"Error: ✗ unknown command {args[0]!r} (the stand-in knows 'server' and 'cli')", file=sys.stderr)
+        print(
+            f"Error: ✗ unknown command {args[0]!r} (the stand-in knows 'server' and 'cli')",
+            file=sys.stderr,
+        )
         return 1
     except StartupError as e:
         print(f"Error: ✗ {e}", file=sys.stderr)
