@@ -41,22 +41,11 @@ from .docker_engine import install_docker
 from .host_lock import claim_host
 from .host_state import host_output, read_host_state
 from .settings import DeployError
-from .stack_model import PROMETHEUS_PORT, container_name
-from .uninstall import VOLUMES, leftovers_command
+from .stack_model import DATA_VOLUMES, PROMETHEUS_PORT, container_name, volume_name
+from .uninstall import leftovers_command
 
 FORMAT = "pgmon-backup 1"
-# Archive folder -> data volume (render/compose.py).
-PARTS = {
-    "prometheus": "prometheus-data",
-    "grafana": "grafana-data",
-    "alertmanager": "alertmanager-data",
-}
-assert set(PARTS.values()) == set(VOLUMES)
 CHUNK = 1 << 16
-
-
-def volume_name(project: str, volume: str) -> str:
-    return f"{project}_{volume}"
 
 
 def backup_script(project: str, metadata: dict) -> str:
@@ -66,7 +55,7 @@ def backup_script(project: str, metadata: dict) -> str:
     snapshot_url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/admin/tsdb/snapshot"
     mountpoints = [
         f"{part}=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume_name(project, volume))})"
-        for part, volume in PARTS.items()
+        for part, volume in DATA_VOLUMES.items()
     ]
     return "\n".join(
         [
@@ -111,7 +100,7 @@ def restore_script(project: str) -> str:
             f"if docker volume inspect {q(volume_name(project, v))} >/dev/null 2>&1; then "
             f"echo 'pgmon: this host has the volume {volume_name(project, v)} already; nothing was restored' >&2; "
             "exit 3; fi"
-            for v in VOLUMES
+            for v in DATA_VOLUMES.values()
         ],
         "work=$(mktemp -d /var/tmp/pgmon-restore.XXXXXX)",
         "trap 'rm -rf \"$work\"' EXIT",
@@ -119,12 +108,11 @@ def restore_script(project: str) -> str:
         f'grep -q {q(FORMAT)} "$work/pgmon-backup.json" 2>/dev/null || '
         "{ echo 'pgmon: this is not an archive backup.py wrote (no pgmon-backup.json)' >&2; exit 1; }",
     ]
-    for part, volume in PARTS.items():
-        name = volume_name(project, volume)
+    for part in DATA_VOLUMES:
         lines += [
             f'[ -d "$work/{part}" ] || {{ echo "pgmon: the archive has no {part}/" >&2; exit 1; }}',
         ]
-    for part, volume in PARTS.items():
+    for part, volume in DATA_VOLUMES.items():
         name = volume_name(project, volume)
         lines += [
             f"docker volume create --label com.docker.compose.project={q(project)} "

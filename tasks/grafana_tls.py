@@ -25,19 +25,20 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FunctionCommand, operation
 
-from .stack_model import GRAFANA_GID, GRAFANA_UID
+from .stack_model import (
+    GRAFANA_GID,
+    GRAFANA_SELF_SIGNED_CERT,
+    GRAFANA_SELF_SIGNED_KEY,
+    GRAFANA_TLS_DIR,
+    GRAFANA_UID,
+    grafana_certificate_files,
+)
 
-TLS_DIR = "grafana/tls"
-MOUNT = "/etc/grafana/tls"
-USER_CERT, USER_KEY = "grafana.crt", "grafana.key"
-SELF_SIGNED_CERT, SELF_SIGNED_KEY = "self-signed.crt", "self-signed.key"
 SELF_SIGNED_DAYS = 825  # the longest a TLS server certificate may live for Apple's platforms
 RENEW_SECONDS = 30 * 86400
 
-
-def certificate_files(user_certificate: bool) -> tuple[str, str]:
-    """(certificate, key) file names under TLS_DIR for the certificate in use."""
-    return (USER_CERT, USER_KEY) if user_certificate else (SELF_SIGNED_CERT, SELF_SIGNED_KEY)
+# render/__init__.py imports these from here; they are stack_model's (to import from there).
+TLS_DIR, certificate_files = GRAFANA_TLS_DIR, grafana_certificate_files
 
 
 def read_certificate(cert_file: str, key_file: str) -> tuple[bytes | None, bytes | None, list[str]]:
@@ -136,7 +137,7 @@ def self_signed_names(inventory_name: str) -> tuple[str, str]:
 def make_certificate_script(base_dir: str, inventory_name: str) -> str:
     """openssl on the host: a P-256 key and a self-signed certificate for every name the host answers to, written
     beside each other and renamed into place (a run cut short leaves the old pair or none, never half)."""
-    directory = shlex.quote(f"{base_dir}/{TLS_DIR}")
+    directory = shlex.quote(f"{base_dir}/{GRAFANA_TLS_DIR}")
     cn, given = self_signed_names(inventory_name)
     names = " ".join(
         [
@@ -159,10 +160,10 @@ def make_certificate_script(base_dir: str, inventory_name: str) -> str:
             f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days {SELF_SIGNED_DAYS} "
             f'-subj {shlex.quote("/CN=" + cn[:64] + "/O=pgmon self-signed")} -addext "subjectAltName=$san" '
             "-addext extendedKeyUsage=serverAuth "
-            f"-keyout {SELF_SIGNED_KEY}.new -out {SELF_SIGNED_CERT}.new 2>/dev/null",
-            f"chown {GRAFANA_UID}:{GRAFANA_GID} {SELF_SIGNED_KEY}.new {SELF_SIGNED_CERT}.new",
-            f"chmod 0400 {SELF_SIGNED_KEY}.new && chmod 0444 {SELF_SIGNED_CERT}.new",
-            f"mv -f {SELF_SIGNED_KEY}.new {SELF_SIGNED_KEY} && mv -f {SELF_SIGNED_CERT}.new {SELF_SIGNED_CERT}",
+            f"-keyout {GRAFANA_SELF_SIGNED_KEY}.new -out {GRAFANA_SELF_SIGNED_CERT}.new 2>/dev/null",
+            f"chown {GRAFANA_UID}:{GRAFANA_GID} {GRAFANA_SELF_SIGNED_KEY}.new {GRAFANA_SELF_SIGNED_CERT}.new",
+            f"chmod 0400 {GRAFANA_SELF_SIGNED_KEY}.new && chmod 0444 {GRAFANA_SELF_SIGNED_CERT}.new",
+            f"mv -f {GRAFANA_SELF_SIGNED_KEY}.new {GRAFANA_SELF_SIGNED_KEY} && mv -f {GRAFANA_SELF_SIGNED_CERT}.new {GRAFANA_SELF_SIGNED_CERT}",
         ]
     )
 
@@ -170,7 +171,7 @@ def make_certificate_script(base_dir: str, inventory_name: str) -> str:
 def renewal_check_command(base_dir: str) -> str:
     """For the host-state listing: ``grafana-certificate renew`` when the self-signed certificate ends within 30
     days (nothing when there is none, or no openssl to tell)."""
-    cert = shlex.quote(f"{base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}")
+    cert = shlex.quote(f"{base_dir}/{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}")
     return (
         f"if [ -f {cert} ] && command -v openssl >/dev/null 2>&1 && "
         f"! openssl x509 -checkend {RENEW_SECONDS} -noout -in {cert} >/dev/null 2>&1; "
@@ -180,7 +181,8 @@ def renewal_check_command(base_dir: str) -> str:
 
 def needs_self_signed(entries: dict, renew: bool) -> bool:
     return renew or not all(
-        f"{TLS_DIR}/{name}" in entries for name in (SELF_SIGNED_CERT, SELF_SIGNED_KEY)
+        f"{GRAFANA_TLS_DIR}/{name}" in entries
+        for name in (GRAFANA_SELF_SIGNED_CERT, GRAFANA_SELF_SIGNED_KEY)
     )
 
 
@@ -200,7 +202,7 @@ def self_signed_certificate(
         return
     if not host.state.is_executing:
         host.log(
-            f"pgmon: will make Grafana's self-signed certificate ({TLS_DIR}/{SELF_SIGNED_CERT})"
+            f"pgmon: will make Grafana's self-signed certificate ({GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT})"
         )
     if claim is not None:
         yield claim

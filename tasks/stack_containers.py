@@ -34,6 +34,7 @@ from .stack_model import (
     RESTART_GRAFANA,
     StackFiles,
     action_service,
+    compose_command,
     container_name,
 )
 
@@ -69,18 +70,6 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
             if s in running and running[s].revision == desired[s] and running[s].state != "running"
         ),
         remove=tuple(s for s in running if s not in desired),
-    )
-
-
-def compose_command(base_dir: str, project: str, arguments: str) -> str:
-    """``docker compose`` on pgmon's file and project only: a stray compose.yaml, a .env with COMPOSE_FILE or
-    COMPOSE_PROJECT_NAME in base_dir, or such variables in the SSH session cannot redirect it (and then
-    --remove-orphans remove pgmon's containers)."""
-    base = shlex.quote(base_dir)
-    return (
-        f"cd {base} && env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES docker compose "
-        f"--project-name {shlex.quote(project)} --file {base}/docker-compose.yml --project-directory {base} "
-        f"--env-file /dev/null {arguments}"
     )
 
 
@@ -181,7 +170,10 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
 
 
 def after_file_changes(settings: Settings, state: HostState, stack: StackFiles) -> tuple[str, ...]:
-    """What the file step asks for, and a Grafana restart when its self-signed certificate was made again."""
+    """What the file step asks for, and a Grafana restart when its self-signed certificate was made again.
+
+    Step 2's plan is made again here, from the same stack and host state (``plan_files`` is a pure function
+    of them), rather than passed: ``configure_stack`` and ``start_stack`` are steps a caller runs one by one."""
     actions = plan_files(stack, state.entries, state.written).actions
     renewed = (
         settings.config.grafana_https

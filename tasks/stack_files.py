@@ -4,7 +4,9 @@ Changed files travel as one tar stream on the command's stdin: secrets never
 sit in a world-readable temporary file, never appear in a command line, and
 are never printed (``--diff`` shows "content hidden" for them). What must
 follow a change (reload, restart) is planned here and done by step 3, once
-the containers are up.
+the containers are up. Step 3 does not receive this plan: it makes it again
+(``stack_containers.after_file_changes`` calls ``plan_files`` with the same
+stack and host state), so ``plan_files`` must stay a pure function of them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .host_state import Entry, HostState
 from .settings import DeployError, Settings
 from .stack_model import (
     RESET_GRAFANA_PASSWORD,
+    STAGE_PREFIX,
     ConfigCheck,
     ManagedDir,
     ManagedFile,
@@ -34,7 +37,6 @@ from .stack_model import (
 
 # Before pgmon kept a manifest, only a removed database's folder was left to prune.
 PRUNED_WITHOUT_MANIFEST = "exporters/"
-STAGE_PREFIX = ".pgmon-stage."  # left behind only by an interrupted run
 CANDIDATES = ".check"  # inside the staging folder: whole component directories as they will be
 
 

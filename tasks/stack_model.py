@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,21 @@ NODE_EXPORTER_PORT = 9100
 
 NODE_EXPORTER_SERVICE = "node-exporter"
 MANIFEST = ".pgmon-manifest"  # every path pgmon wrote under base_dir: the only ones it ever prunes
+STAGE_PREFIX = ".pgmon-stage."  # step 2's staging folder under base_dir, left behind only by an interrupted run
+
+# The data volumes, by the component whose data each holds (also the backup archive's folder names). The
+# compose file declares them; uninstall.py keeps or deletes them; backup.py copies them.
+DATA_VOLUMES = {
+    "prometheus": "prometheus-data",
+    "alertmanager": "alertmanager-data",
+    "grafana": "grafana-data",
+}
+
+# Grafana's TLS files (tasks/grafana_tls.py): a folder under base_dir, mounted where Grafana reads it.
+GRAFANA_TLS_DIR = "grafana/tls"
+GRAFANA_TLS_MOUNT = "/etc/grafana/tls"
+GRAFANA_USER_CERT, GRAFANA_USER_KEY = "grafana.crt", "grafana.key"
+GRAFANA_SELF_SIGNED_CERT, GRAFANA_SELF_SIGNED_KEY = "self-signed.crt", "self-signed.key"
 
 # What must follow a change of a file; planned by tasks/stack_files.py, done by tasks/stack_containers.py.
 RELOAD_PROMETHEUS = "reload:prometheus"
@@ -63,6 +79,34 @@ def exporter_service(database_name: str) -> str:
 def container_name(project: str, service: str) -> str:
     """The container Compose runs for ``service``: compose files set ``container_name`` to this."""
     return f"{project}-{service}"
+
+
+def volume_name(project: str, volume: str) -> str:
+    """The name Compose gives a project's volume on the host."""
+    return f"{project}_{volume}"
+
+
+def grafana_certificate_files(user_certificate: bool) -> tuple[str, str]:
+    """(certificate, key) file names under GRAFANA_TLS_DIR for the certificate in use."""
+    if user_certificate:
+        return GRAFANA_USER_CERT, GRAFANA_USER_KEY
+    return GRAFANA_SELF_SIGNED_CERT, GRAFANA_SELF_SIGNED_KEY
+
+
+def compose_command(base_dir: str | None, project: str, arguments: str) -> str:
+    """``docker compose`` on pgmon's file and project only: a stray compose.yaml, a .env with COMPOSE_FILE or
+    COMPOSE_PROJECT_NAME in base_dir, or such variables in the SSH session cannot redirect it (and then
+    --remove-orphans remove pgmon's containers). With no ``base_dir`` (its compose file is gone), Compose
+    finds the project by its containers' labels."""
+    compose = "env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES docker compose"
+    if base_dir is None:
+        return f"{compose} --project-name {shlex.quote(project)} {arguments}"
+    base = shlex.quote(base_dir)
+    return (
+        f"cd {base} && {compose} "
+        f"--project-name {shlex.quote(project)} --file {base}/docker-compose.yml --project-directory {base} "
+        f"--env-file /dev/null {arguments}"
+    )
 
 
 # Plain scalars that some reader would take for a number, a boolean or null: YAML 1.1 (PyYAML, Go's yaml.v2

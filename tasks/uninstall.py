@@ -21,20 +21,17 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
 
-from .grafana_tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, TLS_DIR
 from .host_lock import claim_host
 from .host_state import HostState, host_output, read_host_state
 from .isolation import removal_command, unit_name
-from .stack_containers import compose_command
-from .stack_files import STAGE_PREFIX
-from .stack_model import MANIFEST
-
-VOLUMES = ("prometheus-data", "alertmanager-data", "grafana-data")  # render/compose.py names them
-
-
-def project_volumes(project: str) -> list[str]:
-    """The data volumes as Compose names them: ``<project>_<volume>``."""
-    return [f"{project}_{volume}" for volume in VOLUMES]
+from .stack_model import (
+    GRAFANA_SELF_SIGNED_CERT,
+    GRAFANA_SELF_SIGNED_KEY,
+    GRAFANA_TLS_DIR,
+    MANIFEST,
+    STAGE_PREFIX,
+    compose_command,
+)
 
 
 def leftovers_command(project: str) -> str:
@@ -50,7 +47,11 @@ def leftovers_command(project: str) -> str:
 def pgmon_paths(state: HostState) -> list[str]:
     """What pgmon put under base_dir and is there now: its manifest's paths, the self-signed certificate it made,
     a staging folder an interrupted run left."""
-    made = {f"{TLS_DIR}/{SELF_SIGNED_CERT}", f"{TLS_DIR}/{SELF_SIGNED_KEY}", MANIFEST}
+    made = {
+        f"{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}",
+        f"{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_KEY}",
+        MANIFEST,
+    }
     ours = set(state.written or ()) | made
     return sorted(
         path
@@ -98,8 +99,8 @@ def remove_containers(
         yield claim
     if compose_file:
         yield compose_command(base_dir, project, "down --remove-orphans --timeout 30")
-    else:  # Compose finds a project by its labels
-        yield f"docker compose --project-name {shlex.quote(project)} down --remove-orphans --timeout 30"
+    else:
+        yield compose_command(None, project, "down --remove-orphans --timeout 30")
 
 
 @operation()

@@ -21,14 +21,20 @@ from urllib.parse import quote
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
-from .grafana_tls import SELF_SIGNED_CERT, TLS_DIR, first_certificate, pinned_context
+from .grafana_tls import first_certificate, pinned_context
 from .host_state import host_output
 from .http_tunnel import HostHTTP
 from .render.alertmanager import render_alertmanager_config
 from .render.grafana import DATASOURCE_UID, provisioned_dashboard_uids
 from .reporting import failure
 from .settings import Settings
-from .stack_model import EXPORTER_PORT, container_name, exporter_service
+from .stack_model import (
+    EXPORTER_PORT,
+    GRAFANA_SELF_SIGNED_CERT,
+    GRAFANA_TLS_DIR,
+    container_name,
+    exporter_service,
+)
 
 
 @dataclass(frozen=True)
@@ -291,7 +297,7 @@ def grafana_certificate(settings: Settings, run_shell) -> bytes | None:
         return None
     if settings.grafana_tls_certificate is not None:
         return settings.grafana_tls_certificate
-    path = f"{settings.config.base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}"
+    path = f"{settings.config.base_dir}/{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}"
     pem = "\n".join(run_shell(f"cat {shlex.quote(path)}")).encode()
     return pem + b"\n" if b"-----BEGIN CERTIFICATE-----" in pem else None
 
@@ -329,7 +335,7 @@ def check_grafana(
                 Finding(
                     "grafana",
                     False,
-                    f"has no certificate at {cfg.base_dir}/{TLS_DIR}/{SELF_SIGNED_CERT}",
+                    f"has no certificate at {cfg.base_dir}/{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}",
                     "run the deploy again: it makes one",
                 )
             ]

@@ -5,19 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..grafana_tls import MOUNT as TLS_MOUNT
-from ..grafana_tls import TLS_DIR, certificate_files
 from ..settings import Settings
 from ..stack_model import (
     ALERTMANAGER_PORT,
+    DATA_VOLUMES,
     EXPORTER_PORT,
     GRAFANA_PORT,
+    GRAFANA_TLS_DIR,
+    GRAFANA_TLS_MOUNT,
     NODE_EXPORTER_PORT,
     NODE_EXPORTER_SERVICE,
     NODE_EXPORTER_UID,
     PROMETHEUS_PORT,
     container_name,
     exporter_service,
+    grafana_certificate_files,
     yaml_bytes,
 )
 from .exporters import (
@@ -83,7 +85,10 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--web.enable-admin-api",
             ],
             "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],
-            "volumes": [mount("prometheus", "/etc/prometheus"), "prometheus-data:/prometheus"],
+            "volumes": [
+                mount("prometheus", "/etc/prometheus"),
+                f"{DATA_VOLUMES['prometheus']}:/prometheus",
+            ],
             "networks": ["metrics", "ui"],
             "healthcheck": _healthcheck(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"),
         },
@@ -99,7 +104,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
             "volumes": [
                 mount("alertmanager", "/etc/alertmanager"),
-                "alertmanager-data:/alertmanager",
+                f"{DATA_VOLUMES['alertmanager']}:/alertmanager",
             ],
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
@@ -129,7 +134,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             },
             "ports": [f"{cfg.grafana_bind_address}:{cfg.grafana_port}:{GRAFANA_PORT}"],
             "volumes": [
-                "grafana-data:/var/lib/grafana",
+                f"{DATA_VOLUMES['grafana']}:/var/lib/grafana",
                 mount("grafana/provisioning", "/etc/grafana/provisioning"),
                 mount("grafana/dashboards", "/etc/grafana/dashboards"),
                 mount("grafana/secrets", "/etc/grafana/secrets"),
@@ -143,15 +148,15 @@ def compose_services(settings: Settings) -> dict[str, dict]:
     }
     if cfg.grafana_https:
         # Grafana's own settings for TLS (tasks/grafana_tls.py): the user's certificate, or the self-signed one.
-        cert, key = certificate_files(settings.grafana_tls_certificate is not None)
+        cert, key = grafana_certificate_files(settings.grafana_tls_certificate is not None)
         services["grafana"]["environment"].update(
             {
                 "GF_SERVER_PROTOCOL": "https",
-                "GF_SERVER_CERT_FILE": f"{TLS_MOUNT}/{cert}",
-                "GF_SERVER_CERT_KEY": f"{TLS_MOUNT}/{key}",
+                "GF_SERVER_CERT_FILE": f"{GRAFANA_TLS_MOUNT}/{cert}",
+                "GF_SERVER_CERT_KEY": f"{GRAFANA_TLS_MOUNT}/{key}",
             }
         )
-        services["grafana"]["volumes"].append(mount(TLS_DIR, TLS_MOUNT))
+        services["grafana"]["volumes"].append(mount(GRAFANA_TLS_DIR, GRAFANA_TLS_MOUNT))
     services[NODE_EXPORTER_SERVICE] = {
         "image": settings.image("node_exporter"),
         "container_name": container(NODE_EXPORTER_SERVICE),
@@ -211,6 +216,6 @@ def render_compose(settings: Settings, services: dict[str, dict]) -> bytes:
             "metrics": {"name": f"{project}-metrics"},
             "ui": {"name": f"{project}-ui"},
         },
-        "volumes": {"prometheus-data": {}, "alertmanager-data": {}, "grafana-data": {}},
+        "volumes": {volume: {} for volume in DATA_VOLUMES.values()},
     }
     return yaml_bytes(_escape_compose(document))
