@@ -18,10 +18,6 @@ name in front, as pyinfra does for any nested deploy.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-from pydantic import ValidationError
 from pyinfra import host
 
 from .alert_delivery import send_test_alert
@@ -30,55 +26,24 @@ from .dashboard import load_dashboard_9628
 from .docker_engine import install_docker
 from .host_state import read_host_state
 from .render import render_stack
-from .settings import (
-    DEFAULT_IMAGES,
-    SETTING_PREFIX,
-    DeployError,
-    Settings,
-    SettingsInput,
-    _format_validation_error,
-    _problem_report,
-    _unknown_setting_lines,
-    build_settings,
-)
+from .settings import HostConfig, Settings, load_config, load_settings
 from .stack_containers import start_stack
 from .stack_files import configure_stack
 from .uninstall import uninstall_stack
 from .verify_stack import verify_stack
 
-
-def load_settings(current_host) -> Settings:
-    """Validate ``current_host``'s pgmon data and read its secrets from this process's environment."""
-    return build_settings(current_host.data.dict(), os.environ)
-
-
-@dataclass(frozen=True)
-class HostConfig:
-    """The validated settings without any secret: what uninstall, backup and restore need (they read none)."""
-
-    config: SettingsInput
-
-    def image(self, component: str) -> str:
-        return self.config.images.get(component, DEFAULT_IMAGES[component])
-
-
-def load_config(current_host) -> HostConfig:
-    """Validate ``current_host``'s pgmon data as the deploy does (unknown keys included), reading no secret."""
-    raw = {
-        k[len(SETTING_PREFIX) :]: v
-        for k, v in current_host.data.dict().items()
-        if k.startswith(SETTING_PREFIX)
-    }
-    problems = _unknown_setting_lines(
-        sorted(SETTING_PREFIX + k for k in raw if k not in SettingsInput.model_fields)
-    )
-    try:
-        config = SettingsInput(**{k: v for k, v in raw.items() if k in SettingsInput.model_fields})
-    except ValidationError as error:
-        raise DeployError(_problem_report(problems + _format_validation_error(error))) from None
-    if problems:
-        raise DeployError(_problem_report(problems))
-    return HostConfig(config)
+# HostConfig, load_config and load_settings live in settings/load.py; exported here too, as before the
+# split (tasks/__init__.py and callers import them from this module).
+__all__ = [
+    "HostConfig",
+    "backup_pgmon",
+    "deploy_pgmon",
+    "load_config",
+    "load_settings",
+    "restore_pgmon",
+    "send_pgmon_test_alert",
+    "uninstall_pgmon",
+]
 
 
 def deploy_pgmon() -> Settings:

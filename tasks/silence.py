@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
-from .deploy import load_settings
 from .host_state import host_output
 from .reporting import failure
-from .settings import SILENCE_ID_RE, Settings, Silence
+from .settings import SILENCE_ID_RE, Settings, Silence, load_settings
 from .stack_model import ALERTMANAGER_PORT, container_name
 
 _EXIT_RE = re.compile(r"^pgmon-exit=([0-9]+)$")

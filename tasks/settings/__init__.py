@@ -1,0 +1,142 @@
+"""pgmon's settings: one validated object built from host data and the environment.
+
+Every pgmon setting is a host-data key starting with ``pgmon_`` (set in ``group_data/*.py``, the
+inventory, or ``--data``). Secrets are never settings: a setting names the *environment variable*
+that holds the secret, and the value is read from the controller's environment, once. Validation
+collects every problem and raises one ``DeployError`` that names each field and how to fix it,
+before any operation touches the host.
+
+    errors       DeployError and the report that lists every problem
+    fields       the value grammars (names, durations, hosts, URLs, labels) as types
+    images       the default images, the oldest versions pgmon supports, a tag's version
+    thresholds   the alert rules' thresholds, globally and per database
+    models       the deploy's settings
+    run_options  what single commands read (silence, uninstall, backup, restore, lock take-over)
+    load         host data + environment -> HostConfig (no secret) or Settings (with the secrets)
+
+The names below are the ones the rest of pgmon imports: ``from .settings import Settings``.
+"""
+
+from .errors import SETTING_PREFIX, DeployError
+from .fields import (
+    GRAFANA_URL_MAX,
+    MAX_DURATION_SECONDS,
+    PROMQL_KEYWORDS,
+    RESERVED_LABELS,
+    SERIES_LABELS,
+    Count,
+    Duration,
+    EnvName,
+    GrafanaUrl,
+    Host,
+    HttpUrl,
+    Interval,
+    IPAddress,
+    Labels,
+    Name,
+    Percent,
+    PerSecond,
+    Port,
+    Seconds,
+    Severities,
+    Severity,
+    Sha256,
+    duration_seconds,
+)
+from .images import DEFAULT_IMAGES, MINIMUM_VERSIONS, Component, image_version
+from .load import (
+    HostConfig,
+    Settings,
+    SettingsInput,
+    build_settings,
+    load_config,
+    load_settings,
+)
+from .models import (
+    DASHBOARD_9628_URL,
+    SYSTEM_DIRS,
+    SYSTEM_TREES,
+    AlertTiming,
+    Dashboard9628,
+    Database,
+    DeploySettings,
+    Discord,
+    GrafanaCertificate,
+    Telegram,
+    Watchdog,
+)
+from .run_options import (
+    SILENCE_ID_RE,
+    SILENCE_MAX_SECONDS,
+    SILENCE_REASON_MAX,
+    RunOptions,
+    Silence,
+)
+from .thresholds import (
+    HOST_THRESHOLDS,
+    MIN_SCRAPES_PER_WINDOW,
+    SERVER_THRESHOLDS,
+    WINDOW_THRESHOLDS,
+    AlertThresholds,
+    DatabaseAlertThresholds,
+)
+
+__all__ = [
+    "DASHBOARD_9628_URL",
+    "DEFAULT_IMAGES",
+    "GRAFANA_URL_MAX",
+    "HOST_THRESHOLDS",
+    "MAX_DURATION_SECONDS",
+    "MINIMUM_VERSIONS",
+    "MIN_SCRAPES_PER_WINDOW",
+    "PROMQL_KEYWORDS",
+    "RESERVED_LABELS",
+    "SERIES_LABELS",
+    "SERVER_THRESHOLDS",
+    "SETTING_PREFIX",
+    "SILENCE_ID_RE",
+    "SILENCE_MAX_SECONDS",
+    "SILENCE_REASON_MAX",
+    "SYSTEM_DIRS",
+    "SYSTEM_TREES",
+    "WINDOW_THRESHOLDS",
+    "AlertThresholds",
+    "AlertTiming",
+    "Component",
+    "Count",
+    "Dashboard9628",
+    "Database",
+    "DatabaseAlertThresholds",
+    "DeployError",
+    "DeploySettings",
+    "Discord",
+    "Duration",
+    "EnvName",
+    "GrafanaCertificate",
+    "GrafanaUrl",
+    "Host",
+    "HostConfig",
+    "HttpUrl",
+    "IPAddress",
+    "Interval",
+    "Labels",
+    "Name",
+    "PerSecond",
+    "Percent",
+    "Port",
+    "RunOptions",
+    "Seconds",
+    "Settings",
+    "SettingsInput",
+    "Severities",
+    "Severity",
+    "Sha256",
+    "Silence",
+    "Telegram",
+    "Watchdog",
+    "build_settings",
+    "duration_seconds",
+    "image_version",
+    "load_config",
+    "load_settings",
+]

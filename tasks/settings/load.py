@@ -1,0 +1,261 @@
+"""From host data and the environment to what a command runs with.
+
+``SettingsInput`` is every ``pgmon_*`` key: the deploy's settings (models.py) and the single commands'
+options (run_options.py), validated together. ``load_config`` gives a ``HostConfig`` (no secret: what
+uninstall, backup and restore need); ``load_settings`` gives ``Settings``, the same plus the secrets
+``resolve_secrets`` reads from the controller's environment. Secrets are never settings: a setting
+names the *environment variable* that holds the secret. Every problem is found before any operation
+touches the host and reported together (errors.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
+
+from .errors import SETTING_PREFIX, DeployError, format_validation_error, problem_report
+from .fields import http_url_problem
+from .images import DEFAULT_IMAGES, Component, image_version
+from .models import Database, DeploySettings
+from .run_options import RunOptions, silence_target_problem
+
+
+class SettingsInput(RunOptions, DeploySettings):
+    """What group_data may say, without the ``pgmon_`` prefix: the deploy's settings and the single
+    commands' options, so that a typo in either is named whichever command runs."""
+
+    @model_validator(mode="after")
+    def _silence_target(self) -> SettingsInput:
+        problem = silence_target_problem(self.silence, self.databases)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def unknown_setting_lines(keys: list[str]) -> list[str]:
+    """A problem line for each ``pgmon_*`` key that is no setting, with the setting it may mean."""
+    known = [SETTING_PREFIX + name for name in SettingsInput.model_fields]
+    lines = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see README, Configuration"
+        lines.append(f"{key}: unknown pgmon setting{hint}")
+    return lines
+
+
+def validate_host_data(host_data: Mapping[str, object]) -> SettingsInput:
+    """The ``pgmon_*`` keys of ``host_data``, validated; a DeployError lists every problem, unknown keys
+    included."""
+    raw = {
+        k[len(SETTING_PREFIX) :]: v for k, v in host_data.items() if k.startswith(SETTING_PREFIX)
+    }
+    known = set(SettingsInput.model_fields)
+    problems = unknown_setting_lines(sorted(SETTING_PREFIX + k for k in raw if k not in known))
+    try:
+        config = SettingsInput(**{k: v for k, v in raw.items() if k in known})
+    except ValidationError as error:
+        raise DeployError(problem_report(problems + format_validation_error(error))) from None
+    if problems:
+        raise DeployError(problem_report(problems))
+    return config
+
+
+class HostConfig(BaseModel):
+    """The validated settings without any secret: what uninstall, backup and restore need (they read none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: SettingsInput
+
+    @property
+    def databases(self) -> list[Database]:
+        return self.config.databases
+
+    def image(self, component: Component) -> str:
+        return self.config.images.get(component, DEFAULT_IMAGES[component])
+
+    def version(self, component: Component) -> tuple[int, int]:
+        """The component's version, from its image's tag; a tag that does not say (a digest, a mirror's own
+        naming) counts as the default's."""
+        return image_version(self.image(component)) or image_version(DEFAULT_IMAGES[component])
+
+
+class Settings(HostConfig):
+    """The validated settings plus the secrets read from the controller's environment."""
+
+    database_passwords: dict[str, SecretStr]
+    grafana_admin_password: SecretStr
+    discord_webhook_url: SecretStr | None
+    telegram_bot_token: SecretStr | None
+    telegram_chat_ids: tuple[int, ...]
+    watchdog_url: SecretStr | None
+    # pgmon_grafana_certificate's PEM certificate (chain) and key, read on the controller (tasks/grafana_tls.py).
+    grafana_tls_certificate: bytes | None = None
+    grafana_tls_key: SecretStr | None = None
+
+
+def load_config(current_host) -> HostConfig:
+    """Validate ``current_host``'s pgmon data as the deploy does (unknown keys included), reading no secret."""
+    return HostConfig(config=validate_host_data(current_host.data.dict()))
+
+
+def load_settings(current_host) -> Settings:
+    """Validate ``current_host``'s pgmon data and read its secrets from this process's environment."""
+    return build_settings(current_host.data.dict(), os.environ)
+
+
+def build_settings(
+    host_data: Mapping[str, object], environ: Mapping[str, str] = os.environ
+) -> Settings:
+    """Validate pgmon's host data and read the secrets it names from ``environ``.
+
+    Example:
+
+    .. code:: python
+
+        settings = build_settings({"pgmon_databases": [...], "pgmon_discord": {}}, os.environ)
+    """
+    config = validate_host_data(host_data)
+    problems = []
+    if not config.databases:
+        problems.append(
+            "pgmon_databases: no database is configured; add one entry per database in "
+            "group_data/all.py (name, host, port, dbname, user, password_env)"
+        )
+    if config.discord is None and config.telegram is None:
+        problems.append(
+            "pgmon_discord / pgmon_telegram: no alert channel is configured; set at least one "
+            "in group_data/all.py, e.g. pgmon_discord = {} (webhook URL read from "
+            "PGMON_DISCORD_WEBHOOK_URL)"
+        )
+    secrets, secret_problems = resolve_secrets(config, environ)
+    problems += secret_problems
+    if problems:
+        raise DeployError(problem_report(problems))
+    return Settings(config=config, **secrets)
+
+
+def resolve_secrets(
+    config: SettingsInput, environ: Mapping[str, str]
+) -> tuple[dict[str, object], list[str]]:
+    """The secrets ``config`` names, as Settings' fields: each from the variable of ``environ`` its
+    setting names, Grafana's private key from its file. Also a problem line for each secret missing
+    or of the wrong shape, which never repeats the value."""
+    problems = []
+
+    def checked(
+        field: str, env_name: str, problem: Callable[[str], str | None]
+    ) -> SecretStr | None:
+        """The secret, if ``problem(value)`` finds nothing wrong."""
+        value = environ.get(env_name)
+        if not value:
+            problems.append(
+                f"{field}: the environment variable {env_name} is not set; export it before running pyinfra"
+            )
+            return None
+        wrong = problem(value)
+        if wrong:
+            problems.append(f"{field}: the value of {env_name} {wrong}")
+            return None
+        return SecretStr(value)
+
+    passwords = {}
+    for index, db in enumerate(config.databases):
+        value = checked(
+            f"pgmon_databases[{index}].password_env ({db.name})",
+            db.password_env,
+            _database_password_problem,
+        )
+        if value is not None:
+            passwords[db.name] = value
+    secrets = {
+        "database_passwords": passwords,
+        "grafana_admin_password": checked(
+            "pgmon_grafana_admin_password_env",
+            config.grafana_admin_password_env,
+            _grafana_password_problem,
+        ),
+        "discord_webhook_url": None,
+        "telegram_bot_token": None,
+        "telegram_chat_ids": (),
+        "watchdog_url": None,
+    }
+    if config.discord:
+        secrets["discord_webhook_url"] = checked(
+            "pgmon_discord.webhook_url_env",
+            config.discord.webhook_url_env,
+            http_url_problem,
+        )
+    if config.telegram:
+        secrets["telegram_bot_token"] = checked(
+            "pgmon_telegram.bot_token_env",
+            config.telegram.bot_token_env,
+            _bot_token_problem,
+        )
+        chats = checked(
+            "pgmon_telegram.chat_id_env", config.telegram.chat_id_env, _chat_ids_problem
+        )
+        if chats is not None:
+            secrets["telegram_chat_ids"] = tuple(
+                dict.fromkeys(int(chat.strip(" ")) for chat in chats.get_secret_value().split(","))
+            )
+    if config.watchdog:
+        secrets["watchdog_url"] = checked(
+            "pgmon_watchdog.url_env", config.watchdog.url_env, http_url_problem
+        )
+    if config.grafana_certificate is not None:
+        # Imported here, not at the top: grafana_tls is a deploy step, which may import settings itself.
+        from ..grafana_tls import read_certificate
+
+        certificate, key, tls_problems = read_certificate(
+            config.grafana_certificate.cert_file, config.grafana_certificate.key_file
+        )
+        problems += tls_problems
+        secrets["grafana_tls_certificate"] = certificate
+        secrets["grafana_tls_key"] = (
+            None if key is None else SecretStr(key.decode("ascii", errors="replace"))
+        )
+    return secrets, problems
+
+
+def _database_password_problem(value: str) -> str | None:
+    # Written to a pgpass line: anything but a line break works (PGPASSFILE; never in a DSN or a log).
+    if "\n" in value or "\r" in value:
+        return "holds a line break; give this monitoring user a password without one"
+    return None
+
+
+def _grafana_password_problem(value: str) -> str | None:
+    if value == "admin":
+        return "is 'admin'; choose a real password"
+    if value != value.strip() or "\n" in value or "\r" in value:
+        return (
+            "starts or ends with white space or holds a line break, which Grafana drops from the "
+            "password file; choose another"
+        )
+    return None
+
+
+def _bot_token_problem(value: str) -> str | None:
+    if re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", value):
+        return None
+    return (
+        "is not a bot token as @BotFather gives it (digits, ':', then letters, digits, '_' or '-')"
+    )
+
+
+# ASCII digits only: int() would also read '١٢٣' as 123.
+_CHAT_ID_RE = re.compile(r"-?[1-9][0-9]{0,15}")
+
+
+def _chat_ids_problem(value: str) -> str | None:
+    if all(_CHAT_ID_RE.fullmatch(chat.strip(" ")) for chat in value.split(",")):
+        return None
+    return (
+        "must hold a Telegram chat id (e.g. -1001234567890: an optional '-', then up to 16 digits, not 0), "
+        "or several separated by commas"
+    )
