@@ -32,8 +32,8 @@ from tasks.settings import (
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-# The one key the demo reads besides the settings (demo.py, on its command line only).
-DEMO_KEY = "pgmon_demo_incident"
+# Keys only the demo reads (demo.py and tasks/demo/), besides the settings it shares with the deploy.
+DEMO_KEY_PREFIX = "pgmon_demo_"
 # The README sections a newcomer runs from top to bottom.
 RUN_SECTIONS = ("Try it", "Quick start")
 # The documents whose relative links and anchors are checked.
@@ -82,15 +82,17 @@ def pyinfra_options() -> set[str]:
     return set(re.findall(r'"(--?[a-z][a-z0-9-]*)"', cli.read_text()))
 
 
-def demo_present(root: Path) -> bool:
+def demo_code(root: Path) -> str | None:
+    """The source of demo.py and the package it calls; None, with a warning, while demo.py is absent."""
     demo = root / "demo.py"
-    if demo.exists():
-        return True
-    warnings.warn(
-        f"demo.py is not in this checkout: the README's demo.py and {DEMO_KEY} are not checked",
-        stacklevel=2,
-    )
-    return False
+    if not demo.exists():
+        warnings.warn(
+            "demo.py is not in this checkout: the README's demo.py and pgmon_demo_* keys are not checked",
+            stacklevel=2,
+        )
+        return None
+    package = sorted((root / "tasks" / "demo").glob("*.py"))
+    return "\n".join(path.read_text() for path in [demo, *package])
 
 
 def readme_drift(text: str, root: Path = ROOT) -> list[str]:
@@ -98,8 +100,8 @@ def readme_drift(text: str, root: Path = ROOT) -> list[str]:
     blocks, spans = run_text(text)
     if not blocks:
         return ["the README has no demo or quick-start code block"]
-    has_demo = demo_present(root)
-    pending = set() if has_demo else {"demo.py", DEMO_KEY}
+    demo_source = demo_code(root)
+    pending = {"demo.py"} if demo_source is None else set()
     problems = []
     runnable = blocks + spans
     for name in sorted({f for chunk in runnable for f in _FILE_RE.findall(chunk)} - pending):
@@ -109,10 +111,10 @@ def readme_drift(text: str, root: Path = ROOT) -> list[str]:
     for chunk in runnable:
         for line in chunk.splitlines():
             problems += _pyinfra_problems(line, root, options, pending)
-    for key in sorted({k for chunk in runnable for k in _KEY_RE.findall(chunk)} - pending):
-        if key == DEMO_KEY:
-            if key not in (root / "demo.py").read_text():
-                problems.append(f"{key}: demo.py does not read it")
+    for key in sorted({k for chunk in runnable for k in _KEY_RE.findall(chunk)}):
+        if key.startswith(DEMO_KEY_PREFIX):
+            if demo_source is not None and f'"{key}"' not in demo_source:
+                problems.append(f"{key}: the demo does not read it")
         elif key.removeprefix(SETTING_PREFIX) not in SettingsInput.model_fields:
             problems.append(f"{key}: not a pgmon setting")
     problems += _group_data_problems(blocks, "\n".join(runnable))
@@ -297,3 +299,12 @@ def test_a_drifted_link_is_caught(old, new, tmp_path):
     drifted.write_text(README_TEXT.replace(old, new, 1))
     (tmp_path / "docs").symlink_to(ROOT / "docs")
     assert link_problems(drifted, tmp_path) != []
+
+
+def test_a_drifted_demo_key_is_caught():
+    if not (ROOT / "demo.py").exists():
+        pytest.skip("demo.py is not in this checkout")
+    old = "--data pgmon_demo_incident=start"
+    assert old in README_TEXT
+    problems = readme_drift(README_TEXT.replace(old, "--data pgmon_demo_incidents=start", 1))
+    assert any("pgmon_demo_incidents" in problem for problem in problems), problems
