@@ -27,25 +27,20 @@ import json
 import os
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
-from pyinfra.connectors.local import LocalConnector
-from pyinfra.connectors.ssh import SSHConnector
-from pyinfra.connectors.util import make_unix_command_for_host
+from pyinfra.api import FunctionCommand, deploy, operation
 
 from .docker_engine import install_docker
 from .host_lock import claim_host
 from .host_state import host_output, read_host_state
-from .settings import DeployError
+from .pyinfra_internals import CHUNK, start_process
+from .settings import DeployError, HostConfig
 from .stack_model import DATA_VOLUMES, PROMETHEUS_PORT, container_name, volume_name
 from .uninstall import leftovers_command
 
 FORMAT = "pgmon-backup 1"
-CHUNK = 1 << 16
 
 
 def backup_script(project: str, metadata: dict) -> str:
@@ -125,58 +120,18 @@ def restore_script(project: str) -> str:
     return "\n".join(lines)
 
 
-def _channel_command(current_host, script: str) -> str:
-    """``script`` as pyinfra would run it on the host (sudo, su, shell from host data)."""
-    arguments, _ = pop_global_arguments(current_host.state, current_host, {})
-    handled_by_connector = ("_get_pty", "_timeout", "_stdin", "_success_exit_codes")
-    connector_arguments = {
-        k: arguments[k]
-        for k in CONNECTOR_ARGUMENT_KEYS
-        if k in arguments and k not in handled_by_connector
-    }
-    return make_unix_command_for_host(
-        current_host.state, current_host, StringCommand(script), **connector_arguments
-    ).get_raw_value()
-
-
 def stream(current_host, script: str, write_to=None, read_from=None) -> tuple[int, str]:
     """Run ``script`` on the host with binary stdout into ``write_to`` and/or stdin from ``read_from`` (files),
     through pyinfra's own connection; (exit status, stderr). Nothing of either stream is printed."""
-    command = _channel_command(current_host, script)
-    connector = current_host.connector
-    if isinstance(connector, SSHConnector):
-        channel = connector.client.get_transport().open_session()
-        channel.exec_command(command)
-        if read_from is not None:
-            while chunk := read_from.read(CHUNK):
-                channel.sendall(chunk)
-            channel.shutdown_write()
-        errors = b""
-        while True:
-            data = channel.recv(CHUNK)
-            if data and write_to is not None:
-                write_to.write(data)
-            while channel.recv_stderr_ready():
-                errors += channel.recv_stderr(CHUNK)
-            if not data:
-                break
-        status = channel.recv_exit_status()
-        while channel.recv_stderr_ready():
-            errors += channel.recv_stderr(CHUNK)
-        channel.close()
-        return status, errors.decode(errors="replace")
-    if isinstance(connector, LocalConnector):
-        process = subprocess.run(
-            command,
-            shell=True,
-            stdin=read_from or subprocess.DEVNULL,
-            stdout=write_to or subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        return process.returncode, process.stderr.decode(errors="replace")
-    raise DeployError(
-        f"{current_host.name}: pgmon's backup and restore need the ssh or local connector"
-    )
+    process = start_process(current_host, script, "pgmon's backup and restore")
+    if read_from is not None:
+        while chunk := read_from.read(CHUNK):
+            process.send(chunk)
+    process.end_input()
+    if write_to is not None:
+        while data := process.recv():
+            write_to.write(data)
+    return process.wait()
 
 
 def _fail(current_host, lines: list[str]) -> bool:
@@ -272,9 +227,9 @@ def _running(state, project: str) -> None:
 
 
 @deploy("Back up pgmon")
-def backup_stack(settings):
-    cfg = settings.config
-    state = read_host_state(host, settings)
+def backup_stack(host_config: HostConfig):
+    cfg = host_config.config
+    state = read_host_state(host, host_config)
     _running(state, cfg.project)
     now = datetime.datetime.now(datetime.UTC)
     metadata = {
@@ -282,7 +237,7 @@ def backup_stack(settings):
         "host": host.name,
         "project": cfg.project,
         "created": f"{now:%Y-%m-%dT%H:%M:%SZ}",
-        "images": {c: settings.image(c) for c in ("prometheus", "alertmanager", "grafana")},
+        "images": {c: host_config.image(c) for c in ("prometheus", "alertmanager", "grafana")},
     }
     destination = str(Path(cfg.backup_dir).expanduser() / backup_file_name(host.name, now))
     copy_to_controller(
@@ -290,13 +245,13 @@ def backup_stack(settings):
         project=cfg.project,
         destination=destination,
         metadata=metadata,
-        claim=claim_host(settings, state),
+        claim=claim_host(host_config, state),
     )
 
 
 @deploy("Restore pgmon")
-def restore_stack(settings):
-    cfg = settings.config
+def restore_stack(host_config: HostConfig):
+    cfg = host_config.config
     if not cfg.restore_from:
         raise DeployError(
             "pgmon_restore_from: name the archive backup.py wrote, e.g. "
@@ -305,7 +260,7 @@ def restore_stack(settings):
     archive = Path(cfg.restore_from).expanduser()
     if not archive.is_file():
         raise DeployError(f"pgmon_restore_from: {str(archive)!r} is not a file on this machine")
-    state = read_host_state(host, settings)
+    state = read_host_state(host, host_config)
     existing = [
         line.split(" ", 1)[1]
         for line in host_output(host, leftovers_command(cfg.project))
@@ -317,10 +272,10 @@ def restore_stack(settings):
             f"(project {cfg.project}); a restore only goes onto a host without them, so nothing was changed. "
             "Remove them first: pyinfra ... uninstall.py --data pgmon_uninstall_delete_data=true"
         )
-    install_docker(settings, state)
+    install_docker(host_config, state)
     copy_to_host(
         name="Restore pgmon's data volumes from the archive",
         project=cfg.project,
         archive=str(archive),
-        claim=claim_host(settings, state),
+        claim=claim_host(host_config, state),
     )

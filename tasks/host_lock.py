@@ -1,9 +1,11 @@
 """One pgmon run at a time per host and base_dir, and only on the host state its plan was made from.
 
 pgmon plans every change from the state it read at the start (``host_state``). The first operation
-that is about to change the stack claims the host: on a separate SSH channel, a shell on the host
-takes ``flock`` on ``/run/lock/pgmon-<base_dir digest>.lock``, re-reads the state under the lock
-and holds the lock until this pyinfra process goes away (the channel's stdin closes). So:
+that is about to change the stack claims the host: on a separate SSH channel
+(``pyinfra_internals.start_process``), a shell on the host takes ``flock`` on
+``/run/lock/pgmon-<base_dir digest>.lock``, re-reads the state under the lock and holds the lock
+until the run ends: its hosts disconnect, or this pyinfra process goes away (the channel's stdin
+closes). So:
 
 - a second run that wants to change the host while one is in progress stops before changing
   anything and names the holder (SSH user, controller, since when);
@@ -21,16 +23,13 @@ import getpass
 import re
 import shlex
 import socket
+import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gevent
-from gevent.subprocess import PIPE, Popen
 from pyinfra import logger
-from pyinfra.api import FunctionCommand, StringCommand
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
-from pyinfra.connectors.local import LocalConnector
-from pyinfra.connectors.ssh import SSHConnector
-from pyinfra.connectors.util import make_unix_command_for_host
+from pyinfra.api import BaseStateCallback, FunctionCommand
 
 from .host_state import (
     LOCK_DIR,
@@ -40,14 +39,18 @@ from .host_state import (
     parse_state,
     state_command,
 )
+from .pyinfra_internals import HostProcess, start_process
 from .reporting import log_failure
-from .settings import Settings
+from .settings import HostConfig, Settings
+
+if TYPE_CHECKING:
+    from pyinfra.api import Host, State
 
 CLAIM_TIMEOUT_SECONDS = 60
 EXIT_HELD = 75
 
 
-def claim_script(settings: Settings, controller: str, take_over: bool) -> str:
+def claim_script(settings: Settings | HostConfig, controller: str, take_over: bool) -> str:
     """Shell that takes the lock, reports the state under it, then holds the lock until its stdin closes."""
     lock = shlex.quote(lock_path(settings.config.base_dir))
     if take_over:
@@ -110,50 +113,46 @@ def read_claim(lines) -> Claim:
     return Claim(held, stale, None)
 
 
-_held: dict[str, object] = {}  # host name -> the open channel or process that holds its lock
+# The command holding each host's lock, for as long as that Host, the host of one run, is connected.
+_held: weakref.WeakKeyDictionary[Host, HostProcess] = weakref.WeakKeyDictionary()
+_releasing: weakref.WeakSet[State] = weakref.WeakSet()  # runs whose disconnect releases their locks
 
 
-def _open(host, script: str):
-    """Start ``script`` on the host (sudo etc. as for any command); return (lines iterator, keeper)."""
-    arguments, _ = pop_global_arguments(host.state, host, {})
-    # What the connectors themselves handle, not the command line (sudo, su, env, shell do).
-    handled_by_connector = ("_get_pty", "_timeout", "_stdin", "_success_exit_codes")
-    connector_arguments = {
-        k: arguments[k]
-        for k in CONNECTOR_ARGUMENT_KEYS
-        if k in arguments and k not in handled_by_connector
-    }
-    command = make_unix_command_for_host(
-        host.state, host, StringCommand(script), **connector_arguments
-    )
-    if isinstance(host.connector, SSHConnector):
-        stdin, stdout, _ = host.connector.client.exec_command(command.get_raw_value())
-        stdout.channel.settimeout(CLAIM_TIMEOUT_SECONDS)
-        # Kept with the channel: paramiko closes a collected stdin file, which would end the claim at once.
-        return (line.rstrip("\n") for line in stdout), (stdout.channel, stdin)
-    if isinstance(host.connector, LocalConnector):
-        process = Popen(command.get_raw_value(), shell=True, stdin=PIPE, stdout=PIPE, stderr=PIPE)
-        return (line.decode().rstrip("\n") for line in process.stdout), process
-    raise RuntimeError(f"{host.name}: pgmon needs the ssh or local connector")
+class _ReleaseAtDisconnect(BaseStateCallback):
+    """The end of a run releases its locks, so that another run in the same Python process (pgmon as a
+    library) claims the host again rather than wait for this one's connection to be collected."""
+
+    @staticmethod
+    def host_disconnect(state, host) -> None:
+        process = _held.pop(host, None)
+        if process is not None:
+            process.close()
 
 
-def _release(keeper) -> None:
-    if isinstance(keeper, Popen):
-        keeper.stdin.close()
-    else:
-        keeper[0].close()
+def _open(host, script: str) -> HostProcess:
+    """Start ``script`` on the host (sudo etc. as for any command); its stdin stays open until released."""
+    return start_process(host, script, "pgmon's lock", timeout=CLAIM_TIMEOUT_SECONDS)
 
 
-def _claim(state, host, settings: Settings, planned_from: HostState, take_over: bool) -> bool:
-    if host.name in _held:
+def _hold(host, process: HostProcess) -> None:
+    _held[host] = process
+    if host.state not in _releasing:
+        host.state.add_callback_handler(_ReleaseAtDisconnect())
+        _releasing.add(host.state)
+
+
+def _claim(
+    state, host, settings: Settings | HostConfig, planned_from: HostState, take_over: bool
+) -> bool:
+    if host in _held:
         return True  # claimed by an earlier operation of this run
     controller = re.sub(r"[^A-Za-z0-9@._-]", "_", f"{getpass.getuser()}@{socket.gethostname()}")
-    lines, keeper = _open(host, claim_script(settings, controller, take_over))
+    process = _open(host, claim_script(settings, controller, take_over))
     try:
         with gevent.Timeout(CLAIM_TIMEOUT_SECONDS):
-            claim = read_claim(lines)
+            claim = read_claim(process.lines())
     except (gevent.Timeout, OSError) as error:
-        _release(keeper)
+        process.close()
         return log_failure(
             host,
             [
@@ -163,7 +162,7 @@ def _claim(state, host, settings: Settings, planned_from: HostState, take_over: 
         )
     where = f"{settings.config.base_dir} on {host.name}"
     if claim.held is not None:
-        _release(keeper)
+        process.close()
         return log_failure(
             host,
             [
@@ -173,7 +172,7 @@ def _claim(state, host, settings: Settings, planned_from: HostState, take_over: 
             ],
         )
     if state_key(claim.state) != state_key(planned_from):
-        _release(keeper)
+        process.close()
         return log_failure(
             host,
             [
@@ -185,11 +184,11 @@ def _claim(state, host, settings: Settings, planned_from: HostState, take_over: 
         logger.warning(
             f"{host.print_prefix}pgmon: took over from a run that did not finish: {claim.stale}"
         )
-    _held[host.name] = keeper
+    _hold(host, process)
     return True
 
 
-def claim_host(settings: Settings, planned_from: HostState) -> FunctionCommand:
+def claim_host(settings: Settings | HostConfig, planned_from: HostState) -> FunctionCommand:
     """The first command of an operation that changes the stack: claim the host, or fail changing nothing.
 
     Example:

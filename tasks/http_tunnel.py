@@ -2,7 +2,7 @@
 
 Prometheus and Alertmanager listen on the host's 127.0.0.1 only, and the
 admin's laptop may reach nothing but SSH, so verification opens a
-``direct-tcpip`` channel (what ``ssh -L`` uses) per request. With the
+``direct-tcpip`` channel (what ``ssh -L`` uses; ``pyinfra_internals``) per request. With the
 ``@local`` connector it connects directly. HTTPS (Grafana's) runs TLS over that
 channel, accepting exactly the certificate the caller pins.
 """
@@ -13,13 +13,9 @@ import base64
 import http.client
 import io
 import json
-import socket
 import ssl
 
-from pyinfra.connectors.local import LocalConnector
-from pyinfra.connectors.ssh import SSHConnector
-
-from .settings import DeployError
+from .pyinfra_internals import tcp_channel_opener
 
 
 class _TunnelledConnection(http.client.HTTPConnection):
@@ -118,26 +114,9 @@ class HostHTTP:
     def __init__(self, host, timeout: float = 10.0):
         self.host = host
         self.timeout = timeout
-        self._connections: dict[
-            tuple[str, int], _TunnelledConnection
-        ] = {}  # kept alive between requests
-        if not isinstance(host.connector, (SSHConnector, LocalConnector)):
-            raise DeployError(f"{host.name}: verification needs the ssh or local connector")
-
-    def _socket_factory(self, address: str, port: int):
-        connector = self.host.connector
-        if isinstance(connector, SSHConnector):
-            transport = connector.client.get_transport()
-
-            def open_channel():
-                channel = transport.open_channel(
-                    "direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=self.timeout
-                )
-                channel.settimeout(self.timeout)
-                return channel
-
-            return open_channel
-        return lambda: socket.create_connection((address, port), timeout=self.timeout)
+        self._open_channel = tcp_channel_opener(host, "verification", timeout)
+        # Kept alive between requests.
+        self._connections: dict[tuple[str, int, bool], _TunnelledConnection] = {}
 
     def get(
         self,
@@ -158,7 +137,7 @@ class HostHTTP:
             connection = self._connections.get(key)
             if connection is None:
                 connection = self._connections[key] = _TunnelledConnection(
-                    self._socket_factory(address, port), self.timeout, tls, pin
+                    lambda: self._open_channel(address, port), self.timeout, tls, pin
                 )
             try:
                 connection.request("GET", path, headers=headers)

@@ -24,6 +24,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from .host_lock import claim_host
 from .host_state import HostState, host_output, read_host_state
 from .isolation import removal_command, unit_name
+from .settings import HostConfig
 from .stack_model import (
     GRAFANA_SELF_SIGNED_CERT,
     GRAFANA_SELF_SIGNED_KEY,
@@ -175,14 +176,14 @@ def remove_files(base_dir: str, state: HostState, claim: FunctionCommand | None 
 
 
 @deploy("Uninstall pgmon")
-def uninstall_stack(settings):
+def uninstall_stack(host_config: HostConfig):
     """Stop and remove pgmon's containers, networks and files; its data volumes only when asked."""
-    cfg = settings.config
-    state = read_host_state(host, settings)
+    cfg = host_config.config
+    state = read_host_state(host, host_config)
     leftovers = host_output(host, leftovers_command(cfg.project))
     networks = [line.split(" ", 1)[1] for line in leftovers if line.startswith("network ")]
     volumes = [line.split(" ", 1)[1] for line in leftovers if line.startswith("volume ")]
-    claim = claim_host(settings, state)
+    claim = claim_host(host_config, state)
     remove_containers(
         name="Stop and remove pgmon containers",
         base_dir=cfg.base_dir,
