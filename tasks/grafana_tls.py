@@ -25,6 +25,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FunctionCommand, operation
 
+from .host_facts import HostFact
 from .stack_model import (
     GRAFANA_GID,
     GRAFANA_SELF_SIGNED_CERT,
@@ -169,14 +170,23 @@ def make_certificate_script(base_dir: str, inventory_name: str) -> str:
 
 
 def renewal_check_command(base_dir: str) -> str:
-    """For the host-state listing: ``grafana-certificate renew`` when the self-signed certificate ends within 30
-    days (nothing when there is none, or no openssl to tell)."""
+    """``grafana-certificate renew`` when the self-signed certificate ends within 30 days (nothing when there
+    is none, or no openssl to tell)."""
     cert = shlex.quote(f"{base_dir}/{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}")
     return (
         f"if [ -f {cert} ] && command -v openssl >/dev/null 2>&1 && "
         f"! openssl x509 -checkend {RENEW_SECONDS} -noout -in {cert} >/dev/null 2>&1; "
         "then echo 'grafana-certificate renew'; fi"
     )
+
+
+# HostState.grafana_certificate_renew
+CERTIFICATE_RENEWAL = HostFact(
+    "grafana_certificate_renew",
+    ("grafana-certificate",),
+    lambda base_dir, project: renewal_check_command(base_dir),
+    lambda lines: any(rest == "renew" for _, rest in lines),
+)
 
 
 def needs_self_signed(entries: dict, renew: bool) -> bool:

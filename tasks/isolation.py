@@ -22,6 +22,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FunctionCommand, operation
 
+from .host_facts import HostFact
 from .stack_model import (
     ALERTMANAGER_PORT,
     EXPORTER_PORT,
@@ -87,19 +88,27 @@ def unit_file(project: str) -> str:
     )
 
 
-def state_lines(project: str) -> list[str]:
-    """For the host-state listing: ``isolation no-systemd``, or ``isolation unit <sha256>``, ``isolation active``,
-    ``isolation enabled``, ``isolation rule`` for what is in place."""
+def state_command(base_dir: str, project: str) -> str:
+    """``isolation no-systemd``, or ``isolation unit <sha256>``, ``isolation active``, ``isolation enabled``,
+    ``isolation rule`` for what is in place."""
     name = shlex.quote(unit_name(project))
     unit = shlex.quote(f"{UNIT_DIR}/{unit_name(project)}")
-    return [
-        "if [ -d /run/systemd/system ]; then",
-        f'  [ ! -f {unit} ] || echo "isolation unit $(sha256sum < {unit} | cut -c1-64)"',
-        f"  ! systemctl is-active --quiet {name} || echo 'isolation active'",
-        f"  ! systemctl is-enabled --quiet {name} 2>/dev/null || echo 'isolation enabled'",
-        f"  ! {_present(project)} || echo 'isolation rule'",
-        "else echo 'isolation no-systemd'; fi",
-    ]
+    return "\n".join(
+        [
+            "if [ -d /run/systemd/system ]; then",
+            f'  [ ! -f {unit} ] || echo "isolation unit $(sha256sum < {unit} | cut -c1-64)"',
+            f"  ! systemctl is-active --quiet {name} || echo 'isolation active'",
+            f"  ! systemctl is-enabled --quiet {name} 2>/dev/null || echo 'isolation enabled'",
+            f"  ! {_present(project)} || echo 'isolation rule'",
+            "else echo 'isolation no-systemd'; fi",
+        ]
+    )
+
+
+# HostState.isolation: the words after ``isolation``, what ``in_place`` compares.
+ISOLATION = HostFact(
+    "isolation", ("isolation",), state_command, lambda lines: frozenset(rest for _, rest in lines)
+)
 
 
 def in_place(project: str, found: frozenset[str]) -> bool:
