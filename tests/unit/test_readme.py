@@ -3,9 +3,10 @@
 A newcomer types the demo's and the quick start's commands as they stand, so every file they name must
 exist, every ``pgmon_*`` key they set must be a setting, every ``*.py`` they give pyinfra must be one of
 this repository's top-level deploy files, every pyinfra option must be one pyinfra has, and every link to
-a file or a heading must resolve. The "Tests" section must be what CI runs, and docs/configuration.md must
-list every setting. ``readme_drift`` returns what no longer holds; the last tests feed it drifted copies of
-the README to show that each check can fail.
+a file or a heading must resolve. The "Tests" section must be what CI runs, every symptom Troubleshooting
+quotes from pgmon must be words its code prints, and docs/configuration.md must list every setting.
+``readme_drift`` and the other ``*_problems`` return what no longer holds; the ``drifted`` tests feed them
+altered copies of the README to show that each check can fail.
 """
 
 import ast
@@ -185,6 +186,94 @@ def _tests_section_problems(text: str, root: Path) -> list[str]:
     return []
 
 
+# Troubleshooting phases whose symptoms pgmon prints (the others quote pip, PostgreSQL and its driver), and
+# where their words come from: pgmon's code, and for SSH also pyinfra's own.
+PRINTED_BY = {
+    "SSH": ("pgmon", "pyinfra"),
+    "validation": ("pgmon",),
+    "deploy": ("pgmon",),
+    "verification": ("pgmon",),
+    "alert delivery": ("pgmon",),
+}
+_ROW_RE = re.compile(r"^\| ([^|]+?) \| (.+?) \| .+\|$", re.MULTILINE)
+
+
+def string_templates(paths) -> list[list[str | None]]:
+    """Every string literal in ``paths`` but docstrings: its constant parts, None where an f-string puts
+    a value."""
+    templates = []
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        for node in ast.walk(tree):
+            if id(node) in docstrings:
+                continue
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                templates.append([node.value])
+            elif isinstance(node, ast.JoinedStr):
+                templates.append(
+                    [v.value if isinstance(v, ast.Constant) else None for v in node.values]
+                )
+    return templates
+
+
+def printable(quote: str, template: list[str | None]) -> bool:
+    """Whether ``quote`` is a stretch of what ``template`` prints, with values standing for at most half
+    of it (an example's host name, a count), so that the words themselves are pgmon's."""
+    limit = len(quote) // 2
+
+    def fits(index: int, position: int, values: int) -> bool:
+        if position == len(quote):
+            return True
+        if index == len(template):
+            return False
+        part, rest = template[index], quote[position:]
+        if part is None:
+            return any(
+                fits(index + 1, position + taken, values + taken)
+                for taken in range(1, min(len(rest), limit - values) + 1)
+            )
+        if rest.startswith(part):
+            return fits(index + 1, position + len(part), values)
+        return part.startswith(rest)
+
+    for index, part in enumerate(template):
+        if part is None:
+            if fits(index, 0, 0):
+                return True
+        elif quote in part or any(
+            part.endswith(quote[:taken]) and fits(index + 1, taken, 0)
+            for taken in range(1, min(len(part), len(quote)) + 1)
+        ):
+            return True
+    return False
+
+
+def troubleshooting_problems(text: str, sources: dict[str, list]) -> list[str]:
+    """Each symptom the Troubleshooting table quotes from pgmon (or pyinfra) is a stretch of a string that
+    their code prints; ``...`` stands for what the quote leaves out."""
+    problems = []
+    for phase, symptom in _ROW_RE.findall(sections(text).get("Troubleshooting", "")):
+        if phase not in PRINTED_BY:
+            continue
+        templates = [t for origin in PRINTED_BY[phase] for t in sources[origin]]
+        for quote in _SPAN_RE.findall(symptom):
+            for stretch in (s.strip() for s in quote.split("...")):
+                if len(stretch) >= 4 and not any(printable(stretch, t) for t in templates):
+                    problems.append(f"Troubleshooting, {phase}: {stretch!r} is printed nowhere")
+    return problems
+
+
+def printed_strings() -> dict[str, list]:
+    pyinfra = Path(importlib.util.find_spec("pyinfra").origin).parent
+    return {
+        "pgmon": string_templates([*(ROOT / "tasks").rglob("*.py"), *ROOT.glob("*.py")]),
+        "pyinfra": string_templates(
+            [*(pyinfra / "api").glob("*.py"), pyinfra / "connectors/ssh.py"]
+        ),
+    }
+
+
 def link_problems(path: Path, root: Path = ROOT) -> list[str]:
     problems = []
     text = _FENCE_RE.sub("", path.read_text())
@@ -215,6 +304,28 @@ def test_readme_commands_files_and_settings_exist():
 )
 def test_links_to_files_and_headings_resolve(path):
     assert link_problems(path) == []
+
+
+@pytest.fixture(scope="module")
+def printed():
+    return printed_strings()
+
+
+def test_troubleshooting_quotes_what_pgmon_prints(printed):
+    assert troubleshooting_problems(README.read_text(), printed) == []
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("`its exporter does not answer`", "`its exporter is not answering`"),
+        ("`0 of 1 message(s) sent within 360s`", "`0 of 1 messages sent within 360s`"),
+        ("`Could not resolve hostname`", "`Could not resolve the hostname`"),
+    ],
+)
+def test_a_drifted_troubleshooting_quote_is_caught(old, new, printed):
+    assert old in README_TEXT
+    assert troubleshooting_problems(README_TEXT.replace(old, new, 1), printed) != []
 
 
 def test_readme_links_every_document_in_docs():
