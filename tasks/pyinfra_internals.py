@@ -27,9 +27,10 @@ channel opened here would fail instead. So before the first wrapped command on a
 has no password, one ``true`` goes through ``run_shell_command``, which prompts if sudo asks; the
 password it keeps is then part of every wrapped command.
 
-Which pyinfra: 3.4 and later 3.x (``pop_global_arguments(state, host, kwargs)`` from 3.4 on; before,
-``kwargs`` came first). The connector arguments grew from 18 keys to 25 within 3.x; the test lists the
-ones reviewed here, and a new one fails it until someone checks how the wrapping treats it.
+Which pyinfra: this module works with 3.4 and later 3.x (``pop_global_arguments(state, host, kwargs)``
+from 3.4 on; before, ``kwargs`` came first). The connector arguments grew from 18 keys (3.4) to 25 (3.8);
+the test lists the ones reviewed here, and a new one fails it until someone checks how the wrapping
+treats it. (pgmon as a whole needs 3.5: step 2's ``--diff`` reads ``files.FileContents``.)
 """
 
 from __future__ import annotations
