@@ -23,7 +23,7 @@ from pyinfra.api import deploy, operation
 from .host_state import host_output
 from .http_tunnel import HostHTTP
 from .reporting import failure
-from .settings import Settings, Severity, duration_seconds
+from .settings import ChannelSettings, Severity, duration_seconds
 from .stack_model import ALERTMANAGER_PORT, container_name
 
 TEST_ALERT = "PgmonTestAlert"
@@ -47,7 +47,7 @@ class Delivery:
         return self.sent >= self.expected  # even if a retry was needed on the way
 
 
-def expected_messages(settings: Settings) -> dict[str, int]:
+def expected_messages(settings: ChannelSettings) -> dict[str, int]:
     channels = {}
     if settings.discord_webhook_url is not None:
         channels["discord"] = 1
@@ -56,7 +56,7 @@ def expected_messages(settings: Settings) -> dict[str, int]:
     return channels
 
 
-def add_alerts_command(settings: Settings, now: datetime) -> str:
+def add_alerts_command(settings: ChannelSettings, now: datetime) -> str:
     """One ``amtool alert add`` per severity that some channel takes, run in the Alertmanager container."""
     cfg = settings.config
     taken = {s for channel in (cfg.discord, cfg.telegram) if channel for s in channel.severities}
@@ -140,7 +140,7 @@ def report(result: list[Delivery], container: str, waited: float) -> list[str]:
 
 
 @operation(is_idempotent=False)
-def send(settings: Settings):
+def send(settings: ChannelSettings):
     """
     Send a test alert through the deployed Alertmanager and report, per channel, whether it was delivered.
 
@@ -185,5 +185,5 @@ def send(settings: Settings):
 
 
 @deploy("Send a pgmon test alert")
-def send_test_alert(settings: Settings):
+def send_test_alert(settings: ChannelSettings):
     send(name="Send a test alert to every channel", settings=settings)

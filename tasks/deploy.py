@@ -26,7 +26,7 @@ from .dashboard import load_dashboard_9628
 from .docker_engine import install_docker
 from .host_state import read_host_state
 from .render import render_stack
-from .settings import HostConfig, Settings, load_config, load_settings
+from .settings import HostConfig, Settings, load_channel_settings, load_config, load_settings
 from .stack_containers import start_stack
 from .stack_files import configure_stack
 from .uninstall import uninstall_stack
@@ -68,21 +68,22 @@ def deploy_pgmon() -> Settings:
 def uninstall_pgmon() -> None:
     """Remove pgmon's containers, networks and files from the current host; its data volumes only with
     ``pgmon_uninstall_delete_data`` (tasks/uninstall.py). Reads no secret."""
-    uninstall_stack(load_config(host))
+    uninstall_stack(load_config(host, "uninstall"))
 
 
 def backup_pgmon() -> None:
     """Copy the current host's Prometheus snapshot, Grafana's and Alertmanager's data into an archive on the
     controller, in ``pgmon_backup_dir`` (tasks/backup.py). Reads no secret."""
-    backup_stack(load_config(host))
+    backup_stack(load_config(host, "back up"))
 
 
 def restore_pgmon() -> None:
     """Fill the current host's pgmon volumes from ``pgmon_restore_from`` (installing Docker if needed); the deploy
     then starts the stack on them (tasks/backup.py). Reads no secret."""
-    restore_stack(load_config(host))
+    restore_stack(load_config(host, "restore"))
 
 
 def send_pgmon_test_alert() -> None:
-    """Send a test alert through the deployed Alertmanager to every configured channel (docs/alerts.md)."""
-    send_test_alert(load_settings(host))
+    """Send a test alert through the deployed Alertmanager to every configured channel (docs/alerts.md).
+    Reads the channels' secrets only."""
+    send_test_alert(load_channel_settings(host))

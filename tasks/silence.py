@@ -27,14 +27,14 @@ from pyinfra.api import deploy, operation
 
 from .host_state import host_output
 from .reporting import failure
-from .settings import SILENCE_ID_RE, Settings, Silence, load_settings
+from .settings import SILENCE_ID_RE, HostConfig, Silence, load_config
 from .stack_model import ALERTMANAGER_PORT, container_name
 
 _EXIT_RE = re.compile(r"^pgmon-exit=([0-9]+)$")
 _TIME_RE = re.compile(r"^([0-9-]+T[0-9:]+)(\.[0-9]+)?(Z|[+-][0-9:]+)$")
 
 
-def amtool(settings: Settings, *args: str) -> str:
+def amtool(settings: HostConfig, *args: str) -> str:
     """``amtool args`` in the deployed Alertmanager's container, on its own port there; stderr joined to stdout
     and the exit status printed last (``pgmon-exit=N``), so that a refusal can be told to the user."""
     command = [
@@ -67,7 +67,7 @@ def author() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def add_command(settings: Settings, by: str) -> str:
+def add_command(settings: HostConfig, by: str) -> str:
     silence = settings.config.silence
     return amtool(
         settings,
@@ -80,11 +80,11 @@ def add_command(settings: Settings, by: str) -> str:
     )
 
 
-def list_command(settings: Settings) -> str:
+def list_command(settings: HostConfig) -> str:
     return amtool(settings, "--output=json", "silence", "query")
 
 
-def end_command(settings: Settings) -> str:
+def end_command(settings: HostConfig) -> str:
     return amtool(settings, "silence", "expire", settings.config.silence.end)
 
 
@@ -142,7 +142,7 @@ def silence_lines(output: str, now: datetime) -> list[str]:
     return lines
 
 
-def _refused(what: str, output: list[str], settings: Settings) -> list[str]:
+def _refused(what: str, output: list[str], settings: HostConfig) -> list[str]:
     container = container_name(settings.config.project, "alertmanager")
     return [
         f"{what}: {' '.join(output)[-500:] or 'no answer'}",
@@ -151,7 +151,7 @@ def _refused(what: str, output: list[str], settings: Settings) -> list[str]:
 
 
 @operation(is_idempotent=False)
-def add(settings: Settings):
+def add(settings: HostConfig):
     """
     Silence the database or server ``pgmon_silence`` names, for its ``for``, with its ``reason``.
 
@@ -179,7 +179,7 @@ def add(settings: Settings):
 
 
 @operation(is_idempotent=False)
-def end(settings: Settings):
+def end(settings: HostConfig):
     """
     End the silence whose id ``pgmon_silence.end`` gives, now: its alerts notify again.
 
@@ -209,7 +209,7 @@ def end(settings: Settings):
 
 
 @operation(is_idempotent=False)
-def show(settings: Settings):
+def show(settings: HostConfig):
     """
     Print the active silences: id, what each matches, until when, who set it and why.
 
@@ -232,7 +232,7 @@ def show(settings: Settings):
 
 
 @deploy("pgmon silences")
-def manage_silences(settings: Settings):
+def manage_silences(settings: HostConfig):
     """Add or end the silence ``pgmon_silence`` describes, if any; then list the active silences."""
     silence = settings.config.silence
     if silence is not None and silence.end is not None:
@@ -245,4 +245,4 @@ def manage_silences(settings: Settings):
 
 def manage_pgmon_silences() -> None:
     """silence.py: the current host's settings (``pgmon_silence`` from ``--data``), then ``manage_silences``."""
-    manage_silences(load_settings(host))
+    manage_silences(load_config(host, "silence"))

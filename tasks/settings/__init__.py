@@ -45,10 +45,12 @@ from .fields import (
 )
 from .images import DEFAULT_IMAGES, MINIMUM_VERSIONS, Component, image_version
 from .load import (
+    ChannelSettings,
     HostConfig,
     Settings,
     SettingsInput,
     build_settings,
+    load_channel_settings,
     load_config,
     load_settings,
 )
@@ -102,6 +104,7 @@ __all__ = [
     "WINDOW_THRESHOLDS",
     "AlertThresholds",
     "AlertTiming",
+    "ChannelSettings",
     "Component",
     "Count",
     "Dashboard9628",
@@ -137,6 +140,7 @@ __all__ = [
     "build_settings",
     "duration_seconds",
     "image_version",
+    "load_channel_settings",
     "load_config",
     "load_settings",
 ]

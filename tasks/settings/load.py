@@ -42,14 +42,19 @@ def unknown_setting_lines(keys: list[str]) -> list[str]:
     lines = []
     for key in keys:
         close = difflib.get_close_matches(key, known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else "; see README, Configuration"
+        hint = f"; did you mean {close[0]}?" if close else "; see docs/configuration.md"
         lines.append(f"{key}: unknown pgmon setting{hint}")
     return lines
 
 
-def validate_host_data(host_data: Mapping[str, object]) -> SettingsInput:
+def validate_host_data(
+    host_data: Mapping[str, object],
+    command: str = "deploy",
+    environ: Mapping[str, str] | None = None,
+) -> SettingsInput:
     """The ``pgmon_*`` keys of ``host_data``, validated; a DeployError lists every problem, unknown keys
-    included."""
+    included. With ``environ``, the secrets of whatever did validate are looked for too, so that one
+    round reports every problem (``environ`` is the deploy's: the single commands read fewer)."""
     raw = {
         k[len(SETTING_PREFIX) :]: v for k, v in host_data.items() if k.startswith(SETTING_PREFIX)
     }
@@ -58,10 +63,45 @@ def validate_host_data(host_data: Mapping[str, object]) -> SettingsInput:
     try:
         config = SettingsInput(**{k: v for k, v in raw.items() if k in known})
     except ValidationError as error:
-        raise DeployError(problem_report(problems + format_validation_error(error))) from None
+        problems += format_validation_error(error, SettingsInput)
+        if environ is not None:
+            valid_part, indexes = _valid_part(raw)
+            problems += resolve_secrets(valid_part, environ, indexes)[1]
+        raise DeployError(problem_report(problems, command)) from None
     if problems:
-        raise DeployError(problem_report(problems))
+        raise DeployError(problem_report(problems, command))
     return config
+
+
+# The settings that name secrets, besides the databases' password_env.
+_SECRET_SETTINGS = (
+    "grafana_admin_password_env",
+    "discord",
+    "telegram",
+    "watchdog",
+    "grafana_certificate",
+)
+
+
+def _valid_part(raw: Mapping[str, object]) -> tuple[SettingsInput, list[int]]:
+    """The secret-naming settings of ``raw`` that are valid on their own, with the databases whose
+    entries are, and those entries' indexes in ``raw``; the rest at its defaults."""
+    fields: dict[str, object] = {}
+    for key in _SECRET_SETTINGS:
+        if key in raw:
+            try:
+                fields[key] = getattr(SettingsInput(**{key: raw[key]}), key)
+            except ValidationError:
+                pass
+    databases, indexes = [], []
+    entries = raw.get("databases")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        try:
+            databases.append(Database.model_validate(entry))
+            indexes.append(index)
+        except ValidationError:
+            pass
+    return SettingsInput.model_construct(databases=databases, **fields), indexes
 
 
 class HostConfig(BaseModel):
@@ -84,23 +124,40 @@ class HostConfig(BaseModel):
         return image_version(self.image(component)) or image_version(DEFAULT_IMAGES[component])
 
 
-class Settings(HostConfig):
-    """The validated settings plus the secrets read from the controller's environment."""
+class ChannelSettings(HostConfig):
+    """The validated settings plus the alert channels' secrets: what the test alert needs."""
 
-    database_passwords: dict[str, SecretStr]
-    grafana_admin_password: SecretStr
     discord_webhook_url: SecretStr | None
     telegram_bot_token: SecretStr | None
     telegram_chat_ids: tuple[int, ...]
     watchdog_url: SecretStr | None
+
+
+class Settings(ChannelSettings):
+    """The validated settings plus every secret the deploy reads from the controller's environment."""
+
+    database_passwords: dict[str, SecretStr]
+    grafana_admin_password: SecretStr
     # pgmon_grafana_certificate's PEM certificate (chain) and key, read on the controller (tasks/grafana_tls.py).
     grafana_tls_certificate: bytes | None = None
     grafana_tls_key: SecretStr | None = None
 
 
-def load_config(current_host) -> HostConfig:
-    """Validate ``current_host``'s pgmon data as the deploy does (unknown keys included), reading no secret."""
-    return HostConfig(config=validate_host_data(current_host.data.dict()))
+def load_config(current_host, command: str = "deploy") -> HostConfig:
+    """Validate ``current_host``'s pgmon data as the deploy does (unknown keys included), reading no
+    secret; ``command`` names what refuses bad settings ("pgmon cannot uninstall; ...")."""
+    return HostConfig(config=validate_host_data(current_host.data.dict(), command))
+
+
+def load_channel_settings(current_host) -> ChannelSettings:
+    """``current_host``'s settings and the alert channels' secrets, for the test alert: no database
+    password, no Grafana password."""
+    command = "send a test alert"
+    config = validate_host_data(current_host.data.dict(), command)
+    channels, problems = channel_secrets(config, os.environ)
+    if problems:
+        raise DeployError(problem_report(problems, command))
+    return ChannelSettings(config=config, **channels)
 
 
 def load_settings(current_host) -> Settings:
@@ -119,7 +176,7 @@ def build_settings(
 
         settings = build_settings({"pgmon_databases": [...], "pgmon_discord": {}}, os.environ)
     """
-    config = validate_host_data(host_data)
+    config = validate_host_data(host_data, "deploy", environ)
     problems = []
     if not config.databases:
         problems.append(
@@ -139,64 +196,58 @@ def build_settings(
     return Settings(config=config, **secrets)
 
 
-def resolve_secrets(
-    config: SettingsInput, environ: Mapping[str, str]
-) -> tuple[dict[str, object], list[str]]:
-    """The secrets ``config`` names, as Settings' fields: each from the variable of ``environ`` its
-    setting names, Grafana's private key from its file. Also a problem line for each secret missing
-    or of the wrong shape, which never repeats the value."""
-    problems = []
+class _SecretReader:
+    """Reads secrets from ``environ`` by the variable names settings give. A problem never repeats the
+    value; a variable missing for several settings is one problem naming them all."""
 
-    def checked(
-        field: str, env_name: str, problem: Callable[[str], str | None]
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.problems: list[str] = []
+        self.missing: dict[str, list[str]] = {}  # variable -> the settings that name it, in order
+
+    def read(
+        self, field: str, env_name: str, problem: Callable[[str], str | None]
     ) -> SecretStr | None:
         """The secret, if ``problem(value)`` finds nothing wrong."""
-        value = environ.get(env_name)
+        value = self.environ.get(env_name)
         if not value:
-            problems.append(
-                f"{field}: the environment variable {env_name} is not set; export it before running pyinfra"
-            )
+            self.missing.setdefault(env_name, []).append(field)
             return None
         wrong = problem(value)
         if wrong:
-            problems.append(f"{field}: the value of {env_name} {wrong}")
+            self.problems.append(f"{field}: the value of {env_name} {wrong}")
             return None
         return SecretStr(value)
 
-    passwords = {}
-    for index, db in enumerate(config.databases):
-        value = checked(
-            f"pgmon_databases[{index}].password_env ({db.name})",
-            db.password_env,
-            _database_password_problem,
-        )
-        if value is not None:
-            passwords[db.name] = value
-    secrets = {
-        "database_passwords": passwords,
-        "grafana_admin_password": checked(
-            "pgmon_grafana_admin_password_env",
-            config.grafana_admin_password_env,
-            _grafana_password_problem,
-        ),
+    def all_problems(self) -> list[str]:
+        missing = [
+            f"{', '.join(fields)}: the environment variable {env_name} is not set; export it before "
+            "running pyinfra"
+            for env_name, fields in self.missing.items()
+        ]
+        return missing + self.problems
+
+
+def channel_secrets(
+    config: SettingsInput, environ: Mapping[str, str], reader: _SecretReader | None = None
+) -> tuple[dict[str, object], list[str]]:
+    """The alert channels' secrets ``config`` names, as ChannelSettings' fields, and the problems found."""
+    reader = reader or _SecretReader(environ)
+    secrets: dict[str, object] = {
         "discord_webhook_url": None,
         "telegram_bot_token": None,
         "telegram_chat_ids": (),
         "watchdog_url": None,
     }
     if config.discord:
-        secrets["discord_webhook_url"] = checked(
-            "pgmon_discord.webhook_url_env",
-            config.discord.webhook_url_env,
-            http_url_problem,
+        secrets["discord_webhook_url"] = reader.read(
+            "pgmon_discord.webhook_url_env", config.discord.webhook_url_env, http_url_problem
         )
     if config.telegram:
-        secrets["telegram_bot_token"] = checked(
-            "pgmon_telegram.bot_token_env",
-            config.telegram.bot_token_env,
-            _bot_token_problem,
+        secrets["telegram_bot_token"] = reader.read(
+            "pgmon_telegram.bot_token_env", config.telegram.bot_token_env, _bot_token_problem
         )
-        chats = checked(
+        chats = reader.read(
             "pgmon_telegram.chat_id_env", config.telegram.chat_id_env, _chat_ids_problem
         )
         if chats is not None:
@@ -204,9 +255,36 @@ def resolve_secrets(
                 dict.fromkeys(int(chat.strip(" ")) for chat in chats.get_secret_value().split(","))
             )
     if config.watchdog:
-        secrets["watchdog_url"] = checked(
+        secrets["watchdog_url"] = reader.read(
             "pgmon_watchdog.url_env", config.watchdog.url_env, http_url_problem
         )
+    return secrets, reader.all_problems()
+
+
+def resolve_secrets(
+    config: SettingsInput, environ: Mapping[str, str], indexes: list[int] | None = None
+) -> tuple[dict[str, object], list[str]]:
+    """Every secret ``config`` names, as Settings' fields: each from the variable of ``environ`` its
+    setting names, Grafana's private key from its file; and a problem line for each secret missing or
+    of the wrong shape. ``indexes`` are the databases' places in pgmon_databases, where not 0, 1, ..."""
+    reader = _SecretReader(environ)
+    problems = []
+    passwords = {}
+    for index, db in zip(indexes or range(len(config.databases)), config.databases, strict=True):
+        value = reader.read(
+            f"pgmon_databases[{index}].password_env ({db.name})",
+            db.password_env,
+            _database_password_problem,
+        )
+        if value is not None:
+            passwords[db.name] = value
+    grafana_password = reader.read(
+        "pgmon_grafana_admin_password_env",
+        config.grafana_admin_password_env,
+        _grafana_password_problem,
+    )
+    secrets, channel_problems = channel_secrets(config, environ, reader)
+    secrets.update(database_passwords=passwords, grafana_admin_password=grafana_password)
     if config.grafana_certificate is not None:
         # Imported here, not at the top: grafana_tls is a deploy step, which may import settings itself.
         from ..grafana_tls import read_certificate
@@ -219,7 +297,7 @@ def resolve_secrets(
         secrets["grafana_tls_key"] = (
             None if key is None else SecretStr(key.decode("ascii", errors="replace"))
         )
-    return secrets, problems
+    return secrets, channel_problems + problems
 
 
 def _database_password_problem(value: str) -> str | None:
