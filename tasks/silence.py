@@ -48,7 +48,7 @@ def amtool(settings: HostConfig, *args: str) -> str:
     return f"{shlex.join(command)} 2>&1; echo pgmon-exit=$?"
 
 
-def matcher(silence: Silence) -> tuple[str, str]:
+def silence_target(silence: Silence) -> tuple[str, str]:
     """The label a silence matches and its value: ``database`` (pgmon's name) or ``server`` (host:port)."""
     return (
         ("database", silence.database)
@@ -58,7 +58,7 @@ def matcher(silence: Silence) -> tuple[str, str]:
 
 
 def matcher_text(silence: Silence) -> str:
-    name, value = matcher(silence)
+    name, value = silence_target(silence)
     return f'{name}="' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -118,7 +118,8 @@ def left(until: datetime, now: datetime) -> str:
     )
 
 
-def _matcher(m: dict) -> str:
+def listed_matcher(m: dict) -> str:
+    """A matcher of a listed silence (amtool's JSON) as Alertmanager writes it: ``name=~"value"``."""
     equal = m.get("isEqual", True)
     operator = ("=~" if equal else "!~") if m.get("isRegex") else ("=" if equal else "!=")
     return f'{m["name"]}{operator}"{m["value"]}"'
@@ -134,7 +135,7 @@ def silence_lines(output: str, now: datetime) -> list[str]:
     lines = []
     for item in sorted(silences, key=lambda s: parse_time(s["endsAt"])):
         until = parse_time(item["endsAt"])
-        matchers = ", ".join(_matcher(m) for m in item.get("matchers", []))
+        matchers = ", ".join(listed_matcher(m) for m in item.get("matchers", []))
         lines.append(
             f"silence {item['id']}  {matchers}  until {until:%Y-%m-%d %H:%M} UTC ({left(until, now)} left)"
             f"  by {item.get('createdBy', '?')}: {' '.join(str(item.get('comment', '')).split())}"
@@ -238,7 +239,7 @@ def manage_silences(settings: HostConfig):
     if silence is not None and silence.end is not None:
         end(name=f"End silence {silence.end}", settings=settings)
     elif silence is not None:
-        name, value = matcher(silence)
+        name, value = silence_target(silence)
         add(name=f"Silence {name} {value} for {silence.for_}", settings=settings)
     show(name="List active silences", settings=settings)
 

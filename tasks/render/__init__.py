@@ -102,7 +102,7 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             on_change=(RELOAD_PROMETHEUS,),
         ),
         ManagedFile("prometheus/targets/postgres.json", render_postgres_targets(settings)),
-        # Holds the Telegram chat id: readable by the Alertmanager user only.
+        # Names its secrets' files (alertmanager/secrets/) and holds none: world-readable like the rest.
         ManagedFile(
             "alertmanager/alertmanager.yml",
             render_alertmanager_config(settings),
