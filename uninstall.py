@@ -1,5 +1,5 @@
 """Remove pgmon from the processing host: its containers, networks and files; its data volumes stay unless asked
-(README, "Removing pgmon").
+(README, "Removing pgmon"). The demo (demo.py), where it is deployed, goes too, its data included.
 
     pyinfra inventory.py uninstall.py
     pyinfra inventory.py uninstall.py --data pgmon_uninstall_delete_data=true   # Prometheus's history and Grafana's data too
@@ -15,5 +15,9 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tasks import uninstall_pgmon  # noqa: E402
+from tasks.demo import uninstall_demo  # noqa: E402
 
+# The real stack first: a run holds one lock per host, the first it claims (tasks/host_lock.py), and the real
+# stack's is the one another run may be waiting on.
 uninstall_pgmon()
+uninstall_demo()

@@ -13,6 +13,8 @@
 #     behaves like the official one. Real Grafana is not exercised by the offline tests.
 #   pgmon-test/postgresql:17: not a stand-in but a second PostgreSQL version for the suite,
 #     Debian trixie's PostgreSQL 17 on trixie's glibc.
+#   pgmon-test/busybox:1.35: not a stand-in but busybox itself, for the demo's alert sink
+#     (tasks/demo.py), laid out as the official busybox image.
 #   Newer versions, next to those (for an upgrade test), from Debian sid the same way:
 #     prom/prometheus:v3.5.3, prom/alertmanager:v0.33.1, prom/node-exporter:v1.11.1,
 #     quay.io/prometheuscommunity/postgres-exporter:v0.19.1, and pgmon-test/postgresql:18
@@ -229,6 +231,19 @@ smoke_postgresql() {
   [ -z "$broken" ] || { echo "$broken" >&2; return 1; }
 }
 
+# Not a stand-in: busybox itself for the demo's alert sink (tasks/demo.py runs its httpd with CGI
+# scripts), as the official busybox image lays it out (every applet in /bin, root and nobody, CMD sh),
+# with Debian's busybox-static of this machine, the base of every image here: its version in the tag.
+inputs_busybox() { :; }  # the common inputs cover busybox itself
+fill_busybox() { :; }
+changes_busybox() { echo 'CMD ["sh"]'; }
+smoke_busybox() {
+  local banner
+  banner=$(docker run --rm "$1" busybox 2>&1) || return 1
+  [[ $banner == "BusyBox v$2."* ]] &&
+  docker run --rm "$1" httpd --help 2>&1 | grep -q 'Listen for incoming HTTP requests'
+}
+
 PASSWD_grafana="grafana:x:$GRAFANA_UID:0::/home/grafana:/sbin/nologin"$'\n'
 PY_EXCLUDES=(--exclude=python3.11/test --exclude=python3.11/idlelib --exclude=python3.11/tkinter
              --exclude=python3.11/turtledemo --exclude=python3.11/ensurepip --exclude=python3.11/lib2to3
@@ -321,6 +336,7 @@ build postgres_exporter  quay.io/prometheuscommunity/postgres-exporter:v0.17.1  
 build node_exporter      prom/node-exporter:v1.9.0                              "$DEB"              1.9.0
 build grafana            grafana/grafana:12.2.1                                 /                   12.2.1
 build postgresql         pgmon-test/postgresql:17                               "$CACHE/pg17-root"  17
+build busybox            pgmon-test/busybox:1.35                                /                   1.35
 # Debian sid's newer builds, next to the current ones for the upgrade test.
 build prometheus         prom/prometheus:v3.5.3                                 "$SID"              3.5.3
 build alertmanager       prom/alertmanager:v0.33.1                              "$SID"              0.33.1
