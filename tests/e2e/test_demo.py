@@ -134,13 +134,13 @@ def in_both_channels(alert: str, status: str, timeout: float) -> dict[str, Recei
 
 def test_one_command_deploys_the_demo_and_says_how_to_log_in(demo):
     started = time.monotonic()
-    output = run_demo(demo)
+    output = run_demo(demo, "-vvv", "--diff")
     print(f"\nfirst deploy of the demo: {time.monotonic() - started:.0f}s")
     assert verification_lines(output)["demo"].startswith("ok"), output[-3000:]
     assert f"Grafana     https://127.0.0.1:{GRAFANA_PORT}/" in output
     assert f"sudo cat {EXTRAS_DIR}/{SECRETS_DIR}/{GRAFANA_PASSWORD}" in output
     assert f"http://127.0.0.1:{SINK_PORT}/" in output
-    for name in SECRET_NAMES:  # made on the host, kept root's only, never printed
+    for name in SECRET_NAMES:  # made on the host, kept root's only, never printed (-vvv --diff)
         path = Path(EXTRAS_DIR, SECRETS_DIR, name)
         assert (path.stat().st_mode & 0o777, path.stat().st_uid) == (0o600, 0)
         assert secret(name) not in output
@@ -218,6 +218,17 @@ def test_an_incident_reaches_the_sink_in_both_formats_and_resolves(demo):
     in_both_channels("PostgresDown", "RESOLVED", 120)
     print(
         f"PostgresDown resolved at the sink {time.monotonic() - ended:.0f}s after the incident ended"
+    )
+
+
+def test_a_real_deploy_beside_it_neither_touches_it_nor_needs_it(demo, new_deployment):
+    containers = run("docker", "ps", "-q", "--filter", "label=pgmon.demo=true").stdout.split()
+    with new_deployment("beside-the-demo") as real:
+        real.configure(["shop"])
+        assert verification_lines(assert_ok(real.run()))["shop"].startswith("ok")
+    # Deployed and removed again (the fixture's teardown): the demo's containers are the same ones.
+    assert (
+        run("docker", "ps", "-q", "--filter", "label=pgmon.demo=true").stdout.split() == containers
     )
 
 
