@@ -6,6 +6,8 @@ what the deploy installs: the files, containers and checks it makes never depend
     pgmon_backup_dir             backup.py: the controller's folder for the archive
     pgmon_restore_from           restore.py: the archive to restore
     pgmon_take_over_lock         any run, a deploy too: end a hung run's hold on the host's lock (tasks/host_lock.py)
+    pgmon_demo_images            demo.py: the demo's own PostgreSQL and busybox images (tasks/demo/config.py)
+    pgmon_demo_incident          demo.py: start or end the demo's incident
 
 They are host-data keys like the deploy's and are validated with them (load.py's SettingsInput), so
 that a typo in either is named whichever command runs.
@@ -103,6 +105,9 @@ class RunOptions(Strict):
     backup_dir: str = Field(default="pgmon-backups", min_length=1)
     restore_from: str | None = None
     silence: Silence | None = None
+    # Known here so that group_data may hold them for demo.py; tasks/demo checks their values.
+    demo_images: dict[str, str] = {}
+    demo_incident: str | None = None
 
 
 def silence_target_problem(silence: Silence | None, databases: Sequence[Database]) -> str | None:

@@ -1,13 +1,7 @@
 from tasks.render.alertmanager import render_alertmanager_config
 from tasks.settings import build_settings
-from tasks.verify_stack import (
-    Finding,
-    check_alertmanager,
-    config_hash_metric,
-    privilege_warning,
-    report,
-    slow_query_coverage,
-)
+from tasks.verify_databases import Finding, check_databases, privilege_warning, slow_query_coverage
+from tasks.verify_stack import check_alertmanager, config_hash_metric, report
 
 from .conftest import ENVIRON, group_data
 
@@ -76,3 +70,20 @@ def test_alertmanager_must_run_exactly_the_configuration_pgmon_wrote(settings):
         assert (
             not finding.ok and "is not running the configuration pgmon just wrote" in finding.detail
         )
+
+
+class _NoTargets:
+    def get_json(self, *args):
+        return 200, {"data": {"activeTargets": []}}
+
+
+def test_pg_up_0_hint_names_where_the_connection_comes_from():
+    """A remote server sees the processing host's address; one on the host itself, Docker's network."""
+    databases = group_data()["pgmon_databases"]
+    databases[1] = {**databases[1], "host": "host.docker.internal"}
+    settings = build_settings(group_data(pgmon_databases=databases), ENVIRON)
+    down = {db.name: {"pg_up": 0.0} for db in settings.databases}
+    hints = {f.subject: f.hint for f in check_databases(settings, _NoTargets(), down)}
+    assert "from the processing host's own address" in hints["database shop"]
+    assert "from pgmon's Docker network (172.16.0.0/12" in hints["database billing"]
+    assert "Docker network" not in hints["database shop"]

@@ -1,0 +1,184 @@
+"""Step 4's database checks: every exporter asked now, each database's verdict, and what to check.
+
+Split from verify_stack.py, which checks the stack's own parts and reports: these change with what
+pgmon reads of PostgreSQL and what a DBA is told to fix there.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from .http_tunnel import HostHTTP
+from .settings import Settings
+from .stack_model import EXPORTER_PORT, container_name, exporter_service
+
+# The names a database on the processing host itself goes by (README, "pg_hba.conf and SSL"):
+# its connections come from the exporters' Docker network, not from the host's address.
+ON_PROCESSING_HOST = ("host.docker.internal", "172.17.0.1")
+
+
+@dataclass(frozen=True)
+class Finding:
+    subject: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def exporter_readings_command(settings: Settings) -> str:
+    """Scrape every exporter now, in parallel, from inside the Prometheus container (its busybox wget).
+
+    Prints ``<database> pg_up <v>`` and ``<database> pg_exporter_last_scrape_error <v>`` lines.
+    Asking the exporters directly gives the state of this moment, not of the last scrape.
+    Exporters are addressed by IP on the metrics network, read from Docker on the host:
+    a busybox wget is not guaranteed to resolve names.
+    """
+    project = settings.config.project
+    network_members = "{{range .Containers}}/{{.Name}} {{.IPv4Address}}{{println}}{{end}}"
+    # "/<project>-exporter-<db> 172.18.0.5/16" -> "<db> 172.18.0.5"
+    to_db_and_ip = (
+        r"s#^/" + container_name(project, exporter_service("")) + r"\([^ ]*\) \([^/]*\)/.*#\1 \2#p"
+    )
+    addresses = " ".join(
+        [
+            "docker network inspect -f",
+            shlex.quote(network_members),
+            shlex.quote(project + "-metrics"),
+            "| sed -n",
+            shlex.quote(to_db_and_ip),
+        ]
+    )
+    scrape = (
+        # `timeout` rather than wget's -T, which Debian's static busybox mishandles.
+        f"while read db ip; do (timeout 10 wget -q -O - http://$ip:{EXPORTER_PORT}/metrics 2>/dev/null"
+        " | grep -E '^(pg_up|pg_exporter_last_scrape_error|pgmon_role_[a-z_]+)[ {]'"
+        ' | sed "s/{[^}]*}//; s/^/$db /") & done; wait'
+    )
+    container = shlex.quote(container_name(project, "prometheus"))
+    # Bounded on the host too: a hung Docker daemon answers neither `network inspect` nor `exec`.
+    return f"timeout 60 sh -c {shlex.quote(f'{addresses} | docker exec -i {container} sh -c {shlex.quote(scrape)}')}"
+
+
+def parse_exporter_readings(lines: list[str]) -> dict[str, dict[str, float]]:
+    readings: dict[str, dict[str, float]] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            readings.setdefault(parts[0], {})[parts[1]] = float(parts[2])
+    return readings
+
+
+def check_databases(
+    settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]
+) -> list[Finding]:
+    port = settings.config.prometheus_port
+    _, body = http.get_json("127.0.0.1", port, "/api/v1/targets?state=active")
+    targets = {
+        t["labels"].get("database"): t
+        for t in (body or {}).get("data", {}).get("activeTargets", [])
+        if t["labels"].get("job") == "postgres"
+    }
+    findings = []
+    for db in settings.databases:
+        subject = f"database {db.name}"
+        where = f"{db.server}/{db.dbname}"
+        container = container_name(settings.config.project, exporter_service(db.name))
+        target = targets.get(db.name)
+        reading = readings.get(db.name, {})
+        if "pg_up" not in reading:
+            findings.append(
+                Finding(subject, False, "its exporter does not answer", f"docker logs {container}")
+            )
+        elif reading["pg_up"] != 1:
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"PostgreSQL unreachable from the exporter (pg_up 0) at {where}",
+                    f"is the server up and listening? does pg_hba.conf admit user {db.user!r} "
+                    f"{_seen_from(db.host)}? is ${db.password_env} right? "
+                    f"then: docker logs {container} (its last lines say which)",
+                )
+            )
+        elif reading.get("pg_exporter_last_scrape_error", 0) != 0:
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    "exporter reports a scrape error",
+                    f"does {db.user!r} have the pg_monitor role? docker logs {container}",
+                )
+            )
+        elif target is None:
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"not discovered by Prometheus yet ({where})",
+                    "is prometheus/targets/postgres.json on the host current?",
+                )
+            )
+        elif target["health"] != "up":
+            error = target.get("lastError") or "not scraped yet"
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"Prometheus cannot scrape its exporter: {error}",
+                    f"docker logs {container}",
+                )
+            )
+        else:
+            findings.append(
+                Finding(subject, True, f"pg_up 1 at {where}{privilege_warning(db, reading)}")
+            )
+    return findings
+
+
+def _seen_from(host: str) -> str:
+    """Where PostgreSQL sees the exporter's connection come from (README, "pg_hba.conf and SSL")."""
+    if host in ON_PROCESSING_HOST:
+        return "from pgmon's Docker network (172.16.0.0/12, or docker network inspect's subnet)"
+    return "from the processing host's own address (Docker translates it on the way out)"
+
+
+def privilege_warning(db, reading: dict[str, float]) -> str:
+    """What the monitoring role may do beyond pg_monitor, said after an ok (README: a least-privilege role)."""
+    more = [
+        what
+        for metric, what in (
+            ("pgmon_role_superuser", "is a superuser"),
+            (
+                "pgmon_role_extra_attributes",
+                "may create roles or databases, replicate or bypass row security",
+            ),
+        )
+        if reading.get(metric, 0) > 0
+    ]
+    if reading.get("pgmon_role_writable_tables", 0) > 0:
+        more.append(
+            f"may write {reading['pgmon_role_writable_tables']:.0f} table(s) of {db.dbname!r}"
+        )
+    if not more:
+        return ""
+    return (
+        f"; WARNING role {db.user!r} {', and '.join(more)}: monitoring needs pg_monitor only "
+        '(README, "A least-privilege monitoring role")'
+    )
+
+
+def slow_query_coverage(settings: Settings) -> Finding:
+    """Where the SlowQueries rule can fire: only on servers with a database that has pg_stat_statements."""
+    servers = sorted({db.server for db in settings.databases})
+    covered = {db.server for db in settings.databases if db.pg_stat_statements}
+    silent = [server for server in servers if server not in covered]
+    if not silent:
+        return Finding("slow queries", True, "pg_stat_statements read on every server")
+    # Not a failure: the extension is optional. Saying so keeps a silent rule from passing for a quiet one.
+    return Finding(
+        "slow queries",
+        True,
+        f"rule silent on {', '.join(silent)}: no database there has "
+        "pg_stat_statements = True (CREATE EXTENSION pg_stat_statements, then set it on one entry)",
+    )
