@@ -1,5 +1,5 @@
-"""pgmon settings for every host in the inventory. Each is documented in README.md,
-"Configuration"; the values below are the defaults unless marked EXAMPLE.
+"""pgmon settings for every host in the inventory. Each is documented in
+docs/configuration.md; the values below are the defaults unless marked EXAMPLE.
 
 Secrets never go here: each *_env setting names an environment variable that
 you export on the machine you run pyinfra from.

@@ -81,7 +81,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--storage.tsdb.path=/prometheus",
                 "--storage.tsdb.retention.time=30d",
                 # The snapshot API, for backup.py. It answers where the rest of Prometheus does: the host's loopback
-                # and the ui network, Grafana's (README, "Network exposure").
+                # and the ui network, Grafana's (docs/security.md, "Network exposure").
                 "--web.enable-admin-api",
             ],
             "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],

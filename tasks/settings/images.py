@@ -1,5 +1,5 @@
 """The images the stack runs: pgmon's defaults, the oldest version of each its files work with, and the
-version an image's tag says. ``pgmon_images`` overrides the defaults (README, "Versions")."""
+version an image's tag says. ``pgmon_images`` overrides the defaults (docs/versions.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-# The images the stack runs, on lines their upstream supports (README, "Versions": what the tests ran of each
+# The images the stack runs, on lines their upstream supports (docs/versions.md: what the tests ran of each
 # line). Prometheus 3.13 is the LTS line (to 2027-07-31); Alertmanager, supported in its newest minor only, reads Telegram chat ids from a file (0.31+);
 # postgres_exporter stays on the 0.19 the tests ran, because 0.20 renames metrics the rules and dashboards read.
 DEFAULT_IMAGES = {

@@ -1,5 +1,5 @@
 """The deploy's settings: what group_data says about the databases, the alert channels and the stack,
-without the ``pgmon_`` prefix, and the checks that need more than one value (README, Configuration).
+without the ``pgmon_`` prefix, and the checks that need more than one value (docs/configuration.md).
 
 The options of single commands (silence, uninstall, backup, restore, the lock's take-over) are not
 here: run_options.py holds them, and load.py's SettingsInput validates both together.
@@ -57,7 +57,7 @@ class Database(Strict):
     # The database has the pg_stat_statements extension: its exporter reads slow queries there, for
     # every database of the server (the view lists them all). One database per server is enough.
     pg_stat_statements: bool = False
-    # Per-table series (about 28 a table, docs/benchmarks.md); False drops them for a database with many tables.
+    # Per-table series (about 29 a table, docs/benchmarks.md); False drops them for a database with many tables.
     table_metrics: bool = True
     # Overrides of pgmon_alert_thresholds for this database (server-wide keys: for its server).
     alert_thresholds: DatabaseAlertThresholds = DatabaseAlertThresholds()
@@ -108,7 +108,7 @@ class AlertTiming(Strict):
 
 
 class GrafanaCertificate(Strict):
-    """pgmon_grafana_certificate: the certificate Grafana serves, as PEM files on the controller (README, "HTTPS")."""
+    """pgmon_grafana_certificate: the certificate Grafana serves, as PEM files on the controller (docs/security.md, "HTTPS for Grafana")."""
 
     cert_file: str = Field(min_length=1)  # the server's certificate first, then its chain
     key_file: str = Field(min_length=1)  # unencrypted; written to the host readable by Grafana only

@@ -8,7 +8,7 @@ and an sshd on 127.0.0.1:2222 that accepts a key made for the run; on request
 Deploys go through pyinfra's normal interface: an inventory file and a
 group_data folder, written by ``Lab.write_project`` or by you.
 
-Use it by hand (see README, "Running your own inventory through the lab"):
+Use it by hand (CONTRIBUTING.md, "Running your own inventory through the lab"):
 
     python3 -m tests.e2e.lab up      # prints the inventory line to use
     pyinfra my/inventory.py deploy.py
@@ -603,7 +603,7 @@ class BackgroundRun:
 
 
 # The builds the suite runs (tests/e2e/images/build_images.sh, from Debian sid): the nearest of each line the
-# defaults name (README, "Versions"); no registry here has the defaults themselves.
+# defaults name (docs/versions.md); no registry here has the defaults themselves.
 TESTED_IMAGES = {
     "prometheus": "prom/prometheus:v3.5.3",
     "alertmanager": "prom/alertmanager:v0.33.1",

@@ -233,7 +233,7 @@ SELF_SIGNED = f"{SITE.base_dir}/grafana/tls/self-signed.crt"
 
 
 def trusted(host, path: str = SELF_SIGNED) -> str:
-    """The certificate a user trusts after copying it from the host (README, "HTTPS"), as a file here."""
+    """The certificate a user trusts after copying it from the host (docs/security.md, "HTTPS for Grafana"), as a file here."""
     local = Path(tempfile.gettempdir()) / f"{host.container}-grafana.crt"
     local.write_text(host.exec(f"cat {path}").stdout)
     return str(local)

@@ -1,4 +1,4 @@
-"""pgmon as a library in someone else's pyinfra project (README, "Use pgmon from your own pyinfra project").
+"""pgmon as a library in someone else's pyinfra project (docs/library.md).
 
 The sdist is built from a copy of this checkout and the wheel from that sdist (``python -m build``, as a
 release is built); the wheel goes alone into a fresh virtual environment (its dependencies from the
