@@ -99,6 +99,21 @@ if [ ! -f "$CACHE/pg18.done" ]; then
   touch "$CACHE/pg18.done"
 fi
 
+# The quick start's `pip install .` (tests/e2e/test_quick_start.py) runs with no package index: pgmon's
+# dependencies and its build backend (for pip's isolated build) as wheels for this Python, fetched once.
+# The marker holds what they were fetched for, so a change of pyproject.toml's requirements fetches again.
+wheel_requirements=$(python3 -c 'import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))
+print("\n".join(project["build-system"]["requires"] + project["project"]["dependencies"]))' \
+  "$(dirname "$0")/../../pyproject.toml")
+wheel_fingerprint=$(printf '%s\n%s\n' "$(python3 -VV)" "$wheel_requirements" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$CACHE/wheelhouse.done" 2>/dev/null)" != "$wheel_fingerprint" ]; then
+  rm -rf "$CACHE/wheelhouse"
+  mapfile -t wheel_args <<<"$wheel_requirements"
+  python3 -m pip download --quiet --only-binary=:all: --dest "$CACHE/wheelhouse" "${wheel_args[@]}"
+  echo "$wheel_fingerprint" > "$CACHE/wheelhouse.done"
+fi
+
 install -D -m 0755 "$CACHE/root/usr/libexec/docker/cli-plugins/docker-compose" \
   /usr/libexec/docker/cli-plugins/docker-compose
 # The checkers of the versions the stack runs (sid's builds: Prometheus 3, Alertmanager 0.33).
