@@ -24,7 +24,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, server, systemd
 
 from .host_state import HostState
-from .settings import DeployError, Settings
+from .settings import DeployError, HostConfig
 
 DOCKER_REPO_PACKAGES = (
     "docker-ce",
@@ -146,7 +146,7 @@ def docker_repo_script(
 
 
 @deploy("Install Docker Engine and Compose v2")
-def install_docker(settings: Settings, state: HostState):
+def install_docker(settings: HostConfig, state: HostState):
     """Install and start Docker unless a working engine with Compose v2 is already there."""
     if state.engine_version and state.compose_version:
         host.log(
