@@ -154,6 +154,11 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "GF_SERVER_PROTOCOL": "https",
                 "GF_SERVER_CERT_FILE": f"{GRAFANA_TLS_MOUNT}/{cert}",
                 "GF_SERVER_CERT_KEY": f"{GRAFANA_TLS_MOUNT}/{key}",
+                # Grafana's default is false: an on-path attacker could steer the browser to http:// and
+                # read the session. SameSite stays lax, not strict: the alerts' dashboard links are
+                # opened from Discord and Telegram, and strict would show the login page every time.
+                "GF_SECURITY_COOKIE_SECURE": "true",
+                "GF_SECURITY_COOKIE_SAMESITE": "lax",
             }
         )
         services["grafana"]["volumes"].append(mount(GRAFANA_TLS_DIR, GRAFANA_TLS_MOUNT))

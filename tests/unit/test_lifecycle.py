@@ -241,6 +241,9 @@ def test_grafana_serves_https_by_default_with_the_self_signed_certificate(settin
         "GF_SERVER_CERT_FILE": "/etc/grafana/tls/self-signed.crt",
         "GF_SERVER_CERT_KEY": "/etc/grafana/tls/self-signed.key",
     }
+    # The session cookie never travels over plain HTTP, even if the browser is steered there.
+    assert grafana["environment"]["GF_SECURITY_COOKIE_SECURE"] == "true"
+    assert grafana["environment"]["GF_SECURITY_COOKIE_SAMESITE"] == "lax"
     assert "/opt/pgmon/grafana/tls:/etc/grafana/tls:ro" in grafana["volumes"]
     assert grafana["healthcheck"]["test"] == [
         "CMD",
@@ -301,6 +304,8 @@ def test_plain_http_when_asked(dashboard_9628):
     assert "GF_SERVER_PROTOCOL" not in grafana["environment"] and not any(
         "tls" in v for v in grafana["volumes"]
     )
+    # A Secure cookie is never sent over plain HTTP: the login would not hold.
+    assert "GF_SECURITY_COOKIE_SECURE" not in grafana["environment"]
     assert grafana["healthcheck"]["test"][-1] == "http://127.0.0.1:3000/api/health"
     assert "grafana/tls" not in {d.path for d in render_stack(settings, dashboard_9628).directories}
 
