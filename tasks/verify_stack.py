@@ -12,6 +12,7 @@ database. Anything failing fails the run; nothing is stopped.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import shlex
 import time
@@ -263,6 +264,24 @@ def check_grafana(
     return findings
 
 
+def plain_http_exposure(settings: Settings) -> list[Finding]:
+    """A warning when Grafana speaks plain HTTP on an address other machines reach: its admin password and
+    session cookies then cross the network in clear. Not a failure, so that a deployment already running
+    this way keeps deploying."""
+    cfg = settings.config
+    if cfg.grafana_https or ipaddress.ip_address(cfg.grafana_bind_address).is_loopback:
+        return []
+    return [
+        Finding(
+            "grafana http",
+            True,
+            f"WARNING plain HTTP on {cfg.grafana_bind_address}:{cfg.grafana_port}: the admin password and "
+            "sessions cross the network in clear; remove pgmon_grafana_https = False (HTTPS is the "
+            'default), or set pgmon_grafana_bind_address = "127.0.0.1" behind your own TLS proxy',
+        )
+    ]
+
+
 def health_error(http: HostHTTP, address: str, port: int, tls: dict) -> str:
     """Why nothing answered: over HTTPS, a certificate other than pgmon's is said so."""
     _, body = http.get(address, port, "/api/health", **tls)
@@ -280,6 +299,7 @@ def check_stack(
         check_prometheus(settings, http)
         + check_alertmanager(settings, http)
         + check_grafana(settings, http, certificate)
+        + plain_http_exposure(settings)
         + check_databases(settings, http, readings)
         + [slow_query_coverage(settings)]
     )

@@ -1,7 +1,12 @@
 from tasks.render.alertmanager import render_alertmanager_config
 from tasks.settings import build_settings
 from tasks.verify_databases import Finding, check_databases, privilege_warning, slow_query_coverage
-from tasks.verify_stack import check_alertmanager, config_hash_metric, report
+from tasks.verify_stack import (
+    check_alertmanager,
+    config_hash_metric,
+    plain_http_exposure,
+    report,
+)
 
 from .conftest import ENVIRON, group_data
 
@@ -87,3 +92,19 @@ def test_pg_up_0_hint_names_where_the_connection_comes_from():
     assert "from the processing host's own address" in hints["database shop"]
     assert "from pgmon's Docker network (172.16.0.0/12" in hints["database billing"]
     assert "Docker network" not in hints["database shop"]
+
+
+def test_plain_http_grafana_on_a_network_address_is_warned_of(settings):
+    assert plain_http_exposure(settings) == []  # HTTPS, the default
+    for address in ("0.0.0.0", "10.1.2.3"):
+        exposed = build_settings(
+            group_data(pgmon_grafana_https=False, pgmon_grafana_bind_address=address), ENVIRON
+        )
+        (finding,) = plain_http_exposure(exposed)
+        assert finding.ok and finding.detail.startswith(f"WARNING plain HTTP on {address}:3000")
+        assert "pgmon_grafana_https" in finding.detail
+    for address in ("127.0.0.1", "127.0.0.2"):
+        local = build_settings(
+            group_data(pgmon_grafana_https=False, pgmon_grafana_bind_address=address), ENVIRON
+        )
+        assert plain_http_exposure(local) == []
