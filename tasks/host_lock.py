@@ -141,6 +141,21 @@ def _hold(host, process: HostProcess) -> None:
         _releasing.add(host.state)
 
 
+def _answer(process: HostProcess) -> Claim | str:
+    """What the claim script said, or why it said nothing usable."""
+    try:
+        with gevent.Timeout(CLAIM_TIMEOUT_SECONDS):
+            claim = read_claim(process.lines())
+            if claim.held is not None or claim.state is not None:
+                return claim
+            # It ended without either (the lock could not be opened, say): its own message says why.
+            status, errors = process.wait()
+    except (gevent.Timeout, OSError) as error:
+        return f"{error or 'timed out'}"
+    last = errors.strip().splitlines()[-1:] or ["no message"]
+    return f"the lock script ended with status {status}: {last[0][-300:]}"
+
+
 def _claim(
     state, host, settings: Settings | HostConfig, planned_from: HostState, take_over: bool
 ) -> bool:
@@ -148,16 +163,14 @@ def _claim(
         return True  # claimed by an earlier operation of this run
     controller = re.sub(r"[^A-Za-z0-9@._-]", "_", f"{getpass.getuser()}@{socket.gethostname()}")
     process = _open(host, claim_script(settings, controller, take_over))
-    try:
-        with gevent.Timeout(CLAIM_TIMEOUT_SECONDS):
-            claim = read_claim(process.lines())
-    except (gevent.Timeout, OSError) as error:
+    claim = _answer(process)
+    if isinstance(claim, str):
         process.close()
         return log_failure(
             host,
             [
-                f"could not claim {settings.config.base_dir} on the host ({error or 'timed out'}); "
-                "nothing was changed. Run again."
+                f"could not claim {settings.config.base_dir} on the host ({claim}); nothing was changed. "
+                "Run again; if this repeats, fix what the message names."
             ],
         )
     where = f"{settings.config.base_dir} on {host.name}"

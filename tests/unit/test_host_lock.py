@@ -47,3 +47,21 @@ def test_a_second_run_in_the_same_process_claims_the_host_again(tmp_path):
     second.disconnect()
     wait_until_free(run_host(), base_dir)
     Path(lock_path(base_dir) + ".lock").unlink()
+
+
+def test_a_claim_that_cannot_open_the_lock_fails_clearly(tmp_path, caplog):
+    base_dir = str(tmp_path / "pgmon")
+    settings = SimpleNamespace(
+        config=SimpleNamespace(base_dir=base_dir, project="pgmon-lock-test", take_over_lock=False)
+    )
+    Path(lock_path(base_dir) + ".lock").mkdir(parents=True)  # the script's open of the lock fails
+    try:
+        host = run_host()
+        assert not _claim(host.state, host, settings, read_host_state(host, settings), False)
+        assert f"could not claim {base_dir} on the host (the lock script ended with status " in (
+            caplog.text
+        )
+        assert "nothing was changed" in caplog.text
+        host.disconnect()
+    finally:
+        Path(lock_path(base_dir) + ".lock").rmdir()
