@@ -22,7 +22,7 @@ from pyinfra.api import deploy, operation
 
 from .host_state import host_output
 from .http_tunnel import HostHTTP
-from .reporting import failure
+from .reporting import failure, log_lines
 from .settings import ChannelSettings, Severity, duration_seconds
 from .stack_model import ALERTMANAGER_PORT, container_name
 
@@ -178,8 +178,7 @@ def send(settings: ChannelSettings):
         http.close()
     lines = report(result, container, waited)
     if all(d.ok for d in result):
-        for line in lines:
-            host.log(f"pgmon: test alert: {line}")
+        log_lines(host, [f"test alert: {line}" for line in lines])
         return
     yield failure(["pgmon test alert not delivered everywhere:"] + lines)
 

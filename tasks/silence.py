@@ -26,7 +26,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from .host_state import host_output
-from .reporting import failure
+from .reporting import failure, log_lines
 from .settings import SILENCE_ID_RE, HostConfig, Silence, load_config
 from .stack_model import ALERTMANAGER_PORT, container_name
 
@@ -228,8 +228,7 @@ def show(settings: HostConfig):
     if status != 0:
         yield failure(_refused("cannot list the silences", output, settings))
         return
-    for line in silence_lines("\n".join(output), datetime.now(UTC)):
-        host.log(f"pgmon: {line}")
+    log_lines(host, silence_lines("\n".join(output), datetime.now(UTC)))
 
 
 @deploy("pgmon silences")

@@ -26,7 +26,7 @@ from .host_state import host_output
 from .http_tunnel import HostHTTP
 from .render.alertmanager import render_alertmanager_config
 from .render.grafana import DATASOURCE_UID, provisioned_dashboard_uids
-from .reporting import failure
+from .reporting import failure, log_lines
 from .settings import Settings
 from .stack_model import GRAFANA_SELF_SIGNED_CERT, GRAFANA_TLS_DIR, container_name
 from .verify_databases import (
@@ -354,8 +354,7 @@ def verify(settings: Settings):
     failed = [f for f in findings if not f.ok]
     lines = report(findings)
     if not failed:
-        for line in lines:
-            host.log(f"pgmon: {line}")
+        log_lines(host, lines)
         return
     summary = f"pgmon verification failed for {', '.join(f.subject for f in failed)}; everything else keeps running:"
     yield failure([summary] + lines)

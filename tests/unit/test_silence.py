@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+import tasks.silence
+from tasks.reporting import printable
 from tasks.settings import build_settings
 from tasks.silence import (
     add_command,
@@ -14,6 +16,7 @@ from tasks.silence import (
     list_command,
     matcher_text,
     parse_time,
+    show,
     silence_lines,
     split_exit,
 )
@@ -225,3 +228,39 @@ def test_a_valid_silence_reads_back():
     )
     assert settings_with({"end": SILENCE_ID}).config.silence.end == SILENCE_ID
     assert settings_with(None).config.silence is None
+
+
+class HostPrinting:
+    """pyinfra's host as silence.py's ``show`` uses it: executing, printing what it is given."""
+
+    def __init__(self):
+        self.state = type("State", (), {"is_executing": True})()
+        self.printed: list[str] = []
+
+    def log(self, text: str) -> None:
+        self.printed.append(text)
+
+
+def test_a_silence_listing_cannot_drive_the_terminal(monkeypatch):
+    """Whoever can add a silence writes its author and comment: escapes in them are shown, not obeyed."""
+    hostile = {
+        **ANSWER[0],
+        "createdBy": "eve\x1b]0;owned\x07",
+        "comment": "ok\x1b[2J\x1b[1;1H\u202eevil",
+    }
+    host = HostPrinting()
+    monkeypatch.setattr(tasks.silence, "host", host)
+    monkeypatch.setattr(
+        tasks.silence,
+        "host_output",
+        lambda _host, _command: [json.dumps([hostile]), "pgmon-exit=0"],
+    )
+    list(show._inner(settings_with(None)))
+    (line,) = host.printed
+    assert "by eve\\x1b]0;owned\\x07: ok\\x1b[2J\\x1b[1;1H\\u202eevil" in line
+    assert line == printable(line)  # nothing left to escape
+
+
+def test_printable_keeps_text_people_write():
+    assert printable("VACUUM FULL of «orders» 日本 👍 é") == "VACUUM FULL of «orders» 日本 👍 é"
+    assert printable("a\rb\x00c\x7fd\x9be") == "a\\rb\\x00c\\x7fd\\x9be"
