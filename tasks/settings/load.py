@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_va
 from .errors import SETTING_PREFIX, DeployError, format_validation_error, problem_report
 from .fields import http_url_problem
 from .images import DEFAULT_IMAGES, Component, image_version
-from .models import Database, DeploySettings
+from .models import Database, DeploySettings, Discord, Telegram, Watchdog
 from .run_options import RunOptions, silence_target_problem
 
 
@@ -196,9 +196,22 @@ def build_settings(
     return Settings(config=config, **secrets)
 
 
+# pgmon's own default variable names: public, so a missing one is named in the problem (the quick start's
+# `export PGMON_DISCORD_WEBHOOK_URL=...`). Any other name a *_env setting gives may be a secret pasted there
+# by mistake, shaped like a name (Winter2024_shop_Pw): when no such variable is set it is never repeated;
+# the problem names the setting, where the user reads what they wrote.
+_DEFAULT_ENV_NAMES = frozenset(
+    field.default
+    for model in (DeploySettings, Discord, Telegram, Watchdog)
+    for name, field in model.model_fields.items()
+    if name.endswith("_env") and isinstance(field.default, str)
+)
+
+
 class _SecretReader:
     """Reads secrets from ``environ`` by the variable names settings give. A problem never repeats the
-    value; a variable missing for several settings is one problem naming them all."""
+    value, nor the name of a variable that is not set unless it is pgmon's default; a variable missing
+    for several settings is one problem naming them all."""
 
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
@@ -223,6 +236,10 @@ class _SecretReader:
         missing = [
             f"{', '.join(fields)}: the environment variable {env_name} is not set; export it before "
             "running pyinfra"
+            if env_name in _DEFAULT_ENV_NAMES
+            else f"{', '.join(fields)}: the environment variable named there is not set (the name is "
+            "not repeated: a secret pasted there by mistake can look like one); export that "
+            "variable before running pyinfra, and write its NAME there, never the secret"
             for env_name, fields in self.missing.items()
         ]
         return missing + self.problems

@@ -90,6 +90,8 @@ ODD_STRINGS = YAML_LOOKALIKES + [
     "😀",
 ]
 
+# Passwords of letters, digits and '_' only: pasted into a *_env setting they pass as a variable name.
+NAME_SHAPED_SECRET_SAMPLES = ["Winter2024_shop_Pw", "CorrectHorseBatteryStaple"]
 # A string that must never be repeated in a DeployError message: what a user pastes by mistake
 # into a *_env setting, and what the environment holds.
 SECRET_LIKE = [
@@ -97,7 +99,13 @@ SECRET_LIKE = [
     "https://discord.com/api/webhooks/123456789012345678/AbCdEf-SeCrEtToKeN_value",
     "123456789:AAHk-SuperSecretBotToken_xyz0123456789",
     "hunter2-hunter2-hunter2",
+    *NAME_SHAPED_SECRET_SAMPLES,
 ]
+# At least 12 characters, the length from which check_refusal looks for a repeated secret.
+NAME_SHAPED_SECRETS = st.one_of(
+    st.sampled_from(NAME_SHAPED_SECRET_SAMPLES),
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_]{11,23}", fullmatch=True),
+)
 
 
 def odd_text(min_size: int = 1, max_size: int = 10):
@@ -364,7 +372,8 @@ SEVERITIES = mostly(
 # ---------------------------------------------------------------- secrets and the environment
 
 ENV_NAMES = mostly(
-    st.sampled_from(["PW_0", "PW_1", "PW_2"]),
+    # Valid names, a pasted secret among them: set or not, pgmon must take it and never repeat it.
+    st.one_of(st.sampled_from(["PW_0", "PW_1", "PW_2"]), NAME_SHAPED_SECRETS),
     st.sampled_from(
         ["PW-0", "1PW", "PW_0\n", "pw 0", *SECRET_LIKE]
     ),  # invalid names, or a pasted secret
@@ -424,9 +433,24 @@ class Case:
 
     @property
     def secrets(self) -> set[str]:
-        """Values that must never appear in a DeployError message: the environment's, and a secret pasted
-        into a setting (the test checks those at least 12 characters long)."""
-        return set(self.environ.values()) | {v for v in SECRET_LIKE if v in repr(self.group_data)}
+        """Values that must never appear in a DeployError message: the environment's, and what a *_env
+        setting holds unless a variable of that name is set (it may be a pasted secret, even one shaped
+        like a name); the test checks those at least 12 characters long."""
+        return set(self.environ.values()) | {
+            v for v in _env_setting_values(self.group_data) if v not in self.environ
+        }
+
+
+def _env_setting_values(value, key: str = ""):
+    """The strings of group_data's *_env settings, at any depth."""
+    if isinstance(value, str) and key.endswith("_env"):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _env_setting_values(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _env_setting_values(v, key)
 
 
 # What a case may make odd: the other settings keep plain values, so that most cases render (a case with
@@ -588,7 +612,9 @@ def cases(draw) -> Case:
         (
             "admin_password_env",
             "pgmon_grafana_admin_password_env",
-            st.sampled_from(["GRAFANA_PW", "GRAFANA-PW", SECRET_LIKE[2]]),
+            st.one_of(
+                st.sampled_from(["GRAFANA_PW", "GRAFANA-PW", SECRET_LIKE[2]]), NAME_SHAPED_SECRETS
+            ),
         ),
         ("typo", "pgmon_databse", st.just([])),  # pgmon must name it
     ):

@@ -91,7 +91,9 @@ def test_watchdog_pings_the_dead_mans_switch_every_interval():
     assert (
         secret.content == b"https://hc-ping.example/uuid" and secret.secret and secret.mode == 0o400
     )
-    assert "WATCHDOG is not set" in error_for(group_data(pgmon_watchdog={"url_env": "WATCHDOG"}))
+    assert "pgmon_watchdog.url_env: the environment variable named there is not set" in error_for(
+        group_data(pgmon_watchdog={"url_env": "WATCHDOG"})
+    )
 
 
 # ---------------------------------------------------------------- the messages, through amtool

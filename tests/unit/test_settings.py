@@ -20,13 +20,37 @@ def test_nothing_configured_says_what_to_set():
     assert "nothing on the host was changed" in message
 
 
-def test_missing_secret_names_the_database_and_variable():
+def test_missing_secret_names_the_field_and_pgmon_default_variables_only():
     environ = {k: v for k, v in ENVIRON.items() if k != "PW_LEDGER"}
     message = error_for(group_data(), environ)
     assert (
-        "pgmon_databases[2].password_env (ledger): the environment variable PW_LEDGER is not set"
+        "pgmon_databases[2].password_env (ledger): the environment variable named there is not set"
         in message
     )
+    assert "PW_LEDGER" not in message  # the user's own name: its setting says where to read it
+    message = error_for(group_data(pgmon_discord={}), {})
+    assert (
+        "pgmon_discord.webhook_url_env: the environment variable PGMON_DISCORD_WEBHOOK_URL is not set"
+        in message
+    )
+
+
+@pytest.mark.parametrize("pasted", ["Winter2024_shop_Pw", "CorrectHorseBatteryStaple"])
+def test_a_pasted_secret_shaped_like_a_name_is_not_repeated(pasted):
+    """A password of letters, digits and '_' is a valid variable name: unset, it must not be echoed."""
+    dbs = group_data()["pgmon_databases"]
+    message = error_for(
+        group_data(
+            pgmon_databases=[{**dbs[0], "password_env": pasted}],
+            pgmon_grafana_admin_password_env=pasted,
+            pgmon_telegram={"bot_token_env": pasted, "chat_id_env": "TG_CHAT"},
+        )
+    )
+    assert (
+        "pgmon_databases[0].password_env (shop), pgmon_grafana_admin_password_env, "
+        "pgmon_telegram.bot_token_env: the environment variable named there is not set" in message
+    )
+    assert pasted not in message
 
 
 def test_duplicate_names_and_targets_are_refused():
