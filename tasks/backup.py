@@ -16,8 +16,10 @@ from group_data; the secrets stay in the controller's environment):
 
 The archive streams from the host's stdout into a file only the controller's user can read (0600): Grafana's
 database holds the admin password's hash. On the host nothing is left behind (a 0700 root folder in /var/tmp
-while it runs). ``restore.py`` installs Docker if the host has none (step 1 of the deploy), then creates the
-project's volumes from the archive; it refuses a host that already has them.
+while it runs). The download is kept only once ``check_archive`` finds it whole. ``restore.py`` checks the archive
+the same way (its exact format, only plain files and folders, every part, a Prometheus block and Grafana's
+database), installs Docker if the host has none (step 1 of the deploy), then creates the project's volumes from
+the archive; it refuses a host that already has them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import json
 import os
 import re
 import shlex
+import tarfile
+import zlib
 from pathlib import Path
 
 from pyinfra import host, logger
@@ -41,6 +45,53 @@ from .stack_model import DATA_VOLUMES, PROMETHEUS_PORT, container_name, volume_n
 from .uninstall import leftovers_command
 
 FORMAT = "pgmon-backup 1"
+METADATA = "pgmon-backup.json"
+
+
+class ArchiveError(Exception):
+    """An archive that is not one backup.py would write; the message says what is wrong with it."""
+
+
+def check_archive(path: str | Path) -> dict:
+    """The archive's metadata, once it is exactly what ``backup_script`` writes: its ``format`` is FORMAT; every
+    member is a plain file or folder in a part or the metadata (no link, device, absolute or ``..`` name: root
+    restores it); every part is there, Prometheus's with a block of its snapshot, Grafana's with its database.
+    The backup checks its download with it, the restore its input, so neither passes an empty part."""
+    metadata, names = None, set()
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:
+                part, _, rest = member.name.partition("/")
+                if member.name == METADATA and member.isfile():
+                    try:
+                        metadata = json.load(archive.extractfile(member))
+                    except ValueError:
+                        raise ArchiveError(f"its {METADATA} is not JSON") from None
+                elif part not in DATA_VOLUMES or ".." in rest.split("/"):
+                    raise ArchiveError(f"it holds {member.name!r}, which no pgmon backup has")
+                elif not (member.isfile() or member.isdir()):
+                    raise ArchiveError(
+                        f"{member.name!r} in it is a link or a special file; a pgmon backup has "
+                        "only files and folders"
+                    )
+                names.add(member.name + ("/" if member.isdir() else ""))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise ArchiveError(f"it is not a readable tar.gz ({error})") from None
+    found = metadata.get("format") if isinstance(metadata, dict) else None
+    if found != FORMAT:
+        raise ArchiveError(
+            f"its {METADATA} says format {found!r}; this pgmon reads {FORMAT!r}"
+            if metadata is not None
+            else f"it has no {METADATA}: backup.py did not write it"
+        )
+    for part in DATA_VOLUMES:
+        if f"{part}/" not in names:
+            raise ArchiveError(f"it has no {part}/")
+    if not any(re.fullmatch(r"prometheus/[^/]+/meta\.json", name) for name in names):
+        raise ArchiveError("its prometheus/ holds no block: Prometheus's snapshot was empty")
+    if "grafana/grafana.db" not in names:
+        raise ArchiveError("its grafana/ holds no grafana.db")
+    return metadata
 
 
 def backup_script(project: str, metadata: dict) -> str:
@@ -68,9 +119,16 @@ def backup_script(project: str, metadata: dict) -> str:
             f"answer=$(docker exec {q(prometheus)} wget -q -O - --post-data= {snapshot_url}) || "
             "{ echo 'pgmon: Prometheus made no snapshot (is the stack deployed and running? docker logs "
             f"{prometheus})' >&2; exit 1; }}",
-            'name=$(printf \'%s\' "$answer" | sed -n \'s/.*"name":"\\([^"]*\\)".*/\\1/p\')',
-            '[ -n "$name" ] && [ -d "$prometheus/snapshots/$name" ] || '
-            '{ echo "pgmon: no snapshot in Prometheus\'s answer: $answer" >&2; exit 1; }',
+            # Only a plain name, and only a folder under snapshots/: root's tar and rm -rf act on it, and the
+            # answer is whatever the process in that container chose to say.
+            'snapshot=$(printf \'%s\' "$answer" | sed -n \'s/.*"name" *: *"\\([^"]*\\)".*/\\1/p\')',
+            'case "$snapshot" in ""|-*|*[!0-9A-Za-z-]*) '
+            "echo \"pgmon: Prometheus's answer names no plain snapshot (letters, digits, -):"
+            " $(printf '%s' \"$answer\" | tr -cd '[:print:]' | cut -c1-200)\" >&2; exit 1;; esac",
+            "name=$snapshot",
+            '[ -d "$prometheus/snapshots/$name" ] && [ ! -L "$prometheus/snapshots/$name" ] || '
+            '{ echo "pgmon: Prometheus named the snapshot $name, which is no folder under its snapshots/" >&2; '
+            "exit 1; }",
             # Grafana at rest for the seconds its folder is copied.
             f"if [ \"$(docker inspect -f '{{{{.State.Running}}}}' {q(grafana)} 2>/dev/null)\" = true ]; then "
             f"restart=1; docker stop -t 30 {q(grafana)} >/dev/null; fi",
@@ -100,8 +158,9 @@ def restore_script(project: str) -> str:
         "work=$(mktemp -d /var/tmp/pgmon-restore.XXXXXX)",
         "trap 'rm -rf \"$work\"' EXIT",
         'tar -x -z --numeric-owner -f - -C "$work"',
-        f'grep -q {q(FORMAT)} "$work/pgmon-backup.json" 2>/dev/null || '
-        "{ echo 'pgmon: this is not an archive backup.py wrote (no pgmon-backup.json)' >&2; exit 1; }",
+        # The controller checked the archive (check_archive); root here still copies no link it may hold.
+        'if [ -n "$(find "$work" ! -type f ! -type d)" ]; then '
+        "echo 'pgmon: the archive holds a link or a special file; nothing was restored' >&2; exit 1; fi",
     ]
     for part in DATA_VOLUMES:
         lines += [
@@ -158,6 +217,11 @@ def _download(state, host, script: str, destination: str) -> bool:  # noqa: F811
                 *errors.splitlines()[-10:],
             ],
         )
+    try:
+        check_archive(partial)
+    except ArchiveError as error:
+        partial.unlink()
+        return _fail(current_host, [f"the backup is incomplete: {error}; no backup was kept"])
     partial.replace(target)
     logger.info(
         f"{current_host.print_prefix}pgmon: backup written to {target} ({target.stat().st_size} bytes)"
@@ -260,6 +324,13 @@ def restore_stack(host_config: HostConfig):
     archive = Path(cfg.restore_from).expanduser()
     if not archive.is_file():
         raise DeployError(f"pgmon_restore_from: {str(archive)!r} is not a file on this machine")
+    try:
+        check_archive(archive)
+    except ArchiveError as error:
+        raise DeployError(
+            f"pgmon_restore_from: {str(archive)!r} is not a backup this pgmon restores: {error}. "
+            "Name an archive backup.py wrote; nothing was changed"
+        ) from None
     state = read_host_state(host, host_config)
     existing = [
         line.split(" ", 1)[1]
