@@ -19,7 +19,7 @@ database holds the admin password's hash. On the host nothing is left behind (a 
 while it runs). The download is kept only once ``check_archive`` finds it whole. ``restore.py`` checks the archive
 the same way (its exact format, only plain files and folders, every part, a Prometheus block and Grafana's
 database), installs Docker if the host has none (step 1 of the deploy), then creates the project's volumes from
-the archive; it refuses a host that already has them.
+the archive; it refuses a host that already has them, and removes the volumes it made if it fails partway.
 """
 
 from __future__ import annotations
@@ -144,7 +144,9 @@ def backup_script(project: str, metadata: dict) -> str:
 
 def restore_script(project: str) -> str:
     """Shell (root) that reads the archive on stdin and fills the project's volumes, made here with Compose's labels
-    (a later ``docker compose up`` takes them as its own). Exits 3, changing nothing, if one exists already."""
+    (a later ``docker compose up`` takes them as its own). Exits 3, changing nothing, if one exists already. On a
+    failure after that (a full disk, a broken archive, a lost connection) it removes the volumes it made: a retry
+    finds the host as before, and no deploy adopts a half-copied Grafana database."""
     q = shlex.quote
     lines = [
         "set -e",
@@ -155,8 +157,16 @@ def restore_script(project: str) -> str:
             "exit 3; fi"
             for v in DATA_VOLUMES.values()
         ],
-        "work=$(mktemp -d /var/tmp/pgmon-restore.XXXXXX)",
-        "trap 'rm -rf \"$work\"' EXIT",
+        "work=$(mktemp -d /var/tmp/pgmon-restore.XXXXXX) made='' complete=''",
+        "cleanup() {",
+        '  if [ -z "$complete" ] && [ -n "$made" ]; then',
+        "    docker volume rm $made >/dev/null && echo 'pgmon: the volumes this restore made are removed again' >&2 ||",
+        '    echo "pgmon: remove the half-restored volumes before a deploy or another restore: docker volume rm $made" >&2',
+        "  fi",
+        '  rm -rf "$work"',
+        "}",
+        "trap cleanup EXIT",
+        "trap 'exit 1' HUP INT TERM",
         'tar -x -z --numeric-owner -f - -C "$work"',
         # The controller checked the archive (check_archive); root here still copies no link it may hold.
         'if [ -n "$(find "$work" ! -type f ! -type d)" ]; then '
@@ -171,12 +181,13 @@ def restore_script(project: str) -> str:
         lines += [
             f"docker volume create --label com.docker.compose.project={q(project)} "
             f"--label com.docker.compose.volume={q(volume)} {q(name)} >/dev/null",
+            f'made="$made "{q(name)}',
             f"mountpoint=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(name)})",
             f'cp -a "$work/{part}/." "$mountpoint/"',
             # The volume's own folder as the container had it (Prometheus writes there as nobody).
             f'chown --reference="$work/{part}" "$mountpoint" && chmod --reference="$work/{part}" "$mountpoint"',
         ]
-    return "\n".join(lines)
+    return "\n".join([*lines, "complete=1"])
 
 
 def stream(current_host, script: str, write_to=None, read_from=None) -> tuple[int, str]:

@@ -196,6 +196,26 @@ def test_restore_follows_no_link_in_the_archive(host_dir, tmp_path):
     assert list((host_dir / "vols").iterdir()) == []
 
 
+def test_a_restore_that_fails_partway_removes_the_volumes_it_made_and_can_be_retried(
+    host_dir, tmp_path
+):
+    """A full disk while Grafana's folder is copied left the volumes: every retry refused, and a deploy
+    would adopt a half-copied database."""
+    data = archive(tmp_path / "a.tar.gz", good_members()).read_bytes()
+    (host_dir / "bin/cp").write_text(
+        '#!/bin/sh\ncase "$*" in *grafana/.*) echo "cp: No space left on device" >&2; exit 1;; esac\n'
+        'exec /bin/cp "$@"\n'
+    )
+    (host_dir / "bin/cp").chmod(0o755)
+    result = run(host_dir, restore_script("p"), data)
+    assert result.returncode != 0 and b"No space left on device" in result.stderr
+    assert b"volumes this restore made are removed" in result.stderr
+    assert list((host_dir / "vols").iterdir()) == []
+    (host_dir / "bin/cp").unlink()
+    assert run(host_dir, restore_script("p"), data).returncode == 0
+    assert (host_dir / "vols/p_grafana-data/grafana.db").read_text() == "dashboards"
+
+
 def test_a_restore_refused_for_an_existing_volume_removes_nothing(host_dir, tmp_path):
     (host_dir / "vols/p_grafana-data").mkdir()
     data = archive(tmp_path / "a.tar.gz", good_members()).read_bytes()
