@@ -3,16 +3,17 @@
 pgmon plans every change from the state it read at the start (``host_state``). The first operation
 that is about to change the stack claims the host: on a separate SSH channel
 (``pyinfra_internals.start_process``), a shell on the host takes ``flock`` on
-``/run/lock/pgmon-<base_dir digest>.lock``, re-reads the state under the lock and holds the lock
-until the run ends: its hosts disconnect, or this pyinfra process goes away (the channel's stdin
-closes). So:
+``/run/pgmon/pgmon-<base_dir digest>.lock`` (``/run/pgmon`` is the SSH user's alone, mode 0700),
+re-reads the state under the lock and holds the lock until the run ends: its hosts disconnect, or
+this pyinfra process goes away (the channel's stdin closes). So:
 
 - a second run that wants to change the host while one is in progress stops before changing
   anything and names the holder (SSH user, controller, since when);
 - a run whose host changed between its read and its claim stops with "the host changed since this
   run read it" and changes nothing;
 - a run that dies releases the lock with its connection. A connection that hangs (a laptop asleep)
-  keeps it: ``--data pgmon_take_over_lock=true`` ends that holder's shell and takes over;
+  keeps it: ``--data pgmon_take_over_lock=true`` ends that holder's shell (only a process that has the
+  lock open: never whatever PID a record names) and takes over;
 - ``--dry`` and no-change runs never claim, so they never block anyone; they warn when a run holds
   the host.
 """
@@ -20,6 +21,7 @@ closes). So:
 from __future__ import annotations
 
 import getpass
+import posixpath
 import re
 import shlex
 import socket
@@ -32,11 +34,11 @@ from pyinfra import logger
 from pyinfra.api import BaseStateCallback, FunctionCommand
 
 from .host_state import (
-    LOCK_DIR,
     HostState,
     describe_holder,
     lock_path,
     parse_state,
+    recorded_holder,
     state_command,
 )
 from .pyinfra_internals import HostProcess, start_process
@@ -52,12 +54,12 @@ EXIT_HELD = 75
 
 def claim_script(settings: Settings | HostConfig, controller: str, take_over: bool) -> str:
     """Shell that takes the lock, reports the state under it, then holds the lock until its stdin closes."""
-    lock = shlex.quote(lock_path(settings.config.base_dir))
+    path = lock_path(settings.config.base_dir)
+    lock, directory = shlex.quote(path), shlex.quote(posixpath.dirname(path))
     if take_over:
-        # The holder record names the holding shell; ending it releases the lock (its `cat` does not hold it).
+        # Ends the recorded holder only if it has this lock open.
         busy = (
-            f"pid=$(sed -n 's/.* pid=\\([0-9]*\\) .*/\\1/p' {lock}.holder 2>/dev/null); "
-            f'[ -n "$pid" ] && kill "$pid" 2>/dev/null; '
+            f'{{ {recorded_holder(lock)} && kill "$pid"; }} 2>/dev/null; '
             f'flock -w 10 9 || {{ echo "held $(cat {lock}.holder 2>/dev/null)"; exit {EXIT_HELD}; }}'
         )
     else:
@@ -68,13 +70,20 @@ def claim_script(settings: Settings | HostConfig, controller: str, take_over: bo
     )
     return "\n".join(
         [
-            f"mkdir -p {LOCK_DIR} && exec 9>>{lock}.lock || exit 70",
+            f"mkdir -p -m 0700 {directory} 2>/dev/null",
+            # Nobody else may write the record or open the lock: the directory is this user's alone.
+            f"[ -d {directory} ] && [ ! -L {directory} ] && "
+            f'[ "$(stat -c %u:%a {directory})" = "$(id -u):700" ] || {{ echo "{directory} must be a '
+            f'directory of $(id -un) alone (mode 0700, not a link)" >&2; exit 70; }}',
+            f"exec 9>>{lock}.lock",
             f"flock -n 9 || {{ {busy}; }}",
             f'[ -s {lock}.holder ] && echo "stale $(cat {lock}.holder)"',
             f'echo "{record}" > {lock}.holder',
             f"( {state_command(settings)} )",
             "echo claimed",
-            "cat 9>&- >/dev/null",  # until pyinfra closes the channel: at its exit, whatever the outcome
+            # Until pyinfra closes the channel: at its exit, whatever the outcome. `cat` does not get the lock,
+            # and the shell keeps it on fd 9 (a `cat 9>&-` would have the shell move it while cat runs).
+            "( exec 9>&-; cat >/dev/null )",
             f"rm -f {lock}.holder",
         ]
     )

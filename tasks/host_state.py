@@ -59,7 +59,10 @@ class HostState:
     isolation: frozenset[str] = frozenset()
 
 
-LOCK_DIR = "/run/lock"  # a tmpfs: a reboot leaves no lock behind
+# The SSH user's own directory (root's, under sudo), mode 0700, on a tmpfs: a reboot leaves no lock behind. Not
+# /run/lock, where every local user may create files: a forged holder record there would refuse every run and
+# steer a take-over's kill at any process.
+LOCK_DIR = "/run/pgmon"
 
 
 def lock_path(base_dir: str) -> str:
@@ -74,6 +77,16 @@ def describe_holder(record: str) -> str:
         return "a run that left no record"
     return (
         f"{fields['by']} (SSH user) from {fields.get('from', '?')} since {fields.get('since', '?')}"
+    )
+
+
+def recorded_holder(lock: str) -> str:
+    """Shell that sets ``pid`` to the PID the holder record of ``lock`` names, and succeeds only if that process
+    has the lock open on fd 9, as a claim script holding it does: a record left by a run that died names no
+    holder, even once its PID is another process's."""
+    return (
+        f"pid=$(sed -n 's/.* pid=\\([0-9]*\\) .*/\\1/p' {lock}.holder 2>/dev/null); "
+        f'[ -n "$pid" ] && [ "$(readlink /proc/"$pid"/fd/9 2>/dev/null)" = {lock}.lock ]'
     )
 
 

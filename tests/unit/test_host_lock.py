@@ -1,15 +1,35 @@
 """The lock of tasks/host_lock.py on a real ``@local`` host: held by one run until that run ends, whatever
 else runs in the same Python process (pgmon used as a library)."""
 
+import os
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 
+from tasks import host_state
 from tasks.host_lock import _claim
 from tasks.host_state import holder_check_command, host_output, lock_path, read_host_state
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path, monkeypatch):
+    """A lock directory of the test's own: the machine's /run/pgmon is the end-to-end runs'."""
+    path = tmp_path / "run-pgmon"
+    monkeypatch.setattr(host_state, "LOCK_DIR", str(path))
+    return path
+
+
+def lock_settings(tmp_path, take_over: bool = False):
+    return SimpleNamespace(
+        config=SimpleNamespace(
+            base_dir=str(tmp_path / "pgmon"), project="pgmon-lock-test", take_over_lock=take_over
+        )
+    )
 
 
 def run_host():
@@ -46,7 +66,6 @@ def test_a_second_run_in_the_same_process_claims_the_host_again(tmp_path):
     assert _claim(second.state, second, settings, read_host_state(second, settings), False)
     second.disconnect()
     wait_until_free(run_host(), base_dir)
-    Path(lock_path(base_dir) + ".lock").unlink()
 
 
 def test_a_claim_that_cannot_open_the_lock_fails_clearly(tmp_path, caplog):
@@ -55,13 +74,69 @@ def test_a_claim_that_cannot_open_the_lock_fails_clearly(tmp_path, caplog):
         config=SimpleNamespace(base_dir=base_dir, project="pgmon-lock-test", take_over_lock=False)
     )
     Path(lock_path(base_dir) + ".lock").mkdir(parents=True)  # the script's open of the lock fails
+    Path(lock_path(base_dir)).parent.chmod(0o700)
+    host = run_host()
+    assert not _claim(host.state, host, settings, read_host_state(host, settings), False)
+    assert f"could not claim {base_dir} on the host (the lock script ended with status " in (
+        caplog.text
+    )
+    assert "nothing was changed" in caplog.text
+    host.disconnect()
+
+
+def test_the_lock_is_kept_where_no_other_user_may_write(tmp_path, lock_dir, caplog):
+    settings = lock_settings(tmp_path)
+    host = run_host()
+    assert _claim(host.state, host, settings, read_host_state(host, settings), False)
+    assert (lock_dir.stat().st_mode & 0o7777, lock_dir.stat().st_uid) == (0o700, os.getuid())
+    host.disconnect()
+
+    lock_dir.chmod(0o1777)  # as /run/lock is: anyone could forge the record or hold the lock
+    host = run_host()
+    assert not _claim(host.state, host, settings, read_host_state(host, settings), False)
+    assert f"{lock_dir} must be a directory of " in caplog.text
+    host.disconnect()
+
+
+def wait_for(condition, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_take_over_ends_the_run_that_holds_the_lock(tmp_path):
+    settings = lock_settings(tmp_path)
+    hung = run_host()
+    assert _claim(hung.state, hung, settings, read_host_state(hung, settings), False)
+    taker = run_host()
+    assert _claim(taker.state, taker, settings, read_host_state(taker, settings), True)
+    taker.disconnect()
+    hung.disconnect()
+
+
+def test_a_take_over_ends_only_a_process_that_holds_the_lock(tmp_path, lock_dir):
+    """A holder record naming some other process (forged, or left by a run that died, its PID since reused)
+    must not get that process killed."""
+    settings = lock_settings(tmp_path, take_over=True)
+    lock_dir.mkdir(mode=0o700)
+    lock = lock_path(settings.config.base_dir)
+    bystander = subprocess.Popen(["sleep", "60"])
+    squatter = subprocess.Popen(["flock", lock + ".lock", "sleep", "60"])  # holds the lock
     try:
-        host = run_host()
-        assert not _claim(host.state, host, settings, read_host_state(host, settings), False)
-        assert f"could not claim {base_dir} on the host (the lock script ended with status " in (
-            caplog.text
+        wait_for(
+            lambda: subprocess.run(["flock", "-n", lock + ".lock", "true"]).returncode != 0,
+            "the squatter did not take the lock",
         )
-        assert "nothing was changed" in caplog.text
+        Path(lock + ".holder").write_text(f"by=mallory from=x pid={bystander.pid} since=now\n")
+        host = run_host()
+        assert not _claim(host.state, host, settings, read_host_state(host, settings), True)
+        assert bystander.poll() is None, (
+            "the take-over killed a process that does not hold the lock"
+        )
         host.disconnect()
     finally:
-        Path(lock_path(base_dir) + ".lock").rmdir()
+        bystander.kill()
+        squatter.kill()
+        bystander.wait()
+        squatter.wait()
