@@ -190,17 +190,31 @@ def restore_script(project: str) -> str:
     return "\n".join([*lines, "complete=1"])
 
 
+class LocalWriteError(Exception):
+    """This machine could not write what the host sent (its disk full, say)."""
+
+
 def stream(current_host, script: str, write_to=None, read_from=None) -> tuple[int, str]:
     """Run ``script`` on the host with binary stdout into ``write_to`` and/or stdin from ``read_from`` (files),
-    through pyinfra's own connection; (exit status, stderr). Nothing of either stream is printed."""
+    through pyinfra's own connection; (exit status, stderr). Nothing of either stream is printed.
+
+    A host that stops reading early has failed: what is left of ``read_from`` is not sent, and its status and
+    stderr say why. A failing ``write_to`` ends the command (LocalWriteError)."""
     process = start_process(current_host, script, "pgmon's backup and restore")
-    if read_from is not None:
-        while chunk := read_from.read(CHUNK):
+    try:
+        while read_from is not None and (chunk := read_from.read(CHUNK)):
             process.send(chunk)
-    process.end_input()
+        process.end_input()
+    except OSError:  # the host closed its input: it has exited
+        pass
     if write_to is not None:
         while data := process.recv():
-            write_to.write(data)
+            try:
+                write_to.write(data)
+                write_to.flush()  # an error here, not when the file closes
+            except OSError as error:
+                process.close()  # the host's script fails on its next write and cleans up
+                raise LocalWriteError(error.strerror or str(error)) from error
     return process.wait()
 
 
@@ -214,26 +228,30 @@ def _fail(current_host, lines: list[str]) -> bool:
 def _download(state, host, script: str, destination: str) -> bool:  # noqa: F811 (pyinfra passes state, host)
     current_host = host
     target = Path(destination)
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    # 0600 from the start: Grafana's database holds the admin password's hash.
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-        status, errors = stream(current_host, script, write_to=out)
-    if status != 0:
-        partial.unlink(missing_ok=True)
-        return _fail(
-            current_host,
-            [
-                f"the backup failed (exit {status}); nothing was written on this machine:",
-                *errors.splitlines()[-10:],
-            ],
-        )
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 from the start: Grafana's database holds the admin password's hash.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            status, errors = stream(current_host, script, write_to=out)
+        if status != 0:
+            return _fail(
+                current_host,
+                [
+                    f"the backup failed (exit {status}); nothing was written on this machine:",
+                    *errors.splitlines()[-10:],
+                ],
+            )
         check_archive(partial)
+        partial.replace(target)
+    except LocalWriteError as error:
+        return _fail(current_host, [f"could not write {partial} ({error}); no backup was kept"])
+    except OSError as error:  # the folder or the file could not be made, the connection broke
+        return _fail(current_host, [f"the backup failed: {error}; no backup was kept"])
     except ArchiveError as error:
-        partial.unlink()
         return _fail(current_host, [f"the backup is incomplete: {error}; no backup was kept"])
-    partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)  # gone already when the backup is kept
     logger.info(
         f"{current_host.print_prefix}pgmon: backup written to {target} ({target.stat().st_size} bytes)"
     )

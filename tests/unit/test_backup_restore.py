@@ -4,6 +4,7 @@ end-to-end proof on real hosts is tests/e2e/test_bare_host.py ("Moving")."""
 
 import io
 import json
+import logging
 import subprocess
 import tarfile
 from pathlib import Path
@@ -13,10 +14,14 @@ import pytest
 from tasks.backup import (
     FORMAT,
     ArchiveError,
+    _download,
+    _upload,
     backup_script,
     check_archive,
     restore_script,
 )
+
+from .test_pyinfra_internals import local_host
 
 # A docker of volumes as folders under $VOLS; `exec` answers Prometheus's snapshot call with $ANSWER.
 DOCKER = r"""#!/bin/sh
@@ -222,3 +227,37 @@ def test_a_restore_refused_for_an_existing_volume_removes_nothing(host_dir, tmp_
     result = run(host_dir, restore_script("p"), data)
     assert result.returncode == 3 and (host_dir / "vols/p_grafana-data").is_dir()
     assert "volume rm" not in (host_dir / "log").read_text()
+
+
+# ---------------------------------------------------------------- transfers
+def errors_logged(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+def test_a_host_that_stops_reading_the_upload_is_reported_with_its_own_reason(tmp_path, caplog):
+    source = tmp_path / "big.tar.gz"
+    source.write_bytes(b"\0" * (8 << 20))  # more than any pipe holds
+    script = "head -c 10 >/dev/null; echo 'pgmon: no space left in /var/tmp' >&2; exit 4"
+    with caplog.at_level(logging.ERROR, logger="pyinfra"):
+        assert _upload(None, local_host(), script, str(source)) is False
+    assert "the restore failed (exit 4)" in errors_logged(caplog)
+    assert "no space left in /var/tmp" in errors_logged(caplog)
+
+
+def test_a_download_this_machine_cannot_write_leaves_no_partial_file(tmp_path, caplog):
+    target = tmp_path / "backups/a.tar.gz"
+    target.parent.mkdir()
+    partial = target.with_name("a.tar.gz.partial")
+    partial.symlink_to("/dev/full")  # a full disk: every write fails with ENOSPC
+    with caplog.at_level(logging.ERROR, logger="pyinfra"):
+        assert _download(None, local_host(), "head -c 1000000 /dev/zero", str(target)) is False
+    assert "No space left on device" in errors_logged(caplog)
+    assert not partial.is_symlink() and not target.exists()
+
+
+def test_a_download_that_is_no_whole_backup_is_not_kept(tmp_path, caplog):
+    target = tmp_path / "a.tar.gz"
+    with caplog.at_level(logging.ERROR, logger="pyinfra"):
+        assert _download(None, local_host(), "printf 'x'", str(target)) is False
+    assert "the backup is incomplete: it is not a readable tar.gz" in errors_logged(caplog)
+    assert list(tmp_path.iterdir()) == []
