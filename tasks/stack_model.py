@@ -97,10 +97,11 @@ def compose_command(base_dir: str | None, project: str, arguments: str) -> str:
     """``docker compose`` on pgmon's file and project only: a stray compose.yaml, a .env with COMPOSE_FILE or
     COMPOSE_PROJECT_NAME in base_dir, or such variables in the SSH session cannot redirect it (and then
     --remove-orphans remove pgmon's containers). With no ``base_dir`` (its compose file is gone), Compose
-    finds the project by its containers' labels."""
+    finds the project by its containers' labels, from ``/``: in the SSH user's folder (or a parent) it would
+    read a compose.yaml or .env found there."""
     compose = "env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES docker compose"
     if base_dir is None:
-        return f"{compose} --project-name {shlex.quote(project)} {arguments}"
+        return f"cd / && {compose} --project-name {shlex.quote(project)} --env-file /dev/null {arguments}"
     base = shlex.quote(base_dir)
     return (
         f"cd {base} && {compose} "
