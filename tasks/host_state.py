@@ -91,12 +91,10 @@ def recorded_holder(lock: str) -> str:
 
 
 def holder_check_command(base_dir: str) -> str:
-    """Prints ``held <record>`` while a run holds base_dir's lock; takes no lock itself."""
+    """Prints ``held <record>`` while a run holds base_dir's lock. It reads the record and never tries the
+    lock: a probe holding it for an instant (``flock -n``) would refuse a real run claiming in that instant."""
     lock = shlex.quote(lock_path(base_dir))
-    return (
-        f"if [ -e {lock}.lock ] && ! flock -n {lock}.lock true 2>/dev/null; "
-        f'then echo "held $(cat {lock}.holder 2>/dev/null)"; fi'
-    )
+    return f'if ( {recorded_holder(lock)} ); then echo "held $(cat {lock}.holder)"; fi'
 
 
 # The lock probe: read with the host's state, not under the lock (host_lock's claim reads HOST_FACTS there).

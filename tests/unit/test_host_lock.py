@@ -12,7 +12,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 
 from tasks import host_state
-from tasks.host_lock import _claim
+from tasks.host_lock import _claim, claim_script
 from tasks.host_state import holder_check_command, host_output, lock_path, read_host_state
 
 
@@ -140,3 +140,26 @@ def test_a_take_over_ends_only_a_process_that_holds_the_lock(tmp_path, lock_dir)
         squatter.kill()
         bystander.wait()
         squatter.wait()
+
+
+def test_probes_of_dry_runs_never_refuse_a_claim(tmp_path, lock_dir):
+    """--dry and no-change runs look for a holder; however often they look, a real run claims."""
+    settings = lock_settings(tmp_path)
+    lock_dir.mkdir(mode=0o700)
+    stop = tmp_path / "stop"
+    probe = holder_check_command(settings.config.base_dir)
+    probes = [
+        subprocess.Popen(["sh", "-c", f"while [ ! -e {stop} ]; do {probe}; done"]) for _ in range(3)
+    ]
+    script = claim_script(settings, "admin@laptop", take_over=False)
+    try:
+        answers = [
+            subprocess.run(["sh", "-c", script], stdin=subprocess.DEVNULL, capture_output=True)
+            for _ in range(30)
+        ]
+    finally:
+        stop.touch()
+        for prober in probes:
+            prober.wait(timeout=10)
+    refused = [a for a in answers if b"claimed" not in a.stdout.splitlines()]
+    assert not refused, f"{len(refused)} of {len(answers)} claims refused: {refused[0].stdout!r}"
