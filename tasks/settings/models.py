@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .fields import (
     DownloadUrl,
@@ -209,6 +209,12 @@ class DeploySettings(Strict):
     grafana_certificate: GrafanaCertificate | None = None
     # Where people open Grafana: every alert then links to dashboard 9628 on its server and database.
     grafana_url: GrafanaUrl | None = None
+
+    @field_validator("base_dir")
+    @classmethod
+    def _one_spelling(cls, value: str) -> str:
+        # /opt/pgmon/ is /opt/pgmon: one spelling wherever it is used (the compose file's paths, the lock).
+        return value.rstrip("/") or value
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploySettings:

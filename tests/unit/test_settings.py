@@ -53,6 +53,13 @@ def test_a_pasted_secret_shaped_like_a_name_is_not_repeated(pasted):
     assert pasted not in message
 
 
+def test_a_base_dir_ending_in_a_slash_is_the_same_base_dir():
+    for written in ("/opt/pgmon/", "/opt/pgmon//"):
+        assert build_settings(group_data(pgmon_base_dir=written), ENVIRON).config.base_dir == (
+            "/opt/pgmon"
+        )
+
+
 def test_duplicate_names_and_targets_are_refused():
     dbs = group_data()["pgmon_databases"]
     message = error_for(group_data(pgmon_databases=dbs + [dict(dbs[1])]))
