@@ -98,18 +98,33 @@ def end_sessions(lab, ports=(5432, 5433)) -> None:
         )
 
 
-def message(channel, alert: str, database: str, status: str = "FIRING", timeout: float = WAIT):
-    """The first message at ``channel`` whose text names ``alert``, ``database`` and ``status``."""
+def message(
+    channel,
+    alert: str,
+    database: str,
+    status: str = "FIRING",
+    timeout: float = WAIT,
+    chat: str | None = None,
+):
+    """The first message at ``channel`` (Telegram: to ``chat``, if given) whose text names ``alert``,
+    ``database`` and ``status``."""
     return channel.wait_for(
-        lambda m: alert in m.text and database in m.text and f"[{status}" in m.text, timeout=timeout
+        lambda m: (
+            (chat is None or str(m.body["chat_id"]) == chat)
+            and alert in m.text
+            and database in m.text
+            and f"[{status}" in m.text
+        ),
+        timeout=timeout,
     )
 
 
 def both_channels(deployment, alert: str, database: str, status: str = "FIRING") -> list:
-    return [
-        message(channel, alert, database, status)
-        for channel in (deployment.discord, deployment.telegram)
-    ]
+    """The message at Discord and at Telegram's first chat, once it has reached every chat: a copy
+    still on its way to the second chat would land in the next test's emptied capture server."""
+    discord = message(deployment.discord, alert, database, status)
+    telegram = [message(deployment.telegram, alert, database, status, chat=chat) for chat in CHATS]
+    return [discord, telegram[0]]
 
 
 TABLE = (
