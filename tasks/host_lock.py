@@ -1,14 +1,14 @@
-"""One pgmon run at a time per host and base_dir, and only on the host state its plan was made from.
+"""One pgmon run at a time per host, and only on the host state its plan was made from.
 
 pgmon plans every change from the state it read at the start (``host_state``). The first operation
 that is about to change the stack claims the host: on a separate SSH channel
 (``pyinfra_internals.start_process``), a shell on the host takes ``flock`` on
-``/run/pgmon/pgmon-<base_dir digest>.lock`` (``/run/pgmon`` is the SSH user's alone, mode 0700),
-re-reads the state under the lock and holds the lock until the run ends: its hosts disconnect, or
-this pyinfra process goes away (the channel's stdin closes). So:
+``/run/pgmon/host.lock`` (``/run/pgmon`` is the SSH user's alone, mode 0700; one lock per host,
+``host_state.lock_path`` says why), re-reads the state under the lock and holds the lock until the
+run ends: its hosts disconnect, or this pyinfra process goes away (the channel's stdin closes). So:
 
 - a second run that wants to change the host while one is in progress stops before changing
-  anything and names the holder (SSH user, controller, since when);
+  anything and names the holder (SSH user, controller, since when, its base_dir);
 - a run whose host changed between its read and its claim stops with "the host changed since this
   run read it" and changes nothing;
 - a run that dies releases the lock with its connection. A connection that hangs (a laptop asleep)
@@ -54,7 +54,7 @@ EXIT_HELD = 75
 
 def claim_script(settings: Settings | HostConfig, controller: str, take_over: bool) -> str:
     """Shell that takes the lock, reports the state under it, then holds the lock until its stdin closes."""
-    path = lock_path(settings.config.base_dir)
+    path = lock_path()
     lock, directory = shlex.quote(path), shlex.quote(posixpath.dirname(path))
     if take_over:
         # Ends the recorded holder only if it has this lock open.
@@ -66,7 +66,7 @@ def claim_script(settings: Settings | HostConfig, controller: str, take_over: bo
         busy = f'echo "held $(cat {lock}.holder 2>/dev/null)"; exit {EXIT_HELD}'
     record = (
         f"by=${{SUDO_USER:-$(id -un)}} from={controller} pid=$$ "
-        "since=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        "since=$(date -u +%Y-%m-%dT%H:%M:%SZ) dir="
     )
     return "\n".join(
         [
@@ -78,7 +78,7 @@ def claim_script(settings: Settings | HostConfig, controller: str, take_over: bo
             f"exec 9>>{lock}.lock",
             f"flock -n 9 || {{ {busy}; }}",
             f'[ -s {lock}.holder ] && echo "stale $(cat {lock}.holder)"',
-            f'echo "{record}" > {lock}.holder',
+            f'echo "{record}"{shlex.quote(settings.config.base_dir)} > {lock}.holder',
             f"( {state_command(settings)} )",
             "echo claimed",
             # Until pyinfra closes the channel: at its exit, whatever the outcome. `cat` does not get the lock,
@@ -182,13 +182,12 @@ def _claim(
                 "Run again; if this repeats, fix what the message names."
             ],
         )
-    where = f"{settings.config.base_dir} on {host.name}"
     if claim.held is not None:
         process.close()
         return log_failure(
             host,
             [
-                f"another pgmon run is changing {where}: {claim.held}. This run changed nothing.",
+                f"another pgmon run is changing {host.name}: {claim.held}. This run changed nothing.",
                 "Wait for it to finish, then run again (your run then applies on top of it). If no run is in "
                 "progress (a connection that hung), take over: --data pgmon_take_over_lock=true",
             ],
@@ -198,7 +197,7 @@ def _claim(
         return log_failure(
             host,
             [
-                f"the host changed since this run read it ({where}): another pgmon run, or a hand edit, changed the "
+                f"the host changed since this run read it ({settings.config.base_dir} on {host.name}): another pgmon run, or a hand edit, changed the "
                 "stack in between. This run changed nothing; run it again to plan from the host as it is now.",
             ],
         )

@@ -13,7 +13,6 @@ digests of secret files, which must not reach the output.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ class HostState:
     docker_installed: bool
     containers: dict[str, Container] = field(default_factory=dict)
     entries: dict[str, Entry] = field(default_factory=dict)  # path relative to base_dir
-    held_by: str | None = None  # another pgmon run changing this base_dir now (tasks/host_lock.py)
+    held_by: str | None = None  # another pgmon run changing this host now (tasks/host_lock.py)
     # What pgmon wrote under base_dir last time; None: no manifest.
     written: frozenset[str] | None = None
     grafana_admin_user: str | None = None  # the admin login the running Grafana was given
@@ -65,19 +64,23 @@ class HostState:
 LOCK_DIR = "/run/pgmon"
 
 
-def lock_path(base_dir: str) -> str:
-    """The lock and holder record of a base_dir (two stacks with their own base_dir do not block each other)."""
-    return f"{LOCK_DIR}/pgmon-{hashlib.sha256(base_dir.encode()).hexdigest()[:16]}"
+def lock_path() -> str:
+    """The lock and its holder record: one per host. A run changes what pgmon's stacks there share (Docker, its
+    apt sources, the isolation rules), and two base_dirs naming one Compose project drive the same containers:
+    no finer key covers all that a run changes."""
+    return f"{LOCK_DIR}/host"
 
 
 def describe_holder(record: str) -> str:
-    """``by=admin from=me@laptop pid=12 since=T`` -> ``admin (SSH user) from me@laptop since T``."""
+    """``by=admin from=me@laptop pid=12 since=T dir=/opt/pgmon`` -> ``admin (SSH user) from me@laptop since T,
+    for /opt/pgmon``."""
     fields = dict(re.findall(r"(\w+)=(\S*)", record))
     if "by" not in fields:
         return "a run that left no record"
-    return (
+    holder = (
         f"{fields['by']} (SSH user) from {fields.get('from', '?')} since {fields.get('since', '?')}"
     )
+    return f"{holder}, for {fields['dir']}" if "dir" in fields else holder
 
 
 def recorded_holder(lock: str) -> str:
@@ -90,10 +93,10 @@ def recorded_holder(lock: str) -> str:
     )
 
 
-def holder_check_command(base_dir: str) -> str:
-    """Prints ``held <record>`` while a run holds base_dir's lock. It reads the record and never tries the
+def holder_check_command() -> str:
+    """Prints ``held <record>`` while a run holds the host's lock. It reads the record and never tries the
     lock: a probe holding it for an instant (``flock -n``) would refuse a real run claiming in that instant."""
-    lock = shlex.quote(lock_path(base_dir))
+    lock = shlex.quote(lock_path())
     return f'if ( {recorded_holder(lock)} ); then echo "held $(cat {lock}.holder)"; fi'
 
 
@@ -101,7 +104,7 @@ def holder_check_command(base_dir: str) -> str:
 LOCK_HOLDER = HostFact(
     "held_by",
     ("held",),
-    lambda base_dir, project: holder_check_command(base_dir),
+    lambda base_dir, project: holder_check_command(),
     lambda lines: describe_holder(lines[-1][1]) if lines else None,
 )
 HOST_FACTS: tuple[HostFact, ...] = (
@@ -156,7 +159,7 @@ def read_host_state(host, settings: Settings | HostConfig) -> HostState:
     state = parse_state(host_output(host, state_command(settings, (*HOST_FACTS, LOCK_HOLDER))))
     if state.held_by:
         host.log(
-            f"pgmon: WARNING another pgmon run is changing {settings.config.base_dir} now: {state.held_by}; "
+            f"pgmon: WARNING another pgmon run is changing {host.name} now: {state.held_by}; "
             "what this run shows may change under it, and it cannot apply until that run ends",
             log_func=logger.warning,
         )

@@ -95,9 +95,10 @@ def test_a_hung_run_blocks_naming_its_holder_until_taken_over(admins):
         second.configure(BASE)
         refused = second.run()
         output = refused.stdout + refused.stderr
-        assert refused.returncode != 0 and f"another pgmon run is changing {BASE_DIR}" in output, (
-            output[-3000:]
-        )
+        assert refused.returncode != 0 and "another pgmon run is changing " in output, output[
+            -3000:
+        ]
+        assert f", for {BASE_DIR}. This run changed nothing" in output, output[-3000:]
         assert (
             "(SSH user) from " in output
             and " since 20" in output
@@ -116,7 +117,7 @@ def test_a_killed_run_leaves_no_lock_behind(admins):
     with_unreachable_database(first, BASE + ["ledger"])
     killed = first.project.start()
     killed.wait_for(VERIFYING)
-    assert Path(lock_path(BASE_DIR) + ".holder").exists()
+    assert Path(lock_path() + ".holder").exists()
     killed.process.kill()
     killed.finish()
     second.configure(BASE)

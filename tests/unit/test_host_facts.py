@@ -74,6 +74,11 @@ CASES = [
         ["held by=admin from=me@laptop pid=12 since=2026-01-01T00:00:00Z"],
         "admin (SSH user) from me@laptop since 2026-01-01T00:00:00Z",
     ),
+    (
+        LOCK_HOLDER,
+        ["held by=admin from=me@laptop pid=12 since=2026-01-01T00:00:00Z dir=/opt/pgmon"],
+        "admin (SSH user) from me@laptop since 2026-01-01T00:00:00Z, for /opt/pgmon",
+    ),
     (LOCK_HOLDER, ["held "], "a run that left no record"),
     (LOCK_HOLDER, [], None),
 ]

@@ -40,18 +40,15 @@ def run_host():
     return inventory.get_host("@local")
 
 
-def wait_until_free(host, base_dir: str, seconds: float = 10) -> None:
+def wait_until_free(host, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
-    while host_output(host, holder_check_command(base_dir)):
+    while host_output(host, holder_check_command()):
         assert time.monotonic() < deadline, "the lock was not released"
         time.sleep(0.05)
 
 
 def test_a_second_run_in_the_same_process_claims_the_host_again(tmp_path):
-    base_dir = str(tmp_path / "pgmon")
-    settings = SimpleNamespace(
-        config=SimpleNamespace(base_dir=base_dir, project="pgmon-lock-test", take_over_lock=False)
-    )
+    settings = lock_settings(tmp_path)
     first = run_host()
     assert _claim(first.state, first, settings, read_host_state(first, settings), False)
     assert _claim(first.state, first, settings, None, False)  # later operations of that run: held
@@ -62,23 +59,34 @@ def test_a_second_run_in_the_same_process_claims_the_host_again(tmp_path):
     assert not _claim(second.state, second, settings, planned, False)  # the first run holds it
 
     first.disconnect()  # the first run ends
-    wait_until_free(second, base_dir)
+    wait_until_free(second)
     assert _claim(second.state, second, settings, read_host_state(second, settings), False)
     second.disconnect()
-    wait_until_free(run_host(), base_dir)
+    wait_until_free(run_host())
+
+
+def test_one_lock_for_the_host_whatever_base_dir_a_run_changes(tmp_path, caplog):
+    """Two base_dirs may name one Compose project, and every run may install Docker: one run at a time."""
+    first, second = lock_settings(tmp_path / "a"), lock_settings(tmp_path / "b")
+    one = run_host()
+    assert _claim(one.state, one, first, read_host_state(one, first), False)
+    other = run_host()
+    assert not _claim(other.state, other, second, read_host_state(other, second), False)
+    assert "another pgmon run is changing @local: " in caplog.text
+    assert f", for {first.config.base_dir}. This run changed nothing." in caplog.text
+    other.disconnect()
+    one.disconnect()
 
 
 def test_a_claim_that_cannot_open_the_lock_fails_clearly(tmp_path, caplog):
-    base_dir = str(tmp_path / "pgmon")
-    settings = SimpleNamespace(
-        config=SimpleNamespace(base_dir=base_dir, project="pgmon-lock-test", take_over_lock=False)
-    )
-    Path(lock_path(base_dir) + ".lock").mkdir(parents=True)  # the script's open of the lock fails
-    Path(lock_path(base_dir)).parent.chmod(0o700)
+    settings = lock_settings(tmp_path)
+    Path(lock_path() + ".lock").mkdir(parents=True)  # the script's open of the lock fails
+    Path(lock_path()).parent.chmod(0o700)
     host = run_host()
     assert not _claim(host.state, host, settings, read_host_state(host, settings), False)
-    assert f"could not claim {base_dir} on the host (the lock script ended with status " in (
-        caplog.text
+    assert (
+        f"could not claim {settings.config.base_dir} on the host (the lock script ended with status "
+        in caplog.text
     )
     assert "nothing was changed" in caplog.text
     host.disconnect()
@@ -120,7 +128,7 @@ def test_a_take_over_ends_only_a_process_that_holds_the_lock(tmp_path, lock_dir)
     must not get that process killed."""
     settings = lock_settings(tmp_path, take_over=True)
     lock_dir.mkdir(mode=0o700)
-    lock = lock_path(settings.config.base_dir)
+    lock = lock_path()
     bystander = subprocess.Popen(["sleep", "60"])
     squatter = subprocess.Popen(["flock", lock + ".lock", "sleep", "60"])  # holds the lock
     try:
@@ -147,7 +155,7 @@ def test_probes_of_dry_runs_never_refuse_a_claim(tmp_path, lock_dir):
     settings = lock_settings(tmp_path)
     lock_dir.mkdir(mode=0o700)
     stop = tmp_path / "stop"
-    probe = holder_check_command(settings.config.base_dir)
+    probe = holder_check_command()
     probes = [
         subprocess.Popen(["sh", "-c", f"while [ ! -e {stop} ]; do {probe}; done"]) for _ in range(3)
     ]
