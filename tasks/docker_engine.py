@@ -23,6 +23,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, server, systemd
 
+from .host_lock import claim_before_changes, claim_host
 from .host_state import HostState
 from .settings import DeployError, HostConfig
 
@@ -159,6 +160,8 @@ def install_docker(settings: HostConfig, state: HostState):
         raise DeployError(
             f"{host.name}: pgmon installs Docker on Debian and Ubuntu only, not {name}; install it yourself"
         )
+    # Installing Docker is a change like any other: under the run's lock (tasks/host_lock.py).
+    claim_before_changes(name="Claim the host for this run", claim=claim_host(settings, state))
     if not (state.docker_installed and state.compose_version):
         installed = frozenset(host.get_fact(DebPackages)) if state.docker_installed else frozenset()
         plan = plan_docker(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 from pyinfra import logger
-from pyinfra.api import BaseStateCallback, FunctionCommand
+from pyinfra.api import BaseStateCallback, FunctionCommand, operation
 
 from .host_state import (
     HostState,
@@ -220,3 +220,13 @@ def claim_host(settings: Settings | HostConfig, planned_from: HostState) -> Func
         yield StringCommand("docker compose up ...")
     """
     return FunctionCommand(_claim, (settings, planned_from, settings.config.take_over_lock), {})
+
+
+@operation(is_idempotent=False)
+def claim_before_changes(claim: FunctionCommand):
+    """
+    Claim the host before steps made of pyinfra's own operations, which take no ``claim`` (installing Docker).
+
+    + claim: ``claim_host(settings, state)``
+    """
+    yield claim

@@ -10,10 +10,17 @@ from types import SimpleNamespace
 import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
+from pyinfra.context import ctx_host, ctx_state
 
-from tasks import host_state
+from tasks import docker_engine, host_state
 from tasks.host_lock import _claim, claim_script
-from tasks.host_state import holder_check_command, host_output, lock_path, read_host_state
+from tasks.host_state import (
+    HostState,
+    holder_check_command,
+    host_output,
+    lock_path,
+    read_host_state,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -171,3 +178,15 @@ def test_probes_of_dry_runs_never_refuse_a_claim(tmp_path, lock_dir):
             prober.wait(timeout=10)
     refused = [a for a in answers if b"claimed" not in a.stdout.splitlines()]
     assert not refused, f"{len(refused)} of {len(answers)} claims refused: {refused[0].stdout!r}"
+
+
+def test_docker_is_installed_under_the_lock(settings, monkeypatch):
+    """Installing Docker changes the host: the run claims it first, as for every other change."""
+    monkeypatch.setattr(docker_engine.systemd, "service", lambda **kwargs: None)  # no systemd here
+    host = run_host()
+    with ctx_state.use(host.state), ctx_host.use(host):
+        docker_engine.install_docker(settings, HostState(None, None, False))
+        ops = host.state.get_op_order()
+        commands = list(host.state.get_op_data_for_host(host, ops[0]).command_generator())
+    assert getattr(commands[0], "function", None) is _claim, "Docker is installed before the claim"
+    assert ops[1:], "no operation installs Docker"
