@@ -13,7 +13,9 @@ run ends: its hosts disconnect, or this pyinfra process goes away (the channel's
   run read it" and changes nothing;
 - a run that dies releases the lock with its connection. A connection that hangs (a laptop asleep)
   keeps it: ``--data pgmon_take_over_lock=true`` ends that holder's shell (only a process that has the
-  lock open: never whatever PID a record names) and takes over;
+  lock open: never whatever PID a record names) and takes over. Each later operation that changes the
+  host first checks that its run still holds the lock, so a displaced run that wakes up fails there
+  (a command it was running at the take-over runs to its end);
 - ``--dry`` and no-change runs never claim, so they never block anyone; they warn when a run holds
   the host.
 """
@@ -27,7 +29,7 @@ import shlex
 import socket
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import gevent
 from pyinfra import logger
@@ -36,6 +38,7 @@ from pyinfra.api import BaseStateCallback, FunctionCommand, operation
 from .host_state import (
     HostState,
     describe_holder,
+    host_output,
     lock_path,
     parse_state,
     recorded_holder,
@@ -80,7 +83,7 @@ def claim_script(settings: Settings | HostConfig, controller: str, take_over: bo
             f'[ -s {lock}.holder ] && echo "stale $(cat {lock}.holder)"',
             f'echo "{record}"{shlex.quote(settings.config.base_dir)} > {lock}.holder',
             f"( {state_command(settings)} )",
-            "echo claimed",
+            "echo claimed $$",
             # Until pyinfra closes the channel: at its exit, whatever the outcome. `cat` does not get the lock,
             # and the shell keeps it on fd 9 (a `cat 9>&-` would have the shell move it while cat runs).
             "( exec 9>&-; cat >/dev/null )",
@@ -97,12 +100,13 @@ def state_key(state: HostState) -> tuple:
 
 @dataclass(frozen=True)
 class Claim:
-    """What the claim script said: ``held`` by another run, or the ``state`` under the lock (and a ``stale``
-    record that a run which did not finish left)."""
+    """What the claim script said: ``held`` by another run, or the ``state`` under the lock and the ``pid`` of the
+    shell holding it (and a ``stale`` record that a run which did not finish left)."""
 
     held: str | None
     stale: str | None
     state: HostState | None
+    pid: str | None = None
 
 
 def read_claim(lines) -> Claim:
@@ -115,15 +119,20 @@ def read_claim(lines) -> Claim:
             break
         if word == "stale":
             stale = describe_holder(rest)
-        elif line == "claimed":
-            return Claim(None, stale, parse_state(state_lines))
+        elif word == "claimed":
+            return Claim(None, stale, parse_state(state_lines), rest)
         else:
             state_lines.append(line)
     return Claim(held, stale, None)
 
 
-# The command holding each host's lock, for as long as that Host, the host of one run, is connected.
-_held: weakref.WeakKeyDictionary[Host, HostProcess] = weakref.WeakKeyDictionary()
+class _Hold(NamedTuple):
+    process: HostProcess  # the claim script, holding the lock until its stdin closes
+    pid: str  # its PID on the host, which the holder record names
+
+
+# What holds each host's lock, for as long as that Host, the host of one run, is connected.
+_held: weakref.WeakKeyDictionary[Host, _Hold] = weakref.WeakKeyDictionary()
 _releasing: weakref.WeakSet[State] = weakref.WeakSet()  # runs whose disconnect releases their locks
 
 
@@ -133,9 +142,9 @@ class _ReleaseAtDisconnect(BaseStateCallback):
 
     @staticmethod
     def host_disconnect(state, host) -> None:
-        process = _held.pop(host, None)
-        if process is not None:
-            process.close()
+        hold = _held.pop(host, None)
+        if hold is not None:
+            hold.process.close()
 
 
 def _open(host, script: str) -> HostProcess:
@@ -143,8 +152,8 @@ def _open(host, script: str) -> HostProcess:
     return start_process(host, script, "pgmon's lock", timeout=CLAIM_TIMEOUT_SECONDS)
 
 
-def _hold(host, process: HostProcess) -> None:
-    _held[host] = process
+def _hold(host, hold: _Hold) -> None:
+    _held[host] = hold
     if host.state not in _releasing:
         host.state.add_callback_handler(_ReleaseAtDisconnect())
         _releasing.add(host.state)
@@ -165,11 +174,28 @@ def _answer(process: HostProcess) -> Claim | str:
     return f"the lock script ended with status {status}: {last[0][-300:]}"
 
 
+def _still_held(host, pid: str) -> bool:
+    """Whether the claim script of this run (``pid``) still holds the host's lock; a take-over ends it, and
+    a run that goes on without the lock fails here, at its next operation that changes the host."""
+    lock = shlex.quote(lock_path())
+    check = f'( {recorded_holder(lock)} && [ "$pid" = {shlex.quote(pid)} ] ) && echo held'
+    if host_output(host, check, check=False) == ["held"]:
+        return True
+    return log_failure(
+        host,
+        [
+            f"this run no longer holds the lock of {host.name}: another run took it over "
+            "(pgmon_take_over_lock), or its holder ended. It stopped before this operation; what it "
+            "changed before stays. Run it again to plan from the host as it is now.",
+        ],
+    )
+
+
 def _claim(
     state, host, settings: Settings | HostConfig, planned_from: HostState, take_over: bool
 ) -> bool:
-    if host in _held:
-        return True  # claimed by an earlier operation of this run
+    if host in _held:  # claimed by an earlier operation of this run
+        return _still_held(host, _held[host].pid)
     controller = re.sub(r"[^A-Za-z0-9@._-]", "_", f"{getpass.getuser()}@{socket.gethostname()}")
     process = _open(host, claim_script(settings, controller, take_over))
     claim = _answer(process)
@@ -205,7 +231,7 @@ def _claim(
         logger.warning(
             f"{host.print_prefix}pgmon: took over from a run that did not finish: {claim.stale}"
         )
-    _hold(host, process)
+    _hold(host, _Hold(process, claim.pid))
     return True
 
 
