@@ -104,8 +104,8 @@ def containers_command(base_dir: str, project: str) -> str:
 
 
 def parse_containers(lines: Lines) -> dict[str, Container]:
-    """``container SERVICE REVISION STATE`` -> {service: Container}; a container without pgmon's labels prints
-    fewer words and is not one of pgmon's."""
+    """``container SERVICE REVISION STATE`` -> {service: Container}; a container of the project without pgmon's
+    revision label (another Compose project's of the same name) reads with revision ``""``."""
     containers = {}
     for _, rest in lines:
         parts = rest.split(" ")
