@@ -38,11 +38,12 @@ from pyinfra.api import FunctionCommand, deploy, operation
 
 from .docker_engine import install_docker
 from .host_lock import claim_host
-from .host_state import host_output, read_host_state
+from .host_state import read_host_state
 from .pyinfra_internals import CHUNK, start_process
 from .settings import DeployError, HostConfig
+from .stack_containers import refuse_foreign_project
 from .stack_model import DATA_VOLUMES, PROMETHEUS_PORT, container_name, volume_name
-from .uninstall import leftovers_command
+from .uninstall import leftovers
 
 FORMAT = "pgmon-backup 1"
 METADATA = "pgmon-backup.json"
@@ -323,6 +324,7 @@ def _running(state, project: str) -> None:
 def backup_stack(host_config: HostConfig):
     cfg = host_config.config
     state = read_host_state(host, host_config)
+    refuse_foreign_project(host_config, state)
     _running(state, cfg.project)
     now = datetime.datetime.now(datetime.UTC)
     metadata = {
@@ -361,11 +363,8 @@ def restore_stack(host_config: HostConfig):
             "Name an archive backup.py wrote; nothing was changed"
         ) from None
     state = read_host_state(host, host_config)
-    existing = [
-        line.split(" ", 1)[1]
-        for line in host_output(host, leftovers_command(cfg.project))
-        if line.startswith("volume ")
-    ]
+    refuse_foreign_project(host_config, state)
+    _, existing = leftovers(host, cfg.project, DATA_VOLUMES.values())
     if existing or state.containers:
         raise DeployError(
             f"{host.name} already has pgmon's {'volumes ' + ', '.join(existing) if existing else 'containers'} "

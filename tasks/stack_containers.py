@@ -24,7 +24,7 @@ from .host_lock import claim_host
 from .host_state import Container, HostState
 from .isolation import isolate_containers
 from .render.compose import grafana_scheme
-from .settings import Settings
+from .settings import DeployError, HostConfig, Settings
 from .stack_files import plan_files
 from .stack_model import (
     GRAFANA_PORT,
@@ -71,6 +71,20 @@ def plan_containers(desired: dict[str, str], running: dict[str, Container]) -> C
         ),
         remove=tuple(s for s in running if s not in desired),
     )
+
+
+def refuse_foreign_project(settings: Settings | HostConfig, state: HostState) -> None:
+    """Refuse, before any change, a host where the Compose project has containers pgmon did not make (no
+    ``pgmon.revision`` label): another Compose project of the same name, whose containers ``--remove-orphans``
+    and ``down`` would remove and whose volumes would pass for pgmon's."""
+    project = settings.config.project
+    foreign = sorted(service for service, c in state.containers.items() if not c.revision)
+    if foreign:
+        raise DeployError(
+            f"pgmon_project: {host.name} runs another Compose project named {project!r} (its services "
+            f"{', '.join(foreign)} are not pgmon's), and nothing was changed. Set pgmon_project to a name no "
+            "Compose project on the host has (docker compose ls -a lists them)"
+        )
 
 
 def action_command(action: str, project: str, base_dir: str, grafana_scheme: str = "http") -> str:
@@ -151,6 +165,7 @@ def compose_up(
 def start_stack(settings: Settings, state: HostState, stack: StackFiles):
     """Start Prometheus, Alertmanager, Grafana and one postgres_exporter per database, behind the rule that keeps
     neighbours from routing to their containers."""
+    refuse_foreign_project(settings, state)
     isolate_containers(
         name="Keep neighbours from routing to pgmon's containers",
         project=settings.config.project,

@@ -1,11 +1,12 @@
 """Remove pgmon from the processing host: ``pyinfra inventory.py uninstall.py`` (README, "Removing pgmon").
 
-Same inventory and group_data as the deploy; no secret is read. Four named operations, each changing only
-what is there:
+Same inventory and group_data as the deploy; no secret is read. A host where another Compose project has
+``pgmon_project``'s name (containers of it without pgmon's revision label) is refused, changing nothing. Four
+named operations, each changing only what is there and pgmon made:
 
 - ``Stop and remove pgmon containers``: the Compose project's containers and networks;
-- ``Remove pgmon data volumes``: only with ``pgmon_uninstall_delete_data = True`` (``--data
-  pgmon_uninstall_delete_data=true``); otherwise Prometheus's history, Grafana's and Alertmanager's data stay
+- ``Remove pgmon data volumes``: its three volumes (not others with the project's label), only with
+  ``pgmon_uninstall_delete_data = True`` (``--data pgmon_uninstall_delete_data=true``); otherwise Prometheus's history, Grafana's and Alertmanager's data stay
   in their volumes, and a later deploy (same ``pgmon_project``) finds them again;
 - ``Remove pgmon's isolation rule``: the systemd unit holding the DOCKER-USER rule (tasks/isolation.py);
 - ``Remove pgmon files``: every path pgmon wrote under ``base_dir`` (its manifest) and the self-signed certificate
@@ -17,6 +18,7 @@ Docker itself and the images stay (``docker image prune -a`` removes unused imag
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
@@ -25,13 +27,16 @@ from .host_lock import claim_host
 from .host_state import HostState, host_output, read_host_state
 from .isolation import removal_command, unit_name
 from .settings import HostConfig
+from .stack_containers import refuse_foreign_project
 from .stack_model import (
+    DATA_VOLUMES,
     GRAFANA_SELF_SIGNED_CERT,
     GRAFANA_SELF_SIGNED_KEY,
     GRAFANA_TLS_DIR,
     MANIFEST,
     STAGE_PREFIX,
     compose_command,
+    volume_name,
 )
 
 
@@ -42,6 +47,17 @@ def leftovers_command(project: str) -> str:
         f"if command -v docker >/dev/null 2>&1; then "
         f"docker network ls --filter {label} --format 'network {{{{.Name}}}}' 2>/dev/null; "
         f"docker volume ls --filter {label} --format 'volume {{{{.Name}}}}' 2>/dev/null; fi; true"
+    )
+
+
+def leftovers(current_host, project: str, volumes: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The project's networks on the host, and which of the volumes pgmon's compose file declares
+    (``volumes``) are there: a volume another Compose project of the same name made is not pgmon's."""
+    found = [line.partition(" ") for line in host_output(current_host, leftovers_command(project))]
+    ours = {volume_name(project, volume) for volume in volumes}
+    return (
+        [name for kind, _, name in found if kind == "network"],
+        [name for kind, _, name in found if kind == "volume" and name in ours],
     )
 
 
@@ -176,13 +192,13 @@ def remove_files(base_dir: str, state: HostState, claim: FunctionCommand | None 
 
 
 @deploy("Uninstall pgmon")
-def uninstall_stack(host_config: HostConfig):
-    """Stop and remove pgmon's containers, networks and files; its data volumes only when asked."""
+def uninstall_stack(host_config: HostConfig, volumes: Iterable[str] = DATA_VOLUMES.values()):
+    """Stop and remove pgmon's containers, networks and files; its data volumes (those its compose file
+    declares: ``volumes``) only when asked. Refused where another Compose project has the project's name."""
     cfg = host_config.config
     state = read_host_state(host, host_config)
-    leftovers = host_output(host, leftovers_command(cfg.project))
-    networks = [line.split(" ", 1)[1] for line in leftovers if line.startswith("network ")]
-    volumes = [line.split(" ", 1)[1] for line in leftovers if line.startswith("volume ")]
+    refuse_foreign_project(host_config, state)
+    networks, volumes = leftovers(host, cfg.project, volumes)
     claim = claim_host(host_config, state)
     remove_containers(
         name="Stop and remove pgmon containers",

@@ -10,6 +10,7 @@ from ..settings import DeployError, HostConfig, Settings, SettingsInput, build_s
 
 PROJECT, BASE_DIR = "pgmon-demo", "/opt/pgmon-demo"
 EXTRAS_PROJECT, EXTRAS_DIR = "pgmon-demo-extras", "/opt/pgmon-demo-extras"
+POSTGRES_VOLUME = "postgres-data"  # the extras' only volume: uninstall deletes it with them
 GRAFANA_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, SINK_PORT = 3030, 9190, 9193, 3031
 # The stack's network of exporters and Alertmanager (render/compose.py names it), which the extras join.
 METRICS_NETWORK = f"{PROJECT}-metrics"

@@ -14,6 +14,7 @@ from .config import (
     MONITORING_PASSWORD,
     POSTGRES,
     POSTGRES_UID,
+    POSTGRES_VOLUME,
     SECRET_NAMES,
     SECRETS_DIR,
     SINK,
@@ -76,7 +77,7 @@ def render_extras(secrets: dict[str, str], images: dict[str, str]) -> StackFiles
         "name": EXTRAS_PROJECT,
         "services": services,
         "networks": {"metrics": {"name": METRICS_NETWORK, "external": True}},
-        "volumes": {"postgres-data": {}},
+        "volumes": {POSTGRES_VOLUME: {}},
     }
     directories = [
         ManagedDir("."),
@@ -116,7 +117,7 @@ def _services(images: dict[str, str]) -> dict[str, dict]:
             "entrypoint": ["/bin/sh", "/demo/postgres.sh"],
             "environment": {"PGDATA": "/var/lib/postgresql/data"},
             "stop_signal": "SIGINT",  # PostgreSQL's fast shutdown, as the official image stops it
-            "volumes": ["postgres-data:/var/lib/postgresql/data", mount("postgres", "/demo")],
+            "volumes": [f"{POSTGRES_VOLUME}:/var/lib/postgresql/data", mount("postgres", "/demo")],
             "networks": ["metrics"],
         },
         "workload": {

@@ -23,6 +23,7 @@ from .config import (
     GRAFANA_PORT,
     INCIDENTS,
     POSTGRES,
+    POSTGRES_VOLUME,
     PROJECT,
     SECRETS_DIR,
     SINK_PORT,
@@ -172,7 +173,7 @@ def deploy_demo() -> Settings | None:
 
 @deploy("Remove the pgmon demo's database, workload and alert sink")
 def _remove_extras(host_data: dict):
-    uninstall_stack(project_config(EXTRAS_PROJECT, EXTRAS_DIR, host_data))
+    uninstall_stack(project_config(EXTRAS_PROJECT, EXTRAS_DIR, host_data), (POSTGRES_VOLUME,))
 
 
 @deploy("Remove the pgmon demo's stack")
