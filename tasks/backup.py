@@ -15,7 +15,9 @@ from group_data; the secrets stay in the controller's environment):
 - ``alertmanager/``: silences and the notification log (Alertmanager replaces those files whole).
 
 The archive streams from the host's stdout into a file only the controller's user can read (0600): Grafana's
-database holds the admin password's hash. On the host nothing is left behind (a 0700 root folder in /var/tmp
+database holds the admin password's hash, and the credentials Grafana stores (encrypted with its
+``secret_key``). A folder the backup makes holds a ``.gitignore`` of ``*``: pyinfra usually runs in a git
+repository, and no archive belongs in one. On the host nothing is left behind (a 0700 root folder in /var/tmp
 while it runs). The download is kept only once ``check_archive`` finds it whole. ``restore.py`` checks the archive
 the same way (its exact format, only plain files and folders, every part, a Prometheus block and Grafana's
 database), installs Docker if the host has none (step 1 of the deploy), then creates the project's volumes from
@@ -231,7 +233,13 @@ def _download(state, host, script: str, destination: str) -> bool:  # noqa: F811
     target = Path(destination)
     partial = target.with_name(target.name + ".partial")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.exists():
+            target.parent.mkdir(parents=True)
+            # The archives hold Grafana's database: a folder pgmon makes is left out of any git repository
+            # it is in (pyinfra usually runs in one).
+            (target.parent / ".gitignore").write_text(
+                "# pgmon's backups hold Grafana's database: never commit them\n*\n"
+            )
         # 0600 from the start: Grafana's database holds the admin password's hash.
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             status, errors = stream(current_host, script, write_to=out)

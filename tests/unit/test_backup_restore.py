@@ -261,3 +261,19 @@ def test_a_download_that_is_no_whole_backup_is_not_kept(tmp_path, caplog):
         assert _download(None, local_host(), "printf 'x'", str(target)) is False
     assert "the backup is incomplete: it is not a readable tar.gz" in errors_logged(caplog)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_backup_folder_pgmon_makes_stays_out_of_the_repository_it_is_in(tmp_path, caplog):
+    """pyinfra usually runs in a repository, and the archive holds Grafana's database."""
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    good = archive(tmp_path / "good.tar.gz", good_members())
+    target = tmp_path / "repo/pgmon-backups/a.tar.gz"
+    assert _download(None, local_host(), f"cat {good}", str(target)) is True
+    assert target.read_bytes() == good.read_bytes() and target.stat().st_mode & 0o077 == 0
+    status = subprocess.run(
+        ["git", "-C", str(tmp_path / "repo"), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout == ""
