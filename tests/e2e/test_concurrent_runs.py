@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,27 @@ def test_a_killed_run_leaves_no_lock_behind(admins):
     result = second.run()
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert exporters(second) == set(BASE)
+
+
+def test_a_local_user_can_neither_forge_the_holder_nor_hold_the_lock(admins):
+    """Any account on the host (here nobody) tries what worked while the lock was in /run/lock: a record
+    naming a root process, and holding the lock. Both are refused, and a take-over kills nothing."""
+    _, second = admins
+    bystander = subprocess.Popen(["sleep", "600"])  # root's: the process a forged record would name
+    lock = lock_path()
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"]
+    try:
+        for attempt in (
+            f'echo "by=mallory from=x pid={bystander.pid} since=now" > {lock}.holder',
+            f"flock -n {lock}.lock true",
+        ):
+            forged = subprocess.run([*as_nobody, attempt], capture_output=True, text=True)
+            assert forged.returncode != 0 and "Permission denied" in forged.stderr, attempt
+        second.configure(BASE + ["ledger"])  # differs from the host: the run claims it
+        taken = second.run("--data", "pgmon_take_over_lock=true")
+        assert taken.returncode == 0, (taken.stdout + taken.stderr)[-4000:]
+        assert bystander.poll() is None
+        assert exporters(second) == set(BASE) | {"ledger"}
+    finally:
+        bystander.kill()
+        bystander.wait()
