@@ -9,11 +9,13 @@ Then ``systemctl enable --now docker``: the engine, and with it the stack, start
 
 The distribution path is proven end to end on a bare Debian 13 test host (tests/e2e/test_bare_host.py);
 Docker's repository cannot be reached from the test machines, so its commands are covered by unit tests
-(tests/unit/test_docker_engine.py), which run the script below against stand-ins of apt-get and curl.
+(tests/unit/test_docker_engine.py), which run the script below against stand-ins of apt-get and curl, and
+against the real apt reading a private apt state (a host with Docker's source of 2020-2023).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -121,6 +123,12 @@ def docker_repo_script(
 ) -> str:
     """Docker's documented apt set-up (docs.docker.com/engine/install/debian, .../ubuntu), then ``packages``.
 
+    A host that has Docker's repository already (any file, any keyring: a host running docker-ce usually
+    does) keeps its source: a second one for the same repository with another ``Signed-By`` makes every
+    apt command fail ("Conflicting values set for option Signed-By"). ``apt-get --print-uris update``
+    tells, as apt reads the sources (both formats, comments, ``Enabled: no``), without fetching. A source
+    pgmon adds and apt then fails with is removed again, so that apt works as before.
+
     ``keyring`` and ``sources`` are parameters for the unit tests only.
     """
     if not codename:
@@ -129,18 +137,30 @@ def docker_repo_script(
             "so pgmon cannot add it; install Docker Engine and Compose v2 yourself"
         )
     keyring_dir = keyring.rsplit("/", 1)[0]
+    # A line of --print-uris is a quoted URL: 'https://download.docker.com/linux/debian/dists/...'
+    listed = shlex.quote("^'https?://" + re.escape(f"download.docker.com/linux/{distro.lower()}/"))
+    taken_back = (
+        f"pgmon removed {sources} again: apt-get update failed with Docker's repository added "
+        "(see above); the host's apt is as it was"
+    )
     return "\n".join(
         [
             "set -e",
             "export DEBIAN_FRONTEND=noninteractive",
-            "apt-get update -q",
-            "apt-get install -y -q ca-certificates curl",
-            f"install -m 0755 -d {shlex.quote(keyring_dir)}",
-            f"curl -fsSL https://download.docker.com/linux/{distro.lower()}/gpg -o {shlex.quote(keyring)}",
-            f"chmod a+r {shlex.quote(keyring)}",
-            f"printf '%s' {shlex.quote(docker_repo_source(distro, codename).replace(KEYRING, keyring))} > "
+            "uris=$(apt-get --print-uris update)",
+            f"if printf '%s\\n' \"$uris\" | grep -Eq {listed}; then",
+            '    echo "pgmon: Docker\'s apt repository is configured on this host already; using it"',
+            "    apt-get update -q",
+            "else",
+            "    apt-get update -q",
+            "    apt-get install -y -q ca-certificates curl",
+            f"    install -m 0755 -d {shlex.quote(keyring_dir)}",
+            f"    curl -fsSL https://download.docker.com/linux/{distro.lower()}/gpg -o {shlex.quote(keyring)}",
+            f"    chmod a+r {shlex.quote(keyring)}",
+            f"    printf '%s' {shlex.quote(docker_repo_source(distro, codename).replace(KEYRING, keyring))} > "
             f"{shlex.quote(sources)}",
-            "apt-get update -q",
+            f"    apt-get update -q || {{ rm -f {shlex.quote(sources)}; echo {shlex.quote(taken_back)} >&2; exit 1; }}",
+            "fi",
             f"apt-get install -y -q {' '.join(shlex.quote(p) for p in packages)}",
         ]
     )

@@ -165,6 +165,7 @@ def test_docker_repo_script_follows_dockers_documented_steps(tmp_path, distro, c
     subprocess.run(["sh", "-c", script], env=env, check=True)
     lower = distro.lower()
     assert log.read_text().splitlines() == [
+        "apt-get --print-uris update",  # lists no Docker repository: pgmon adds its own
         "apt-get update -q",
         "apt-get install -y -q ca-certificates curl",
         f"install -m 0755 -d {keyring.parent}",
@@ -183,3 +184,98 @@ def test_docker_repo_script_follows_dockers_documented_steps(tmp_path, distro, c
     sources.unlink()
     assert subprocess.run(["sh", "-c", script], env=env).returncode == 22
     assert not sources.exists() and "docker-ce" not in log.read_text()
+
+
+# apt-get for the script: `--print-uris update` is the real apt reading a private apt state (APT_CONFIG), which
+# parses every source and fetches nothing; `update` reads the sources the same way and fails where real apt would
+# before any download, or like an unreachable repository once the file UPDATE_FAILS names exists; `install`
+# only logs.
+REAL_APT_STUB = """#!/bin/sh
+printf '%s' "$(basename "$0")" >> "$LOG"; for a in "$@"; do printf ' %s' "$a" >> "$LOG"; done; echo >> "$LOG"
+case "$*" in
+    *--print-uris*) exec /usr/bin/apt-get "$@" ;;
+    *update*) [ -e "${UPDATE_FAILS:-/nonexistent}" ] && exit 100
+        exec /usr/bin/apt-get --print-uris update >/dev/null ;;
+esac
+"""
+# Docker's instructions of 2020-2023: another keyring for the same repository.
+OLD_DOCKER_LIST = (
+    "deb [arch=amd64 signed-by=/usr/share/keyrings/docker-archive-keyring.gpg] "
+    "https://download.docker.com/linux/debian bookworm stable\n"
+)
+
+
+@pytest.fixture
+def private_apt(tmp_path):
+    """An apt state of its own (sources, lists, status) and stand-ins on PATH; the script's environment."""
+    if not os.path.exists("/usr/bin/apt-get"):
+        pytest.skip("needs apt")
+    etc = tmp_path / "etc"
+    for folder in ("sources.list.d", "apt.conf.d", "preferences.d"):
+        (etc / folder).mkdir(parents=True)
+    (etc / "sources.list").write_text("")
+    (tmp_path / "status").write_text("")
+    (tmp_path / "apt.conf").write_text(
+        f'Dir::Etc "{etc}/"; Dir::State "{tmp_path}/state/"; Dir::Cache "{tmp_path}/cache/";\n'
+        f'Dir::State::status "{tmp_path}/status";\n'
+        # Never fetched; a closed local port should anything try.
+        'Acquire::http::Proxy "http://127.0.0.1:9"; Acquire::https::Proxy "http://127.0.0.1:9";\n'
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, text in (
+        ("apt-get", REAL_APT_STUB),
+        ("curl", STUB),
+        ("install", STUB),
+        ("chmod", STUB),
+    ):
+        (bin_dir / tool).write_text(text)
+        (bin_dir / tool).chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "LOG": str(tmp_path / "log"),
+        "APT_CONFIG": str(tmp_path / "apt.conf"),
+    }
+
+
+def apt_reads_its_sources(env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["/usr/bin/apt-get", "--print-uris", "update"], env=env, capture_output=True, text=True
+    )
+
+
+def test_an_existing_docker_source_is_reused_and_apt_stays_readable(tmp_path, private_apt):
+    """A host set up with Docker's older instructions (docker.list, another signed-by): a second source for
+    the same repository would stop every apt command ("Conflicting values set for option Signed-By")."""
+    sources_d = tmp_path / "etc" / "sources.list.d"
+    (sources_d / "docker.list").write_text(OLD_DOCKER_LIST)
+    keyring, sources = tmp_path / "keyrings" / "docker.asc", sources_d / "docker.sources"
+    script = docker_repo_script(
+        "Debian", "bookworm", ("docker-compose-plugin",), str(keyring), str(sources)
+    )
+    run = subprocess.run(["sh", "-c", script], env=private_apt, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Docker's apt repository is configured on this host already" in run.stdout
+    assert not sources.exists() and not keyring.exists()
+    log = (tmp_path / "log").read_text().splitlines()
+    assert log[-1] == "apt-get install -y -q docker-compose-plugin" and "curl" not in str(log)
+    read = apt_reads_its_sources(private_apt)
+    assert read.returncode == 0 and "download.docker.com" in read.stdout, read.stderr
+
+
+def test_a_source_apt_cannot_use_is_taken_back(tmp_path, private_apt):
+    """When apt fails with pgmon's new source, the source goes: the host's apt works as before."""
+    sources = tmp_path / "etc" / "sources.list.d" / "docker.sources"
+    script = docker_repo_script(
+        "Debian", "bookworm", DOCKER_REPO_PACKAGES, str(tmp_path / "docker.asc"), str(sources)
+    )
+    run = subprocess.run(
+        ["sh", "-c", script],
+        env={**private_apt, "UPDATE_FAILS": str(sources)},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0
+    assert f"pgmon removed {sources} again" in run.stderr
+    assert not sources.exists() and "docker-ce" not in (tmp_path / "log").read_text()
+    assert apt_reads_its_sources(private_apt).returncode == 0
