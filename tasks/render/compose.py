@@ -22,6 +22,7 @@ from ..stack_model import (
     grafana_certificate_files,
     yaml_bytes,
 )
+from .alertmanager import ALERTMANAGER_ENTRYPOINT
 from .exporters import (
     EXPORTER_CONFIG_DIR,
     EXPORTER_PASSFILE,
@@ -96,6 +97,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "image": settings.image("alertmanager"),
             "container_name": container("alertmanager"),
             "restart": "unless-stopped",
+            "entrypoint": ALERTMANAGER_ENTRYPOINT,  # keeps the Telegram bot token out of its log
             "command": [
                 "--config.file=/etc/alertmanager/alertmanager.yml",
                 "--storage.path=/alertmanager",
