@@ -30,6 +30,7 @@ import pytest
 import requests
 
 from tasks.isolation import rule as isolation_rule
+from tasks.isolation import rules as isolation_rules
 from tasks.isolation import unit_name as isolation_unit
 from tests.hosts import (
     HostDatabase,
@@ -551,39 +552,67 @@ def test_from_another_host_only_ssh_and_grafana_answer(probe, proc, deployment):
 
 
 # A neighbour on the same network that routes Docker's address range through the processing host, as anyone on
-# that network can (ip route add 172.16.0.0/12 via <host>): a network namespace inside proc joined to it by a veth
-# pair, so its packets reach proc on an interface of its own, as a neighbour's would. (The test network itself
-# drops packets for addresses outside its subnet, so another test host cannot try this.)
+# that network can (ip route add 172.16.0.0/12 via <host>), and sends to 127.0.0.1 at the host's MAC (moby#41872):
+# a network namespace inside proc joined to it by a veth pair, so its packets reach proc on an interface of its own,
+# as a neighbour's would. Its own loopback stays down and route_localnet takes the replies from 127.0.0.1. (The
+# test network itself drops packets for addresses outside its subnet, so another test host cannot try this.)
 NEIGHBOUR = r"""
 ip netns add lan && ip link add veth-host type veth peer name veth-lan && ip link set veth-lan netns lan
 ip addr add 10.99.0.1/24 dev veth-host && ip link set veth-host up
-ip netns exec lan sh -c 'ip addr add 10.99.0.2/24 dev veth-lan && ip link set veth-lan up && ip link set lo up &&
-                         ip route add 172.16.0.0/12 via 10.99.0.1'
+ip netns exec lan sh -c 'ip addr add 10.99.0.2/24 dev veth-lan && ip link set veth-lan up &&
+                         ip route add 172.16.0.0/12 via 10.99.0.1 && ip route add 127.0.0.0/8 via 10.99.0.1 &&
+                         sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.veth-lan.route_localnet=1'
 """
-NEIGHBOUR_SCAN = r"""
+NEIGHBOUR_SCAN = (
+    r"""
 for c in $(docker ps --format '{{.Names}}'); do
   for ip in $(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' $c); do
     for port in 3000 9090 9093 9100 9187; do  # every port of pgmon's containers, at every address, all at once
       { ip netns exec lan timeout 3 bash -c "exec 3<>/dev/tcp/$ip/$port" 2>/dev/null && echo "$c:$port"; } &
     done
   done
+done
+"""
+    # The ports published on the host's loopback, asked for at 127.0.0.1 itself.
+    + f"for port in {SITE.prometheus_port} {SITE.alertmanager_port}; do"
+    + r"""
+  { ip netns exec lan timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && echo "127.0.0.1:$port"; } &
 done; wait
 """
+)
 
 
 def test_a_neighbour_that_routes_to_the_containers_reaches_none_of_them(proc):
     """Docker before 28 (Debian 13 has 26) accepts such packets for published ports, even ones published on
-    127.0.0.1; pgmon's DOCKER-USER rule (tasks/isolation.py) drops them, and without it they get through."""
+    127.0.0.1, and translates a packet for 127.0.0.1 from any interface; pgmon's DOCKER-USER rules
+    (tasks/isolation.py) drop both, also while the unit is stopped (Docker stopped with live-restore), and
+    without them they get through."""
     unit = isolation_unit("pgmon")
     proc.exec(NEIGHBOUR)
     try:
         assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
         proc.exec(f"systemctl stop {unit}")
+        assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
+        # What a firewall reload leaves: no rule. Starting the unit puts them back.
+        for dropping in isolation_rules("pgmon"):
+            proc.exec(f"iptables -D DOCKER-USER {dropping}")
         try:
             reached = set(proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split())
+            # The first rule alone (all pgmon had before) still lets the packets for 127.0.0.1 through.
+            proc.exec(f"iptables -I DOCKER-USER {isolation_rule('pgmon')}")
+            loopback_only = set(proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split())
         finally:
             proc.exec(f"systemctl start {unit}")
-        assert {"pgmon-prometheus:9090", "pgmon-alertmanager:9093"} <= reached, reached
+        assert {
+            "pgmon-prometheus:9090",
+            "pgmon-alertmanager:9093",
+            f"127.0.0.1:{SITE.prometheus_port}",
+            f"127.0.0.1:{SITE.alertmanager_port}",
+        } <= reached, reached
+        assert loopback_only == {
+            f"127.0.0.1:{SITE.prometheus_port}",
+            f"127.0.0.1:{SITE.alertmanager_port}",
+        }, loopback_only
         assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
     finally:
         proc.exec("ip netns del lan; ip link del veth-host", check=False)
