@@ -10,7 +10,8 @@ from .prometheus import label_matcher
 # HTTP client made it, and that error quotes the URL, whose path holds the bot token (api_url/bot<token>/...):
 # its Discord and webhook notifiers strip the URL (notify.RedactURL), its Telegram one does not. So it runs
 # under a shell whose awk replaces any bot token in its output before Docker keeps it. Alertmanager stays
-# the shell's child: a stop reaches it through the trap, and its last lines and exit status are kept.
+# the shell's child: the traps pass it a stop and the deploy's reload (SIGHUP), and its last lines and exit
+# status are kept.
 # The image needs sh, mkfifo, mktemp and awk in /bin, as the official busybox-based one has.
 _REDACT_BOT_TOKENS = (
     r'{ gsub(/\/bot[0-9]+(:|%3[Aa])[A-Za-z0-9_-]+/, "/bot<redacted>"); print; fflush() }'
@@ -25,6 +26,7 @@ ALERTMANAGER_ENTRYPOINT = [
             '/bin/alertmanager "$@" > "$log" 2>&1 &',
             "am=$!",
             "trap 'kill -TERM \"$am\" 2>/dev/null' TERM INT",
+            "trap 'kill -HUP \"$am\" 2>/dev/null' HUP",
             'wait "$am"; status=$?',
             'while [ "$status" -gt 128 ] && kill -0 "$am" 2>/dev/null; do wait "$am"; status=$?; done',
             "wait",  # awk: the end of the log

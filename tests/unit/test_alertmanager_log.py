@@ -15,9 +15,10 @@ from tasks.render.compose import compose_services
 from .conftest import ENVIRON, rendered
 
 TOKEN = ENVIRON["TG_TOKEN"]
-# What Alertmanager 0.34 logs (logfmt, to stderr) when Telegram cannot be reached, then on SIGTERM.
+# What Alertmanager 0.34 logs (logfmt, to stderr) when Telegram cannot be reached, on SIGHUP, on SIGTERM.
 STAND_IN = f"""#!/bin/sh
 trap 'echo "msg=\\"Received shutdown signal\\" token=/bot{TOKEN}/"; exit 0' TERM
+trap 'echo "msg=\\"Reloading configuration file\\""; echo > "$READY.reloaded"' HUP
 echo "level=WARN msg=\\"Notify attempt failed, will retry later\\" err=\\"telebot: Post \\\\\\"http://127.0.0.1:9/bot{TOKEN}/sendMessage\\\\\\": dial tcp 127.0.0.1:9: connect: connection refused\\"" >&2
 echo "args: $*"
 echo ready > "$READY"
@@ -38,7 +39,7 @@ def test_alertmanager_runs_under_the_filter_with_its_own_arguments(settings):
 
 
 @pytest.mark.skipif(not shutil.which("busybox"), reason="needs busybox (Debian's busybox-static)")
-def test_the_token_is_replaced_and_a_stop_still_ends_alertmanager_gracefully(settings, tmp_path):
+def test_the_token_is_replaced_and_reload_and_stop_still_reach_alertmanager(settings, tmp_path):
     stand_in = tmp_path / "alertmanager"
     stand_in.write_text(STAND_IN)
     stand_in.chmod(0o755)
@@ -56,14 +57,20 @@ def test_the_token_is_replaced_and_a_stop_still_ends_alertmanager_gracefully(set
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 10
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(ready)
+    run.send_signal(signal.SIGHUP)  # the deploy's reload: docker kill -s HUP
+    wait_for(tmp_path / "ready.reloaded")
     run.send_signal(signal.SIGTERM)
     out, _ = run.communicate(timeout=10)
     assert run.returncode == 0, out
     assert TOKEN not in out
     assert 'Post \\"http://127.0.0.1:9/bot<redacted>/sendMessage\\"' in out
-    assert (
-        "args: --config.file=x" in out and "Received shutdown signal" in out
-    )  # the last line kept
+    assert "args: --config.file=x" in out and "Reloading configuration file" in out
+    assert "Received shutdown signal" in out  # the last line kept
+
+
+def wait_for(path, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
