@@ -187,7 +187,7 @@ def restore_script(project: str) -> str:
             f'made="$made "{q(name)}',
             f"mountpoint=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(name)})",
             f'cp -a "$work/{part}/." "$mountpoint/"',
-            # The volume's own folder as the container had it (Prometheus writes there as nobody).
+            # The volume's own folder as the container had it (Prometheus writes there as its own uid).
             f'chown --reference="$work/{part}" "$mountpoint" && chmod --reference="$work/{part}" "$mountpoint"',
         ]
     return "\n".join([*lines, "complete=1"])

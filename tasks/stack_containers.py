@@ -36,6 +36,7 @@ from .stack_model import (
     action_service,
     compose_command,
     container_name,
+    volume_owners_command,
 )
 
 
@@ -154,7 +155,15 @@ def compose_up(
     if claim is not None and (not plan.empty or after_file_changes):
         yield claim
     if not plan.empty:
-        yield compose_command(base_dir, project, "up --detach --remove-orphans")
+        # Containers and volumes made (a changed container stopped) before the volumes change hands, so no
+        # process writes there as their old owner meanwhile; then started.
+        yield " && ".join(
+            [
+                compose_command(base_dir, project, "up --no-start"),
+                volume_owners_command(project),
+                compose_command(base_dir, project, "up --detach --remove-orphans"),
+            ]
+        )
     if after_file_changes:
         yield " && ".join(
             action_command(a, project, base_dir, grafana_scheme) for a in after_file_changes

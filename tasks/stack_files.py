@@ -149,7 +149,8 @@ def check_command(candidate: Candidate, base_dir: str) -> str:
     check = candidate.check
     mount = shlex.quote(f"{CANDIDATES}/{check.directory}:{check.mount}:ro")
     run = (
-        f'docker run --rm --network none --entrypoint {shlex.quote(check.command[0])} -v "$stage"/{mount} '
+        f"docker run --rm --network none --user {check.user}:{check.user} "
+        f'--entrypoint {shlex.quote(check.command[0])} -v "$stage"/{mount} '
         + shlex.join([check.image, *check.command[1:]])
     )
     checker = check.command[0].rsplit("/", 1)[-1]

@@ -28,7 +28,13 @@ DASHBOARDS_DIR = (
 ROOT = 0
 NOBODY = 65534  # the user of the prom/* and postgres-exporter images
 GRAFANA_UID, GRAFANA_GID = 472, 0  # the grafana/grafana image runs as 472:0
+# The containers run as uids of pgmon's own, not the images' 65534: that is the host's nobody, which could then
+# read every secret file and, as the containers' processes' user, their memory and /proc/<pid>/root. Debian
+# reserves 65000-65533 for no account (Policy 9.2.2), so no host user shares them.
 NODE_EXPORTER_UID = 65532  # owns nothing on the host, so it reads only what is world-readable
+PROMETHEUS_UID = 65531
+ALERTMANAGER_UID = 65530
+EXPORTER_UID = 65529
 
 # The ports each component listens on inside its container (the images' defaults).
 PROMETHEUS_PORT = 9090
@@ -48,6 +54,20 @@ DATA_VOLUMES = {
     "alertmanager": "alertmanager-data",
     "grafana": "grafana-data",
 }
+
+# The data volumes' owners: Docker fills a new volume from the image, as 65534 (compose_up hands it over).
+VOLUME_OWNERS = {"prometheus": PROMETHEUS_UID, "alertmanager": ALERTMANAGER_UID}
+
+
+def volume_owners_command(project: str) -> str:
+    """Give each data volume's files to the uid its container runs as (a new volume, one restored or from a
+    pgmon that ran the images' 65534); ``chown -h`` and ``find`` never follow a link."""
+    return " && ".join(
+        f"m=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(volume_name(project, DATA_VOLUMES[c]))})"
+        f' && find "$m" \\( ! -user {uid} -o ! -group {uid} \\) -exec chown -h {uid}:{uid} {{}} +'
+        for c, uid in VOLUME_OWNERS.items()
+    )
+
 
 # Grafana's TLS files (tasks/grafana_tls.py): a folder under base_dir, mounted where Grafana reads it.
 GRAFANA_TLS_DIR = "grafana/tls"
@@ -170,6 +190,7 @@ class ConfigCheck:
     command: tuple[
         str, ...
     ]  # the checker and its arguments: ("/bin/promtool", "check", "config", ...)
+    user: int  # the uid the component runs as, so the checker reads what the component will
 
 
 @dataclass(frozen=True)

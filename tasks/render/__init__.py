@@ -16,10 +16,12 @@ import json
 from ..grafana_tls import TLS_DIR, certificate_files
 from ..settings import Settings
 from ..stack_model import (
+    ALERTMANAGER_UID,
+    EXPORTER_UID,
     GRAFANA_GID,
     GRAFANA_UID,
     MANIFEST,
-    NOBODY,
+    PROMETHEUS_UID,
     RELOAD_ALERTMANAGER,
     RELOAD_PROMETHEUS,
     RESET_GRAFANA_PASSWORD,
@@ -72,18 +74,20 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         ManagedDir("prometheus/targets"),
         ManagedDir("alertmanager"),
         ManagedDir("alertmanager/templates"),
-        ManagedDir("alertmanager/secrets", 0o500, NOBODY, NOBODY),
+        # Secret folders: their owner reaches each file by its name and lists none (0100).
+        ManagedDir("alertmanager/secrets", 0o100, ALERTMANAGER_UID, ALERTMANAGER_UID),
         ManagedDir("exporters"),
         ManagedDir("grafana"),
         ManagedDir("grafana/provisioning"),
         ManagedDir("grafana/provisioning/datasources"),
         ManagedDir("grafana/provisioning/dashboards"),
         ManagedDir("grafana/dashboards"),
-        ManagedDir("grafana/secrets", 0o500, GRAFANA_UID, GRAFANA_GID),
+        ManagedDir("grafana/secrets", 0o100, GRAFANA_UID, GRAFANA_GID),
     ]
-    secret = dict(mode=0o400, uid=NOBODY, gid=NOBODY, secret=True)
+    secret = dict(mode=0o400, uid=ALERTMANAGER_UID, gid=ALERTMANAGER_UID, secret=True)
     # Alertmanager reads its secret files when it loads its configuration.
     alertmanager_secret = dict(secret, on_change=(RELOAD_ALERTMANAGER,))
+    exporter = dict(uid=EXPORTER_UID, gid=EXPORTER_UID)
     files = [
         ManagedFile("docker-compose.yml", render_compose(settings, services)),
         ManagedFile(
@@ -197,13 +201,15 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
     # The first exporter of each server also reads the server-wide views' extra queries (exporters.py).
     primaries = server_primaries(settings)
     for db in settings.databases:
-        directories.append(ManagedDir(f"exporters/{db.name}", 0o500, NOBODY, NOBODY))
+        directories.append(ManagedDir(f"exporters/{db.name}", 0o100, **exporter))
         files.append(
             ManagedFile(
                 f"exporters/{db.name}/pgpass",
                 render_pgpass(settings.database_passwords[db.name].get_secret_value()),
+                mode=0o400,
+                secret=True,
                 on_change=(restart_action(exporter_service(db.name)),),
-                **secret,
+                **exporter,
             )
         )
         # In the exporter's own folder: a single-file mount would keep showing a replaced file's old inode.
@@ -212,9 +218,8 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
                 f"exporters/{db.name}/queries.yaml",
                 render_exporter_queries(db.name in primaries),
                 mode=0o400,
-                uid=NOBODY,
-                gid=NOBODY,
                 on_change=(restart_action(exporter_service(db.name)),),
+                **exporter,
             )
         )
     paths = sorted({d.path for d in directories} | {f.path for f in files} | {MANIFEST})
@@ -227,12 +232,14 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             settings.image("prometheus"),
             "/etc/prometheus",
             ("/bin/promtool", "check", "config", "/etc/prometheus/prometheus.yml"),
+            PROMETHEUS_UID,
         ),
         ConfigCheck(
             "alertmanager",
             settings.image("alertmanager"),
             "/etc/alertmanager",
             ("/bin/amtool", "check-config", "/etc/alertmanager/alertmanager.yml"),
+            ALERTMANAGER_UID,
         ),
     )
     return StackFiles(tuple(directories), tuple(files), revisions, checks)

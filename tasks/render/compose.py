@@ -8,8 +8,10 @@ import json
 from ..settings import Settings
 from ..stack_model import (
     ALERTMANAGER_PORT,
+    ALERTMANAGER_UID,
     DATA_VOLUMES,
     EXPORTER_PORT,
+    EXPORTER_UID,
     GRAFANA_PORT,
     GRAFANA_TLS_DIR,
     GRAFANA_TLS_MOUNT,
@@ -17,6 +19,7 @@ from ..stack_model import (
     NODE_EXPORTER_SERVICE,
     NODE_EXPORTER_UID,
     PROMETHEUS_PORT,
+    PROMETHEUS_UID,
     container_name,
     exporter_service,
     grafana_certificate_files,
@@ -86,6 +89,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--web.enable-admin-api",
             ],
             "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],
+            "user": f"{PROMETHEUS_UID}:{PROMETHEUS_UID}",
             "volumes": [
                 mount("prometheus", "/etc/prometheus"),
                 f"{DATA_VOLUMES['prometheus']}:/prometheus",
@@ -104,6 +108,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--cluster.listen-address=",  # a single instance: no gossip port
             ],
             "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
+            "user": f"{ALERTMANAGER_UID}:{ALERTMANAGER_UID}",
             "volumes": [
                 mount("alertmanager", "/etc/alertmanager"),
                 f"{DATA_VOLUMES['alertmanager']}:/alertmanager",
@@ -176,7 +181,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
         ],
         "pid": "host",
         "volumes": ["/:/host:ro"],
-        # Not the images' 65534: with the host's / mounted, that user could read the secret files 65534 owns.
+        # Not another container's uid: with the host's / mounted, it could read that one's secret files.
         "user": f"{NODE_EXPORTER_UID}:{NODE_EXPORTER_UID}",
         "networks": ["metrics"],
         "healthcheck": _healthcheck(f"http://127.0.0.1:{NODE_EXPORTER_PORT}/"),
@@ -203,6 +208,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "PGPASSFILE": EXPORTER_PASSFILE,
             },
             "volumes": [mount(f"exporters/{db.name}", EXPORTER_CONFIG_DIR)],
+            "user": f"{EXPORTER_UID}:{EXPORTER_UID}",
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
             "healthcheck": _healthcheck(f"http://127.0.0.1:{EXPORTER_PORT}/"),

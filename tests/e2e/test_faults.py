@@ -198,7 +198,7 @@ def test_a_planted_symlink_is_replaced_not_followed(stack):
     folder = Path(stack.site.base_dir) / "exporters" / "shop"
     target = Path(stack.site.base_dir).parent / "pgmon-faults-elsewhere"
     target.mkdir(exist_ok=True)
-    # What a process running as the exporter's uid (65534, the folder's owner) could do on the host.
+    # What a process running as the exporter's uid (the folder's owner) could do on the host.
     run("chmod", "700", str(folder))
     (folder / "pgpass").unlink()
     (folder / "pgpass").symlink_to(target)

@@ -126,3 +126,37 @@ def test_no_container_reads_another_ones_secret(odd):
                     assert read.returncode != 0 and not read.stdout, f"{service} reads {relative}"
     # Every owner reads its own; node-exporter (the host's / mounted) tried every file and read none.
     assert tried >= len(OWNERS) * 2
+
+
+def test_no_host_account_shares_a_containers_uid_or_reads_a_secret(odd):
+    """The images' 65534 is the host's nobody, which could read every secret file that uid owned and, as the
+    containers' user, their memory and /proc/<pid>/root. pgmon's containers run as uids no account has; a secret
+    folder lets its owner open a file by name but not list it."""
+    accounts = {
+        line.split(":")[2]: line.split(":")[0]
+        for line in Path("/etc/passwd").read_text().splitlines()
+    }
+    for service, cid in odd.containers().items():
+        pid = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", cid],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        uid = str(Path(f"/proc/{pid}").stat().st_uid)
+        assert uid not in accounts, f"{service} runs as the host's {accounts[uid]}"
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    for relative in OWNERS:
+        read = subprocess.run(
+            [*as_nobody, "cat", str(Path(SITE.base_dir) / relative)], capture_output=True
+        )
+        assert read.returncode != 0 and not read.stdout, relative
+    for service, folder in (
+        ("alertmanager", "/etc/alertmanager/secrets"),
+        ("exporter-odd", "/etc/postgres_exporter"),
+        ("grafana", "/etc/grafana/secrets"),
+    ):
+        listing = subprocess.run(
+            ["docker", "exec", odd.containers()[service], "ls", folder], capture_output=True
+        )
+        assert listing.returncode != 0 and not listing.stdout, service

@@ -14,6 +14,7 @@ from tasks.render.grafana import (
     bind_dashboard_inputs,
 )
 from tasks.settings import build_settings
+from tasks.stack_model import EXPORTER_UID
 
 from .conftest import ENVIRON, error_for, group_data, needs_amtool, needs_docker, needs_promtool
 
@@ -128,8 +129,34 @@ def test_secrets_only_in_restricted_files(settings, dashboard_9628):
     assert password.content == f"*:*:*:*:{escaped}\n".encode() and (
         password.uid,
         password.mode,
-    ) == (65534, 0o400)
+    ) == (EXPORTER_UID, 0o400)
     assert ENVIRON["PW_SHOP"] not in repr(password)
+
+
+def test_secrets_belong_to_the_uid_their_container_runs_as_and_no_host_account(
+    settings, dashboard_9628
+):
+    """Not the images' 65534, the host's nobody; each secret folder lets its owner open files, not list them."""
+    stack = render_stack(settings, dashboard_9628)
+    users = {name: svc.get("user") for name, svc in compose_services(settings).items()}
+    secret_dirs = {f.path.rsplit("/", 1)[0] for f in stack.files if f.secret}
+    assert {"alertmanager/secrets", "exporters/shop", "grafana/secrets"} <= secret_dirs
+    for d in stack.directories:
+        if d.path in secret_dirs:
+            assert d.mode == 0o100 and d.uid not in (0, 65534), d
+    for f in stack.files:
+        if f.secret and not f.path.startswith("grafana/"):
+            folder, name = f.path.split("/")[
+                :2
+            ]  # alertmanager/secrets/..., exporters/<name>/pgpass
+            reader = "alertmanager" if folder == "alertmanager" else f"exporter-{name}"
+            assert users[reader] == f"{f.uid}:{f.gid}" and 65000 <= f.uid <= 65533, f.path
+    for service in ("prometheus", "alertmanager", "exporter-shop", "node-exporter"):
+        assert users[service] and not users[service].startswith("65534"), service
+    assert (
+        len({users[s] for s in ("prometheus", "alertmanager", "exporter-shop", "node-exporter")})
+        == 4
+    )
 
 
 def test_server_wide_collectors_run_once_per_server(settings):

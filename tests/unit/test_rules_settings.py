@@ -10,7 +10,7 @@ from tasks.render.compose import compose_services
 from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES
 from tasks.render.prometheus import render_prometheus_config, render_rules
 from tasks.settings import HOST_THRESHOLDS, SERVER_THRESHOLDS, AlertThresholds, build_settings
-from tasks.stack_model import TEMPLATES_DIR
+from tasks.stack_model import EXPORTER_UID, TEMPLATES_DIR
 
 from .conftest import (
     ENVIRON,
@@ -152,7 +152,7 @@ def test_exporters_report_their_database_and_primaries_the_server_wide_extras(se
         assert f"--collector.{collector}" in services["exporter-shop"]["command"]
         assert f"--collector.{collector}" not in services["exporter-billing"]["command"]
     queries = rendered(settings, "exporters/billing/queries.yaml")
-    assert (queries.mode, queries.uid) == (0o400, 65534) and queries.on_change == (
+    assert (queries.mode, queries.uid) == (0o400, EXPORTER_UID) and queries.on_change == (
         "restart:exporter-billing",
     )
     query = yaml.safe_load(queries.content)["pgmon_database"]
