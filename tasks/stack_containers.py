@@ -127,6 +127,7 @@ def compose_up(
     after_file_changes: tuple[str, ...],
     claim: FunctionCommand | None = None,
     grafana_scheme: str = "http",
+    hand_over_volumes: bool = False,
 ):
     """
     Bring the Compose project in ``base_dir`` to the desired service revisions.
@@ -137,6 +138,7 @@ def compose_up(
     + after_file_changes: actions (``reload:prometheus``, ``restart:exporter-x``...) the file step asks for
     + claim: run before any change, to fail changing nothing if another run holds the host (``host_lock.claim_host``)
     + grafana_scheme: ``https`` when Grafana serves TLS (its health is asked for before a password reset)
+    + hand_over_volumes: give pgmon's data volumes to the uids their containers run as (the stack's project only)
 
     **Example:**
 
@@ -155,15 +157,15 @@ def compose_up(
     if claim is not None and (not plan.empty or after_file_changes):
         yield claim
     if not plan.empty:
-        # Containers and volumes made (a changed container stopped) before the volumes change hands, so no
-        # process writes there as their old owner meanwhile; then started.
-        yield " && ".join(
-            [
+        start = [compose_command(base_dir, project, "up --detach --remove-orphans")]
+        if hand_over_volumes:
+            # Containers and volumes made (a changed container stopped) before the volumes change hands, so
+            # no process writes there as their old owner meanwhile; then started.
+            start[:0] = [
                 compose_command(base_dir, project, "up --no-start"),
                 volume_owners_command(project),
-                compose_command(base_dir, project, "up --detach --remove-orphans"),
             ]
-        )
+        yield " && ".join(start)
     if after_file_changes:
         yield " && ".join(
             action_command(a, project, base_dir, grafana_scheme) for a in after_file_changes
@@ -190,6 +192,7 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
         after_file_changes=after_file_changes(settings, state, stack),
         claim=claim_host(settings, state),
         grafana_scheme=grafana_scheme(settings),
+        hand_over_volumes=True,
     )
 
 

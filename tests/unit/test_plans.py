@@ -3,7 +3,8 @@ import pytest
 from tasks.host_state import Container, Entry, parse_state
 from tasks.render import render_stack
 from tasks.settings import build_settings
-from tasks.stack_containers import action_command, plan_containers
+import tasks.stack_containers
+from tasks.stack_containers import action_command, compose_up, plan_containers
 from tasks.stack_files import plan_files
 
 from .conftest import ENVIRON, group_data
@@ -90,6 +91,32 @@ def test_container_plan(settings, dashboard_9628):
         ("exporter-billing",),
         ("exporter-gone",),
     )
+
+
+class HostExecuting:
+    """pyinfra's host as ``compose_up`` uses it while executing."""
+
+    state = type("State", (), {"is_executing": True})()
+
+    def log(self, text: str) -> None:
+        raise AssertionError(f"nothing is said while executing: {text}")
+
+
+@pytest.mark.parametrize("hand_over_volumes", [True, False])
+def test_only_the_stacks_project_hands_its_data_volumes_over(monkeypatch, hand_over_volumes):
+    """The demo's extras are a Compose project of their own, without pgmon's data volumes."""
+    monkeypatch.setattr(tasks.stack_containers, "host", HostExecuting())
+    (command,) = compose_up._inner(
+        "/opt/pgmon-demo-extras",
+        "pgmon-demo-extras",
+        desired={"postgres": "r1"},
+        running={},
+        after_file_changes=(),
+        hand_over_volumes=hand_over_volumes,
+    )
+    assert ("prometheus-data" in command) is hand_over_volumes
+    assert ("up --no-start" in command) is hand_over_volumes
+    assert command.endswith("up --detach --remove-orphans")
 
 
 def test_parse_state_reads_the_host_listing():
