@@ -1,9 +1,9 @@
 import pytest
 
+import tasks.stack_containers
 from tasks.host_state import Container, Entry, parse_state
 from tasks.render import render_stack
 from tasks.settings import build_settings
-import tasks.stack_containers
 from tasks.stack_containers import action_command, compose_up, plan_containers
 from tasks.stack_files import plan_files
 
