@@ -238,6 +238,7 @@ def render_rules(settings: Settings) -> bytes:
         down_for=cfg.alert_timing.postgres_down_for,
         host_rate_window=f"{max(300, MIN_SCRAPES_PER_WINDOW * cfg.scrape_interval_seconds)}s",
         dashboard=dashboard_link(cfg.grafana_url),
+        runbook_base=cfg.runbook_base_url,
     ).encode()
 
 

@@ -19,6 +19,7 @@ The names below are the ones the rest of pgmon imports: ``from .settings import 
 
 from .errors import SETTING_PREFIX, DeployError
 from .fields import (
+    DEFAULT_RUNBOOK_BASE_URL,
     GRAFANA_URL_MAX,
     MAX_DURATION_SECONDS,
     PROMQL_KEYWORDS,
@@ -37,6 +38,7 @@ from .fields import (
     Percent,
     PerSecond,
     Port,
+    RunbookBaseUrl,
     Seconds,
     Severities,
     Severity,
@@ -86,6 +88,7 @@ from .thresholds import (
 __all__ = [
     "DASHBOARD_9628_URL",
     "DEFAULT_IMAGES",
+    "DEFAULT_RUNBOOK_BASE_URL",
     "GRAFANA_URL_MAX",
     "HOST_THRESHOLDS",
     "MAX_DURATION_SECONDS",
@@ -127,6 +130,7 @@ __all__ = [
     "PerSecond",
     "Percent",
     "Port",
+    "RunbookBaseUrl",
     "RunOptions",
     "Seconds",
     "Settings",

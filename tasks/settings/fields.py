@@ -252,21 +252,36 @@ def _check_dashboard_url(value: str) -> str:
 # escaping in a URL, Discord's markdown or Telegram's HTML, and short enough for a link within their limits.
 _GRAFANA_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/%-]+$")
 GRAFANA_URL_MAX = 150
+# Where the runbooks are published: the project's own page (only text in an annotation; nothing fetches it).
+DEFAULT_RUNBOOK_BASE_URL = "https://github.com/pgmon/pgmon/blob/main/docs/runbooks.md"
 
 
-def _check_grafana_url(value: str) -> str:
+def _check_link_base(value: str, what: str, examples: str) -> str:
     parts = urlsplit(value)
     if not _GRAFANA_URL_RE.fullmatch(value) or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(
-            f"{value!r} is not the http(s) address of Grafana as people open it: write e.g. "
-            "'https://grafana.example.com' or 'https://example.com/grafana' (letters, digits and "
-            ". _ ~ : / % - only; no query or fragment)"
+            f"{value!r} is not the http(s) address of {what}: write e.g. {examples} (letters, digits "
+            "and . _ ~ : / % - only; no query or fragment)"
         )
     if len(value) > GRAFANA_URL_MAX:
         raise ValueError(
             f"is longer than {GRAFANA_URL_MAX} characters; the links it starts must fit in a message"
         )
     return value.rstrip("/")
+
+
+def _check_grafana_url(value: str) -> str:
+    return _check_link_base(
+        value,
+        "Grafana as people open it",
+        "'https://grafana.example.com' or 'https://example.com/grafana'",
+    )
+
+
+def _check_runbook_base_url(value: str) -> str:
+    return _check_link_base(
+        value, "the runbook page", "'https://wiki.example.com/pgmon/runbooks.md'"
+    )
 
 
 def _check_severities(value: list[str]) -> list[str]:
@@ -287,6 +302,7 @@ Host = Annotated[str, AfterValidator(_check_host)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 DownloadUrl = Annotated[str, AfterValidator(_check_dashboard_url)]  # {revision} is filled in
 GrafanaUrl = Annotated[str, AfterValidator(_check_grafana_url)]
+RunbookBaseUrl = Annotated[str, AfterValidator(_check_runbook_base_url)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 IPAddress = Annotated[str, AfterValidator(_check_address)]

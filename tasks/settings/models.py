@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .fields import (
+    DEFAULT_RUNBOOK_BASE_URL,
     DownloadUrl,
     Duration,
     EnvName,
@@ -25,6 +26,7 @@ from .fields import (
     Labels,
     Name,
     Port,
+    RunbookBaseUrl,
     Severities,
     Sha256,
     Strict,
@@ -209,6 +211,8 @@ class DeploySettings(Strict):
     grafana_certificate: GrafanaCertificate | None = None
     # Where people open Grafana: every alert then links to dashboard 9628 on its server and database.
     grafana_url: GrafanaUrl | None = None
+    # The page every alert's runbook_url starts with (docs/runbooks.md), each rule adding its own #anchor.
+    runbook_base_url: RunbookBaseUrl = DEFAULT_RUNBOOK_BASE_URL
 
     @field_validator("base_dir")
     @classmethod

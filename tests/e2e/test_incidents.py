@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from tasks.settings import duration_seconds
+from tasks.settings import DEFAULT_RUNBOOK_BASE_URL, duration_seconds
 
 from .lab import (
     ALERTMANAGER_PORT,
@@ -279,6 +279,10 @@ def postgres_down_then_back(deployment, port: int, database: str) -> None:
             f"<b>[FIRING:1 · CRITICAL] PostgresDown · {database} on {server}</b>" in telegram.text
         )
         assert server in discord.text
+        # The runbook beside the dashboard link, in what each service really received.
+        runbook = f"{DEFAULT_RUNBOOK_BASE_URL}#postgresdown"
+        assert f'<a href="{runbook}">Runbook</a>' in telegram.text
+        assert f"[Runbook]({runbook})" in discord.text
         chats = {
             str(m.body["chat_id"]) for m in deployment.telegram.received if "PostgresDown" in m.text
         }

@@ -119,6 +119,14 @@ def linked_group(alerts: list[dict], url: str) -> dict:
     return data
 
 
+def with_runbook(data: dict, url: str) -> dict:
+    """``data`` with ``url`` as every alert's runbook_url, in the common annotations as Alertmanager gives it."""
+    for a in data["alerts"]:
+        a["annotations"]["runbook_url"] = url
+    data["commonAnnotations"] = {**data["commonAnnotations"], "runbook_url": url}
+    return data
+
+
 @needs_amtool
 def test_both_channels_show_the_link_once_after_the_alerts(tmp_path):
     url = link("db1:5432", "shop", "https://grafana.example.com")
@@ -174,7 +182,10 @@ def test_with_the_longest_link_many_alerts_with_long_values_stay_within_the_limi
         )
         for i in range(count)
     ]
-    data = linked_group(alerts, url)
+    # The longest runbook link the templates show, beside it.
+    runbook = "https://w.example.com/" + "r" * 143 + "#lockcontention"
+    assert len(runbook) == 180
+    data = with_runbook(linked_group(alerts, url), runbook)
     data["commonLabels"] = {
         "alertname": "IdleInTransaction" + long,
         "server": "db1:5432" + long,
@@ -184,5 +195,6 @@ def test_with_the_longest_link_many_alerts_with_long_values_stay_within_the_limi
     discord = render("pgmon.discord.message", data, tmp_path)
     telegram = render("pgmon.telegram.message", data, tmp_path)
     assert url in discord and url.replace("&", "&amp;") in telegram
+    assert f"[Runbook]({runbook})" in discord and f'<a href="{runbook}">Runbook</a>' in telegram
     assert len(discord) <= DISCORD_DESCRIPTION_LIMIT
     assert len(telegram) <= TELEGRAM_LIMIT
