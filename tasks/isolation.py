@@ -12,10 +12,15 @@ is dropped unless Docker itself translated it (a published port: Grafana's), and
 addressed to the host's loopback. Connections inside a bridge (Prometheus scraping), from the host (``ssh -L``,
 docker-proxy), and replies are not concerned.
 
-The rules live in a systemd unit, ``pgmon-<project>-isolation.service``, started with Docker (``PartOf``,
-``WantedBy=docker.service``), so they are back after every reboot and Docker restart. Stopping the unit (Docker
-stopped with live-restore, its containers still running) leaves them; only uninstall removes them. A firewall
-reload that flushes ``DOCKER-USER`` removes them until Docker or the unit restarts, or the next deploy.
+The rules live in a systemd oneshot, ``pgmon-<project>-isolation.service``, started with Docker (``PartOf``,
+``WantedBy=docker.service``), so they are back after every reboot and Docker restart, and again by
+``pgmon-<project>-isolation.timer`` 30 s after each run ends: a firewall reload that empties ``DOCKER-USER``
+(``firewall-cmd --reload``, ``iptables -F``, ``netfilter-persistent reload``) loses them for about half a minute
+at most, without Docker or the containers being touched. Each run inserts (``-I``: before Docker's own
+``RETURN``) only a rule that is missing, and logs only that; a family whose chain is gone (``nft flush ruleset``
+until Docker makes it again) is left for a later run. The service has no ``RemainAfterExit``, which would keep
+it active and make the timer's starts do nothing. Stopping it (Docker stopped with live-restore, its containers
+still running) leaves the rules, and the timer keeps putting them back; only uninstall removes them.
 Without systemd (a container as the processing host) nothing is installed and the run says so.
 """
 
@@ -50,6 +55,10 @@ def unit_name(project: str) -> str:
     return f"pgmon-{project}-isolation.service"
 
 
+def timer_name(project: str) -> str:
+    return f"pgmon-{project}-isolation.timer"
+
+
 # Each family's loopback: Docker's DNAT for a port published on 127.0.0.1 (or ::1) matches packets from any
 # interface before Docker 28 (moby#41872). Routed traffic never comes from the host's own loopback (that takes
 # OUTPUT, docker-proxy or ssh -L), so a forwarded connection first addressed there is a neighbour's.
@@ -75,11 +84,17 @@ def rule(project: str) -> str:
 
 
 def _each_rule(project: str, template: str) -> str:
-    """``template`` (``{tool}``, ``{rule}``) for every rule of every family whose DOCKER-USER chain exists: IPv6
-    too, where the daemon gives containers IPv6 addresses."""
+    """``template`` (``{tool}`` to run, ``{family}`` to name, ``{rule}``) for every rule of every family whose
+    DOCKER-USER chain exists: IPv6 too, where the daemon gives containers IPv6 addresses. ``-w``: a legacy
+    iptables that another program holds (Docker starting a container, a firewall reloading) is waited for, not
+    taken as a missing rule."""
     return " && ".join(
-        f"{{ ! {tool} -n -L DOCKER-USER >/dev/null 2>&1 || "
-        f"{{ {' && '.join(template.format(tool=tool, rule=r) for r in rules(project, loopback))}; }}; }}"
+        f"{{ ! {tool} -w 5 -n -L DOCKER-USER >/dev/null 2>&1 || {{ "
+        + " && ".join(
+            template.format(tool=f"{tool} -w 5", family=tool, rule=r)
+            for r in rules(project, loopback)
+        )
+        + "; }; }"
         for tool, loopback in FAMILIES
     )
 
@@ -90,45 +105,89 @@ def _present(project: str) -> str:
 
 
 def _apply(project: str) -> str:
+    """Insert each missing rule, saying so; a rule in place is left as it is and nothing is said."""
     return _each_rule(
-        project, "{{ {tool} -C DOCKER-USER {rule} 2>/dev/null || {tool} -I DOCKER-USER {rule}; }}"
+        project,
+        "{{ {tool} -C DOCKER-USER {rule} 2>/dev/null || {{ {tool} -I DOCKER-USER {rule} && echo "
+        f'"put back a missing DOCKER-USER rule of pgmon-{project} ({{family}})"; }}}}; }}}}',
     )
 
 
-def unit_file(project: str) -> str:
-    # No ExecStop: Docker stopped with live-restore keeps the containers running, and the rules must stay with
-    # them; only uninstall (removal_command) deletes them. PartOf makes a Docker restart apply them again.
+def _unit(project: str, description: str, lines: list[str]) -> str:
+    """A unit file of pgmon's: its header, ``[Unit]`` with ``description``, then ``lines``."""
     return "\n".join(
         [
             "# Written by pgmon (tasks/isolation.py); removed by uninstall.py.",
             "[Unit]",
-            f"Description=pgmon ({project}): no neighbour reaches pgmon's containers by routing to their addresses",
-            "After=docker.service",
-            "PartOf=docker.service",
-            "",
-            "[Service]",
-            "Type=oneshot",
-            "RemainAfterExit=yes",
-            f"ExecStart=/bin/sh -c '{_apply(project)}'",
-            "",
-            "[Install]",
-            "WantedBy=docker.service",
+            f"Description=pgmon ({project}): {description}",
+            *lines,
             "",
         ]
     )
 
 
+def unit_file(project: str) -> str:
+    # No ExecStop: Docker stopped with live-restore keeps the containers running, and the rules must stay with
+    # them; only uninstall (removal_command) deletes them. PartOf makes a Docker restart apply them again. The
+    # timer starts it every 30 s: LogLevelMax drops systemd's Starting/Finished lines (info) for each start, and
+    # SyslogLevel keeps what the script prints (a rule put back, an iptables error) above that.
+    return _unit(
+        project,
+        "no neighbour reaches pgmon's containers by routing to their addresses",
+        [
+            "After=docker.service",
+            "PartOf=docker.service",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            f"ExecStart=/bin/sh -c '{_apply(project)}'",
+            "SyslogLevel=notice",
+            "LogLevelMax=notice",
+            "",
+            "[Install]",
+            "WantedBy=docker.service",
+        ],
+    )
+
+
+def timer_file(project: str) -> str:
+    # Monotonic, counted from the end of the last run whoever started it (Docker, the deploy, this timer): runs
+    # never overlap. OnActiveSec: the first start when no run has ended yet. AccuracySec: systemd's default of a
+    # minute would stretch the bound on how long a flushed rule stays away.
+    return _unit(
+        project,
+        "put back DOCKER-USER rules a firewall reload removed",
+        [
+            "",
+            "[Timer]",
+            "OnActiveSec=30s",
+            "OnUnitInactiveSec=30s",
+            "AccuracySec=1s",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+        ],
+    )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def state_command(base_dir: str, project: str) -> str:
-    """``isolation no-systemd``, or ``isolation unit <sha256>``, ``isolation active``, ``isolation enabled``,
-    ``isolation rule`` for what is in place."""
-    name = shlex.quote(unit_name(project))
+    """``isolation no-systemd``, or ``isolation unit <sha256>``, ``isolation timer <sha256>``, ``isolation active``
+    (the timer), ``isolation enabled`` (service and timer), ``isolation rule`` for what is in place."""
+    name, timer = shlex.quote(unit_name(project)), shlex.quote(timer_name(project))
     unit = shlex.quote(f"{UNIT_DIR}/{unit_name(project)}")
+    timer_path = shlex.quote(f"{UNIT_DIR}/{timer_name(project)}")
     return "\n".join(
         [
             "if [ -d /run/systemd/system ]; then",
             f'  [ ! -f {unit} ] || echo "isolation unit $(sha256sum < {unit} | cut -c1-64)"',
-            f"  ! systemctl is-active --quiet {name} || echo 'isolation active'",
-            f"  ! systemctl is-enabled --quiet {name} 2>/dev/null || echo 'isolation enabled'",
+            f'  [ ! -f {timer_path} ] || echo "isolation timer $(sha256sum < {timer_path} | cut -c1-64)"',
+            f"  ! systemctl is-active --quiet {timer} || echo 'isolation active'",
+            f"  ! {{ systemctl is-enabled --quiet {name} && systemctl is-enabled --quiet {timer}; }} 2>/dev/null "
+            "|| echo 'isolation enabled'",
             f"  ! {_present(project)} || echo 'isolation rule'",
             "else echo 'isolation no-systemd'; fi",
         ]
@@ -143,7 +202,8 @@ ISOLATION = HostFact(
 
 def in_place(project: str, found: frozenset[str]) -> bool:
     wanted = {
-        f"unit {hashlib.sha256(unit_file(project).encode()).hexdigest()}",
+        f"unit {_digest(unit_file(project))}",
+        f"timer {_digest(timer_file(project))}",
         "active",
         "enabled",
         "rule",
@@ -154,7 +214,8 @@ def in_place(project: str, found: frozenset[str]) -> bool:
 @operation()
 def isolate_containers(project: str, found: frozenset[str], claim: FunctionCommand | None = None):
     """
-    Install and start the unit that keeps neighbours from routing to pgmon's containers (see the module's doc).
+    Install and start the unit that keeps neighbours from routing to pgmon's containers, and its timer (see the
+    module's doc).
 
     + project: the Compose project (the unit and the rule's comment are named after it)
     + found: what the host-state listing said is in place (``HostState.isolation``)
@@ -169,25 +230,37 @@ def isolate_containers(project: str, found: frozenset[str], claim: FunctionComma
         return
     if not host.state.is_executing:
         host.log(
-            f"pgmon: will install and start {unit_name(project)} (a DOCKER-USER rule: no neighbour routes to "
-            "pgmon's containers)"
+            f"pgmon: will install and start {unit_name(project)} and {timer_name(project)} (DOCKER-USER rules: no "
+            "neighbour routes to pgmon's containers)"
         )
     if claim is not None:
         yield claim
-    name = shlex.quote(unit_name(project))
+    name, timer = shlex.quote(unit_name(project)), shlex.quote(timer_name(project))
+    write = " && ".join(
+        f"printf '%s' {shlex.quote(text)} > {shlex.quote(f'{UNIT_DIR}/{unit}')}"
+        for unit, text in (
+            (unit_name(project), unit_file(project)),
+            (timer_name(project), timer_file(project)),
+        )
+    )
     yield (
-        f"printf '%s' {shlex.quote(unit_file(project))} > {shlex.quote(f'{UNIT_DIR}/{unit_name(project)}')} && "
-        f"systemctl daemon-reload && systemctl enable --quiet {name} && systemctl restart {name}"
+        f"{write} && systemctl daemon-reload && systemctl enable --quiet {name} {timer} && "
+        f"systemctl restart {name} && systemctl restart {timer}"
     )
 
 
 def removal_command(project: str) -> str:
-    name = shlex.quote(unit_name(project))
+    # The timer first, so that nothing starts the service again; a unit whose file is absent (the timer, on a host
+    # deployed before it existed) has nothing to stop or disable.
+    stop = " && ".join(
+        f"{{ [ ! -f {shlex.quote(f'{UNIT_DIR}/{unit}')} ] || systemctl disable --quiet --now {shlex.quote(unit)}; }}"
+        for unit in (timer_name(project), unit_name(project))
+    )
+    files = " ".join(
+        shlex.quote(f"{UNIT_DIR}/{unit}") for unit in (unit_name(project), timer_name(project))
+    )
     # The unit has no ExecStop (live-restore): its rules go here, each as often as it was inserted.
     remove = _each_rule(
         project, "{{ while {tool} -D DOCKER-USER {rule} 2>/dev/null; do :; done; }}"
     )
-    return (
-        f"systemctl disable --quiet --now {name} && rm -f {shlex.quote(f'{UNIT_DIR}/{unit_name(project)}')} && "
-        f"systemctl daemon-reload && {remove}"
-    )
+    return f"{stop} && rm -f {files} && systemctl daemon-reload && {remove}"

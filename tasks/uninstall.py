@@ -8,7 +8,8 @@ named operations, each changing only what is there and pgmon made:
 - ``Remove pgmon data volumes``: its three volumes (not others with the project's label), only with
   ``pgmon_uninstall_delete_data = True`` (``--data pgmon_uninstall_delete_data=true``); otherwise Prometheus's history, Grafana's and Alertmanager's data stay
   in their volumes, and a later deploy (same ``pgmon_project``) finds them again;
-- ``Remove pgmon's isolation rule``: the systemd unit holding the DOCKER-USER rule (tasks/isolation.py);
+- ``Remove pgmon's isolation rule``: the systemd unit holding the DOCKER-USER rules, its timer and the rules
+  (tasks/isolation.py);
 - ``Remove pgmon files``: every path pgmon wrote under ``base_dir`` (its manifest) and the self-signed certificate
   it made; a file someone else put there stays, and with it its folders.
 
@@ -25,7 +26,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 
 from .host_lock import claim_host
 from .host_state import HostState, host_output, read_host_state
-from .isolation import removal_command, unit_name
+from .isolation import removal_command, timer_name, unit_name
 from .settings import HostConfig
 from .stack_containers import refuse_foreign_project
 from .stack_model import (
@@ -147,15 +148,16 @@ def remove_volumes(volumes: list[str], delete: bool, claim: FunctionCommand | No
 @operation()
 def remove_isolation(project: str, found: frozenset[str], claim: FunctionCommand | None = None):
     """
-    Stop, disable and remove the unit that held the DOCKER-USER rule (tasks/isolation.py); the rule goes with it.
+    Stop, disable and remove the unit that held the DOCKER-USER rules and its timer (tasks/isolation.py); the
+    rules go with them.
 
     + project: the Compose project
     + found: ``HostState.isolation``
     """
-    if not any(word.startswith("unit ") for word in found):
+    if not any(word.startswith(("unit ", "timer ")) for word in found):
         return
     if not host.state.is_executing:
-        host.log(f"pgmon: will remove {unit_name(project)} and its rule")
+        host.log(f"pgmon: will remove {unit_name(project)}, {timer_name(project)} and their rules")
     if claim is not None:
         yield claim
     yield removal_command(project)

@@ -31,6 +31,7 @@ import requests
 
 from tasks.isolation import rule as isolation_rule
 from tasks.isolation import rules as isolation_rules
+from tasks.isolation import timer_name as isolation_timer
 from tasks.isolation import unit_name as isolation_unit
 from tests.hosts import (
     HostDatabase,
@@ -587,13 +588,14 @@ def test_a_neighbour_that_routes_to_the_containers_reaches_none_of_them(proc):
     127.0.0.1, and translates a packet for 127.0.0.1 from any interface; pgmon's DOCKER-USER rules
     (tasks/isolation.py) drop both, also while the unit is stopped (Docker stopped with live-restore), and
     without them they get through."""
-    unit = isolation_unit("pgmon")
+    unit, timer = isolation_unit("pgmon"), isolation_timer("pgmon")
     proc.exec(NEIGHBOUR)
     try:
         assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
         proc.exec(f"systemctl stop {unit}")
         assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
-        # What a firewall reload leaves: no rule. Starting the unit puts them back.
+        # What a firewall reload leaves: no rule, kept so while the timer that puts them back is stopped.
+        proc.exec(f"systemctl stop {timer}")
         for dropping in isolation_rules("pgmon"):
             proc.exec(f"iptables -D DOCKER-USER {dropping}")
         try:
@@ -602,7 +604,7 @@ def test_a_neighbour_that_routes_to_the_containers_reaches_none_of_them(proc):
             proc.exec(f"iptables -I DOCKER-USER {isolation_rule('pgmon')}")
             loopback_only = set(proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split())
         finally:
-            proc.exec(f"systemctl start {unit}")
+            proc.exec(f"systemctl start {unit} && systemctl start {timer}")
         assert {
             "pgmon-prometheus:9090",
             "pgmon-alertmanager:9093",
@@ -616,6 +618,68 @@ def test_a_neighbour_that_routes_to_the_containers_reaches_none_of_them(proc):
         assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
     finally:
         proc.exec("ip netns del lan; ip link del veth-host", check=False)
+
+
+def test_a_firewall_reload_loses_the_rules_for_half_a_minute_at_most(deployment, proc):
+    """A firewall reload empties DOCKER-USER (``iptables -F``, as ``firewall-cmd --reload`` or
+    ``netfilter-persistent reload`` do) or removes it (``nft flush ruleset``) while the containers keep running:
+    pgmon's timer puts the rules back, before Docker's RETURN, with nobody restarting Docker or running pgmon. With
+    no chain its runs succeed and wait for Docker to make it again. Its starts leave the journal quiet; a re-run of
+    the deploy changes nothing."""
+    service, timer = isolation_unit("pgmon"), isolation_timer("pgmon")
+    present = " && ".join(f"iptables -C DOCKER-USER {r}" for r in isolation_rules("pgmon"))
+    untouched = (
+        "systemctl show -P ActiveEnterTimestampMonotonic docker && "
+        "docker inspect -f '{{.Name}} {{.State.StartedAt}}' $(docker ps -q)"
+    )
+    before = proc.exec(untouched).stdout
+    since = proc.exec("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+
+    def ended_runs() -> int:
+        return int(proc.exec(f"systemctl show -P InactiveEnterTimestampMonotonic {service}").stdout)
+
+    def rules_back():
+        return proc.exec(present, check=False).returncode == 0 or _NotYet(
+            proc.exec("iptables -S DOCKER-USER").stdout
+        )
+
+    proc.exec("iptables -F DOCKER-USER")
+    assert proc.exec(present, check=False).returncode != 0
+    started = time.monotonic()
+    wait_for("the timer to put the rules back after a flush", rules_back, 45, 0.5)
+    measured("rules back after iptables -F DOCKER-USER", f"{time.monotonic() - started:.1f}s")
+    # Docker's own RETURN, which the flush took too (Docker 26 adds it when it starts).
+    proc.exec("iptables -A DOCKER-USER -j RETURN")
+
+    # No chain at all: the jump to it and the chain removed, as nft flush ruleset leaves Docker's.
+    proc.exec(
+        "iptables -F DOCKER-USER && iptables -D FORWARD -j DOCKER-USER && iptables -X DOCKER-USER"
+    )
+    gone = ended_runs()
+    wait_for("a run of the service with no DOCKER-USER chain", lambda: ended_runs() > gone, 45, 0.5)
+    assert proc.exec(f"systemctl show -P Result {service}").stdout.strip() == "success"
+    assert proc.exec(f"systemctl is-active {timer}").stdout.strip() == "active"
+    # Docker makes its chain again (26: the chain, its RETURN, the jump at FORWARD's top).
+    proc.exec(
+        "iptables -N DOCKER-USER && iptables -A DOCKER-USER -j RETURN && iptables -I FORWARD -j DOCKER-USER"
+    )
+    started = time.monotonic()
+    wait_for("the timer to put the rules back in the chain made again", rules_back, 45, 0.5)
+    measured("rules back after the chain was made again", f"{time.monotonic() - started:.1f}s")
+    listing = proc.exec("iptables -S DOCKER-USER").stdout.splitlines()
+    assert listing[-1] == "-A DOCKER-USER -j RETURN" and len(listing) == 4, listing
+
+    proc.exec(NEIGHBOUR)
+    try:
+        assert proc.exec(NEIGHBOUR_SCAN, timeout=120).stdout.split() == []
+    finally:
+        proc.exec("ip netns del lan; ip link del veth-host", check=False)
+    assert proc.exec(untouched).stdout == before  # Docker not restarted, no container started again
+    journal = proc.exec(f"journalctl -q -o cat -u {service} --since '{since}'").stdout.splitlines()
+    assert journal and set(journal) == {
+        "put back a missing DOCKER-USER rule of pgmon-pgmon (iptables)"
+    }, journal
+    assert changed_operations(assert_ok(deployment.run())) == []
 
 
 def test_the_database_sees_connections_only_from_the_processing_host(db, proc, probe):

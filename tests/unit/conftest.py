@@ -15,6 +15,15 @@ from tasks.settings import DeployError, build_settings
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
+class HostExecuting:
+    """pyinfra's host as an operation's generator uses it while executing (``op._inner(...)``)."""
+
+    state = type("State", (), {"is_executing": True})()
+
+    def log(self, text: str) -> None:
+        raise AssertionError(f"nothing is said while executing: {text}")
+
+
 def _needs(tool: str):
     return pytest.mark.skipif(
         not shutil.which(tool), reason=f"{tool}: run tests/e2e/prepare_machine.sh"

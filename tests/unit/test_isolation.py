@@ -1,4 +1,5 @@
-"""The isolation unit's shell, run against stand-in iptables and ip6tables that keep DOCKER-USER in a file."""
+"""The isolation unit's shell, run against stand-in iptables and ip6tables that keep DOCKER-USER in a file, and
+its timer."""
 
 from __future__ import annotations
 
@@ -8,11 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from tasks.isolation import _present, removal_command, rules, unit_file
+import tasks.isolation
+from tasks.isolation import (
+    _present,
+    in_place,
+    isolate_containers,
+    removal_command,
+    rules,
+    timer_file,
+    timer_name,
+    unit_file,
+    unit_name,
+)
+
+from .conftest import HostExecuting
 
 # -n -L CHAIN: does the chain exist; -C/-I/-D CHAIN RULE...: check, insert at the top, delete the first match.
+# -w SECONDS (wait for the xtables lock) is accepted and ignored.
 STAND_IN = r"""#!/bin/sh
 state="$STATE/$(basename "$0")"
+[ "$1" = -w ] && shift 2
 op=$1; shift
 [ "$op" = -n ] && { [ -f "$state" ]; exit; }
 [ -f "$state" ] || exit 1
@@ -27,17 +43,28 @@ esac
 """
 
 
+SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$STATE/systemctl.log"
+"""
+
+
 @pytest.fixture
 def host(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("iptables", "ip6tables", "systemctl"):
-        (bin_dir / tool).write_text(STAND_IN if tool != "systemctl" else "#!/bin/sh\n")
+        (bin_dir / tool).write_text(STAND_IN if tool != "systemctl" else SYSTEMCTL)
         (bin_dir / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(tmp_path)}
 
     def run(script: str) -> int:
         return subprocess.run(["sh", "-c", script], env=env).returncode
+
+    run.output = lambda script: (
+        subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
 
     return tmp_path, run
 
@@ -78,3 +105,101 @@ def test_a_family_without_a_docker_user_chain_needs_no_rule(host):
 def test_stopping_the_unit_keeps_the_rules():
     # Docker stopped with live-restore stops the unit (PartOf) while the containers keep running.
     assert "ExecStop" not in unit_file("p") and "PartOf=docker.service" in unit_file("p")
+
+
+def units(project: str = "p") -> dict[str, dict[str, list[str]]]:
+    """The service's and the timer's settings, section by section, as systemd reads them (comments left out)."""
+    parsed: dict[str, dict[str, list[str]]] = {}
+    for name, text in (
+        (unit_name(project), unit_file(project)),
+        (timer_name(project), timer_file(project)),
+    ):
+        sections: dict[str, list[str]] = {}
+        current = None
+        for line in text.splitlines():
+            if line.startswith("[") and line.endswith("]"):
+                current = sections.setdefault(line[1:-1], [])
+            elif line and not line.startswith("#"):
+                current.append(line)
+        parsed[name] = sections
+    return parsed
+
+
+def test_a_timer_starts_the_oneshot_again_every_half_minute():
+    """A firewall reload that empties DOCKER-USER leaves the containers running and the rules gone: the timer runs
+    the service again, which only a service that does not stay active lets it do (systemd.timer(5))."""
+    service, timer = units()[unit_name("p")], units()[timer_name("p")]
+    assert "Type=oneshot" in service["Service"]
+    assert not any(s.startswith("RemainAfterExit=") for s in service["Service"])
+    # The timer activates the service of its own name (no Unit=), counted from the end of its last run.
+    assert timer_name("p").removesuffix(".timer") == unit_name("p").removesuffix(".service")
+    assert not any(s.startswith("Unit=") for s in timer["Timer"])
+    assert {"OnActiveSec=30s", "OnUnitInactiveSec=30s", "AccuracySec=1s"} <= set(timer["Timer"])
+    assert timer["Install"] == ["WantedBy=timers.target"]
+    # Quiet in the journal when nothing was missing: systemd's own lines for each start are info.
+    assert {"LogLevelMax=notice", "SyslogLevel=notice"} <= set(service["Service"])
+
+
+def test_each_run_puts_back_only_what_a_flush_removed_and_says_only_that(host):
+    state, run = host
+    (state / "iptables").write_text("-j RETURN\n")
+    assert run.output(exec_start()).count("put back a missing DOCKER-USER rule of pgmon-p") == 2
+    assert run.output(exec_start()) == ""  # every rule in place: nothing inserted, nothing said
+    (state / "iptables").write_text(
+        "-j RETURN\n"
+    )  # iptables -F DOCKER-USER, Docker adding its RETURN again
+    assert run.output(exec_start()) == (
+        "put back a missing DOCKER-USER rule of pgmon-p (iptables)\n" * 2
+    )
+    assert chain(state, "iptables") == [
+        *reversed(rules("p")),
+        "-j RETURN",
+    ]  # before Docker's RETURN
+    kept = rules("p")[1]
+    (state / "iptables").write_text(f"{kept}\n-j RETURN\n")  # one of the two removed by hand
+    assert run.output(exec_start()) == "put back a missing DOCKER-USER rule of pgmon-p (iptables)\n"
+    assert sorted(chain(state, "iptables")) == sorted([*rules("p"), "-j RETURN"])
+    # nft flush ruleset: no chain until Docker makes it again. A failing run would mark the unit failed (the host
+    # degraded) every half minute: this one succeeds, says nothing, and leaves the rules to a later run.
+    (state / "iptables").unlink()
+    assert run.output(exec_start()) == "" and not (state / "iptables").exists()
+
+
+def test_the_deploy_installs_enables_and_starts_the_timer(host, monkeypatch):
+    state, run = host
+    monkeypatch.setattr(tasks.isolation, "UNIT_DIR", str(state))
+    monkeypatch.setattr(tasks.isolation, "host", HostExecuting())
+    (command,) = isolate_containers._inner("p", frozenset())
+    (state / "iptables").write_text("-j RETURN\n")
+    assert run(command) == 0
+    assert (state / unit_name("p")).read_text() == unit_file("p")
+    assert (state / timer_name("p")).read_text() == timer_file("p")
+    calls = (state / "systemctl.log").read_text().splitlines()
+    assert f"enable --quiet {unit_name('p')} {timer_name('p')}" in calls
+    assert f"restart {timer_name('p')}" in calls
+    # A host where the service, its rules and the timer are all in place is left alone (the deploy's No changes).
+    digest = tasks.isolation._digest
+    found = {"active", "enabled", "rule", f"unit {digest(unit_file('p'))}"}
+    assert not in_place("p", frozenset(found))  # deployed before the timer existed
+    assert in_place("p", frozenset({*found, f"timer {digest(timer_file('p'))}"}))
+
+
+def test_uninstall_stops_the_timer_before_the_service_and_removes_both(host, monkeypatch):
+    state, run = host
+    monkeypatch.setattr(tasks.isolation, "UNIT_DIR", str(state))
+    for name in (unit_name("p"), timer_name("p")):
+        (state / name).write_text("")
+    assert run(removal_command("p")) == 0
+    assert (state / "systemctl.log").read_text().splitlines() == [
+        f"disable --quiet --now {timer_name('p')}",
+        f"disable --quiet --now {unit_name('p')}",
+        "daemon-reload",
+    ]
+    assert not (state / unit_name("p")).exists() and not (state / timer_name("p")).exists()
+    # A host deployed before the timer existed: only the service to stop.
+    (state / "systemctl.log").unlink()
+    (state / unit_name("p")).write_text("")
+    assert run(removal_command("p")) == 0
+    assert (state / "systemctl.log").read_text().splitlines()[0] == (
+        f"disable --quiet --now {unit_name('p')}"
+    )

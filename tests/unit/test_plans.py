@@ -7,7 +7,7 @@ from tasks.settings import build_settings
 from tasks.stack_containers import action_command, compose_up, plan_containers
 from tasks.stack_files import plan_files
 
-from .conftest import ENVIRON, group_data
+from .conftest import ENVIRON, HostExecuting, group_data
 
 
 def host_entries(stack) -> dict[str, Entry]:
@@ -91,15 +91,6 @@ def test_container_plan(settings, dashboard_9628):
         ("exporter-billing",),
         ("exporter-gone",),
     )
-
-
-class HostExecuting:
-    """pyinfra's host as ``compose_up`` uses it while executing."""
-
-    state = type("State", (), {"is_executing": True})()
-
-    def log(self, text: str) -> None:
-        raise AssertionError(f"nothing is said while executing: {text}")
 
 
 @pytest.mark.parametrize("hand_over_volumes", [True, False])
