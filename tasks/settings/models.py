@@ -34,6 +34,7 @@ from .fields import (
 )
 from .images import Component, too_old_images
 from .thresholds import (
+    FORECAST_WINDOW_MIN_SECONDS,
     MIN_SCRAPES_PER_WINDOW,
     SERVER_THRESHOLDS,
     WINDOW_THRESHOLDS,
@@ -272,6 +273,25 @@ class DeploySettings(Strict):
                         f"{where}.{key}: {value!r} holds fewer than {MIN_SCRAPES_PER_WINDOW} scrapes "
                         f"({self.scrape_interval_seconds}s apart); make it at least {shortest}s"
                     )
+        for where, thresholds in sources:
+            window = thresholds.forecast_window
+            if window is not None and duration_seconds(window) < FORECAST_WINDOW_MIN_SECONDS:
+                problems.append(
+                    f"{where}.forecast_window: {window!r} is too short for a forecast (a line through a few "
+                    "minutes follows every bump); make it at least 1h"
+                )
+        for where, thresholds in [("alert_thresholds", self.alert_thresholds)] + [
+            (f"databases[{index}].alert_thresholds", self.thresholds_for(db))
+            for index, db in enumerate(self.databases)
+            if {"forecast_critical_days", "forecast_warning_days"}
+            & db.alert_thresholds.model_dump(exclude_none=True).keys()
+        ]:
+            if thresholds.forecast_critical_days >= thresholds.forecast_warning_days:
+                problems.append(
+                    f"{where}.forecast_critical_days: {thresholds.forecast_critical_days:g} is not below "
+                    f"forecast_warning_days ({thresholds.forecast_warning_days:g}); the critical horizon is "
+                    "the nearer one, make it smaller"
+                )
         statements: dict[str, Database] = {}
         for index, db in enumerate(self.databases):
             other = statements.setdefault(db.server, db) if db.pg_stat_statements else db

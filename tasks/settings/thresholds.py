@@ -76,6 +76,11 @@ class AlertThresholds(Strict):
     database_size_window: Duration = "6h"
     database_size_horizon: Duration = "1d"
     database_size_for: Duration = "30m"
+    # Days-left forecasts (server): deriv() over the window, warning and critical horizons.
+    forecast_warning_days: Annotated[float, Field(gt=0)] = 14
+    forecast_critical_days: Annotated[float, Field(gt=0)] = 3
+    forecast_window: Duration = "6h"
+    forecast_for: Duration = "30m"
     host_cpu_percent: Percent = 90
     host_cpu_for: Duration = "15m"
     host_memory_available_percent: Percent = 10
@@ -108,6 +113,10 @@ SERVER_THRESHOLDS = frozenset(
         "checkpoints_for",
         "checksum_failures",
         "pending_restart_for",
+        "forecast_warning_days",
+        "forecast_critical_days",
+        "forecast_window",
+        "forecast_for",
     }
 )
 # Keys of the processing host's rules: global only.
@@ -127,8 +136,11 @@ WINDOW_THRESHOLDS = (
     "temp_files_window",
     "database_growth_window",
     "database_size_window",
+    "forecast_window",
 )
 MIN_SCRAPES_PER_WINDOW = 4
+# The forecasts fit a line through a 5-minute subquery of the window: an hour gives it 12 points.
+FORECAST_WINDOW_MIN_SECONDS = 3600
 
 # The same keys, each optional, plus PostgresDown/ExporterDown's `for` (globally pgmon_alert_timing's).
 DatabaseAlertThresholds = create_model(

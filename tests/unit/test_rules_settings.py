@@ -64,6 +64,21 @@ def test_windows_must_hold_several_scrapes():
     assert "pgmon_alert_thresholds." not in message  # the defaults (10m, 15m) are long enough
 
 
+def test_a_forecast_needs_an_hour_and_its_critical_horizon_nearer_than_its_warning():
+    message = error_for(group_data(pgmon_alert_thresholds={"forecast_window": "30m"}))
+    assert "pgmon_alert_thresholds.forecast_window: '30m' is too short for a forecast" in message
+    assert "make it at least 1h" in message
+    message = error_for(with_thresholds(1, {"forecast_warning_days": 2}))
+    assert (
+        "pgmon_databases[1].alert_thresholds.forecast_critical_days: 3 is not below forecast_warning_days "
+        "(2); the critical horizon is the nearer one, make it smaller"
+    ) in message
+    assert "pgmon_alert_thresholds." not in message and "pgmon_databases[0]" not in message
+    message = error_for(group_data(pgmon_alert_thresholds={"forecast_critical_days": 14}))
+    assert "pgmon_alert_thresholds.forecast_critical_days: 14 is not below" in message
+    assert "pgmon_databases[" not in message  # said once, where it was set
+
+
 def test_databases_of_one_server_cannot_disagree_on_a_server_threshold():
     databases = group_data()["pgmon_databases"]
     databases[0] = {**databases[0], "alert_thresholds": {"connections_percent": 70}}
