@@ -16,6 +16,7 @@
     pyinfra_internals the one door to what pgmon uses of pyinfra beyond its public API, and why
     isolation        the firewall rule that keeps neighbours from routing to the containers
     alert_delivery   send_test_alert.py: a test alert through the deployed Alertmanager
+    drill            drill.py: one drill alert per rule, one message per channel, delivery timed
     silence          silence.py: maintenance silences through the deployed Alertmanager
     reporting        how an operation fails the run with lines the user reads
     grafana_tls      HTTPS for Grafana: the user's certificate or a self-signed one made on the host
@@ -37,6 +38,7 @@ from .deploy import (
     load_config,
     load_settings,
     restore_pgmon,
+    run_pgmon_drill,
     send_pgmon_test_alert,
     uninstall_pgmon,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "manage_pgmon_silences",
     "read_host_state",
     "render_stack",
+    "run_pgmon_drill",
     "send_pgmon_test_alert",
     "start_stack",
     "verify_stack",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
@@ -41,6 +41,7 @@ class Delivery:
     expected: int  # messages: one per Discord webhook, one per Telegram chat
     sent: int
     refused: int
+    seconds: float | None = None  # from sending to the last expected message accepted
 
     @property
     def ok(self) -> bool:
@@ -56,34 +57,58 @@ def expected_messages(settings: ChannelSettings) -> dict[str, int]:
     return channels
 
 
+def amtool_add_alert(
+    labels: dict[str, str], annotations: dict[str, str], start: datetime, end: datetime
+) -> list[str]:
+    """``amtool alert add`` for one alert, as run in the Alertmanager container (``in_alertmanager``)."""
+    return [
+        "amtool",
+        f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}",
+        "alert",
+        "add",
+        *(f"{name}={value}" for name, value in labels.items()),
+        *(f"--annotation={name}={value}" for name, value in annotations.items()),
+        f"--start={start.isoformat()}",
+        f"--end={end.isoformat()}",
+    ]
+
+
+def in_alertmanager(project: str, commands: list[list[str]]) -> str:
+    """Shell running ``commands`` one after the other in one shell of the Alertmanager container, so that alerts
+    added one by one follow the real routes and templates, within a second."""
+    script = " && ".join(shlex.join(command) for command in commands)
+    return f"docker exec {shlex.quote(container_name(project, 'alertmanager'))} sh -c {shlex.quote(script)} >/dev/null"
+
+
 def add_alerts_command(settings: ChannelSettings, now: datetime) -> str:
     """One ``amtool alert add`` per severity that some channel takes, run in the Alertmanager container."""
+    sent_at = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return in_alertmanager(
+        settings.config.project,
+        [
+            amtool_add_alert(
+                {"alertname": TEST_ALERT, "severity": severity},
+                {
+                    "summary": f"pgmon test alert ({severity}): this channel works",
+                    "description": (
+                        f"Sent at {sent_at} by send_test_alert.py through the Alertmanager pgmon deployed; "
+                        "every channel that takes this severity gets it."
+                    ),
+                    "hint": "Nothing to fix. It resolves by itself in a minute.",
+                },
+                now,
+                now + TEST_ALERT_LIFETIME,
+            )
+            for severity in taken_severities(settings)
+        ],
+    )
+
+
+def taken_severities(settings: ChannelSettings) -> list[str]:
+    """The severities some channel takes, most severe first."""
     cfg = settings.config
     taken = {s for channel in (cfg.discord, cfg.telegram) if channel for s in channel.severities}
-    sent_at = now.strftime("%Y-%m-%d %H:%M:%S UTC")
-    commands = []
-    for severity in (s for s in SEVERITIES if s in taken):
-        args = [
-            "docker",
-            "exec",
-            container_name(cfg.project, "alertmanager"),
-            "amtool",
-            f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}",
-            "alert",
-            "add",
-            f"alertname={TEST_ALERT}",
-            f"severity={severity}",
-            f"--annotation=summary=pgmon test alert ({severity}): this channel works",
-            (
-                f"--annotation=description=Sent at {sent_at} by send_test_alert.py through the Alertmanager "
-                "pgmon deployed; every channel that takes this severity gets it."
-            ),
-            "--annotation=hint=Nothing to fix. It resolves by itself in a minute.",
-            f"--start={now.isoformat()}",
-            f"--end={(now + TEST_ALERT_LIFETIME).isoformat()}",
-        ]
-        commands.append(shlex.join(args) + " >/dev/null")
-    return " && ".join(commands)
+    return [s for s in SEVERITIES if s in taken]
 
 
 def request_counts(metrics: str) -> dict[str, tuple[float, float]]:
@@ -112,20 +137,27 @@ def wait_for_deliveries(
     clock=time.monotonic,
     pause=time.sleep,
 ) -> list[Delivery]:
-    """Poll ``read_counts`` until every channel has sent or refused, or the deadline."""
-    deadline = clock() + timeout
+    """Poll ``read_counts`` until every channel has sent or refused, or the deadline; each channel's
+    delivery time is when its last expected message was counted (to half a second)."""
+    start = clock()
+    seconds: dict[str, float] = {}
     while True:
         result = deliveries(expected, before, read_counts())
-        if all(d.ok or d.refused for d in result) or clock() >= deadline:
+        now = clock()
+        for delivery in result:
+            if delivery.ok:
+                seconds.setdefault(delivery.channel, now - start)
+        result = [replace(d, seconds=seconds.get(d.channel)) for d in result]
+        if all(d.ok or d.refused for d in result) or now >= start + timeout:
             return result
-        pause(1.0)
+        pause(0.5)
 
 
 def report(result: list[Delivery], container: str, waited: float) -> list[str]:
     lines = []
     for d in result:
         if d.ok:
-            lines.append(f"{d.channel:<9} ok    {d.sent} message(s) accepted")
+            lines.append(f"{d.channel:<9} ok    {d.sent} message(s) accepted in {d.seconds:.0f}s")
         elif d.refused:
             lines.append(
                 f"{d.channel:<9} FAIL  the service refused {d.refused} request(s); docker logs {container} "
@@ -154,9 +186,19 @@ def send(settings: ChannelSettings):
     """
     if not host.state.is_executing:
         return
+    container = container_name(settings.config.project, "alertmanager")
+    result, waited = add_and_wait(settings, add_alerts_command(settings, datetime.now(UTC)))
+    lines = report(result, container, waited)
+    if all(d.ok for d in result):
+        log_lines(host, [f"test alert: {line}" for line in lines])
+        return
+    yield failure(["pgmon test alert not delivered everywhere:"] + lines)
+
+
+def add_and_wait(settings: ChannelSettings, add_command: str) -> tuple[list[Delivery], float]:
+    """Run ``add_command`` (alerts added with amtool) on the host, then wait for every channel's messages;
+    the deliveries and how long was waited at most. Called while executing."""
     cfg = settings.config
-    container = container_name(cfg.project, "alertmanager")
-    expected = expected_messages(settings)
     http = HostHTTP(host)
     try:
 
@@ -165,7 +207,7 @@ def send(settings: ChannelSettings):
             return request_counts(body.decode()) if status == 200 else {}
 
         before = read_counts()
-        host_output(host, add_alerts_command(settings, datetime.now(UTC)))
+        host_output(host, add_command)
         # A new group waits group_wait; an alert joining a group that still exists (a recent
         # test) waits for the group's next group_interval tick.
         waited = (
@@ -173,14 +215,9 @@ def send(settings: ChannelSettings):
             + duration_seconds(cfg.alert_timing.group_interval)
             + 30
         )
-        result = wait_for_deliveries(read_counts, expected, before, waited)
+        return wait_for_deliveries(read_counts, expected_messages(settings), before, waited), waited
     finally:
         http.close()
-    lines = report(result, container, waited)
-    if all(d.ok for d in result):
-        log_lines(host, [f"test alert: {line}" for line in lines])
-        return
-    yield failure(["pgmon test alert not delivered everywhere:"] + lines)
 
 
 @deploy("Send a pgmon test alert")

@@ -24,6 +24,7 @@ from .alert_delivery import send_test_alert
 from .backup import backup_stack, restore_stack
 from .dashboard import load_dashboard_9628
 from .docker_engine import install_docker
+from .drill import fire_drill
 from .host_state import read_host_state
 from .render import render_stack
 from .settings import HostConfig, Settings, load_channel_settings, load_config, load_settings
@@ -41,6 +42,7 @@ __all__ = [
     "load_config",
     "load_settings",
     "restore_pgmon",
+    "run_pgmon_drill",
     "send_pgmon_test_alert",
     "uninstall_pgmon",
 ]
@@ -87,3 +89,9 @@ def send_pgmon_test_alert() -> None:
     """Send a test alert through the deployed Alertmanager to every configured channel (docs/alerts.md).
     Reads the channels' secrets only."""
     send_test_alert(load_channel_settings(host))
+
+
+def run_pgmon_drill() -> None:
+    """Send one drill alert per rule through the deployed Alertmanager, one message per channel and chat,
+    report each channel's delivery and resolve them (docs/alerts.md). Reads the channels' secrets only."""
+    fire_drill(load_channel_settings(host, "run a fire drill"))

@@ -75,6 +75,9 @@ GRAFANA_TLS_MOUNT = "/etc/grafana/tls"
 GRAFANA_USER_CERT, GRAFANA_USER_KEY = "grafana.crt", "grafana.key"
 GRAFANA_SELF_SIGNED_CERT, GRAFANA_SELF_SIGNED_KEY = "self-signed.crt", "self-signed.key"
 
+# The label of the fire drill's alerts (tasks/drill.py), which Alertmanager routes and inhibits apart.
+DRILL_LABEL = "pgmon_drill"
+
 # What must follow a change of a file; planned by tasks/stack_files.py, done by tasks/stack_containers.py.
 RELOAD_PROMETHEUS = "reload:prometheus"
 RELOAD_ALERTMANAGER = "reload:alertmanager"
@@ -138,6 +141,9 @@ _NOT_PLAIN = re.compile(
 
 
 class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:
+        return True  # a value used twice is written twice, not as an anchor a reader may not take
+
     def represent_str(self, data: str):
         style = "'" if _NOT_PLAIN.match(data) else None
         return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)

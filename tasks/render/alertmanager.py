@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
-from ..stack_model import yaml_bytes
+from ..settings import Settings, duration_seconds
+from ..stack_model import DRILL_LABEL, yaml_bytes
 from .prometheus import label_matcher
 
 # Alertmanager (to 0.34.0 at least, the newest release read) logs a failed Telegram request's error as Go's
@@ -36,6 +36,9 @@ ALERTMANAGER_ENTRYPOINT = [
     ),
     "alertmanager",  # $0; the service's command gives "$@"
 ]
+
+
+DRILL_GROUP_WAIT = "10s"
 
 
 def telegram_chat_file(index: int) -> str:
@@ -114,6 +117,16 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 "continue": True,
             }
         )
+    channel_routes = [r for r in routes if r["receiver"] != "watchdog"]
+    # The fire drill's alerts (drill.py): one group, so one message per channel and chat, and no further; it
+    # waits long enough for amtool to have added every one of them.
+    drill = {
+        "receiver": "blackhole",
+        "matchers": [f'{DRILL_LABEL}="true"'],
+        "group_by": [DRILL_LABEL],
+        "group_wait": max(timing.group_wait, DRILL_GROUP_WAIT, key=duration_seconds),
+        "routes": channel_routes,
+    }
     return yaml_bytes(
         {
             "templates": ["/etc/alertmanager/templates/*.tmpl"],
@@ -124,13 +137,14 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 "group_wait": timing.group_wait,
                 "group_interval": timing.group_interval,
                 "repeat_interval": timing.repeat_interval,
-                "routes": routes,
+                "routes": [drill, *routes] if channel_routes else routes,
             },
             "inhibit_rules": [
                 {
-                    # While a database is down, its other alerts are noise.
-                    "source_matchers": ['alertname="PostgresDown"'],
-                    "target_matchers": ['alertname!="PostgresDown"'],
+                    # While a database is down, its other alerts are noise; a drill's PostgresDown is not
+                    # that, and a drill alert is not noise during a real one.
+                    "source_matchers": ['alertname="PostgresDown"', f'{DRILL_LABEL}!="true"'],
+                    "target_matchers": ['alertname!="PostgresDown"', f'{DRILL_LABEL}!="true"'],
                     "equal": ["database"],
                 }
             ],

@@ -12,6 +12,7 @@ from ..settings import (
     MIN_SCRAPES_PER_WINDOW,
     SERVER_THRESHOLDS,
     AlertThresholds,
+    HostConfig,
     Settings,
     duration_seconds,
 )
@@ -181,7 +182,7 @@ def _variants(
     ]
 
 
-def rule_variants(settings: Settings) -> tuple[list[RuleVariant], list[RuleVariant]]:
+def rule_variants(settings: HostConfig) -> tuple[list[RuleVariant], list[RuleVariant]]:
     """Per-database and per-server copies of the rules, one per distinct set of thresholds."""
     cfg = settings.config
 
@@ -222,7 +223,8 @@ def dashboard_link(grafana_url: str | None) -> str:
     )
 
 
-def render_rules(settings: Settings) -> bytes:
+def render_rules(settings: HostConfig) -> bytes:
+    """The alert rules: they read no secret, so the drill renders them from the channels' settings too."""
     cfg = settings.config
     databases, servers = rule_variants(settings)
     extra_labels = sorted({key for db in settings.databases for key in db.labels})

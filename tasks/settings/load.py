@@ -149,10 +149,9 @@ def load_config(current_host, command: str = "deploy") -> HostConfig:
     return HostConfig(config=validate_host_data(current_host.data.dict(), command))
 
 
-def load_channel_settings(current_host) -> ChannelSettings:
-    """``current_host``'s settings and the alert channels' secrets, for the test alert: no database
-    password, no Grafana password."""
-    command = "send a test alert"
+def load_channel_settings(current_host, command: str = "send a test alert") -> ChannelSettings:
+    """``current_host``'s settings and the alert channels' secrets, for the test alert and the drill: no
+    database password, no Grafana password."""
     config = validate_host_data(current_host.data.dict(), command)
     channels, problems = channel_secrets(config, os.environ)
     if problems:

@@ -312,6 +312,37 @@ def test_test_alert_command_reaches_every_channel_and_chat(fresh):
     assert sorted(str(m.body["chat_id"]) for m in telegram) == sorted(CHATS)
 
 
+def test_the_fire_drill_sends_one_message_per_channel_and_chat_then_resolves(fresh):
+    result = fresh.project.pyinfra(deploy="drill.py")
+    output = result.stdout + result.stderr
+    fresh.outputs.append(output)
+    assert result.returncode == 0, output[-6000:]
+    count = int(re.search(r"pgmon: drill: (\d+) drill alerts", output)[1])
+    assert count >= 36, output[-4000:]  # every rule, each severity it has
+    for channel, messages in (("discord", 1), ("telegram", len(CHATS))):
+        assert re.search(
+            rf"pgmon: drill: {channel:<9} ok    {messages} message\(s\) accepted in \d+s", output
+        ), output[-4000:]
+
+    def drill(status: str, chat: str | None = None):
+        return lambda m: (
+            f"[DRILL · {status}" in m.text and (chat is None or str(m.body["chat_id"]) == chat)
+        )
+
+    firing = fresh.discord.wait_for(drill("FIRING"), timeout=5)
+    assert f"pgmon fire drill: {count} alerts, no incident" in firing.text
+    assert firing.text.count("\n• ") == count
+    assert "• PostgresDown (critical)" in firing.text and "• LockContention (" in firing.text
+    for chat in CHATS:
+        fresh.telegram.wait_for(drill("FIRING", chat), timeout=5)
+        fresh.telegram.wait_for(drill("RESOLVED", chat), timeout=WAIT)
+    fresh.discord.wait_for(drill("RESOLVED"), timeout=WAIT)
+    # One message per channel and chat, not one per rule.
+    assert len([m for m in fresh.discord.received if drill("FIRING")(m)]) == 1
+    telegram = [str(m.body["chat_id"]) for m in fresh.telegram.received if drill("FIRING")(m)]
+    assert sorted(telegram) == sorted(CHATS)
+
+
 def test_too_many_connections_on_a_server(fresh):
     lab = fresh.lab
     sessions = [

@@ -35,7 +35,9 @@ def test_routing_follows_each_channels_severities_and_every_chat():
         {**ENVIRON, "TG_CHAT": "-1001, -1002,-1001"},
     )
     config = alertmanager_config(settings)
-    routes = {r["receiver"]: r["matchers"] for r in config["route"]["routes"]}
+    drill, *channel_routes = config["route"]["routes"]
+    assert drill["routes"] == channel_routes  # the fire drill reaches the same channels
+    routes = {r["receiver"]: r["matchers"] for r in channel_routes}
     assert routes == {
         "discord": ['severity="critical"'],
         "telegram": ['severity=~"critical|warning"'],
@@ -78,7 +80,7 @@ def test_watchdog_pings_the_dead_mans_switch_every_interval():
         {**ENVIRON, "WATCHDOG": "https://hc-ping.example/uuid"},
     )
     config = alertmanager_config(settings)
-    assert config["route"]["routes"][0] == {
+    assert config["route"]["routes"][1] == {  # after the fire drill's, before every channel's
         "receiver": "watchdog",
         "matchers": ['alertname="Watchdog"'],
         "group_wait": "0s",

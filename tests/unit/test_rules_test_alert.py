@@ -31,22 +31,15 @@ def test_one_alert_per_severity_a_channel_takes_in_the_alertmanager_container():
         group_data(pgmon_project="mon"), ENVIRON
     )  # Discord: both; Telegram: critical
     now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-    commands = [
-        shlex.split(part.removesuffix(" >/dev/null"))
-        for part in add_alerts_command(settings, now).split(" && ")
+    docker = shlex.split(add_alerts_command(settings, now))
+    assert docker[:5] == ["docker", "exec", "mon-alertmanager", "sh", "-c"] and docker[6:] == [
+        ">/dev/null"
     ]
-    assert [c[:7] for c in commands] == [
-        [
-            "docker",
-            "exec",
-            "mon-alertmanager",
-            "amtool",
-            "--alertmanager.url=http://127.0.0.1:9093",
-            "alert",
-            "add",
-        ]
+    commands = [shlex.split(part) for part in docker[5].split(" && ")]
+    assert [c[:4] for c in commands] == [
+        ["amtool", "--alertmanager.url=http://127.0.0.1:9093", "alert", "add"]
     ] * 2
-    assert [c[7:9] for c in commands] == [
+    assert [c[4:6] for c in commands] == [
         ["alertname=PgmonTestAlert", "severity=critical"],
         ["alertname=PgmonTestAlert", "severity=warning"],
     ]
@@ -84,9 +77,9 @@ def test_counters_tell_sent_from_refused():
         clock=lambda: next(times),
         pause=lambda seconds: None,
     )
-    assert result == [Delivery("discord", 1, 1, 0), Delivery("telegram", 2, 0, 2)]
+    assert result == [Delivery("discord", 1, 1, 0, seconds=1.0), Delivery("telegram", 2, 0, 2)]
     lines = report(result, "mon-alertmanager", 65)
-    assert lines[0] == "discord   ok    1 message(s) accepted"
+    assert lines[0] == "discord   ok    1 message(s) accepted in 1s"
     assert lines[1].startswith(
         "telegram  FAIL  the service refused 2 request(s); docker logs mon-alertmanager"
     )

@@ -1,0 +1,118 @@
+"""A fire drill: one synthetic alert shaped like each of pgmon's rules, through the deployed Alertmanager.
+
+For "would the night shift hear about it": ``pyinfra inventory.py drill.py`` (docs/alerts.md). The alerts
+carry each rule's name, severity and runbook link and the label ``pgmon_drill="true"``; Alertmanager's drill
+route (render/alertmanager.py) groups them into one message per channel and chat, marked as a drill, and
+no drill alert inhibits a real one or is inhibited. pgmon then reports, per channel, whether the service
+accepted the messages and how long delivery took, and resolves the alerts. Nothing is caused on a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import yaml
+from pyinfra import host
+from pyinfra.api import deploy, operation
+
+from .alert_delivery import (
+    add_and_wait,
+    amtool_add_alert,
+    in_alertmanager,
+    report,
+    taken_severities,
+)
+from .host_state import host_output
+from .render.prometheus import render_rules
+from .reporting import failure, log_lines
+from .settings import ChannelSettings
+from .stack_model import DRILL_LABEL, container_name
+
+# Should the drill be cut short, its alerts resolve by themselves.
+DRILL_LIFETIME = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class DrillAlert:
+    name: str
+    severity: str
+    runbook_url: str
+
+
+def drill_alerts(settings: ChannelSettings) -> list[DrillAlert]:
+    """One per rule and severity in the rules the deploy renders (Watchdog, which pages no one, left out),
+    for the severities some channel takes, in the rules' order."""
+    taken = set(taken_severities(settings))
+    alerts: dict[tuple[str, str], DrillAlert] = {}
+    for group in yaml.safe_load(render_rules(settings))["groups"]:
+        for rule in group["rules"]:
+            severity = rule.get("labels", {}).get("severity")
+            if "alert" in rule and severity in taken:
+                alert = DrillAlert(rule["alert"], severity, rule["annotations"]["runbook_url"])
+                alerts.setdefault((alert.name, alert.severity), alert)
+    return list(alerts.values())
+
+
+def drill_command(settings: ChannelSettings, start: datetime, end: datetime) -> str:
+    """Shell adding (``end`` ahead) or resolving (``end`` now) every drill alert, in the Alertmanager container."""
+    began = start.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return in_alertmanager(
+        settings.config.project,
+        [
+            amtool_add_alert(
+                {"alertname": alert.name, "severity": alert.severity, DRILL_LABEL: "true"},
+                {
+                    "summary": f"DRILL {alert.name} ({alert.severity}): no incident",
+                    "description": f"A fire drill begun at {began} by drill.py; nothing is wrong.",
+                    "hint": "Nothing to fix: the drill resolves it.",
+                    "runbook_url": alert.runbook_url,
+                },
+                start,
+                end,
+            )
+            for alert in drill_alerts(settings)
+        ],
+    )
+
+
+@operation(is_idempotent=False)
+def run_drill(settings: ChannelSettings):
+    """
+    Send the drill's alerts, report per channel whether they arrived and how long it took, then resolve them.
+
+    + settings: the validated pgmon settings
+
+    **Example:**
+
+    .. code:: python
+
+        run_drill(name="Run a pgmon fire drill", settings=settings)
+    """
+    if not host.state.is_executing:
+        return
+    container = container_name(settings.config.project, "alertmanager")
+    start = datetime.now(UTC)
+    try:
+        result, waited = add_and_wait(
+            settings, drill_command(settings, start, start + DRILL_LIFETIME)
+        )
+    finally:
+        host_output(host, drill_command(settings, start, datetime.now(UTC)))
+    lines = [f"{len(drill_alerts(settings))} drill alerts, one message per channel and chat"]
+    lines += report(result, container, waited)
+    lines.append(
+        "resolved: the all-clear follows at the group's next tick "
+        f"(pgmon_alert_timing.group_interval, {settings.config.alert_timing.group_interval})"
+    )
+    if all(d.ok for d in result):
+        log_lines(host, [f"drill: {line}" for line in lines])
+        return
+    yield failure(["pgmon drill: not delivered everywhere:"] + lines)
+
+
+@deploy("Run a pgmon fire drill")
+def fire_drill(settings: ChannelSettings):
+    run_drill(
+        name="Send one drill alert per rule to every channel, then resolve them", settings=settings
+    )
