@@ -35,18 +35,19 @@ def test_one_alert_per_severity_a_channel_takes_in_the_alertmanager_container():
         shlex.split(part.removesuffix(" >/dev/null"))
         for part in add_alerts_command(settings, now).split(" && ")
     ]
-    assert [c[:7] for c in commands] == [
+    assert [c[:8] for c in commands] == [
         [
             "docker",
             "exec",
             "mon-alertmanager",
             "amtool",
             "--alertmanager.url=http://127.0.0.1:9093",
+            "--http.config.file=/etc/alertmanager/secrets/api_client.yml",
             "alert",
             "add",
         ]
     ] * 2
-    assert [c[7:9] for c in commands] == [
+    assert [c[8:10] for c in commands] == [
         ["alertname=PgmonTestAlert", "severity=critical"],
         ["alertname=PgmonTestAlert", "severity=warning"],
     ]
