@@ -16,7 +16,6 @@ import ipaddress
 import re
 import shlex
 import time
-from urllib.parse import quote
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
@@ -39,14 +38,6 @@ from .verify_databases import (
 )
 
 
-def _vector(http: HostHTTP, port: int, auth: tuple[str, str], query: str) -> dict[str, float]:
-    """An instant query's result by ``database`` label (or the only series, under "")."""
-    status, body = http.get_json("127.0.0.1", port, f"/api/v1/query?query={quote(query)}", auth)
-    if status != 200 or not body or body.get("status") != "success":
-        return {}
-    return {r["metric"].get("database", ""): float(r["value"][1]) for r in body["data"]["result"]}
-
-
 def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
     port = settings.config.prometheus_port
     container = container_name(settings.config.project, "prometheus")
@@ -61,7 +52,10 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
                 f"docker logs {container}",
             )
         ]
-    if _vector(http, port, auth, "prometheus_config_last_reload_successful").get("") != 1:
+    # From the status API, not the self-scraped metric: one scrape refused while the APIs' password changes
+    # marks that metric stale, and a healthy reload would read as failed.
+    _, runtime = http.get_json("127.0.0.1", port, "/api/v1/status/runtimeinfo", auth)
+    if (runtime or {}).get("data", {}).get("reloadConfigSuccess") is not True:
         return [
             Finding(
                 "prometheus",

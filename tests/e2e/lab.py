@@ -780,9 +780,10 @@ class Deployment:
         subprocess.run(["rm", "-rf", self.site.base_dir], check=True)
 
 
-def api_auth(port: int) -> tuple[str, str]:
+def api_auth(port: int) -> tuple[str, str] | None:
     """The credentials of the Prometheus or Alertmanager published on ``port`` here: the password file the deploy
-    wrote for that container (read as root), fresh at every call, as a rotated Grafana password changes it."""
+    wrote for that container (read as root), fresh at every call, as a rotated Grafana password changes it.
+    None where there is no such file: a stack deployed by a release before the APIs' login (test_upgrade)."""
     container = subprocess.run(
         ["docker", "ps", "-q", "--filter", f"publish={port}"],
         capture_output=True,
@@ -801,7 +802,8 @@ def api_auth(port: int) -> tuple[str, str]:
         for m in json.loads(mounts)
         if m["Destination"] in ("/etc/prometheus", "/etc/alertmanager")
     ]
-    return API_USER, Path(folder, "secrets", PASSWORD_FILE).read_text()
+    password = Path(folder, "secrets", PASSWORD_FILE)
+    return (API_USER, password.read_text()) if password.exists() else None
 
 
 def prometheus_query(query: str, port: int = PROMETHEUS_PORT) -> list[dict]:
