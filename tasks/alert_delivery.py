@@ -21,10 +21,10 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from .host_state import host_output
-from .http_tunnel import HostHTTP
+from .render.api_auth import amtool_command, answer_body, api_request_command
 from .reporting import failure, log_lines
 from .settings import ChannelSettings, Severity, duration_seconds
-from .stack_model import ALERTMANAGER_PORT, container_name
+from .stack_model import container_name
 
 TEST_ALERT = "PgmonTestAlert"
 SEVERITIES = get_args(Severity)
@@ -62,8 +62,7 @@ def amtool_add_alert(
 ) -> list[str]:
     """``amtool alert add`` for one alert, as run in the Alertmanager container (``in_alertmanager``)."""
     return [
-        "amtool",
-        f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}",
+        *amtool_command(),
         "alert",
         "add",
         *(f"{name}={value}" for name, value in labels.items()),
@@ -199,25 +198,23 @@ def add_and_wait(settings: ChannelSettings, add_command: str) -> tuple[list[Deli
     """Run ``add_command`` (alerts added with amtool) on the host, then wait for every channel's messages;
     the deliveries and how long was waited at most. Called while executing."""
     cfg = settings.config
-    http = HostHTTP(host)
-    try:
+    metrics = api_request_command(cfg.project, "alertmanager", "GET", "/metrics")
 
-        def read_counts() -> dict:
-            status, body = http.get("127.0.0.1", cfg.alertmanager_port, "/metrics")
-            return request_counts(body.decode()) if status == 200 else {}
+    def read_counts() -> dict:
+        # The channels' secrets are all this command reads: the API's password stays in the container.
+        status, body = answer_body("\n".join(host_output(host, metrics, check=False)))
+        return request_counts(body) if status == 200 else {}
 
-        before = read_counts()
-        host_output(host, add_command)
-        # A new group waits group_wait; an alert joining a group that still exists (a recent
-        # test) waits for the group's next group_interval tick.
-        waited = (
-            duration_seconds(cfg.alert_timing.group_wait)
-            + duration_seconds(cfg.alert_timing.group_interval)
-            + 30
-        )
-        return wait_for_deliveries(read_counts, expected_messages(settings), before, waited), waited
-    finally:
-        http.close()
+    before = read_counts()
+    host_output(host, add_command)
+    # A new group waits group_wait; an alert joining a group that still exists (a recent
+    # test) waits for the group's next group_interval tick.
+    waited = (
+        duration_seconds(cfg.alert_timing.group_wait)
+        + duration_seconds(cfg.alert_timing.group_interval)
+        + 30
+    )
+    return wait_for_deliveries(read_counts, expected_messages(settings), before, waited), waited
 
 
 @deploy("Send a pgmon test alert")

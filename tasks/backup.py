@@ -42,9 +42,10 @@ from .docker_engine import install_docker
 from .host_lock import claim_host
 from .host_state import read_host_state
 from .pyinfra_internals import CHUNK, start_process
+from .render.api_auth import api_request_command
 from .settings import DeployError, HostConfig
 from .stack_containers import refuse_foreign_project
-from .stack_model import DATA_VOLUMES, PROMETHEUS_PORT, container_name, volume_name
+from .stack_model import DATA_VOLUMES, container_name, volume_name
 from .uninstall import leftovers
 
 FORMAT = "pgmon-backup 1"
@@ -97,11 +98,13 @@ def check_archive(path: str | Path) -> dict:
     return metadata
 
 
+SNAPSHOT_PATH = "/api/v1/admin/tsdb/snapshot"
+
+
 def backup_script(project: str, metadata: dict) -> str:
     """Shell (root) that writes the archive (tar.gz) on stdout; any failure exits non-zero with a line on stderr."""
     q = shlex.quote
     prometheus, grafana = container_name(project, "prometheus"), container_name(project, "grafana")
-    snapshot_url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/admin/tsdb/snapshot"
     mountpoints = [
         f"{part}=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume_name(project, volume))})"
         for part, volume in DATA_VOLUMES.items()
@@ -118,10 +121,13 @@ def backup_script(project: str, metadata: dict) -> str:
             '  rm -rf "$work"',
             "}",
             "trap cleanup EXIT",
-            # Prometheus's own snapshot, from inside its container (it listens on the host's loopback only).
-            f"answer=$(docker exec {q(prometheus)} wget -q -O - --post-data= {snapshot_url}) || "
+            # Prometheus's own snapshot, through its authenticated API, from inside its container.
+            f"answer=$({api_request_command(project, 'prometheus', 'POST', SNAPSHOT_PATH)}) || "
             "{ echo 'pgmon: Prometheus made no snapshot (is the stack deployed and running? docker logs "
             f"{prometheus})' >&2; exit 1; }}",
+            'case "$answer" in "HTTP/1."?" 200 "*) ;; *) '
+            "echo \"pgmon: Prometheus refused the snapshot: $(printf '%s' \"$answer\" | head -n 1 | tr -cd '[:print:]'"
+            f' | cut -c1-200) (docker logs {prometheus})" >&2; exit 1;; esac',
             # Only a plain name, and only a folder under snapshots/: root's tar and rm -rf act on it, and the
             # answer is whatever the process in that container chose to say.
             'snapshot=$(printf \'%s\' "$answer" | sed -n \'s/.*"name" *: *"\\([^"]*\\)".*/\\1/p\')',

@@ -26,9 +26,10 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from .host_state import host_output
+from .render.api_auth import amtool_command
 from .reporting import failure, log_lines
 from .settings import SILENCE_ID_RE, HostConfig, Silence, load_config
-from .stack_model import ALERTMANAGER_PORT, container_name
+from .stack_model import container_name
 
 _EXIT_RE = re.compile(r"^pgmon-exit=([0-9]+)$")
 _TIME_RE = re.compile(r"^([0-9-]+T[0-9:]+)(\.[0-9]+)?(Z|[+-][0-9:]+)$")
@@ -41,8 +42,7 @@ def amtool(settings: HostConfig, *args: str) -> str:
         "docker",
         "exec",
         container_name(settings.config.project, "alertmanager"),
-        "amtool",
-        f"--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}",
+        *amtool_command(),
         *args,
     ]
     return f"{shlex.join(command)} 2>&1; echo pgmon-exit=$?"

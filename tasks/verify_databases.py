@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 
 from .http_tunnel import HostHTTP
+from .render.api_auth import api_credentials
 from .settings import Settings
 from .stack_model import EXPORTER_PORT, container_name, exporter_service
 
@@ -73,7 +74,9 @@ def check_databases(
     settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]
 ) -> list[Finding]:
     port = settings.config.prometheus_port
-    _, body = http.get_json("127.0.0.1", port, "/api/v1/targets?state=active")
+    _, body = http.get_json(
+        "127.0.0.1", port, "/api/v1/targets?state=active", api_credentials(settings)
+    )
     targets = {
         t["labels"].get("database"): t
         for t in (body or {}).get("data", {}).get("activeTargets", [])

@@ -16,7 +16,6 @@ import ipaddress
 import re
 import shlex
 import time
-from urllib.parse import quote
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
@@ -25,6 +24,7 @@ from .grafana_tls import first_certificate, pinned_context
 from .host_state import host_output
 from .http_tunnel import HostHTTP
 from .render.alertmanager import render_alertmanager_config
+from .render.api_auth import api_credentials
 from .render.grafana import DATASOURCE_UID, provisioned_dashboard_uids
 from .reporting import failure, log_lines
 from .settings import Settings
@@ -38,18 +38,11 @@ from .verify_databases import (
 )
 
 
-def _vector(http: HostHTTP, port: int, query: str) -> dict[str, float]:
-    """An instant query's result by ``database`` label (or the only series, under "")."""
-    status, body = http.get_json("127.0.0.1", port, f"/api/v1/query?query={quote(query)}")
-    if status != 200 or not body or body.get("status") != "success":
-        return {}
-    return {r["metric"].get("database", ""): float(r["value"][1]) for r in body["data"]["result"]}
-
-
 def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
     port = settings.config.prometheus_port
     container = container_name(settings.config.project, "prometheus")
-    status, body = http.get("127.0.0.1", port, "/-/ready")
+    auth = api_credentials(settings)
+    status, body = http.get("127.0.0.1", port, "/-/ready", auth)
     if status != 200:
         return [
             Finding(
@@ -59,7 +52,10 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
                 f"docker logs {container}",
             )
         ]
-    if _vector(http, port, "prometheus_config_last_reload_successful").get("") != 1:
+    # From the status API, not the self-scraped metric: one scrape refused while the APIs' password changes
+    # marks that metric stale, and a healthy reload would read as failed.
+    _, runtime = http.get_json("127.0.0.1", port, "/api/v1/status/runtimeinfo", auth)
+    if (runtime or {}).get("data", {}).get("reloadConfigSuccess") is not True:
         return [
             Finding(
                 "prometheus",
@@ -68,7 +64,7 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
                 f"docker logs {container} | grep -i error",
             )
         ]
-    _, rules = http.get_json("127.0.0.1", port, "/api/v1/rules")
+    _, rules = http.get_json("127.0.0.1", port, "/api/v1/rules", auth)
     names = {r["name"] for g in (rules or {}).get("data", {}).get("groups", []) for r in g["rules"]}
     if "PostgresDown" not in names:
         return [
@@ -79,7 +75,7 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
                 f"docker logs {container} | grep -i rule",
             )
         ]
-    _, managers = http.get_json("127.0.0.1", port, "/api/v1/alertmanagers")
+    _, managers = http.get_json("127.0.0.1", port, "/api/v1/alertmanagers", auth)
     if not (managers or {}).get("data", {}).get("activeAlertmanagers"):
         return [
             Finding(
@@ -98,7 +94,8 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
 def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
     port = settings.config.alertmanager_port
     container = container_name(settings.config.project, "alertmanager")
-    status, body = http.get_json("127.0.0.1", port, "/api/v2/status")
+    auth = api_credentials(settings)
+    status, body = http.get_json("127.0.0.1", port, "/api/v2/status", auth)
     if status != 200 or not body:
         return [
             Finding(
@@ -116,7 +113,7 @@ def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
         )
         if secret is not None
     ]
-    _, metrics = http.get("127.0.0.1", port, "/metrics")
+    _, metrics = http.get("127.0.0.1", port, "/metrics", auth)
     loaded = dict(_ALERTMANAGER_CONFIG_RE.findall(metrics.decode(errors="replace")))
     if loaded.get("last_reload_successful") != "1" or float(
         loaded.get("hash", "nan")

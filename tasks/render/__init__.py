@@ -35,6 +35,15 @@ from ..stack_model import (
     restart_action,
 )
 from .alertmanager import render_alertmanager_config, telegram_chat_file
+from .api_auth import (
+    CLIENT_CONFIG_FILE,
+    PASSWORD_FILE,
+    WEB_CONFIG_FILE,
+    api_credentials,
+    container_path,
+    render_client_config,
+    render_web_config,
+)
 from .compose import compose_services, render_compose
 from .exporters import render_exporter_queries, render_pgpass, server_primaries
 from .grafana import (
@@ -72,6 +81,7 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         ManagedDir("prometheus"),
         ManagedDir("prometheus/rules"),
         ManagedDir("prometheus/targets"),
+        ManagedDir("prometheus/secrets", 0o100, PROMETHEUS_UID, PROMETHEUS_UID),
         ManagedDir("alertmanager"),
         ManagedDir("alertmanager/templates"),
         # Secret folders: their owner reaches each file by its name and lists none (0100).
@@ -88,6 +98,7 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
     # Alertmanager reads its secret files when it loads its configuration.
     alertmanager_secret = dict(secret, on_change=(RELOAD_ALERTMANAGER,))
     exporter = dict(uid=EXPORTER_UID, gid=EXPORTER_UID)
+    _, password = api_credentials(settings)
     files = [
         ManagedFile("docker-compose.yml", render_compose(settings, services)),
         ManagedFile(
@@ -145,7 +156,31 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             secret=True,
             on_change=(RESET_GRAFANA_PASSWORD,),
         ),
+        # Its data source's basic auth reads this file when Grafana provisions it, at start.
+        ManagedFile(
+            f"grafana/secrets/{PASSWORD_FILE}",
+            password.encode(),
+            mode=0o400,
+            uid=GRAFANA_UID,
+            gid=GRAFANA_GID,
+            secret=True,
+            on_change=(RESTART_GRAFANA,),
+        ),
     ]
+    # Prometheus and Alertmanager read these at every request: a new password needs no reload.
+    for component, uid in (("prometheus", PROMETHEUS_UID), ("alertmanager", ALERTMANAGER_UID)):
+        owned = dict(mode=0o400, uid=uid, gid=uid, secret=True)
+        files += [
+            ManagedFile(f"{component}/secrets/{PASSWORD_FILE}", password.encode(), **owned),
+            ManagedFile(
+                f"{component}/secrets/{WEB_CONFIG_FILE}", render_web_config(password), **owned
+            ),
+            ManagedFile(
+                f"{component}/secrets/{CLIENT_CONFIG_FILE}",
+                render_client_config(container_path(component, PASSWORD_FILE)),
+                **owned,
+            ),
+        ]
     if settings.config.grafana_https:
         directories.append(ManagedDir(TLS_DIR, 0o500, GRAFANA_UID, GRAFANA_GID))
         if settings.grafana_tls_certificate is not None:

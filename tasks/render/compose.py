@@ -26,6 +26,7 @@ from ..stack_model import (
     yaml_bytes,
 )
 from .alertmanager import ALERTMANAGER_ENTRYPOINT
+from .api_auth import CLIENT_CONFIG_FILE, WEB_CONFIG_FILE, amtool_command, container_path
 from .exporters import (
     EXPORTER_CONFIG_DIR,
     EXPORTER_PASSFILE,
@@ -49,8 +50,12 @@ def _escape_compose(value):
 def _healthcheck(url: str) -> dict:
     # Inside the container, on its loopback: the certificate names the host, not 127.0.0.1, and nothing secret is sent.
     insecure = ["--no-check-certificate"] if url.startswith("https:") else []
+    return _healthcheck_running(["wget", "-q", *insecure, "-O", "/dev/null", url])
+
+
+def _healthcheck_running(command: list[str]) -> dict:
     return {
-        "test": ["CMD", "wget", "-q", *insecure, "-O", "/dev/null", url],
+        "test": ["CMD", *command],
         "interval": "10s",
         "timeout": "5s",
         "retries": 5,
@@ -87,6 +92,8 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 # The snapshot API, for backup.py. It answers where the rest of Prometheus does: the host's loopback
                 # and the ui network, Grafana's (docs/security.md, "Network exposure").
                 "--web.enable-admin-api",
+                # Basic auth on every path: any local account reaches the port (api_auth.py).
+                f"--web.config.file={container_path('prometheus', WEB_CONFIG_FILE)}",
             ],
             "ports": [f"127.0.0.1:{cfg.prometheus_port}:{PROMETHEUS_PORT}"],
             "user": f"{PROMETHEUS_UID}:{PROMETHEUS_UID}",
@@ -95,7 +102,16 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 f"{DATA_VOLUMES['prometheus']}:/prometheus",
             ],
             "networks": ["metrics", "ui"],
-            "healthcheck": _healthcheck(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"),
+            # promtool, not wget: it reads the password from a file, where wget would show it in /proc.
+            "healthcheck": _healthcheck_running(
+                [
+                    "promtool",
+                    "check",
+                    "ready",
+                    f"--url=http://127.0.0.1:{PROMETHEUS_PORT}",
+                    f"--http.config.file={container_path('prometheus', CLIENT_CONFIG_FILE)}",
+                ]
+            ),
         },
         "alertmanager": {
             "image": settings.image("alertmanager"),
@@ -106,6 +122,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
                 "--config.file=/etc/alertmanager/alertmanager.yml",
                 "--storage.path=/alertmanager",
                 "--cluster.listen-address=",  # a single instance: no gossip port
+                f"--web.config.file={container_path('alertmanager', WEB_CONFIG_FILE)}",
             ],
             "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
             "user": f"{ALERTMANAGER_UID}:{ALERTMANAGER_UID}",
@@ -115,7 +132,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             ],
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
-            "healthcheck": _healthcheck(f"http://127.0.0.1:{ALERTMANAGER_PORT}/-/ready"),
+            "healthcheck": _healthcheck_running([*amtool_command(), "cluster", "show"]),
         },
         "grafana": {
             "image": settings.image("grafana"),

@@ -6,6 +6,7 @@ import json
 
 from ..settings import Settings
 from ..stack_model import DASHBOARDS_DIR, PROMETHEUS_PORT, yaml_bytes
+from .api_auth import API_USER, PASSWORD_FILE, container_path
 
 DATASOURCE_UID = "pgmon-prometheus"
 DASHBOARD_9628_UID = "pgmon-postgresql-9628"
@@ -36,7 +37,13 @@ def render_grafana_datasource(settings: Settings) -> bytes:
                     "url": f"http://prometheus:{PROMETHEUS_PORT}",
                     "isDefault": True,
                     "editable": False,
+                    "basicAuth": True,
+                    "basicAuthUser": API_USER,
                     "jsonData": {"timeInterval": f"{settings.config.scrape_interval_seconds}s"},
+                    # Grafana reads the file when it provisions the data source: this file holds no secret.
+                    "secureJsonData": {
+                        "basicAuthPassword": f"$__file{{{container_path('grafana', PASSWORD_FILE)}}}"
+                    },
                 }
             ],
         }

@@ -27,11 +27,17 @@ from ..stack_model import (
     exporter_service,
     yaml_bytes,
 )
+from .api_auth import API_USER, PASSWORD_FILE, container_path
 from .grafana import DASHBOARD_9628_UID
 
 
 def render_prometheus_config(settings: Settings) -> bytes:
     cfg = settings.config
+    # Both APIs ask for the password (api_auth.py); Prometheus reads it from its file at every request.
+    basic_auth = {
+        "username": API_USER,
+        "password_file": container_path("prometheus", PASSWORD_FILE),
+    }
     return yaml_bytes(
         {
             "global": {
@@ -40,17 +46,22 @@ def render_prometheus_config(settings: Settings) -> bytes:
             },
             "alerting": {
                 "alertmanagers": [
-                    {"static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}]}
+                    {
+                        "basic_auth": basic_auth,
+                        "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}],
+                    }
                 ]
             },
             "rule_files": ["/etc/prometheus/rules/*.yml"],
             "scrape_configs": [
                 {
                     "job_name": "prometheus",
+                    "basic_auth": basic_auth,
                     "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}],
                 },
                 {
                     "job_name": "alertmanager",
+                    "basic_auth": basic_auth,
                     "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}],
                 },
                 {

@@ -26,6 +26,8 @@ import requests
 
 from tasks.dashboard import panels_of
 
+from .lab import api_auth
+
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"^label_values\((?:(.*),\s*)?(\w+)\)$", re.DOTALL)
 _QUERY_RESULT = re.compile(r"^query_result\((.*)\)$", re.DOTALL)
@@ -37,9 +39,10 @@ class Prometheus:
 
     def __init__(self, port: int):
         self.url = f"http://127.0.0.1:{port}/api/v1"
+        self.auth = api_auth(port)
 
     def _get(self, path: str, **params) -> object:
-        response = requests.get(self.url + path, params=params, timeout=30)
+        response = requests.get(self.url + path, params=params, auth=self.auth, timeout=30)
         body = response.json()
         if body.get("status") != "success":
             raise AssertionError(f"Prometheus refused {params}: {body.get('error')}")

@@ -18,6 +18,7 @@ Use it by hand (CONTRIBUTING.md, "Running your own inventory through the lab"):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +31,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+
+from tasks.render.api_auth import API_USER, PASSWORD_FILE
 
 from .capture import CaptureServer
 
@@ -777,9 +780,38 @@ class Deployment:
         subprocess.run(["rm", "-rf", self.site.base_dir], check=True)
 
 
+def api_auth(port: int) -> tuple[str, str] | None:
+    """The credentials of the Prometheus or Alertmanager published on ``port`` here: the password file the deploy
+    wrote for that container (read as root), fresh at every call, as a rotated Grafana password changes it.
+    None where there is no such file: a stack deployed by a release before the APIs' login (test_upgrade)."""
+    container = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"publish={port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(container) == 1, f"one container publishes {port}: {container}"
+    mounts = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .Mounts}}", container[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (folder,) = [
+        m["Source"]
+        for m in json.loads(mounts)
+        if m["Destination"] in ("/etc/prometheus", "/etc/alertmanager")
+    ]
+    password = Path(folder, "secrets", PASSWORD_FILE)
+    return (API_USER, password.read_text()) if password.exists() else None
+
+
 def prometheus_query(query: str, port: int = PROMETHEUS_PORT) -> list[dict]:
     response = requests.get(
-        f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=10
+        f"http://127.0.0.1:{port}/api/v1/query",
+        params={"query": query},
+        auth=api_auth(port),
+        timeout=10,
     )
     response.raise_for_status()
     return response.json()["data"]["result"]

@@ -33,6 +33,7 @@ from tasks.isolation import rule as isolation_rule
 from tasks.isolation import rules as isolation_rules
 from tasks.isolation import timer_name as isolation_timer
 from tasks.isolation import unit_name as isolation_unit
+from tasks.render.api_auth import API_USER, PASSWORD_FILE
 from tests.hosts import (
     HostDatabase,
     TestNetwork,
@@ -215,12 +216,20 @@ def host_fingerprint(proc) -> str:
     ).stdout
 
 
+def bare_host_api_auth(component: str) -> str:
+    """curl's credentials for the component's API, read by root from the file the deploy wrote (a test host's
+    command line may show them; pgmon's own calls never do)."""
+    password = shlex.quote(f"{SITE.base_dir}/{component}/secrets/{PASSWORD_FILE}")
+    return f'-u "{API_USER}:$(cat {password})"'
+
+
 def prometheus(proc, query: str, at: float | None = None) -> list[dict]:
     """An instant query, asked on the host itself: Prometheus listens on its loopback only."""
     params = [f"query={query}"] + ([f"time={at:.3f}"] if at is not None else [])
     arguments = " ".join(f"--data-urlencode {shlex.quote(p)}" for p in params)
     out = proc.ssh(
-        f"curl -sSfG {arguments} http://127.0.0.1:{SITE.prometheus_port}/api/v1/query"
+        f"curl -sSfG {bare_host_api_auth('prometheus')} {arguments} "
+        f"http://127.0.0.1:{SITE.prometheus_port}/api/v1/query"
     ).stdout
     return json.loads(out)["data"]["result"]
 
@@ -443,8 +452,8 @@ def test_alerts_from_the_host_reach_both_channels(deployment, proc):
         ]
     )
     proc.ssh(
-        f"curl -sSf -X POST -H 'Content-Type: application/json' --data-binary @- "
-        f"http://127.0.0.1:{SITE.alertmanager_port}/api/v2/alerts",
+        f"curl -sSf {bare_host_api_auth('alertmanager')} -X POST -H 'Content-Type: application/json' "
+        f"--data-binary @- http://127.0.0.1:{SITE.alertmanager_port}/api/v2/alerts",
         input=body,
     )
     started = time.monotonic()

@@ -21,6 +21,7 @@ from .lab import (
     POSTGRES_DOWN_FOR,
     PROMETHEUS_PORT,
     SCRAPE_SECONDS,
+    api_auth,
     prometheus_query,
     wait_until,
 )
@@ -162,7 +163,9 @@ def test_config_change_reloads_prometheus_without_recreating_anything(deployment
     try:
         assert_ok(deployment.run())
         config = requests.get(
-            f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/status/config", timeout=10
+            f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/status/config",
+            auth=api_auth(PROMETHEUS_PORT),
+            timeout=10,
         ).json()
         assert f"scrape_interval: {SCRAPE_SECONDS + 1}s" in config["data"]["yaml"]
         # Reloaded in place (SIGHUP), not restarted; the query sees it once Prometheus has scraped itself again.

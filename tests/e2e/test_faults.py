@@ -19,6 +19,7 @@ from .lab import (
     GRAFANA_PORT,
     PROMETHEUS_PORT,
     _pid_alive,
+    api_auth,
     prometheus_query,
     run,
     wait_until,
@@ -53,6 +54,7 @@ def samples_before(moment: float) -> int:
     """Samples of shop's pg_up in the minute up to ``moment``: history Prometheus still holds."""
     result = requests.get(
         f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query",
+        auth=api_auth(PROMETHEUS_PORT),
         timeout=10,
         params={"query": 'count_over_time(pg_up{database="shop"}[1m])', "time": f"{moment:.3f}"},
     ).json()

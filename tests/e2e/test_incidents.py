@@ -26,6 +26,7 @@ from .lab import (
     POSTGRES_DOWN_FOR,
     PROMETHEUS_PORT,
     SCRAPE_SECONDS,
+    api_auth,
     prometheus_query,
     psql_command,
     wait_until,
@@ -207,6 +208,7 @@ def held_back_by(silence_id: str, alertname: str, port: int = ALERTMANAGER_PORT)
     response = requests.get(
         f"http://127.0.0.1:{port}/api/v2/alerts",
         params={"filter": f'alertname="{alertname}"'},
+        auth=api_auth(port),
         timeout=10,
     )
     response.raise_for_status()

@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
-from .lab import DATABASES, Deployment, LabDatabase, Site
+from .lab import DATABASES, Deployment, LabDatabase, Site, api_auth, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +33,9 @@ OWNERS = {  # secret file under base_dir -> the only service that may read it
     "alertmanager/secrets/discord_webhook_url": "alertmanager",
     "alertmanager/secrets/telegram_bot_token": "alertmanager",
     "grafana/secrets/admin_password": "grafana",
+    "prometheus/secrets/api_password": "prometheus",
+    "alertmanager/secrets/api_password": "alertmanager",
+    "grafana/secrets/api_password": "grafana",
 }
 
 
@@ -57,7 +61,8 @@ def odd(lab, new_deployment):
 
 
 def secret_values(deployment: Deployment) -> dict[str, str]:
-    return {name: value for name, value in deployment.secrets.items() if not name.endswith("_CHAT")}
+    values = {n: v for n, v in deployment.secrets.items() if not n.endswith("_CHAT")}
+    return {**values, "the APIs' password": api_auth(SITE.prometheus_port)[1]}
 
 
 def test_odd_names_and_passwords_connect(odd):
@@ -160,3 +165,105 @@ def test_no_host_account_shares_a_containers_uid_or_reads_a_secret(odd):
             ["docker", "exec", odd.containers()[service], "ls", folder], capture_output=True
         )
         assert listing.returncode != 0 and not listing.stdout, service
+
+
+def test_no_local_account_deletes_history_or_silences_alerts(odd):
+    """Prometheus and Alertmanager listen on the host's loopback and on Docker's bridges, which every local
+    account reaches: without their password (api_auth.py) nobody could delete every series through the admin
+    API or silence every alert. With it, the same calls work: the refusal is the password's doing."""
+    containers = odd.containers()
+    for service in ("prometheus", "alertmanager"):
+        wait_until(
+            f"{service}'s healthcheck, which logs in, to pass",
+            lambda s=service: (
+                subprocess.run(
+                    ["docker", "inspect", "-f", "{{.State.Health.Status}}", containers[s]],
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+                == "healthy"
+            ),
+            90,
+        )
+    bridge = {
+        service: subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                containers[service],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[0]
+        for service in ("prometheus", "alertmanager")
+    }
+    silence = json.dumps(
+        {
+            "matchers": [{"name": "alertname", "value": ".+", "isRegex": True}],
+            "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "nobody",
+            "comment": "all quiet",
+        }
+    )
+    calls = [
+        (
+            f"127.0.0.1:{SITE.prometheus_port}",
+            "POST",
+            "/api/v1/admin/tsdb/delete_series?match[]=up",
+            "",
+        ),
+        (f"{bridge['prometheus']}:9090", "POST", "/api/v1/admin/tsdb/clean_tombstones", ""),
+        (f"127.0.0.1:{SITE.alertmanager_port}", "POST", "/api/v2/silences", silence),
+        (f"{bridge['alertmanager']}:9093", "POST", "/api/v2/silences", silence),
+    ]
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    for address, method, path, body in calls:
+        refused = subprocess.run(
+            [
+                *as_nobody,
+                "/usr/bin/python3",
+                "-c",
+                REQUEST,
+                f"http://{address}{path}",
+                method,
+                body,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert refused.stdout.strip() == "401", (address, path, refused.stdout, refused.stderr)
+    port = {"prometheus": SITE.prometheus_port, "alertmanager": SITE.alertmanager_port}
+    for service in ("prometheus", "alertmanager"):
+        auth = api_auth(port[service])
+        read = "/api/v1/query?query=up" if service == "prometheus" else "/api/v2/silences"
+        assert (
+            requests.get(
+                f"http://127.0.0.1:{port[service]}{read}", auth=auth, timeout=10
+            ).status_code
+            == 200
+        )
+        assert (
+            requests.get(f"http://127.0.0.1:{port[service]}{read}", timeout=10).status_code == 401
+        )
+    assert not requests.get(
+        f"http://127.0.0.1:{SITE.alertmanager_port}/api/v2/silences",
+        auth=api_auth(SITE.alertmanager_port),
+        timeout=10,
+    ).json(), "a silence was made"
+
+
+# One HTTP call, run as another user: prints the status (or the error).
+REQUEST = """
+import sys, urllib.error, urllib.request
+url, method, body = sys.argv[1:]
+request = urllib.request.Request(url, method=method, data=body.encode() or None,
+                                 headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from .lab import DATABASES, Site
+from .lab import DATABASES, Site, api_auth
 from .test_deploy import assert_ok
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +65,7 @@ def test_an_unreachable_telegram_leaves_no_token_in_alertmanagers_log(new_deploy
 def fire(deployment, alertname: str) -> None:
     requests.post(
         f"http://127.0.0.1:{deployment.site.alertmanager_port}/api/v2/alerts",
+        auth=api_auth(deployment.site.alertmanager_port),
         json=[{"labels": {"alertname": alertname, "severity": "critical"}}],
         timeout=10,
     ).raise_for_status()

@@ -75,8 +75,10 @@ def deployed_volumes(host_dir: Path, snapshot_blocks: int = 1) -> None:
     (vols / "p_alertmanager-data/silences").write_text("")
 
 
-def answer(name: str) -> str:
-    return json.dumps({"status": "success", "data": {"name": name}}, separators=(",", ":"))
+def answer(name: str, status: str = "200 OK") -> str:
+    """Prometheus's answer to the snapshot call as nc prints it: status line, headers, body."""
+    body = json.dumps({"status": "success", "data": {"name": name}}, separators=(",", ":"))
+    return f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\n\r\n{body}"
 
 
 # ---------------------------------------------------------------- backup: Prometheus's answer
@@ -87,6 +89,18 @@ def test_backup_writes_an_archive_the_restore_accepts_and_removes_the_snapshot(h
     (host_dir / "a.tar.gz").write_bytes(result.stdout)
     assert check_archive(host_dir / "a.tar.gz") == {"format": FORMAT}
     assert not (host_dir / "vols/p_prometheus-data/snapshots" / SNAPSHOT).exists()
+
+
+def test_a_snapshot_call_prometheus_refuses_fails_the_backup_with_its_status(host_dir):
+    """Without the API's password Prometheus answers 401 and makes no snapshot."""
+    deployed_volumes(host_dir)
+    result = run(
+        host_dir,
+        backup_script("p", {"format": FORMAT}),
+        ANSWER=answer(SNAPSHOT, "401 Unauthorized"),
+    )
+    assert result.returncode != 0 and result.stdout == b""
+    assert b"Prometheus refused the snapshot: HTTP/1.0 401 Unauthorized" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["../../../canary", "..", "-x", "a b", ""])

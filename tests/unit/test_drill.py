@@ -61,8 +61,14 @@ def test_the_drill_adds_every_alert_in_one_shell_of_the_alertmanager_container(s
     commands = [shlex.split(part) for part in docker[5].split(" && ")]
     assert len(commands) == len(drill_alerts(settings))
     for command, drilled in zip(commands, drill_alerts(settings), strict=True):
-        assert command[:4] == ["amtool", "--alertmanager.url=http://127.0.0.1:9093", "alert", "add"]
-        assert command[4:7] == [
+        assert command[:5] == [
+            "amtool",
+            "--alertmanager.url=http://127.0.0.1:9093",
+            "--http.config.file=/etc/alertmanager/secrets/api_client.yml",
+            "alert",
+            "add",
+        ]
+        assert command[5:8] == [
             f"alertname={drilled.name}",
             f"severity={drilled.severity}",
             "pgmon_drill=true",

@@ -158,6 +158,7 @@ def test_only_components_with_changed_files_are_checked_whole(settings, dashboar
         "prometheus",
         "prometheus/rules",
         "prometheus/targets",
+        "prometheus/secrets",
     ]
 
 

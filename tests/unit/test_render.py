@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from tasks.render import render_stack
+from tasks.render.api_auth import api_credentials
 from tasks.render.compose import compose_services
 from tasks.render.exporters import server_primaries
 from tasks.render.grafana import (
@@ -117,7 +118,7 @@ def test_secrets_only_in_restricted_files(settings, dashboard_9628):
     secrets = [
         ENVIRON[k]
         for k in ("PW_SHOP", "PW_BILLING", "PW_LEDGER", "GRAFANA_PW", "DISCORD_URL", "TG_TOKEN")
-    ]
+    ] + [api_credentials(settings)[1]]
     for f in stack.files:
         if f.secret:
             assert f.mode & 0o007 == 0, f.path  # nothing for "others"
@@ -140,7 +141,12 @@ def test_secrets_belong_to_the_uid_their_container_runs_as_and_no_host_account(
     stack = render_stack(settings, dashboard_9628)
     users = {name: svc.get("user") for name, svc in compose_services(settings).items()}
     secret_dirs = {f.path.rsplit("/", 1)[0] for f in stack.files if f.secret}
-    assert {"alertmanager/secrets", "exporters/shop", "grafana/secrets"} <= secret_dirs
+    assert {
+        "prometheus/secrets",
+        "alertmanager/secrets",
+        "exporters/shop",
+        "grafana/secrets",
+    } <= secret_dirs
     for d in stack.directories:
         if d.path in secret_dirs:
             assert d.mode == 0o100 and d.uid not in (0, 65534), d
@@ -148,8 +154,8 @@ def test_secrets_belong_to_the_uid_their_container_runs_as_and_no_host_account(
         if f.secret and not f.path.startswith("grafana/"):
             folder, name = f.path.split("/")[
                 :2
-            ]  # alertmanager/secrets/..., exporters/<name>/pgpass
-            reader = "alertmanager" if folder == "alertmanager" else f"exporter-{name}"
+            ]  # prometheus/secrets/..., alertmanager/secrets/..., exporters/<name>/pgpass
+            reader = folder if folder in ("prometheus", "alertmanager") else f"exporter-{name}"
             assert users[reader] == f"{f.uid}:{f.gid}" and 65000 <= f.uid <= 65533, f.path
     for service in ("prometheus", "alertmanager", "exporter-shop", "node-exporter"):
         assert users[service] and not users[service].startswith("65534"), service

@@ -36,10 +36,16 @@ def test_one_alert_per_severity_a_channel_takes_in_the_alertmanager_container():
         ">/dev/null"
     ]
     commands = [shlex.split(part) for part in docker[5].split(" && ")]
-    assert [c[:4] for c in commands] == [
-        ["amtool", "--alertmanager.url=http://127.0.0.1:9093", "alert", "add"]
+    assert [c[:5] for c in commands] == [
+        [
+            "amtool",
+            "--alertmanager.url=http://127.0.0.1:9093",
+            "--http.config.file=/etc/alertmanager/secrets/api_client.yml",
+            "alert",
+            "add",
+        ]
     ] * 2
-    assert [c[4:6] for c in commands] == [
+    assert [c[5:7] for c in commands] == [
         ["alertname=PgmonTestAlert", "severity=critical"],
         ["alertname=PgmonTestAlert", "severity=warning"],
     ]

@@ -46,6 +46,7 @@ AMTOOL = [
     "mon-alertmanager",
     "amtool",
     "--alertmanager.url=http://127.0.0.1:9093",
+    "--http.config.file=/etc/alertmanager/secrets/api_client.yml",
 ]
 
 

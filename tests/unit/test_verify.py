@@ -3,6 +3,7 @@ from tasks.settings import build_settings
 from tasks.verify_databases import Finding, check_databases, privilege_warning, slow_query_coverage
 from tasks.verify_stack import (
     check_alertmanager,
+    check_prometheus,
     config_hash_metric,
     plain_http_exposure,
     report,
@@ -75,6 +76,35 @@ def test_alertmanager_must_run_exactly_the_configuration_pgmon_wrote(settings):
         assert (
             not finding.ok and "is not running the configuration pgmon just wrote" in finding.detail
         )
+
+
+class PrometheusAnswering:
+    """Prometheus's APIs as they answer right after a refused self-scrape (the APIs' password just changed): its
+    own prometheus_config_* series are stale, so a query for them is empty; the status API still knows."""
+
+    def __init__(self, reload_ok: bool):
+        self.answers = {
+            "/api/v1/status/runtimeinfo": {
+                "status": "success",
+                "data": {"reloadConfigSuccess": reload_ok},
+            },
+            "/api/v1/rules": {"data": {"groups": [{"rules": [{"name": "PostgresDown"}]}]}},
+            "/api/v1/alertmanagers": {"data": {"activeAlertmanagers": [{"url": "http://am"}]}},
+        }
+
+    def get(self, address, port, path, auth=None):
+        return 200, b"Prometheus Server is Ready."
+
+    def get_json(self, address, port, path, auth=None):
+        if path.startswith("/api/v1/query"):
+            return 200, {"status": "success", "data": {"resultType": "vector", "result": []}}
+        return 200, self.answers[path]
+
+
+def test_prometheus_reload_is_read_from_its_status_not_from_its_own_scrape(settings):
+    assert check_prometheus(settings, PrometheusAnswering(reload_ok=True))[0].ok
+    (finding,) = check_prometheus(settings, PrometheusAnswering(reload_ok=False))
+    assert not finding.ok and finding.detail == "its last configuration reload failed"
 
 
 class _NoTargets:
