@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -45,6 +46,7 @@ THRESHOLDS = {
     "slow_query_window": "20s",
     "slow_query_for": "0s",
     "restart_window": "2m",
+    "forecast_for": "0s",
 }
 # Per database: ledger's is its server's (5433 has only ledger); billing's leaves shop at the default.
 DATABASE_THRESHOLDS = {
@@ -343,6 +345,42 @@ def test_the_fire_drill_sends_one_message_per_channel_and_chat_then_resolves(fre
     assert len([m for m in fresh.discord.received if drill("FIRING")(m)]) == 1
     telegram = [str(m.body["chat_id"]) for m in fresh.telegram.received if drill("FIRING")(m)]
     assert sorted(telegram) == sorted(CHATS)
+
+
+def test_a_slot_about_to_lose_its_wal_is_forecast_and_resolves_when_dropped(fresh):
+    """A real forecast: an inactive slot on 5433 under max_slot_wal_keep_size, WAL written steadily; its
+    safe_wal_size falls, and ReplicationSlotWalRunsOut names the slot and the time left long before it is lost."""
+    lab, slot, server = fresh.lab, "pgmon_e2e_forecast", "host.docker.internal:5433"
+    lab.psql(5433, "postgres", "ALTER SYSTEM SET max_slot_wal_keep_size = '512MB'")
+    lab.psql(5433, "postgres", "SELECT pg_reload_conf()")
+    lab.psql(5433, "postgres", f"SELECT pg_create_physical_replication_slot('{slot}', true)")
+    writing = threading.Event()
+    writing.set()
+
+    def write_wal() -> None:
+        while writing.is_set():
+            lab.psql(
+                5433,
+                "ledger",
+                "CREATE TABLE IF NOT EXISTS pgmon_e2e_wal (v int); "
+                "INSERT INTO pgmon_e2e_wal SELECT generate_series(1, 1000); SELECT pg_switch_wal();",
+            )
+            time.sleep(3)  # about 5 MiB/s (a switch ends a 16 MiB segment): lost after some 100 s, not sooner
+
+    writer = threading.Thread(target=write_wal, daemon=True)
+    writer.start()
+    try:
+        for received in both_channels(fresh, "ReplicationSlotWalRunsOut", server):
+            assert f"Replication slot {slot} on {server} loses WAL in" in received.text
+            assert "B left" in received.text and "[FIRING:1 · CRITICAL]" in received.text
+    finally:
+        writing.clear()
+        writer.join(timeout=30)
+        lab.psql(5433, "postgres", f"SELECT pg_drop_replication_slot('{slot}')")
+        lab.psql(5433, "postgres", "ALTER SYSTEM RESET max_slot_wal_keep_size")
+        lab.psql(5433, "postgres", "SELECT pg_reload_conf()")
+        lab.psql(5433, "ledger", "DROP TABLE IF EXISTS pgmon_e2e_wal")
+    both_channels(fresh, "ReplicationSlotWalRunsOut", server, status="RESOLVED")
 
 
 def test_too_many_connections_on_a_server(fresh):
