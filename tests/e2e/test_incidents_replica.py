@@ -25,6 +25,8 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from tasks.settings import DEFAULT_RUNBOOK_BASE_URL
+
 from .lab import REPLICA, Site, wait_until
 from .test_incidents import (
     Session,
@@ -120,13 +122,16 @@ def dashboard_link(server: str, database: str | None = None) -> str:
     return url + (f"&var-instance={quote_plus(database)}" if database else "")
 
 
-def assert_linked(received: list, server: str, database: str | None = None) -> None:
-    """The Discord and Telegram messages (both_channels' order) end with the link to the alert's dashboard."""
+def assert_linked(received: list, alert: str, server: str, database: str | None = None) -> None:
+    """The Discord and Telegram messages (both_channels' order) end with the links to the alert's dashboard and
+    to its runbook."""
     discord, telegram = received
-    url = dashboard_link(server, database)
-    assert discord.text.endswith(f"[Open the dashboard]({url})"), discord.text
+    url, runbook = dashboard_link(server, database), f"{DEFAULT_RUNBOOK_BASE_URL}#{alert.lower()}"
+    assert discord.text.endswith(f"[Open the dashboard]({url}) · [Runbook]({runbook})"), (
+        discord.text
+    )
     assert telegram.text.endswith(
-        f'<a href="{url.replace("&", "&amp;")}">Open the dashboard</a>'
+        f'<a href="{url.replace("&", "&amp;")}">Open the dashboard</a> · <a href="{runbook}">Runbook</a>'
     ), telegram.text
 
 
@@ -207,7 +212,8 @@ def test_replication_lag_while_replay_is_paused(fresh):
             received = both_channels(fresh, "ReplicationLag", STANDBY_SERVER)
         for message in received:
             assert f"Replica {STANDBY_SERVER} is " in message.text and " behind" in message.text
-        assert_linked(received, STANDBY_SERVER)  # a server's alert: the dashboard on that server
+        # A server's alert: the dashboard on that server.
+        assert_linked(received, "ReplicationLag", STANDBY_SERVER)
     finally:
         lab.psql(STANDBY.port, "postgres", "SELECT pg_wal_replay_resume()")
     both_channels(fresh, "ReplicationLag", STANDBY_SERVER, status="RESOLVED")
@@ -335,7 +341,7 @@ def test_a_silenced_database_sends_nothing_while_another_alerts_until_the_silenc
                 f"Sequence public.pgmon_e2e_seq of payments on {PRIMARY_SERVER} has used 93% of its range"
                 in plain(message)
             )
-        assert_linked(received, PRIMARY_SERVER, "payments")
+        assert_linked(received, "SequenceNearExhaustion", PRIMARY_SERVER, "payments")
         # Standby's alert reached Alertmanager, which holds it back for the silence, and sends nothing about it.
         wait_until(
             "standby's alert held back",
@@ -351,7 +357,7 @@ def test_a_silenced_database_sends_nothing_while_another_alerts_until_the_silenc
             f"pgmon: silence {silence_id} ended" in output and "pgmon: no active silence" in output
         )
         received = both_channels(fresh, "SequenceNearExhaustion", "standby")
-        assert_linked(received, STANDBY_SERVER, "standby")
+        assert_linked(received, "SequenceNearExhaustion", STANDBY_SERVER, "standby")
     finally:
         for port in (PRIMARY.port, STANDBY.port):
             lab.psql(port, "payments", "ALTER SEQUENCE pgmon_e2e_seq AS bigint")
@@ -373,7 +379,7 @@ def test_dead_rows_with_autovacuum_off_and_a_table_never_analyzed(fresh):
         received = both_channels(fresh, "DeadTuplesNotVacuumed", "standby")
         for message in received:
             assert "50% dead rows in table public.pgmon_e2e_dead of standby" in plain(message)
-        assert_linked(received, STANDBY_SERVER, "standby")
+        assert_linked(received, "DeadTuplesNotVacuumed", STANDBY_SERVER, "standby")
         for message in both_channels(fresh, "TableNotAnalyzed", "standby"):
             assert "Table public.pgmon_e2e_dead of standby" in plain(message)
         lab.psql(STANDBY.port, "payments", "VACUUM pgmon_e2e_dead")
@@ -399,7 +405,7 @@ def test_temporary_files_spilled(fresh):
     received = both_channels(fresh, "TempFilesSpilled", "standby")
     for message in received:
         assert "written to temporary files in standby on " + STANDBY_SERVER in message.text
-    assert_linked(received, STANDBY_SERVER, "standby")
+    assert_linked(received, "TempFilesSpilled", STANDBY_SERVER, "standby")
     both_channels(
         fresh, "TempFilesSpilled", "standby", status="RESOLVED"
     )  # once the window has passed
