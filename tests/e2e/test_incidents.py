@@ -365,7 +365,9 @@ def test_a_slot_about_to_lose_its_wal_is_forecast_and_resolves_when_dropped(fres
                 "CREATE TABLE IF NOT EXISTS pgmon_e2e_wal (v int); "
                 "INSERT INTO pgmon_e2e_wal SELECT generate_series(1, 1000); SELECT pg_switch_wal();",
             )
-            time.sleep(3)  # about 5 MiB/s (a switch ends a 16 MiB segment): lost after some 100 s, not sooner
+            time.sleep(
+                3
+            )  # about 5 MiB/s (a switch ends a 16 MiB segment): lost after some 100 s, not sooner
 
     writer = threading.Thread(target=write_wal, daemon=True)
     writer.start()

@@ -16,8 +16,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
+from tasks.render.prometheus import render_recording_rules, render_rules
 from tasks.settings import (
     SETTING_PREFIX,
     AlertTiming,
@@ -419,3 +421,16 @@ def test_a_drifted_demo_key_is_caught():
     assert old in README_TEXT
     problems = readme_drift(README_TEXT.replace(old, "--data pgmon_demo_incidents=start", 1))
     assert any("pgmon_demo_incidents" in problem for problem in problems), problems
+
+
+def test_the_readme_verdict_counts_the_rules_prometheus_loads(settings):
+    """The quick start's e2e test compares the run's verdict with the README's, and the rule count is part of
+    it: every rule name, alerting and recording, as check_prometheus counts them."""
+    (count,) = re.findall(r"ready, config and (\d+) rules loaded", README.read_text())
+    names = {
+        rule.get("alert") or rule.get("record")
+        for rendered in (render_rules(settings), render_recording_rules(settings))
+        for group in yaml.safe_load(rendered)["groups"]
+        for rule in group["rules"]
+    }
+    assert int(count) == len(names)
