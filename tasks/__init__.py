@@ -9,6 +9,7 @@
     host_state       the host now, in one round trip
     host_lock        one run at a time per host: the lock claimed before the first change
     docker_engine    step 1: Docker Engine and Compose v2
+    stack_images     before step 2: the images the stack runs, pulled if the host lacks them
     stack_files      step 2: configuration under base_dir
     stack_containers step 3: containers, recreating only what changed
     verify_stack     step 4: HTTP checks with a per-database summary

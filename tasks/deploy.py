@@ -30,6 +30,7 @@ from .render import render_stack
 from .settings import HostConfig, Settings, load_channel_settings, load_config, load_settings
 from .stack_containers import start_stack
 from .stack_files import configure_stack
+from .stack_images import pull_stack_images
 from .uninstall import uninstall_stack
 from .verify_stack import verify_stack
 
@@ -52,8 +53,9 @@ def deploy_pgmon() -> Settings:
     """Deploy and verify pgmon on the current host; returns the validated settings.
 
     Every setting and secret is checked before the host is touched (a problem stops the run, naming
-    the field and the fix); then one round trip reads the host, and the four steps each change only
-    what differs: Docker, the files under ``pgmon_base_dir``, the containers, then HTTP verification.
+    the field and the fix); then one round trip reads the host, and the steps each change only
+    what differs: Docker, the images, the files under ``pgmon_base_dir``, the containers, then HTTP
+    verification.
     ``--dry`` and ``--diff`` show what would change and touch nothing.
     """
     settings = load_settings(host)
@@ -61,6 +63,7 @@ def deploy_pgmon() -> Settings:
     state = read_host_state(host, settings)  # one round trip; each step decides from it
 
     install_docker(settings, state)
+    pull_stack_images(settings, state)
     configure_stack(settings, state, stack)
     start_stack(settings, state, stack)
     verify_stack(settings)

@@ -118,6 +118,36 @@ def parse_containers(lines: Lines) -> dict[str, Container]:
 CONTAINERS = HostFact("containers", ("container",), containers_command, parse_containers)
 
 
+def images_command(base_dir: str, project: str) -> str:
+    fmt = shlex.quote("image {{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}")
+    return _if_docker(f"docker image ls --format {fmt} 2>/dev/null")
+
+
+def image_name(reference: str) -> str:
+    """A reference as ``docker image ls`` names it: Docker Hub's host and ``library/`` left out, ``:latest``
+    where no tag is given, and a digest named without the tag beside it."""
+    for hub in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/"):
+        if reference.startswith(hub):
+            reference = reference.removeprefix(hub)
+            break
+    reference = reference.removeprefix("library/")
+    repository, at, digest = reference.partition("@")
+    path, _, last = repository.rpartition("/")
+    name, colon, tag = last.partition(":")
+    repository = f"{path}/{name}" if path else name
+    if at:
+        return f"{repository}@{digest}"
+    return f"{repository}:{tag if colon else 'latest'}"
+
+
+def parse_images(lines: Lines) -> frozenset[str]:
+    """``image REPO:TAG REPO@DIGEST`` -> every name an image on the host answers to."""
+    return frozenset(name for _, rest in lines for name in rest.split())
+
+
+IMAGES = HostFact("images", ("image",), images_command, parse_images)
+
+
 def grafana_admin_command(base_dir: str, project: str) -> str:
     env = shlex.quote("{{range .Config.Env}}{{println .}}{{end}}")
     grafana = shlex.quote(container_name(project, "grafana"))

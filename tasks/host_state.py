@@ -27,6 +27,7 @@ from .host_facts import (
     ENGINE_VERSION,
     ENTRIES,
     GRAFANA_ADMIN_USER,
+    IMAGES,
     WRITTEN,
     Container,
     Entry,
@@ -56,6 +57,9 @@ class HostState:
     grafana_certificate_renew: bool = False
     # What of the isolation unit and rule is in place (tasks/isolation.py).
     isolation: frozenset[str] = frozenset()
+    images: frozenset[str] = (
+        frozenset()
+    )  # every name of every image on the host (host_facts.IMAGES)
 
 
 # The SSH user's own directory (root's, under sudo), mode 0700, on a tmpfs: a reboot leaves no lock behind. Not
@@ -112,6 +116,7 @@ HOST_FACTS: tuple[HostFact, ...] = (
     ENGINE_VERSION,
     COMPOSE_VERSION,
     CONTAINERS,
+    IMAGES,
     GRAFANA_ADMIN_USER,
     ENTRIES,
     WRITTEN,

@@ -21,6 +21,7 @@ from .lab import (
     POSTGRES_DOWN_FOR,
     PROMETHEUS_PORT,
     SCRAPE_SECONDS,
+    TESTED_IMAGES,
     api_auth,
     prometheus_query,
     wait_until,
@@ -152,6 +153,25 @@ def test_rerun_reports_no_changes(deployment):
     print(f"\nno-change rerun: {time.monotonic() - started:.1f}s")
     assert changed_operations(output) == []
     assert deployment.host_fingerprint() == before
+
+
+def test_an_image_that_cannot_be_pulled_fails_naming_its_setting_and_changes_nothing(deployment):
+    before = deployment.host_fingerprint()
+    # A registry on a closed loopback port: the pull fails on the host, and nothing leaves this machine.
+    missing = "127.0.0.1:1/pgmon-e2e/alertmanager:v0.404"
+    deployment.configure(FIRST, pgmon_images={**TESTED_IMAGES, "alertmanager": missing})
+    try:
+        result = deployment.run()
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-4000:]
+        assert (
+            f"pgmon_images.alertmanager: {missing} cannot be pulled, and nothing was changed"
+            in output
+        ), output[-4000:]
+        assert deployment.host_fingerprint() == before  # no file written, no container stopped
+    finally:
+        deployment.configure(FIRST)
+    assert changed_operations(assert_ok(deployment.run())) == []
 
 
 def test_config_change_reloads_prometheus_without_recreating_anything(deployment):
