@@ -36,6 +36,7 @@ from .test_incidents import (
     deploy_with_short_thresholds,
     end_sessions,
     held_back_by,
+    plain,
     silence_command,
 )
 
@@ -133,11 +134,6 @@ def assert_linked(received: list, alert: str, server: str, database: str | None 
     assert telegram.text.endswith(
         f'<a href="{url.replace("&", "&amp;")}">Open the dashboard</a> · <a href="{runbook}">Runbook</a>'
     ), telegram.text
-
-
-def plain(message) -> str:
-    """A message's text without Discord's markdown escapes (``pgmon\\_lab`` is ``pgmon_lab`` on the screen)."""
-    return re.sub(r"\\([\\*_~|`>#\[\]])", r"\1", message.text)
 
 
 def streaming(lab) -> bool:
