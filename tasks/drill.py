@@ -54,11 +54,11 @@ def drill_alerts(settings: ChannelSettings) -> list[DrillAlert]:
     return list(alerts.values())
 
 
-def drill_command(settings: ChannelSettings, start: datetime, end: datetime) -> str:
-    """Shell adding (``end`` ahead) or resolving (``end`` now) every drill alert, in the Alertmanager container."""
+def drill_command(project: str, alerts: list[DrillAlert], start: datetime, end: datetime) -> str:
+    """Shell adding (``end`` ahead) or resolving (``end`` now) ``alerts``, in the Alertmanager container."""
     began = start.strftime("%Y-%m-%d %H:%M:%S UTC")
     return in_alertmanager(
-        settings.config.project,
+        project,
         [
             amtool_add_alert(
                 {"alertname": alert.name, "severity": alert.severity, DRILL_LABEL: "true"},
@@ -71,7 +71,7 @@ def drill_command(settings: ChannelSettings, start: datetime, end: datetime) -> 
                 start,
                 end,
             )
-            for alert in drill_alerts(settings)
+            for alert in alerts
         ],
     )
 
@@ -91,16 +91,17 @@ def run_drill(settings: ChannelSettings):
     """
     if not host.state.is_executing:
         return
-    container = container_name(settings.config.project, "alertmanager")
+    project = settings.config.project
+    alerts = drill_alerts(settings)  # the rules rendered once, for adding and for resolving
     start = datetime.now(UTC)
     try:
         result, waited = add_and_wait(
-            settings, drill_command(settings, start, start + DRILL_LIFETIME)
+            settings, drill_command(project, alerts, start, start + DRILL_LIFETIME)
         )
     finally:
-        host_output(host, drill_command(settings, start, datetime.now(UTC)))
-    lines = [f"{len(drill_alerts(settings))} drill alerts, one message per channel and chat"]
-    lines += report(result, container, waited)
+        host_output(host, drill_command(project, alerts, start, datetime.now(UTC)))
+    lines = [f"{len(alerts)} drill alerts, one message per channel and chat"]
+    lines += report(result, container_name(project, "alertmanager"), waited)
     lines.append(
         "resolved: the all-clear follows at the group's next tick "
         f"(pgmon_alert_timing.group_interval, {settings.config.alert_timing.group_interval})"

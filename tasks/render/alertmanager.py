@@ -50,7 +50,8 @@ def render_alertmanager_config(settings: Settings) -> bytes:
     cfg = settings.config
     timing = cfg.alert_timing
     receivers: list[dict] = [{"name": "blackhole"}]
-    routes: list[dict] = []
+    watchdog_routes: list[dict] = []
+    channel_routes: list[dict] = []
     if settings.watchdog_url is not None:
         receivers.append(
             {
@@ -61,7 +62,7 @@ def render_alertmanager_config(settings: Settings) -> bytes:
             }
         )
         # The dead man's switch wants the always-firing Watchdog every interval, not every repeat_interval.
-        routes.append(
+        watchdog_routes.append(
             {
                 "receiver": "watchdog",
                 "matchers": ['alertname="Watchdog"'],
@@ -84,7 +85,7 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 ],
             }
         )
-        routes.append(
+        channel_routes.append(
             {
                 "receiver": "discord",
                 "matchers": [label_matcher("severity", cfg.discord.severities)],
@@ -110,14 +111,13 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 ],
             }
         )
-        routes.append(
+        channel_routes.append(
             {
                 "receiver": "telegram",
                 "matchers": [label_matcher("severity", cfg.telegram.severities)],
                 "continue": True,
             }
         )
-    channel_routes = [r for r in routes if r["receiver"] != "watchdog"]
     # The fire drill's alerts (drill.py): one group, so one message per channel and chat, and no further; it
     # waits long enough for amtool to have added every one of them.
     drill = {
@@ -137,7 +137,7 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 "group_wait": timing.group_wait,
                 "group_interval": timing.group_interval,
                 "repeat_interval": timing.repeat_interval,
-                "routes": [drill, *routes] if channel_routes else routes,
+                "routes": [*([drill] if channel_routes else []), *watchdog_routes, *channel_routes],
             },
             "inhibit_rules": [
                 {

@@ -56,7 +56,7 @@ def test_one_drill_alert_per_rule_and_severity_a_channel_takes():
 
 def test_the_drill_adds_every_alert_in_one_shell_of_the_alertmanager_container(settings):
     start, end = datetime(2026, 12, 6, 3, 0, tzinfo=UTC), datetime(2026, 12, 6, 3, 10, tzinfo=UTC)
-    docker = shlex.split(drill_command(settings, start, end))
+    docker = shlex.split(drill_command("pgmon", drill_alerts(settings), start, end))
     assert docker[:5] == ["docker", "exec", "pgmon-alertmanager", "sh", "-c"]
     commands = [shlex.split(part) for part in docker[5].split(" && ")]
     assert len(commands) == len(drill_alerts(settings))
