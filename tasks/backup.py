@@ -1,8 +1,8 @@
 """Moving pgmon to a new server: ``backup.py`` copies the stack's data to the controller, ``restore.py`` puts it on
 another host, then the deploy starts the stack there on it (README, "Moving to a new server").
 
-    pyinfra inventory.py backup.py                                   # -> pgmon-backups/pgmon-<host>-<UTC>.tar.gz
-    pyinfra new-inventory.py restore.py --data pgmon_restore_from=pgmon-backups/pgmon-<host>-<UTC>.tar.gz
+    pyinfra inventory.py backup.py                                 # -> ~/pgmon-backups/pgmon-<host>-<UTC>.tar.gz
+    pyinfra new-inventory.py restore.py --data pgmon_restore_from=~/pgmon-backups/pgmon-<host>-<UTC>.tar.gz
     pyinfra new-inventory.py deploy.py
 
 The archive holds a consistent copy of each data volume, and nothing else (the configuration is the deploy's,
@@ -16,8 +16,9 @@ from group_data; the secrets stay in the controller's environment):
 
 The archive streams from the host's stdout into a file only the controller's user can read (0600): Grafana's
 database holds the admin password's hash, and the credentials Grafana stores (encrypted with its
-``secret_key``). A folder the backup makes holds a ``.gitignore`` of ``*``: pyinfra usually runs in a git
-repository, and no archive belongs in one. On the host nothing is left behind (a 0700 root folder in /var/tmp
+``secret_key``, which the archive does not hold). The archives go to ``~/pgmon-backups`` by default, outside
+the git repository pyinfra usually runs in; a folder the backup makes holds a ``.gitignore`` of ``*`` all the
+same, for a ``pgmon_backup_dir`` inside one. On the host nothing is left behind (a 0700 root folder in /var/tmp
 while it runs). The download is kept only once ``check_archive`` finds it whole. ``restore.py`` checks the archive
 the same way (its exact format, only plain files and folders, every part, a Prometheus block and Grafana's
 database), installs Docker if the host has none (step 1 of the deploy), then creates the project's volumes from
@@ -364,7 +365,7 @@ def restore_stack(host_config: HostConfig):
     if not cfg.restore_from:
         raise DeployError(
             "pgmon_restore_from: name the archive backup.py wrote, e.g. "
-            "--data pgmon_restore_from=pgmon-backups/pgmon-monitor-20260101T000000Z.tar.gz"
+            "--data pgmon_restore_from=~/pgmon-backups/pgmon-monitor-20260101T000000Z.tar.gz"
         )
     archive = Path(cfg.restore_from).expanduser()
     if not archive.is_file():

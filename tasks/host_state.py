@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from pyinfra import logger
 
+from .grafana_key import GRAFANA_VOLUME, GrafanaVolume
 from .grafana_tls import CERTIFICATE_RENEWAL
 from .host_facts import (
     COMPOSE_VERSION,
@@ -53,6 +54,8 @@ class HostState:
     # What pgmon wrote under base_dir last time; None: no manifest.
     written: frozenset[str] | None = None
     grafana_admin_user: str | None = None  # the admin login the running Grafana was given
+    # Grafana's data volume and the key check recorded in it; None: no volume (grafana_key).
+    grafana_volume: GrafanaVolume | None = None
     # Grafana's self-signed certificate ends within 30 days (grafana_tls).
     grafana_certificate_renew: bool = False
     # What of the isolation unit and rule is in place (tasks/isolation.py).
@@ -118,6 +121,7 @@ HOST_FACTS: tuple[HostFact, ...] = (
     CONTAINERS,
     IMAGES,
     GRAFANA_ADMIN_USER,
+    GRAFANA_VOLUME,
     ENTRIES,
     WRITTEN,
     CERTIFICATE_RENEWAL,

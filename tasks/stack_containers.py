@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
 
+from .grafana_key import record_key_command, refuse_other_grafana_key
 from .host_lock import claim_host
 from .host_state import Container, HostState
 from .isolation import isolate_containers
@@ -128,6 +129,7 @@ def compose_up(
     claim: FunctionCommand | None = None,
     grafana_scheme: str = "http",
     hand_over_volumes: bool = False,
+    record_grafana_key: bool = False,
 ):
     """
     Bring the Compose project in ``base_dir`` to the desired service revisions.
@@ -139,6 +141,7 @@ def compose_up(
     + claim: run before any change, to fail changing nothing if another run holds the host (``host_lock.claim_host``)
     + grafana_scheme: ``https`` when Grafana serves TLS (its health is asked for before a password reset)
     + hand_over_volumes: give pgmon's data volumes to the uids their containers run as (the stack's project only)
+    + record_grafana_key: record the secret_key check in Grafana's volume while it is new (``grafana_key``)
 
     **Example:**
 
@@ -163,6 +166,7 @@ def compose_up(
             # no process writes there as their old owner meanwhile; then started.
             start[:0] = [
                 compose_command(base_dir, project, "up --no-start"),
+                *([record_key_command(base_dir, project)] if record_grafana_key else []),
                 volume_owners_command(project),
             ]
         yield " && ".join(start)
@@ -177,6 +181,7 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
     """Start Prometheus, Alertmanager, Grafana and one postgres_exporter per database, behind the rule that keeps
     neighbours from routing to their containers."""
     refuse_foreign_project(settings, state)
+    refuse_other_grafana_key(settings, state.grafana_volume)
     isolate_containers(
         name="Keep neighbours from routing to pgmon's containers",
         project=settings.config.project,
@@ -193,6 +198,7 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
         claim=claim_host(settings, state),
         grafana_scheme=grafana_scheme(settings),
         hand_over_volumes=True,
+        record_grafana_key=settings.grafana_secret_key is not None,
     )
 
 

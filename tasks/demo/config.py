@@ -22,12 +22,13 @@ POSTGRES_UID = 999  # the postgres user of the official image (and of the test s
 SINK_UID = 65534
 
 SECRETS_DIR = "secrets"
-GRAFANA_PASSWORD, MONITORING_PASSWORD, WORKLOAD_PASSWORD = (
+GRAFANA_PASSWORD, GRAFANA_SECRET_KEY, MONITORING_PASSWORD, WORKLOAD_PASSWORD = (
     "grafana_admin_password",
+    "grafana_secret_key",
     "monitoring_password",
     "workload_password",
 )
-SECRET_NAMES = (GRAFANA_PASSWORD, MONITORING_PASSWORD, WORKLOAD_PASSWORD)
+SECRET_NAMES = (GRAFANA_PASSWORD, GRAFANA_SECRET_KEY, MONITORING_PASSWORD, WORKLOAD_PASSWORD)
 _SECRET_RE = re.compile(r"[0-9a-f]{48}")  # as secrets_command draws them
 
 INCIDENTS = ("start", "end")
@@ -40,6 +41,7 @@ PASSED_THROUGH = (
 # The names build_settings reads the demo's secrets from (a mapping made here, never the environment).
 _ENV = {
     GRAFANA_PASSWORD: "PGMON_DEMO_GRAFANA_ADMIN_PASSWORD",
+    GRAFANA_SECRET_KEY: "PGMON_DEMO_GRAFANA_SECRET_KEY",
     MONITORING_PASSWORD: "PGMON_DEMO_DATABASE_PASSWORD",
     "discord": "PGMON_DEMO_DISCORD_WEBHOOK_URL",
     "telegram_token": "PGMON_DEMO_TELEGRAM_BOT_TOKEN",
@@ -91,6 +93,7 @@ def demo_host_data(host_data: dict, address: str) -> dict:
             "api_url": f"{SINK_URL}/telegram",
         },
         "pgmon_grafana_admin_password_env": _ENV[GRAFANA_PASSWORD],
+        "pgmon_grafana_secret_key_env": _ENV[GRAFANA_SECRET_KEY],
         "pgmon_grafana_port": GRAFANA_PORT,
         "pgmon_prometheus_port": PROMETHEUS_PORT,
         "pgmon_alertmanager_port": ALERTMANAGER_PORT,
@@ -135,6 +138,7 @@ def demo_environ(secrets: dict[str, str]) -> dict[str, str]:
     """What build_settings reads the demo's secrets from; the channels point at the sink."""
     return {
         _ENV[GRAFANA_PASSWORD]: secrets[GRAFANA_PASSWORD],
+        _ENV[GRAFANA_SECRET_KEY]: secrets[GRAFANA_SECRET_KEY],
         _ENV[MONITORING_PASSWORD]: secrets[MONITORING_PASSWORD],
         _ENV["discord"]: f"{SINK_URL}/discord/api/webhooks/4242/pgmon-demo",
         _ENV["telegram_token"]: "4242:pgmon-demo",

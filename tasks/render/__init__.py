@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from ..grafana_key import CHECK_FILE, SECRET_KEY_FILE, key_check
 from ..grafana_tls import TLS_DIR, certificate_files
 from ..settings import Settings
 from ..stack_model import (
@@ -97,6 +98,7 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
     secret = dict(mode=0o400, uid=ALERTMANAGER_UID, gid=ALERTMANAGER_UID, secret=True)
     # Alertmanager reads its secret files when it loads its configuration.
     alertmanager_secret = dict(secret, on_change=(RELOAD_ALERTMANAGER,))
+    grafana_secret = dict(mode=0o400, uid=GRAFANA_UID, gid=GRAFANA_GID, secret=True)
     exporter = dict(uid=EXPORTER_UID, gid=EXPORTER_UID)
     _, password = api_credentials(settings)
     files = [
@@ -150,21 +152,15 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         ManagedFile(
             "grafana/secrets/admin_password",
             settings.grafana_admin_password.get_secret_value().encode(),
-            mode=0o400,
-            uid=GRAFANA_UID,
-            gid=GRAFANA_GID,
-            secret=True,
             on_change=(RESET_GRAFANA_PASSWORD,),
+            **grafana_secret,
         ),
         # Its data source's basic auth reads this file when Grafana provisions it, at start.
         ManagedFile(
             f"grafana/secrets/{PASSWORD_FILE}",
             password.encode(),
-            mode=0o400,
-            uid=GRAFANA_UID,
-            gid=GRAFANA_GID,
-            secret=True,
             on_change=(RESTART_GRAFANA,),
+            **grafana_secret,
         ),
     ]
     # Prometheus and Alertmanager read these at every request: a new password needs no reload.
@@ -201,6 +197,15 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
                     **tls,
                 )
             )
+    if settings.grafana_secret_key is not None:
+        key = settings.grafana_secret_key.get_secret_value()
+        files += [
+            ManagedFile(
+                SECRET_KEY_FILE, key.encode(), on_change=(RESTART_GRAFANA,), **grafana_secret
+            ),
+            # Root's only: copied into Grafana's volume while it is new (grafana_key.record_key_command).
+            ManagedFile(CHECK_FILE, (key_check(key) + "\n").encode(), mode=0o400, secret=True),
+        ]
     if settings.discord_webhook_url is not None:
         files.append(
             ManagedFile(

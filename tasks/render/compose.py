@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ..grafana_key import SECRET_KEY_FILE
 from ..settings import Settings
 from ..stack_model import (
     ALERTMANAGER_PORT,
@@ -170,6 +171,11 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             ),
         },
     }
+    if settings.grafana_secret_key is not None:
+        # The image's run.sh reads the file into GF_SECURITY_SECRET_KEY (grafana/secrets is /etc/grafana/secrets).
+        services["grafana"]["environment"]["GF_SECURITY_SECRET_KEY__FILE"] = (
+            f"/etc/{SECRET_KEY_FILE}"
+        )
     if cfg.grafana_https:
         # Grafana's own settings for TLS (tasks/grafana_tls.py): the user's certificate, or the self-signed one.
         cert, key = grafana_certificate_files(settings.grafana_tls_certificate is not None)

@@ -76,6 +76,7 @@ def validate_host_data(
 # The settings that name secrets, besides the databases' password_env.
 _SECRET_SETTINGS = (
     "grafana_admin_password_env",
+    "grafana_secret_key_env",
     "discord",
     "telegram",
     "watchdog",
@@ -138,6 +139,9 @@ class Settings(ChannelSettings):
 
     database_passwords: dict[str, SecretStr]
     grafana_admin_password: SecretStr
+    grafana_secret_key: SecretStr | None = (
+        None  # None: Grafana's public default (pgmon_grafana_secret_key_env)
+    )
     # pgmon_grafana_certificate's PEM certificate (chain) and key, read on the controller (tasks/grafana_tls.py).
     grafana_tls_certificate: bytes | None = None
     grafana_tls_key: SecretStr | None = None
@@ -216,14 +220,21 @@ class _SecretReader:
         self.environ = environ
         self.problems: list[str] = []
         self.missing: dict[str, list[str]] = {}  # variable -> the settings that name it, in order
+        self.hints: dict[str, str] = {}  # variable -> what to put in it, said when it is missing
 
     def read(
-        self, field: str, env_name: str, problem: Callable[[str], str | None]
+        self,
+        field: str,
+        env_name: str,
+        problem: Callable[[str], str | None],
+        missing_hint: str = "",
     ) -> SecretStr | None:
         """The secret, if ``problem(value)`` finds nothing wrong."""
         value = self.environ.get(env_name)
         if not value:
             self.missing.setdefault(env_name, []).append(field)
+            if missing_hint:
+                self.hints[env_name] = missing_hint
             return None
         wrong = problem(value)
         if wrong:
@@ -233,12 +244,15 @@ class _SecretReader:
 
     def all_problems(self) -> list[str]:
         missing = [
-            f"{', '.join(fields)}: the environment variable {env_name} is not set; export it before "
-            "running pyinfra"
-            if env_name in _DEFAULT_ENV_NAMES
-            else f"{', '.join(fields)}: the environment variable named there is not set (the name is "
-            "not repeated: a secret pasted there by mistake can look like one); export that "
-            "variable before running pyinfra, and write its NAME there, never the secret"
+            (
+                f"{', '.join(fields)}: the environment variable {env_name} is not set; export it before "
+                "running pyinfra"
+                if env_name in _DEFAULT_ENV_NAMES
+                else f"{', '.join(fields)}: the environment variable named there is not set (the name "
+                "is not repeated: a secret pasted there by mistake can look like one); export that "
+                "variable before running pyinfra, and write its NAME there, never the secret"
+            )
+            + (f" ({self.hints[env_name]})" if env_name in self.hints else "")
             for env_name, fields in self.missing.items()
         ]
         return missing + self.problems
@@ -299,8 +313,22 @@ def resolve_secrets(
         config.grafana_admin_password_env,
         _grafana_password_problem,
     )
+    secret_key = None
+    if config.grafana_secret_key_env is not None:
+        secret_key = reader.read(
+            "pgmon_grafana_secret_key_env",
+            config.grafana_secret_key_env,
+            _grafana_secret_key_problem,
+            missing_hint="the key Grafana encrypts its stored credentials with: for a new deployment make "
+            "one, openssl rand -base64 32, and keep it with the other secrets; a Grafana deployed before "
+            "pgmon set one: docs/security.md, Grafana's secret_key",
+        )
     secrets, channel_problems = channel_secrets(config, environ, reader)
-    secrets.update(database_passwords=passwords, grafana_admin_password=grafana_password)
+    secrets.update(
+        database_passwords=passwords,
+        grafana_admin_password=grafana_password,
+        grafana_secret_key=secret_key,
+    )
     if config.grafana_certificate is not None:
         # Imported here, not at the top: grafana_tls is a deploy step, which may import settings itself.
         from ..grafana_tls import read_certificate
@@ -330,6 +358,20 @@ def _grafana_password_problem(value: str) -> str | None:
         return (
             "starts or ends with white space or holds a line break, which Grafana drops from the "
             "password file; choose another"
+        )
+    return None
+
+
+GRAFANA_SECRET_KEY_MIN_LENGTH = 32
+
+
+def _grafana_secret_key_problem(value: str) -> str | None:
+    if value != value.strip() or "\n" in value or "\r" in value:
+        return "starts or ends with white space or holds a line break, which Grafana drops; make another"
+    if len(value) < GRAFANA_SECRET_KEY_MIN_LENGTH:
+        return (
+            f"is shorter than {GRAFANA_SECRET_KEY_MIN_LENGTH} characters; make a random one, e.g. "
+            "openssl rand -base64 32, and keep it with the other secrets"
         )
     return None
 

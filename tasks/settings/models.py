@@ -195,6 +195,9 @@ class DeploySettings(Strict):
     grafana_port: Port = 3000
     grafana_admin_user: str = Field(default="admin", min_length=1)
     grafana_admin_password_env: EnvName = "PGMON_GRAFANA_ADMIN_PASSWORD"
+    # The key Grafana encrypts what it stores with (tasks/grafana_key.py); None: Grafana's public default, only for
+    # a Grafana whose data was made with it.
+    grafana_secret_key_env: EnvName | None = "PGMON_GRAFANA_SECRET_KEY"
     discord: Discord | None = None
     telegram: Telegram | None = None
     watchdog: Watchdog | None = None

@@ -102,7 +102,8 @@ class RunOptions(Strict):
 
     take_over_lock: bool = False
     uninstall_delete_data: bool = False
-    backup_dir: str = Field(default="pgmon-backups", min_length=1)
+    # In the controller's home, not the folder pyinfra runs in: that is usually a git repository.
+    backup_dir: str = Field(default="~/pgmon-backups", min_length=1)
     restore_from: str | None = None
     silence: Silence | None = None
     # Known here so that group_data may hold them for demo.py; tasks/demo checks their values.

@@ -674,6 +674,7 @@ class Deployment:
             "PGMON_E2E_TELEGRAM_TOKEN": telegram._server.secret,
             "PGMON_E2E_TELEGRAM_CHAT": "-100987654321",
             "PGMON_E2E_GRAFANA_PASSWORD": "gr@fana:" + secrets.token_hex(8) + "'\"#%",
+            "PGMON_E2E_GRAFANA_SECRET_KEY": "k3y:" + secrets.token_urlsafe(32) + "'\"#%$",
         }
         for db in databases:
             self.secrets[self.password_env(db.name)] = db.password
@@ -708,6 +709,7 @@ class Deployment:
                 "api_url": f"http://host.docker.internal:{self.telegram.port}",
             },
             "pgmon_grafana_admin_password_env": "PGMON_E2E_GRAFANA_PASSWORD",
+            "pgmon_grafana_secret_key_env": "PGMON_E2E_GRAFANA_SECRET_KEY",
             "pgmon_base_dir": self.site.base_dir,
             "pgmon_project": self.site.project,
             "pgmon_prometheus_port": self.site.prometheus_port,

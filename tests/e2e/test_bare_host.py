@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tasks.grafana_key import VOLUME_CHECK_FILE
 from tasks.isolation import rule as isolation_rule
 from tasks.isolation import rules as isolation_rules
 from tasks.isolation import timer_name as isolation_timer
@@ -897,8 +898,10 @@ def test_backup_then_restore_onto_a_bare_host_moves_history_and_grafana(
         "backup (snapshot, Grafana stopped for its copy, archive to this machine)",
         f"{time.monotonic() - started:.1f}s",
     )
-    (archive,) = (deployment.project.directory / "pgmon-backups").glob("pgmon-*.tar.gz")
-    assert f"backup written to pgmon-backups/{archive.name}" in output
+    # The default folder: in the controller's home, outside the repository pyinfra runs in.
+    backups = Path.home() / "pgmon-backups"
+    (archive,) = [a for a in backups.glob("pgmon-*.tar.gz") if a.stat().st_mtime >= moment]
+    assert f"backup written to {archive} (" in output
     assert (
         archive.stat().st_mode & 0o777 == 0o600
     )  # Grafana's database holds the admin password's hash
@@ -906,6 +909,7 @@ def test_backup_then_restore_onto_a_bare_host_moves_history_and_grafana(
         ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "pgmon-backup.json" in members and "grafana/grafana.db" in members
+    assert f"grafana/{VOLUME_CHECK_FILE}" in members  # which key Grafana's data needs, not the key
     assert any(m.startswith("prometheus/") and m.endswith("/meta.json") for m in members)
     # Nothing left on the host: no snapshot in Prometheus's volume, no copy in /var/tmp; Grafana back up.
     assert proc.exec("docker exec pgmon-prometheus ls /prometheus/snapshots").stdout.split() == []
@@ -917,6 +921,14 @@ def test_backup_then_restore_onto_a_bare_host_moves_history_and_grafana(
     started = time.monotonic()
     output = run_script(moved, "restore.py", "--data", f"pgmon_restore_from={archive}")
     assert "Install Docker from the distribution" in output and "pgmon: restored" in output
+    # The new site's own key cannot read the restored Grafana data: refused, changing nothing; the old one can.
+    refused = moved.run()
+    assert refused.returncode != 0 and "holds another key than the one Grafana's data" in (
+        refused.stdout + refused.stderr
+    )
+    assert new.exec("docker ps -aq").stdout.split() == []
+    key = "PGMON_E2E_GRAFANA_SECRET_KEY"
+    moved.secrets[key] = deployment.secrets[key]
     output = assert_ok(moved.run())
     measured(
         "restore onto a bare host (Docker install included) and deploy",
@@ -937,6 +949,7 @@ def test_backup_then_restore_onto_a_bare_host_moves_history_and_grafana(
         and "a restore only goes onto a host without them" in refused.stderr + refused.stdout
     )
     new.stop()
+    archive.unlink()  # the suite's, in this machine's home
 
 
 def test_uninstall_keeps_the_data_for_a_later_deploy_unless_asked(deployment, proc):

@@ -91,6 +91,7 @@ RUN_VALUES = {
 CONFIRM_PROMPT = "Press enter to execute..."
 CONFIRM_CHANGES = "Detected changes displayed above"
 GRAFANA_PASSWORD_ENV = SettingsInput.model_fields["grafana_admin_password_env"].default
+SECRET_KEY_ENV = SettingsInput.model_fields["grafana_secret_key_env"].default
 MEASURED: dict[str, str] = {}
 
 
@@ -394,6 +395,7 @@ def quick_start(request, network, discord, dashboard_server):
         Discord().webhook_url_env: f"http://{network.gateway}:{discord.port}/api/webhooks/"
         + discord._server.secret,
         GRAFANA_PASSWORD_ENV: "gr@fana:" + secrets.token_hex(8),
+        SECRET_KEY_ENV: secrets.token_urlsafe(32),  # as `openssl rand -base64 32` makes one
     }
     dashboard = {
         "url": dashboard_server + "/api/dashboards/9628/revisions/{revision}/download",

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tasks.grafana_key import VOLUME_CHECK_FILE, key_check
+
 from .lab import DATABASES, Deployment, LabDatabase, Site, api_auth, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +35,7 @@ OWNERS = {  # secret file under base_dir -> the only service that may read it
     "alertmanager/secrets/discord_webhook_url": "alertmanager",
     "alertmanager/secrets/telegram_bot_token": "alertmanager",
     "grafana/secrets/admin_password": "grafana",
+    "grafana/secrets/secret_key": "grafana",
     "prometheus/secrets/api_password": "prometheus",
     "alertmanager/secrets/api_password": "alertmanager",
     "grafana/secrets/api_password": "grafana",
@@ -63,6 +66,16 @@ def odd(lab, new_deployment):
 def secret_values(deployment: Deployment) -> dict[str, str]:
     values = {n: v for n, v in deployment.secrets.items() if not n.endswith("_CHAT")}
     return {**values, "the APIs' password": api_auth(SITE.prometheus_port)[1]}
+
+
+def container_pid(container: str) -> str:
+    """The host's PID of the container's first process."""
+    return subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_odd_names_and_passwords_connect(odd):
@@ -142,13 +155,7 @@ def test_no_host_account_shares_a_containers_uid_or_reads_a_secret(odd):
         for line in Path("/etc/passwd").read_text().splitlines()
     }
     for service, cid in odd.containers().items():
-        pid = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Pid}}", cid],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        uid = str(Path(f"/proc/{pid}").stat().st_uid)
+        uid = str(Path(f"/proc/{container_pid(cid)}").stat().st_uid)
         assert uid not in accounts, f"{service} runs as the host's {accounts[uid]}"
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     for relative in OWNERS:
@@ -267,3 +274,21 @@ try:
 except urllib.error.HTTPError as error:
     print(error.code)
 """
+
+
+def test_grafana_runs_with_the_deployments_secret_key_and_its_volume_records_which(odd):
+    """Grafana's image turns GF_SECURITY_SECRET_KEY__FILE into GF_SECURITY_SECRET_KEY in its process (the stand-in's
+    run.sh, as the official one); the key is nowhere else in the container's definition, and Grafana's volume holds
+    the key's check, not the key, for the next run and any restore to compare."""
+    key = odd.secrets["PGMON_E2E_GRAFANA_SECRET_KEY"]
+    grafana = odd.containers()["grafana"]
+    environ = Path(f"/proc/{container_pid(grafana)}/environ").read_bytes().split(b"\0")
+    assert f"GF_SECURITY_SECRET_KEY={key}".encode() in environ
+    volume = subprocess.run(
+        ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", f"{SITE.project}_grafana-data"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    recorded = Path(volume, VOLUME_CHECK_FILE).read_text().strip()
+    assert recorded == key_check(key) and key not in recorded

@@ -41,9 +41,8 @@ def released(deployment, tmp_path_factory):
     )
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
     group_data = {**deployment.group_data(NAMES), "pgmon_images": RELEASE_IMAGES}
-    del group_data[
-        "pgmon_grafana_https"
-    ]  # newer than the release, which refuses settings it does not know
+    # Newer than the release, which refuses settings it does not know.
+    del group_data["pgmon_grafana_https"], group_data["pgmon_grafana_secret_key_env"]
     deployment.project.write(deployment.lab.inventory_source(), group_data)
     deployment.project.environment["PYTHONPATH"] = str(code)  # its own `tasks`, not this checkout's
     try:
@@ -78,6 +77,14 @@ def released(deployment, tmp_path_factory):
 def test_the_upgrade_is_a_re_run_that_keeps_history_and_data(released):
     deployment, upgraded_at = released
     deployment.configure(NAMES)  # this checkout's defaults for the suite: lab.TESTED_IMAGES
+    before = deployment.containers()
+    refused = deployment.run()
+    assert (
+        refused.returncode != 0 and "public default secret_key" in refused.stdout + refused.stderr
+    )
+    assert deployment.containers() == before  # nothing was changed: the release's containers run on
+    # The choice the refusal offers that keeps Grafana's data: its default key, for this host.
+    deployment.configure(NAMES, pgmon_grafana_secret_key_env=None)
     output = assert_ok(deployment.run())
     for component in ("prometheus", "alertmanager", "grafana"):
         assert f"pgmon: {component}" in output
@@ -112,6 +119,7 @@ def test_the_upgrade_is_a_re_run_that_keeps_history_and_data(released):
     assert (
         changed_operations(assert_ok(deployment.run())) == []
     )  # and the next run has nothing to do
+    assert not (base / "grafana/secrets/secret_key").exists()
 
 
 def test_alerts_still_reach_both_channels_after_the_upgrade(released, lab):

@@ -40,6 +40,7 @@ ENVIRON = {
     "PW_BILLING": "-[yaml]:{x}&*a",
     "PW_LEDGER": "l3dger",
     "GRAFANA_PW": "gr@f'ana\"#%",
+    "GRAFANA_KEY": "k3y/of+grafana=" + "x" * 24,
     "DISCORD_URL": "http://127.0.0.1:9/api/webhooks/1/tok",
     "TG_TOKEN": "123:abc",
     "TG_CHAT": "-1001234567890",
@@ -81,6 +82,7 @@ def group_data(**overrides):
             "api_url": "http://127.0.0.1:9",
         },
         "pgmon_grafana_admin_password_env": "GRAFANA_PW",
+        "pgmon_grafana_secret_key_env": "GRAFANA_KEY",
     }
     data.update(overrides)
     return data

@@ -419,6 +419,14 @@ GRAFANA_PASSWORDS = mostly(
     ),
     st.sampled_from(["admin", ""]),
 )
+# Grafana's secret_key: any 32 characters or more, none at either end white; the shorter or padded are refused.
+GRAFANA_SECRET_KEYS = mostly(
+    st.one_of(
+        st.sampled_from(["k3y/of+grafana=" + "x" * 24, "hunter2-hunter2-hunter2-hunter2-hunter2"]),
+        st.text(min_size=32, max_size=64).filter(lambda k: k == k.strip() and "\n" not in k),
+    ),
+    st.sampled_from(["short-key", " " + "x" * 40, "x" * 40 + "\n", ""]),
+)
 GRAFANA_USERS = mostly(
     st.one_of(st.sampled_from(["admin", *ODD_STRINGS]), odd_text(1, 10)), st.just("")
 )
@@ -468,6 +476,8 @@ ODD_KINDS = (
     "db_thresholds",
     "flags",
     "grafana_password",
+    "secret_key",
+    "secret_key_env",
     "channels",
     "discord_url",
     "severities",
@@ -546,6 +556,13 @@ def cases(draw) -> Case:
 
     data: dict = {"pgmon_databases": databases, "pgmon_grafana_admin_password_env": "GRAFANA_PW"}
     environ["GRAFANA_PW"] = pick("grafana_password", st.just("gr@f'ana\"#%"), GRAFANA_PASSWORDS)
+    if pick("secret_key_env", st.just(True), st.booleans()):
+        data["pgmon_grafana_secret_key_env"] = "GRAFANA_KEY"
+        environ["GRAFANA_KEY"] = pick(
+            "secret_key", st.just("k3y/of+grafana=" + "x" * 24), GRAFANA_SECRET_KEYS
+        )
+    else:
+        data["pgmon_grafana_secret_key_env"] = None  # Grafana's default key
 
     channel = pick("channels", st.sampled_from(["discord", "telegram", "both"]), st.just("none"))
     if channel in ("discord", "both"):

@@ -131,7 +131,7 @@ def test_defaults_https_auto_docker_and_data_kept_on_uninstall(settings):
     assert (cfg.grafana_https, cfg.grafana_certificate, cfg.docker_install) == (True, None, "auto")
     assert (cfg.uninstall_delete_data, cfg.backup_dir, cfg.restore_from) == (
         False,
-        "pgmon-backups",
+        "~/pgmon-backups",
         None,
     )
 

@@ -661,6 +661,15 @@ def check_stack(case: Case, stack) -> None:
         f"Grafana's admin password file holds {admin_password!r}; Grafana reads it trimmed"
     )
 
+    key_file = compose["services"]["grafana"]["environment"].get("GF_SECURITY_SECRET_KEY__FILE")
+    key = key_file and container_file(compose, "grafana", key_file, base, files)
+    if data["pgmon_grafana_secret_key_env"] is None:
+        assert key_file is None, (
+            "Grafana is given a key file while the setting asks for its default"
+        )
+    else:
+        assert key == env["GRAFANA_KEY"].encode(), f"Grafana's secret_key file holds {key!r}"
+
     for db in dbs:
         host, port = db["host"], int(db.get("port", 5432))
         want_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host

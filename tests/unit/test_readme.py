@@ -168,6 +168,8 @@ def _group_data_problems(blocks: list[str], runnable: str) -> list[str]:
             return [f"the group_data example is refused: {error}"]
         exported = set(_ENV_LINE_RE.findall(runnable))
         needed = {db.password_env for db in config.databases} | {config.grafana_admin_password_env}
+        if config.grafana_secret_key_env:
+            needed.add(config.grafana_secret_key_env)
         if config.discord:
             needed.add(config.discord.webhook_url_env)
         if config.telegram:

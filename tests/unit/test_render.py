@@ -117,7 +117,15 @@ def test_secrets_only_in_restricted_files(settings, dashboard_9628):
     stack = render_stack(settings, dashboard_9628)
     secrets = [
         ENVIRON[k]
-        for k in ("PW_SHOP", "PW_BILLING", "PW_LEDGER", "GRAFANA_PW", "DISCORD_URL", "TG_TOKEN")
+        for k in (
+            "PW_SHOP",
+            "PW_BILLING",
+            "PW_LEDGER",
+            "GRAFANA_PW",
+            "GRAFANA_KEY",
+            "DISCORD_URL",
+            "TG_TOKEN",
+        )
     ] + [api_credentials(settings)[1]]
     for f in stack.files:
         if f.secret:

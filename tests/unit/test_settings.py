@@ -230,6 +230,8 @@ def test_labels_the_rules_group_by_or_promql_reserves_are_refused(label):
         ("DISCORD_URL", "ftp://hook", "the value of DISCORD_URL is not an http(s) URL"),
         ("TG_TOKEN", "abc def", "the value of TG_TOKEN is not a bot token"),
         ("GRAFANA_PW", "secret\n", "the value of GRAFANA_PW starts or ends with white space"),
+        ("GRAFANA_KEY", "x" * 31, "the value of GRAFANA_KEY is shorter than 32 characters"),
+        ("GRAFANA_KEY", " " + "x" * 40, "the value of GRAFANA_KEY starts or ends with white space"),
     ],
 )
 def test_secrets_of_the_wrong_shape_are_refused_without_repeating_them(variable, value, expected):
