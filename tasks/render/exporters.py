@@ -5,19 +5,30 @@ from __future__ import annotations
 from ..settings import Database, Settings
 from ..stack_model import EXPORTER_PORT, yaml_bytes
 
-# Collectors that read server-wide views. Only one exporter per PostgreSQL
-# server runs them, so several databases on one server do not multiply these
-# series; the others keep the per-database (table and index) collectors.
-SERVER_WIDE_COLLECTORS = (
-    "database",
-    "locks",
-    "replication",
-    "replication_slot",
-    "roles",
-    "stat_bgwriter",
-    "stat_database",
-    "wal",
-)
+# Collectors that read server-wide views, on by default. Only one exporter per PostgreSQL server runs them,
+# so several databases on one server do not multiply these series; the others keep the per-database (table and
+# index) collectors. postgres_exporter refuses a flag naming a collector it does not have, so each is turned off
+# only in the versions that have it by that name: [since, until).
+SERVER_WIDE_COLLECTORS: dict[str, tuple[tuple[int, int], tuple[int, int] | None]] = {
+    "database": ((0, 0), None),
+    "locks": ((0, 0), None),
+    "replication": ((0, 0), None),
+    "replication_slot": (
+        (0, 0),
+        (0, 20),
+    ),  # renamed in 0.20, with its metrics (pg_replication_slots_*)
+    "replication_slots": ((0, 20), None),
+    "roles": ((0, 0), None),
+    "stat_bgwriter": ((0, 0), None),
+    "stat_database": ((0, 0), None),
+    "wal": ((0, 0), None),
+    "stat_progress_vacuum": ((0, 19), None),
+    # Default metrics until 0.20 (off with --disable-default-metrics), standalone collectors since.
+    "settings": ((0, 20), None),
+    "stat_activity": ((0, 20), None),
+    "stat_archiver": ((0, 20), None),
+    "stat_replication": ((0, 20), None),
+}
 # Server-wide collectors postgres_exporter leaves off, turned on in that same one exporter: the server's
 # start time and transaction ID age per database (for the alert rules), and PostgreSQL 17's checkpoint
 # counters (for dashboard 9628; the collector skips older servers without querying them).
@@ -171,11 +182,6 @@ def server_primaries(settings: Settings) -> set[str]:
     return set(primaries.values())
 
 
-# Server-wide collectors that postgres_exporter 0.19 added, on by default: off in all but the first exporter.
-# 0.17 refuses the flags of collectors it does not have, so the flags follow the version.
-SERVER_WIDE_COLLECTORS_SINCE = {"stat_progress_vacuum": (0, 19)}
-
-
 # Under Prometheus's default scrape timeout (10s): a slow database gives up its collection, the scrape still
 # answers. Fixed, so a changed scrape interval recreates no exporter.
 COLLECTION_TIMEOUT = "9s"
@@ -203,15 +209,14 @@ def exporter_flags(
         flags.append("--collector.stat_statements")
     if primary:
         return flags + [f"--collector.{name}" for name in SERVER_WIDE_OPT_IN_COLLECTORS]
-    server_wide = [
-        *SERVER_WIDE_COLLECTORS,
-        *(name for name, since in SERVER_WIDE_COLLECTORS_SINCE.items() if version >= since),
+    flags.append("--disable-default-metrics")
+    if version < (0, 20):  # its pg_settings metrics: the settings collector since 0.20
+        flags.append("--disable-settings-metrics")
+    return flags + [
+        f"--no-collector.{name}"
+        for name, (since, until) in SERVER_WIDE_COLLECTORS.items()
+        if since <= version and (until is None or version < until)
     ]
-    return (
-        flags
-        + ["--disable-default-metrics", "--disable-settings-metrics"]
-        + [f"--no-collector.{name}" for name in server_wide]
-    )
 
 
 def data_source_uri(db: Database) -> str:

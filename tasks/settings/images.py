@@ -9,7 +9,8 @@ from typing import Literal
 
 # The images the stack runs, on lines their upstream supports (docs/versions.md: what the tests ran of each
 # line). Prometheus 3.13 is the LTS line (to 2027-07-31); Alertmanager, supported in its newest minor only, reads Telegram chat ids from a file (0.31+);
-# postgres_exporter stays on the 0.19 the tests ran, because 0.20 renames metrics the rules and dashboards read.
+# postgres_exporter stays on the 0.19 the tests ran: no 0.20 build exists where they run (pgmon's flags and
+# rules follow 0.20.1's renames, read off its source).
 DEFAULT_IMAGES = {
     "prometheus": "prom/prometheus:v3.13.3",
     "alertmanager": "prom/alertmanager:v0.35.1",

@@ -291,6 +291,30 @@ def test_exporter_flags_follow_its_version():
         )
 
 
+def test_exporter_flags_follow_postgres_exporter_0_20s_collectors():
+    """0.20 renamed replication_slot, dropped --disable-settings-metrics, and made collectors of the default
+    metrics pg_settings, pg_stat_activity, pg_stat_archiver and pg_stat_replication (its CHANGELOG)."""
+    dbs = group_data()["pgmon_databases"]
+    commands = {}
+    for image in ("prom/postgres-exporter:v0.19.1", "prom/postgres-exporter:v0.20.1"):
+        settings = build_settings(
+            group_data(pgmon_databases=dbs, pgmon_images={"postgres_exporter": image}), ENVIRON
+        )
+        services = compose_services(settings)
+        commands[image[-6:]] = services["exporter-billing"]["command"]
+        assert not any(f.startswith("--no-collector") for f in services["exporter-shop"]["command"])
+    old, new = commands["0.19.1"], commands["0.20.1"]
+    assert "--disable-default-metrics" in old and "--disable-default-metrics" in new
+    assert set(new) - set(old) == {
+        "--no-collector.replication_slots",
+        "--no-collector.settings",
+        "--no-collector.stat_activity",
+        "--no-collector.stat_archiver",
+        "--no-collector.stat_replication",
+    }
+    assert set(old) - set(new) == {"--no-collector.replication_slot", "--disable-settings-metrics"}
+
+
 def test_images_older_than_pgmons_files_are_refused():
     message = error_for(
         group_data(
