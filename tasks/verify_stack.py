@@ -3,8 +3,8 @@
 Checks, from the host's point of view (through the SSH connection): every
 database's exporter is scraped and reports ``pg_up 1`` without scrape errors;
 Prometheus is ready with its config and rules loaded; Alertmanager is ready
-with the expected receivers; Grafana is healthy, its datasource answers and
-pgmon's dashboards (9628 and its own) are there. It polls until all pass or the deadline
+with the expected receivers; Grafana is healthy, its datasources (Prometheus's, each store's) answer and
+pgmon's dashboards (9628 and its own) are there; each store's remote-write queue keeps up (verify_stores). It polls until all pass or the deadline
 (``pgmon_verify_timeout_seconds``), then prints one line per component and
 database. Anything failing fails the run; nothing is stopped.
 """
@@ -26,6 +26,7 @@ from .http_tunnel import HostHTTP
 from .render.alertmanager import render_alertmanager_config
 from .render.api_auth import api_credentials
 from .render.grafana import DATASOURCE_UID, provisioned_dashboard_uids
+from .render.stores import STORE_DATASOURCE_UID
 from .reporting import failure, log_lines
 from .settings import Settings
 from .stack_model import GRAFANA_SELF_SIGNED_CERT, GRAFANA_TLS_DIR, container_name
@@ -36,6 +37,7 @@ from .verify_databases import (
     parse_exporter_readings,
     slow_query_coverage,
 )
+from .verify_stores import check_stores
 
 
 def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
@@ -228,6 +230,23 @@ def check_grafana(
                 f"docker logs {container}",
             )
         ]
+    for store in settings.config.remote_write:
+        if store.query_url is None:
+            continue
+        uid = STORE_DATASOURCE_UID.format(name=store.name)
+        status, body = http.get_json(
+            address, cfg.grafana_port, f"/api/datasources/uid/{uid}/health", auth, **tls
+        )
+        if status != 200:
+            return [
+                Finding(
+                    "grafana",
+                    False,
+                    f"its data source for store {store.name} ({store.query_url}) does not answer "
+                    f"(HTTP {status}: {(body or {}).get('message', '')})",
+                    f"docker logs {container}",
+                )
+            ]
     uids = provisioned_dashboard_uids()
     for uid in uids:
         status, _ = http.get_json(
@@ -298,6 +317,7 @@ def check_stack(
         + check_grafana(settings, http, certificate)
         + plain_http_exposure(settings)
         + check_databases(settings, http, readings)
+        + check_stores(settings, http)
         + [slow_query_coverage(settings)]
     )
 

@@ -61,6 +61,7 @@ from .prometheus import (
     render_recording_rules,
     render_rules,
 )
+from .stores import store_secret_file
 
 
 def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
@@ -206,6 +207,30 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             # Root's only: copied into Grafana's volume while it is new (grafana_key.record_key_command).
             ManagedFile(CHECK_FILE, (key_check(key) + "\n").encode(), mode=0o400, secret=True),
         ]
+    # A store's password or token: Prometheus reads it at each request; Grafana when it provisions the data source.
+    for store in settings.config.remote_write:
+        credential = settings.remote_write_secrets.get(store.name)
+        if credential is None:
+            continue
+        files.append(
+            ManagedFile(
+                f"prometheus/secrets/{store_secret_file(store)}",
+                credential.get_secret_value().encode(),
+                mode=0o400,
+                uid=PROMETHEUS_UID,
+                gid=PROMETHEUS_UID,
+                secret=True,
+            )
+        )
+        if store.query_url is not None:
+            files.append(
+                ManagedFile(
+                    f"grafana/secrets/{store_secret_file(store)}",
+                    credential.get_secret_value().encode(),
+                    on_change=(RESTART_GRAFANA,),
+                    **grafana_secret,
+                )
+            )
     if settings.discord_webhook_url is not None:
         files.append(
             ManagedFile(

@@ -7,6 +7,7 @@ import json
 from ..settings import Settings
 from ..stack_model import DASHBOARDS_DIR, PROMETHEUS_PORT, yaml_bytes
 from .api_auth import API_USER, PASSWORD_FILE, container_path
+from .stores import store_datasources
 
 DATASOURCE_UID = "pgmon-prometheus"
 DASHBOARD_9628_UID = "pgmon-postgresql-9628"
@@ -44,7 +45,8 @@ def render_grafana_datasource(settings: Settings) -> bytes:
                     "secureJsonData": {
                         "basicAuthPassword": f"$__file{{{container_path('grafana', PASSWORD_FILE)}}}"
                     },
-                }
+                },
+                *store_datasources(settings),
             ],
         }
     )

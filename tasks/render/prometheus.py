@@ -29,6 +29,7 @@ from ..stack_model import (
 )
 from .api_auth import API_USER, PASSWORD_FILE, container_path
 from .grafana import DASHBOARD_9628_UID
+from .stores import remote_write_configs
 
 
 def render_prometheus_config(settings: Settings) -> bytes:
@@ -38,6 +39,7 @@ def render_prometheus_config(settings: Settings) -> bytes:
         "username": API_USER,
         "password_file": container_path("prometheus", PASSWORD_FILE),
     }
+    stores = remote_write_configs(settings)
     return yaml_bytes(
         {
             "global": {
@@ -84,6 +86,7 @@ def render_prometheus_config(settings: Settings) -> bytes:
                     ],
                 },
             ],
+            **({"remote_write": stores} if stores else {}),
         }
     )
 

@@ -11,6 +11,7 @@ before any operation touches the host.
     images       the default images, the oldest versions pgmon supports, a tag's version
     thresholds   the alert rules' thresholds, globally and per database
     models       the deploy's settings
+    remote_write the long-term stores Prometheus copies its samples to
     run_options  what single commands read (silence, uninstall, backup, restore, lock take-over)
     load         host data + environment -> HostConfig (no secret) or Settings (with the secrets)
 
@@ -69,6 +70,7 @@ from .models import (
     Telegram,
     Watchdog,
 )
+from .remote_write import RemoteWrite
 from .run_options import (
     SILENCE_ID_RE,
     SILENCE_MAX_SECONDS,
@@ -130,6 +132,7 @@ __all__ = [
     "PerSecond",
     "Percent",
     "Port",
+    "RemoteWrite",
     "RunbookBaseUrl",
     "RunOptions",
     "Seconds",

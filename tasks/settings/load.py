@@ -81,6 +81,7 @@ _SECRET_SETTINGS = (
     "telegram",
     "watchdog",
     "grafana_certificate",
+    "remote_write",
 )
 
 
@@ -142,6 +143,8 @@ class Settings(ChannelSettings):
     grafana_secret_key: SecretStr | None = (
         None  # None: Grafana's public default (pgmon_grafana_secret_key_env)
     )
+    # Each pgmon_remote_write store's password or bearer token, by the store's name.
+    remote_write_secrets: dict[str, SecretStr] = {}
     # pgmon_grafana_certificate's PEM certificate (chain) and key, read on the controller (tasks/grafana_tls.py).
     grafana_tls_certificate: bytes | None = None
     grafana_tls_key: SecretStr | None = None
@@ -323,11 +326,23 @@ def resolve_secrets(
             "one, openssl rand -base64 32, and keep it with the other secrets; a Grafana deployed before "
             "pgmon set one: docs/security.md, Grafana's secret_key",
         )
+    store_secrets = {}
+    for index, store in enumerate(config.remote_write):
+        if store.secret_env is not None:
+            field = "password_env" if store.password_env else "bearer_token_env"
+            value = reader.read(
+                f"pgmon_remote_write[{index}].{field} ({store.name})",
+                store.secret_env,
+                _store_secret_problem,
+            )
+            if value is not None:
+                store_secrets[store.name] = value
     secrets, channel_problems = channel_secrets(config, environ, reader)
     secrets.update(
         database_passwords=passwords,
         grafana_admin_password=grafana_password,
         grafana_secret_key=secret_key,
+        remote_write_secrets=store_secrets,
     )
     if config.grafana_certificate is not None:
         # Imported here, not at the top: grafana_tls is a deploy step, which may import settings itself.
@@ -373,6 +388,13 @@ def _grafana_secret_key_problem(value: str) -> str | None:
             f"is shorter than {GRAFANA_SECRET_KEY_MIN_LENGTH} characters; make a random one, e.g. "
             "openssl rand -base64 32, and keep it with the other secrets"
         )
+    return None
+
+
+def _store_secret_problem(value: str) -> str | None:
+    # Prometheus trims what it reads from a credentials file: the store would be sent another value.
+    if value != value.strip() or "\n" in value or "\r" in value:
+        return "starts or ends with white space or holds a line break, which Prometheus drops; fix the value"
     return None
 
 

@@ -33,6 +33,7 @@ from .fields import (
     duration_seconds,
 )
 from .images import Component, too_old_images
+from .remote_write import RemoteWrite
 from .thresholds import (
     FORECAST_WINDOW_MIN_SECONDS,
     MIN_SCRAPES_PER_WINDOW,
@@ -217,6 +218,8 @@ class DeploySettings(Strict):
     grafana_url: GrafanaUrl | None = None
     # The page every alert's runbook_url starts with (docs/runbooks.md), each rule adding its own #anchor.
     runbook_base_url: RunbookBaseUrl = DEFAULT_RUNBOOK_BASE_URL
+    # Stores Prometheus copies every sample to (remote_write.py, docs/storage.md).
+    remote_write: list[RemoteWrite] = []
 
     @field_validator("base_dir")
     @classmethod
@@ -232,6 +235,11 @@ class DeploySettings(Strict):
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(
                 f"databases: the name {dup!r} is used twice; each database needs its own name"
+            )
+        stores = [store.name for store in self.remote_write]
+        for dup in sorted({n for n in stores if stores.count(n) > 1}):
+            problems.append(
+                f"remote_write: the name {dup!r} is used twice; give each store its own name"
             )
         targets = [(db.host, db.port, db.dbname) for db in self.databases]
         for host, port, dbname in sorted({t for t in targets if targets.count(t) > 1}):

@@ -3,7 +3,8 @@
 # kind: Docker engine, Compose v2, PostgreSQL, sshd, and the Prometheus-family
 # binaries (from Debian trixie) used for promtool/amtool and stand-in images; also
 # Debian sid's newer Prometheus family and PostgreSQL 18, for images of those versions
-# (tests/e2e/images/build_images.sh), left in $CACHE/sid-root and $CACHE/pg18-root.
+# (tests/e2e/images/build_images.sh), left in $CACHE/sid-root and $CACHE/pg18-root, and sid's
+# VictoriaMetrics in $CACHE/vm-root.
 # Idempotent: each step is skipped when its result is already there.
 set -euo pipefail
 
@@ -87,6 +88,15 @@ if [ ! -f "$CACHE/sid.done" ]; then
   touch "$CACHE/sid.done"
 fi
 
+# VictoriaMetrics from sid: the long-term store of tests/e2e/test_remote_write.py, run as a process on this
+# machine (it links only libc and libzstd, which Debian 12 has). Its own marker: a cache made before it stays.
+if [ ! -f "$CACHE/vm.done" ]; then
+  private_suite sid "$CACHE/apt/sid-lists"
+  apt-get "${apt_sid[@]}" update -qq
+  fetch_extract apt_sid "$CACHE/vm-debs" "$CACHE/vm-root" victoria-metrics
+  touch "$CACHE/vm.done"
+fi
+
 # PostgreSQL 18 from sid, with sid's libraries (glibc 2.43, libxml2 16, ICU 78, liburing): an image
 # like the PostgreSQL 17 one. The list is the libraries' dependency closure without maintainer-script tools.
 PG18_PKGS=(postgresql-18 postgresql-client-18 libc6 libgcc-s1 libstdc++6 libgssapi-krb5-2 libkrb5-3
@@ -122,7 +132,7 @@ for tool in promtool amtool; do
 done
 echo "prepare_machine: ok ($(docker compose version), $(promtool --version 2>&1 | head -1))"
 echo "prepare_machine: sid packages in $CACHE/sid-root, $CACHE/pg18-root:"
-for deb in "$CACHE"/sid-debs/*.deb "$CACHE"/pg18-debs/postgresql-18_*.deb; do
+for deb in "$CACHE"/sid-debs/*.deb "$CACHE"/pg18-debs/postgresql-18_*.deb "$CACHE"/vm-debs/*.deb; do
   echo "  $(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)"
 done
 echo "  promtool (sid): $CACHE/sid-root/usr/bin/promtool ($("$CACHE/sid-root/usr/bin/promtool" --version 2>&1 | head -1))"

@@ -431,6 +431,83 @@ GRAFANA_USERS = mostly(
     st.one_of(st.sampled_from(["admin", *ODD_STRINGS]), odd_text(1, 10)), st.just("")
 )
 USERS = st.one_of(st.sampled_from(["mon", *ODD_STRINGS]), odd_text(1, 10))
+
+# ---------------------------------------------------------------- long-term stores (pgmon_remote_write)
+
+STORE_URLS = mostly(
+    st.sampled_from(
+        [
+            "http://vm.internal:8428/api/v1/write",
+            "https://mimir.example.com/api/v1/push",
+            "http://172.17.0.1:8428/api/v1/write?extra_label=site%3Deu",
+            "https://vm.example.com/$tenant/api/v1/write",
+            "http://[::1]:9/api/v1/write",
+        ]
+    ),
+    st.sampled_from(
+        [
+            "https://pgmon:" + SECRET_LIKE[0] + "@vm.example.com/api/v1/write",  # a password in it
+            "vm.internal:8428/api/v1/write",
+            "ftp://vm.internal/write",
+            "https://",
+        ]
+    ),
+)
+STORE_HEADER_NAMES = mostly(
+    st.sampled_from(["X-Scope-OrgID", "THANOS-TENANT", "X-Tenant$1", "x_org"]),
+    st.one_of(
+        st.sampled_from(
+            [
+                "Authorization",
+                "host",
+                "Content-Type",
+                "X-Prometheus-Remote-Write-Version",
+                "X Tenant",
+            ]
+        ),
+        odd_text(0, 8),
+    ),
+)
+STORE_HEADER_VALUES = mostly(
+    st.sampled_from(["tenant-1", "a$b", "$HOME", "team a|b", "${x}"]),
+    st.one_of(st.sampled_from(["", " padded", "line\nbreak"]), odd_text(0, 8)),
+)
+
+
+@st.composite
+def stores(draw, environ: dict[str, str]) -> list[dict]:
+    """1-2 pgmon_remote_write entries, some odd; their secrets put in ``environ`` (or sometimes missing)."""
+    entries = []
+    for index in range(draw(st.integers(1, 2))):
+        store = {
+            "name": draw(mostly(st.sampled_from(["vm", "mimir"]), NAMES)),
+            "url": draw(STORE_URLS),
+        }
+        auth = draw(
+            mostly(
+                st.sampled_from(["none", "basic", "bearer"]),
+                st.sampled_from(["both", "username only"]),
+            )
+        )
+        env = f"STORE_{index}"
+        if auth in ("basic", "both", "username only"):
+            store["username"] = draw(mostly(st.sampled_from(["pgmon", "a$b"]), USERS))
+        if auth in ("basic", "both"):
+            store["password_env"] = env
+        if auth in ("bearer", "both"):
+            store["bearer_token_env"] = env
+        if auth != "none" and draw(st.integers(0, 9)):  # sometimes missing: pgmon names the setting
+            environ[env] = draw(PASSWORDS)
+        if draw(st.booleans()):
+            store["headers"] = draw(
+                st.dictionaries(STORE_HEADER_NAMES, STORE_HEADER_VALUES, max_size=2)
+            )
+        if draw(st.booleans()):
+            store["query_url"] = draw(STORE_URLS).split("/api/")[0]
+        entries.append(store)
+    return entries
+
+
 DBNAMES = st.one_of(st.sampled_from(["shop", "shop's db: main", *ODD_STRINGS]), odd_text(1, 10))
 
 
@@ -493,14 +570,16 @@ ODD_KINDS = (
     "alert_timing",
     "thresholds",
     "admin_password_env",
+    "remote_write",
     "typo",
 )
 PLAIN_NAMES = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
 
 
 @st.composite
-def cases(draw) -> Case:
-    odd = draw(st.sets(st.sampled_from(ODD_KINDS), max_size=3))
+def cases(draw, always: frozenset[str] = frozenset()) -> Case:
+    """A case with up to three odd kinds of setting, and those of ``always``."""
+    odd = draw(st.sets(st.sampled_from(ODD_KINDS), max_size=3)) | always
 
     def pick(kind: str, plain, oddly):
         return draw(oddly if kind in odd else plain)
@@ -586,6 +665,8 @@ def cases(draw) -> Case:
             st.just("-1001234567890"),
             st.lists(CHAT_ID_ENTRIES, min_size=1, max_size=3).map(",".join),
         )
+    if "remote_write" in odd:
+        data["pgmon_remote_write"] = draw(stores(environ))
     if "watchdog" in odd:
         watchdog = {"url_env": "WD_URL"}
         interval = draw(st.one_of(st.none(), DURATIONS))

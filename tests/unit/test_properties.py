@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -72,6 +73,12 @@ from tasks.settings import DeployError, build_settings  # noqa: E402
 from .strategies import Case, cases  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+_STANDIN = Path(__file__).resolve().parents[1] / "e2e/images/grafana/standin.py"
+_spec = importlib.util.spec_from_file_location("grafana_standin", _STANDIN)
+grafana_standin = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(
+    grafana_standin
+)  # its interpolate() reads provisioning values as Grafana does
 DASHBOARD_9628 = json.loads((FIXTURES / "dashboard-9628.json").read_text())
 
 EXAMPLES = int(os.environ.get("PGMON_HYPOTHESIS_EXAMPLES", "300"))
@@ -763,6 +770,8 @@ def check_stack(case: Case, stack) -> None:
         watchdog_route = next(r for r in am["route"]["routes"] if r["receiver"] == "watchdog")
         assert watchdog_route["repeat_interval"] == interval
 
+    check_stores(case, compose, files)
+
     differing = [
         (where, d, prometheus_duration_ms(d), pgmon_duration_ms(d))
         for where, d in configured_durations(case)
@@ -781,6 +790,81 @@ def check_stack(case: Case, stack) -> None:
         elif float(value) not in numbers:
             missing.append((where, value))
     assert not missing, f"configured thresholds not found in the rules: {missing}"
+
+
+def check_stores(case: Case, compose: dict, files: dict[str, bytes]) -> None:
+    """Each store reads back from prometheus.yml and Grafana's data sources as configured, its secret only in
+    the files the two containers read."""
+    data, env = case.group_data, case.environ
+    base = data.get("pgmon_base_dir", "/opt/pgmon")
+    prometheus = yaml.safe_load(files["prometheus/prometheus.yml"])
+    datasources = {
+        d["uid"]: d
+        for d in yaml.safe_load(files["grafana/provisioning/datasources/pgmon.yml"])["datasources"]
+    }
+    written = {w["name"]: w for w in prometheus.get("remote_write", [])}
+    stores = data.get("pgmon_remote_write", [])
+    assert sorted(written) == sorted(s["name"] for s in stores)
+    for store in stores:
+        got = written[store["name"]]
+        assert got["url"] == store["url"].rstrip("/") and got.get("headers", {}) == store.get(
+            "headers", {}
+        )
+        assert not any(h.lower() == "authorization" for h in got.get("headers", {}))
+        assert "@" not in got["url"].split("/")[2], f"store URL {got['url']!r} carries credentials"
+        secret = env.get(store.get("password_env") or store.get("bearer_token_env") or "", None)
+        if "password_env" in store:
+            auth = got["basic_auth"]
+            assert auth["username"] == store["username"]
+            path = auth["password_file"]
+        elif "bearer_token_env" in store:
+            path = got["authorization"]["credentials_file"]
+        else:
+            assert "basic_auth" not in got and "authorization" not in got
+            path = None
+        if path is not None:
+            content = container_file(compose, "prometheus", path, base, files)
+            assert content is not None and content.decode().strip() == secret  # Prometheus trims
+        if secret and len(secret) >= 12:  # a shorter one may be in any text by chance
+            assert secret.encode() not in files["prometheus/prometheus.yml"]
+            assert secret.encode() not in files["grafana/provisioning/datasources/pgmon.yml"]
+        source = datasources.get(f"pgmon-store-{store['name']}")
+        if "query_url" not in store:
+            assert source is None
+            continue
+
+        # Grafana's reading (the stand-in's, left to right): $$ a literal $, $__file{...} the file's content, trimmed.
+        def grafana(value: str) -> str:
+            def expand(match: re.Match) -> str:
+                if match.group(1) != "file":
+                    return grafana_standin.interpolate(match.group(0), {})
+                content = container_file(compose, "grafana", match.group(2), base, files)
+                assert content is not None, (
+                    f"Grafana's data source names {match.group(2)}, unreadable"
+                )
+                return content.decode().strip()
+
+            return grafana_standin._EXPAND.sub(expand, value)
+
+        assert grafana(source["url"]) == store["query_url"].rstrip("/")
+        secure = source.get("secureJsonData", {})
+        headers = {
+            grafana(source["jsonData"][key]): grafana(secure[key.replace("Name", "Value")])
+            for key in source["jsonData"]
+            if key.startswith("httpHeaderName")
+        }
+        expected = dict(store.get("headers", {}))
+        if "bearer_token_env" in store:
+            expected["Authorization"] = f"Bearer {secret}"
+        assert headers == expected
+        if "password_env" in store:
+            assert (
+                source["basicAuth"] is True
+                and grafana(source["basicAuthUser"]) == store["username"]
+            )
+            assert grafana(secure["basicAuthPassword"]) == secret
+        else:
+            assert source["basicAuth"] is False
 
 
 def test_settings_and_render_read_back(capsys):
@@ -804,6 +888,37 @@ def test_settings_and_render_read_back(capsys):
         print(
             f"\n[properties] settings+render: {sum(counts.values())} examples, {counts['refused']} refused "
             f"with a DeployError, {counts['rendered']} rendered and read back"
+        )
+
+
+def test_stores_read_back_and_pass_promtool(capsys):
+    """Cases that always have pgmon_remote_write: rare among the others, and what Prometheus refuses in a store
+    (a header, a URL) only promtool tells."""
+    counts = Counter()
+
+    @settings(max_examples=max(30, EXAMPLES // 3), deadline=timedelta(seconds=60), **COMMON)
+    @given(case=cases(always=frozenset({"remote_write"})))
+    def run(case: Case):
+        stack_settings, message = build(case)
+        if message is not None:
+            counts["refused"] += 1
+            check_refusal(case, message)
+            return
+        counts["rendered"] += 1
+        stack = render_stack(stack_settings, DASHBOARD_9628)
+        check_stack(case, stack)
+        if shutil.which("promtool"):
+            root = fresh_tree()
+            write_tree(stack, root)
+            code, out = run_tools(root, only="promtool check config")["promtool check config"]
+            assert code == 0 and "WARNING" not in out, f"promtool check config:\n{out}"
+            counts["promtool"] += 1
+
+    run()
+    with capsys.disabled():
+        print(
+            f"\n[properties] stores: {sum(counts.values()) - counts['promtool']} examples, {counts['refused']} "
+            f"refused, {counts['rendered']} rendered and read back, {counts['promtool']} checked by promtool"
         )
 
 
@@ -859,8 +974,9 @@ def fresh_tree() -> Path:
     return _TREE
 
 
-def run_tools(root: Path) -> dict[str, tuple[int, str]]:
-    """Each check's (return code, output), the checks run side by side; cached by the files they read."""
+def run_tools(root: Path, only: str | None = None) -> dict[str, tuple[int, str]]:
+    """Each check's (return code, output), the checks run side by side; cached by the files they read.
+    ``only``: that check alone."""
     compose_env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     inline = alertmanager_with_inline_secrets(root)
 
@@ -905,6 +1021,8 @@ def run_tools(root: Path) -> dict[str, tuple[int, str]]:
             digest(root / "docker-compose.yml"),
         ),
     }
+    if only is not None:
+        commands = {only: commands[only]}
     results, running = {}, {}
     for name, (argv, env, key) in commands.items():
         key = name + key

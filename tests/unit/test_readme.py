@@ -27,6 +27,7 @@ from tasks.settings import (
     Database,
     Discord,
     GrafanaCertificate,
+    RemoteWrite,
     SettingsInput,
     Silence,
     Telegram,
@@ -359,6 +360,7 @@ def test_configuration_reference_lists_every_setting_and_key():
         AlertTiming,
         Silence,
         GrafanaCertificate,
+        RemoteWrite,
     ):
         missing += [
             f"{model.__name__}.{key}"
