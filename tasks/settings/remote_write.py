@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, model_validator
 
-from .fields import EnvName, HttpUrl, Name, Strict
+from .fields import EnvName, Name, Strict, http_url_problem
 
 # Headers Prometheus sets itself and refuses in remote_write's `headers` (its config.go, reservedHeaders);
 # Authorization is what password_env and bearer_token_env are for.
@@ -68,13 +67,17 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _check_store_url(value: str) -> str:
-    if "@" in urlsplit(value).netloc:
-        # Not repeated: what stands before the @ may be a password.
+    authority = value.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        # Not repeated, checked before anything that would: what stands before the @ may be a password.
         raise ValueError(
             "holds a user name or password before its host; put the user name in username and the password in "
             "an environment variable named by password_env"
         )
-    return value
+    problem = http_url_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    return value.rstrip("/")
 
 
 def _check_username(value: str) -> str:
@@ -83,7 +86,7 @@ def _check_username(value: str) -> str:
     return value
 
 
-StoreUrl = Annotated[HttpUrl, AfterValidator(_check_store_url)]
+StoreUrl = Annotated[str, AfterValidator(_check_store_url)]
 Headers = Annotated[dict[str, str], AfterValidator(_check_headers)]
 UserName = Annotated[str, AfterValidator(_check_username)]
 

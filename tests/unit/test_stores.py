@@ -70,6 +70,13 @@ def stack_files(stores, dashboard_9628):
             "pgmon_remote_write[0].url: 'vm.example.com/write' is not",
         ),
         (
+            {
+                **VICTORIA,
+                "url": "pgmon:hunter2@vm.example.com/write",
+            },  # no scheme either: still not repeated
+            "pgmon_remote_write[0].url: holds a user name or password before its host",
+        ),
+        (
             {**VICTORIA, "name": "Victoria"},
             "pgmon_remote_write[0].name: 'Victoria' is not a valid name",
         ),
