@@ -29,6 +29,10 @@ def admins(new_deployment, lab, discord, telegram, dashboard_server, tmp_path_fa
         second = Deployment(
             lab, tmp_path_factory.mktemp("admin-b"), discord, telegram, dashboard_server
         )
+        # The team's one secret_key for this host's Grafana (its other secrets may differ: a new admin password
+        # is reset in place, another key is refused).
+        key = "PGMON_E2E_GRAFANA_SECRET_KEY"
+        second.secrets[key] = first.secrets[key]
         first.configure(BASE)
         result = first.run()
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

@@ -172,20 +172,25 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
         assert re.search(r"pgmon verification failed for [^;]*store victoria", text)
         assert "s behind (more than 30 s)" in text and "wait in Prometheus's WAL" in text
         victoria.start()
+
         # The backlog arrives: the outage is covered sample by sample (the store keeps one per scrape interval).
-        wait_until(
-            "the backlog reaches the store",
-            lambda: (
-                largest_gap(
-                    victoria.timestamps('pg_up{database="shop"}', outage_start - 5, outage_end)
-                )
-                <= 2.5 * SCRAPE_SECONDS
-            ),
-            90,
-            interval=1,
-        )
-        covered = victoria.timestamps('pg_up{database="shop"}', outage_start, outage_end)
-        assert len(covered) >= (outage_end - outage_start) / SCRAPE_SECONDS - 2
+        def covered() -> bool:
+            samples = victoria.timestamps('pg_up{database="shop"}', outage_start, outage_end)
+            return (
+                len(samples) >= (outage_end - outage_start) / SCRAPE_SECONDS - 2
+                and samples[0] - outage_start <= 2.5 * SCRAPE_SECONDS
+                and outage_end - samples[-1] <= 2.5 * SCRAPE_SECONDS
+                and largest_gap(samples) <= 2.5 * SCRAPE_SECONDS
+            )
+
+        try:
+            wait_until("the backlog reaches the store", covered, 120, interval=1)
+        except TimeoutError:
+            samples = victoria.timestamps('pg_up{database="shop"}', outage_start, outage_end)
+            raise AssertionError(
+                f"{len(samples)} samples of the {outage_end - outage_start:.0f} s outage in the store, largest "
+                f"gap {largest_gap(samples):.1f} s; the queue is {queue_lag('victoria'):.0f} s behind"
+            ) from None
         deployment.configure(["shop"], pgmon_remote_write=[store])
         assert "takes the samples" in assert_ok(deployment.run())
 
