@@ -45,6 +45,7 @@ def render_prometheus_config(settings: Settings) -> bytes:
             "global": {
                 "scrape_interval": f"{cfg.scrape_interval_seconds}s",
                 "evaluation_interval": f"{cfg.evaluation_interval_seconds}s",
+                **({"external_labels": dict(cfg.external_labels)} if cfg.external_labels else {}),
             },
             "alerting": {
                 "alertmanagers": [

@@ -171,6 +171,21 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+def _check_external_labels(labels: dict[str, str]) -> dict[str, str]:
+    empty = sorted(key for key, value in labels.items() if not value)
+    if empty:
+        raise ValueError(
+            f"labels {empty} have no value: Prometheus drops an empty label; give each a value"
+        )
+    ours = sorted(key for key in labels if key.startswith("pgmon_"))
+    if ours:
+        # pgmon_drill on every alert would make each one a drill.
+        raise ValueError(
+            f"labels {ours}: names starting with pgmon_ are pgmon's own; choose another name"
+        )
+    return labels
+
+
 def _check_sha256(value: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
         raise ValueError(
@@ -304,6 +319,7 @@ DownloadUrl = Annotated[str, AfterValidator(_check_dashboard_url)]  # {revision}
 GrafanaUrl = Annotated[str, AfterValidator(_check_grafana_url)]
 RunbookBaseUrl = Annotated[str, AfterValidator(_check_runbook_base_url)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+ExternalLabels = Annotated[Labels, AfterValidator(_check_external_labels)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 IPAddress = Annotated[str, AfterValidator(_check_address)]
 Sha256 = Annotated[str, AfterValidator(_check_sha256)]

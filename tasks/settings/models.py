@@ -18,6 +18,7 @@ from .fields import (
     DownloadUrl,
     Duration,
     EnvName,
+    ExternalLabels,
     GrafanaUrl,
     Host,
     HttpUrl,
@@ -220,6 +221,9 @@ class DeploySettings(Strict):
     runbook_base_url: RunbookBaseUrl = DEFAULT_RUNBOOK_BASE_URL
     # Stores Prometheus copies every sample to (remote_write.py, docs/storage.md).
     remote_write: list[RemoteWrite] = []
+    # Labels this Prometheus adds to what leaves it, samples sent to a store and alerts: what tells processing
+    # hosts apart where they meet (a shared store), e.g. {"site": "eu-1"}.
+    external_labels: ExternalLabels = {}
 
     @field_validator("base_dir")
     @classmethod

@@ -143,7 +143,9 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
             "password_env": PASSWORD_ENV,
             "query_url": STORE_URL,
         }
-        deployment.configure(["shop"], pgmon_remote_write=[store])
+        # What tells this processing host's series apart in a store others write to as well.
+        settings = {"pgmon_remote_write": [store], "pgmon_external_labels": {"site": "lab"}}
+        deployment.configure(["shop"], **settings)
         output = assert_ok(deployment.run("-vvv", "--diff"))
         assert re.search(rf"store victoria +ok +{STORE_URL}/api/v1/write takes the samples", output)
         assert victoria.password not in output  # nor in pyinfra's output at its most verbose
@@ -155,7 +157,10 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
         )
         wait_until(
             "the store answers for the database",
-            lambda: [r["value"][1] for r in victoria.query('pg_up{database="shop"}')] == ["1"],
+            lambda: (
+                [r["value"][1] for r in victoria.query('pg_up{database="shop", site="lab"}')]
+                == ["1"]
+            ),
             60,
         )
 
@@ -163,7 +168,7 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
         victoria.stop()
         outage_start = time.time()
         wait_until("the queue falls behind", lambda: queue_lag("victoria") > 35, 90, interval=1)
-        deployment.configure(["shop"], pgmon_remote_write=[store], pgmon_verify_timeout_seconds=40)
+        deployment.configure(["shop"], **settings, pgmon_verify_timeout_seconds=40)
         refused = deployment.run()
         outage_end = time.time()
         text = refused.stdout + refused.stderr
@@ -191,17 +196,17 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
                 f"{len(samples)} samples of the {outage_end - outage_start:.0f} s outage in the store, largest "
                 f"gap {largest_gap(samples):.1f} s; the queue is {queue_lag('victoria'):.0f} s behind"
             ) from None
-        deployment.configure(["shop"], pgmon_remote_write=[store])
+        deployment.configure(["shop"], **settings)
         assert "takes the samples" in assert_ok(deployment.run())
 
         # A password the store refuses: Prometheus drops what it cannot send, and verification says so.
         deployment.secrets[PASSWORD_ENV] = "not-" + victoria.password
-        deployment.configure(["shop"], pgmon_remote_write=[store], pgmon_verify_timeout_seconds=40)
+        deployment.configure(["shop"], **settings, pgmon_verify_timeout_seconds=40)
         refused = deployment.run()
         text = refused.stdout + refused.stderr
         assert refused.returncode != 0 and "refuses the samples" in text
         assert "its data source for store victoria" in text  # Grafana cannot read it back either
         deployment.secrets[PASSWORD_ENV] = victoria.password
-        deployment.configure(["shop"], pgmon_remote_write=[store])
+        deployment.configure(["shop"], **settings)
         assert "takes the samples" in assert_ok(deployment.run())
         assert not any(victoria.password in run for run in deployment.outputs)

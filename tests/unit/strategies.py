@@ -571,6 +571,7 @@ ODD_KINDS = (
     "thresholds",
     "admin_password_env",
     "remote_write",
+    "external_labels",
     "typo",
 )
 PLAIN_NAMES = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
@@ -712,6 +713,15 @@ def cases(draw, always: frozenset[str] = frozenset()) -> Case:
             "pgmon_grafana_admin_password_env",
             st.one_of(
                 st.sampled_from(["GRAFANA_PW", "GRAFANA-PW", SECRET_LIKE[2]]), NAME_SHAPED_SECRETS
+            ),
+        ),
+        (
+            "external_labels",
+            "pgmon_external_labels",
+            st.dictionaries(
+                mostly(LABEL_KEYS, st.sampled_from(["pgmon_drill", "pgmon_x"])),
+                LABEL_VALUES,
+                max_size=2,
             ),
         ),
         ("typo", "pgmon_databse", st.just([])),  # pgmon must name it

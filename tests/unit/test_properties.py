@@ -771,6 +771,10 @@ def check_stack(case: Case, stack) -> None:
         assert watchdog_route["repeat_interval"] == interval
 
     check_stores(case, compose, files)
+    external = yaml.safe_load(files["prometheus/prometheus.yml"])["global"].get(
+        "external_labels", {}
+    )
+    assert external == data.get("pgmon_external_labels", {})
 
     differing = [
         (where, d, prometheus_duration_ms(d), pgmon_duration_ms(d))
@@ -892,12 +896,12 @@ def test_settings_and_render_read_back(capsys):
 
 
 def test_stores_read_back_and_pass_promtool(capsys):
-    """Cases that always have pgmon_remote_write: rare among the others, and what Prometheus refuses in a store
-    (a header, a URL) only promtool tells."""
+    """Cases that always have pgmon_remote_write and pgmon_external_labels: rare among the others, and what
+    Prometheus refuses in a store (a header, a URL) or a label value only promtool tells."""
     counts = Counter()
 
     @settings(max_examples=max(30, EXAMPLES // 3), deadline=timedelta(seconds=60), **COMMON)
-    @given(case=cases(always=frozenset({"remote_write"})))
+    @given(case=cases(always=frozenset({"remote_write", "external_labels"})))
     def run(case: Case):
         stack_settings, message = build(case)
         if message is not None:

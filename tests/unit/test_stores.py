@@ -182,3 +182,16 @@ def test_without_stores_prometheus_yml_has_no_remote_write(dashboard_9628):
         ).count('"uid"')
         == 1
     )
+
+
+def test_external_labels_mark_what_leaves_this_prometheus(dashboard_9628):
+    settings = build_settings(group_data(pgmon_external_labels={"site": "eu-1"}), ENVIRON)
+    files = {f.path: f for f in render_stack(settings, dashboard_9628).files}
+    config = yaml.safe_load(files["prometheus/prometheus.yml"].content)
+    assert config["global"]["external_labels"] == {"site": "eu-1"}
+    for labels, expected in (
+        ({"site": ""}, "pgmon_external_labels: labels ['site'] have no value"),
+        ({"pgmon_drill": "true"}, "names starting with pgmon_ are pgmon's own"),
+        ({"severity": "x"}, "label 'severity' is set by pgmon itself"),
+    ):
+        assert expected in error_for(group_data(pgmon_external_labels=labels), ENVIRON)
