@@ -39,7 +39,16 @@ def test_own_dashboards_have_units_thresholds_and_descriptions_on_every_panel():
     for name, dashboard in dashboards.items():
         assert "pgmon" in dashboard["tags"] and "id" not in dashboard, name
         variables = [v["name"] for v in dashboard["templating"]["list"]]
-        assert variables[:2] == ["server", "database"], name
+        assert variables[:3] == ["datasource", "server", "database"], name
+        # This host's Prometheus unless the user picks a store (docs/storage.md); every query follows the pick.
+        picker = dashboard["templating"]["list"][0]
+        assert (picker["type"], picker["query"], picker["current"]["value"]) == (
+            "datasource",
+            "prometheus",
+            DATASOURCE_UID,
+        )
+        for variable in dashboard["templating"]["list"][1:]:
+            assert variable["datasource"]["uid"] == "${datasource}", (name, variable["name"])
         for panel in panels_of(dashboard["panels"]):
             if panel["type"] == "row":
                 continue
@@ -48,8 +57,9 @@ def test_own_dashboards_have_units_thresholds_and_descriptions_on_every_panel():
             assert panel["description"].strip() and defaults["unit"], where
             assert defaults["thresholds"]["steps"][0]["value"] is None, where
             for target in panel["targets"]:
-                assert target["datasource"]["uid"] == DATASOURCE_UID, where
+                assert target["datasource"]["uid"] == "${datasource}", where
                 assert set(VARIABLE.findall(target["expr"])) <= set(variables) | BUILTINS, where
+            assert panel["datasource"]["uid"] == "${datasource}", where
 
 
 def test_own_dashboards_read_only_series_that_are_recorded_or_scraped(settings):
