@@ -24,7 +24,8 @@ import requests
 from tasks.stack_model import PROMETHEUS_UID
 from tasks.verify_stores import parse_queue_readings
 
-from .lab import DATABASES, DOCKER_BRIDGE_IP, SCRAPE_SECONDS, Site, api_auth, wait_until
+from .grafana_queries import Dashboard, Prometheus
+from .lab import DATABASES, DOCKER_BRIDGE_IP, REPO, SCRAPE_SECONDS, Site, api_auth, wait_until
 from .test_deploy import assert_ok
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +106,13 @@ class Victoria:
         return sorted(t / 1000 for line in lines for t in json.loads(line)["timestamps"])
 
 
+class StoreQueries(Prometheus):
+    """The store's Prometheus-compatible query API, as Grafana's data source for it asks it."""
+
+    def __init__(self, password: str):
+        self.url, self.auth = f"{STORE_URL}/api/v1", (USER, password)
+
+
 @pytest.fixture(scope="module")
 def victoria(tmp_path_factory):
     if not VICTORIA.exists():
@@ -168,7 +176,7 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
         victoria.stop()
         outage_start = time.time()
         wait_until("the queue falls behind", lambda: queue_lag("victoria") > 35, 90, interval=1)
-        deployment.configure(["shop"], **settings, pgmon_verify_timeout_seconds=40)
+        deployment.configure(["shop"], **settings, pgmon_verify_timeout_seconds=15)
         refused = deployment.run()
         outage_end = time.time()
         text = refused.stdout + refused.stderr
@@ -201,7 +209,7 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
 
         # A password the store refuses: Prometheus drops what it cannot send, and verification says so.
         deployment.secrets[PASSWORD_ENV] = "not-" + victoria.password
-        deployment.configure(["shop"], **settings, pgmon_verify_timeout_seconds=40)
+        deployment.configure(["shop"], **settings, pgmon_verify_timeout_seconds=15)
         refused = deployment.run()
         text = refused.stdout + refused.stderr
         assert refused.returncode != 0 and "refuses the samples" in text
@@ -210,3 +218,19 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
         deployment.configure(["shop"], **settings)
         assert "takes the samples" in assert_ok(deployment.run())
         assert not any(victoria.password in run for run in deployment.outputs)
+
+        # The fleet dashboard reads the store as it reads this host's Prometheus: the same panels have data.
+        # (Tables would be empty in both: this test's database has none; test_dashboards.py has a workload.)
+        picks = {
+            "server": f"host.docker.internal:{shop.port}",
+            "database": "shop",
+            "instance": "shop",
+        }
+        model = json.loads((REPO / "files/grafana/dashboards/pgmon-fleet.json").read_text())
+        now = time.time() - 2  # what the store has taken by now
+        local = Dashboard(model, Prometheus(SITE.prometheus_port), SCRAPE_SECONDS, now)
+        targets = len(list(local.targets()))
+        empty_here = local.empty_panels(picks)
+        assert targets >= 5 and len(empty_here) < targets / 2, empty_here
+        store = Dashboard(model, StoreQueries(victoria.password), SCRAPE_SECONDS, now)
+        assert store.empty_panels(picks) == empty_here
