@@ -164,6 +164,15 @@ def measure_memory(deployment: Deployment, databases) -> dict[str, float]:
             capture_output=True,
             check=True,
         ).stdout.strip()
+
+        def answering() -> bool:
+            try:
+                return requests.get(f"http://{ip}:9187/", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        # `docker run -d` returns before the exporter listens (a probe at once was refused, once in CI).
+        wait_until("the multi-target exporter answers", answering, 30)
         for _ in range(3):  # as Prometheus would, several scrape rounds
             for db in databases:
                 response = requests.get(
