@@ -186,81 +186,50 @@ def check_grafana(
     address = "127.0.0.1" if cfg.grafana_bind_address == "0.0.0.0" else cfg.grafana_bind_address
     container = container_name(cfg.project, "grafana")
     auth = (cfg.grafana_admin_user, settings.grafana_admin_password.get_secret_value())
+
+    def failed(detail: str, hint: str = f"docker logs {container}") -> list[Finding]:
+        return [Finding("grafana", False, detail, hint)]
+
     tls = {}
     if cfg.grafana_https:
         if certificate is None:
-            return [
-                Finding(
-                    "grafana",
-                    False,
-                    f"has no certificate at {cfg.base_dir}/{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}",
-                    "run the deploy again: it makes one",
-                )
-            ]
+            return failed(
+                f"has no certificate at {cfg.base_dir}/{GRAFANA_TLS_DIR}/{GRAFANA_SELF_SIGNED_CERT}",
+                "run the deploy again: it makes one",
+            )
         tls = {"tls": pinned_context(certificate), "pin": first_certificate(certificate)}
+
+    def api(path: str):
+        return http.get_json(address, cfg.grafana_port, path, auth, **tls)
+
     status, health = http.get_json(address, cfg.grafana_port, "/api/health", **tls)
     if status != 200 or (health or {}).get("database") != "ok":
         why = f" ({health_error(http, address, cfg.grafana_port, tls)})" if status == 0 else ""
-        return [
-            Finding(
-                "grafana",
-                False,
-                f"not healthy on {address}:{cfg.grafana_port}{why}",
-                f"docker logs {container}",
-            )
-        ]
-    status, _ = http.get_json(
-        address, cfg.grafana_port, f"/api/datasources/uid/{DATASOURCE_UID}/health", auth, **tls
-    )
+        return failed(f"not healthy on {address}:{cfg.grafana_port}{why}")
+    status, _ = api(f"/api/datasources/uid/{DATASOURCE_UID}/health")
     if status == 401:
-        return [
-            Finding(
-                "grafana",
-                False,
-                f"refuses the admin password from ${cfg.grafana_admin_password_env}",
-                f"docker logs {container}",
-            )
-        ]
+        return failed(f"refuses the admin password from ${cfg.grafana_admin_password_env}")
     if status != 200:
-        return [
-            Finding(
-                "grafana",
-                False,
-                f"its Prometheus datasource does not answer (HTTP {status})",
-                f"docker logs {container}",
-            )
-        ]
+        return failed(f"its Prometheus datasource does not answer (HTTP {status})")
     for store in settings.config.remote_write:
         if store.query_url is None:
             continue
-        uid = STORE_DATASOURCE_UID.format(name=store.name)
-        status, body = http.get_json(
-            address, cfg.grafana_port, f"/api/datasources/uid/{uid}/health", auth, **tls
+        status, body = api(
+            f"/api/datasources/uid/{STORE_DATASOURCE_UID.format(name=store.name)}/health"
         )
         if status != 200:
-            return [
-                Finding(
-                    "grafana",
-                    False,
-                    f"its data source for store {store.name} ({store.query_url}) does not answer "
-                    f"(HTTP {status}: {(body or {}).get('message', '')})",
-                    f"docker logs {container}",
-                )
-            ]
+            return failed(
+                f"its data source for store {store.name} ({store.query_url}) does not answer "
+                f"(HTTP {status}: {(body or {}).get('message', '')})"
+            )
     uids = provisioned_dashboard_uids()
     for uid in uids:
-        status, _ = http.get_json(
-            address, cfg.grafana_port, f"/api/dashboards/uid/{uid}", auth, **tls
-        )
+        status, _ = api(f"/api/dashboards/uid/{uid}")
         if status != 200:
-            return [
-                Finding(
-                    "grafana",
-                    False,
-                    f"dashboard {uid} is not present (HTTP {status})",
-                    f"docker exec {container} ls /etc/grafana/dashboards; docker logs {container}",
-                )
-            ]
+            return failed(
+                f"dashboard {uid} is not present (HTTP {status})",
+                f"docker exec {container} ls /etc/grafana/dashboards; docker logs {container}",
+            )
     findings = [
         Finding(
             "grafana",

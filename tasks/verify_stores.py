@@ -62,7 +62,7 @@ def allowed_lag_seconds(settings: Settings) -> int:
     return max(30, 3 * settings.config.scrape_interval_seconds)
 
 
-def recent_failures(settings: Settings, http: HostHTTP) -> dict[str, float]:
+def recent_failures(settings: Settings, http: HostHTTP, auth: tuple[str, str]) -> dict[str, float]:
     """Samples each store failed lately (a minute, or four scrapes), from Prometheus's scrapes of itself; a store
     missing has fewer than two scrapes yet."""
     window = f"{max(60, 4 * settings.config.scrape_interval_seconds)}s"
@@ -76,7 +76,7 @@ def recent_failures(settings: Settings, http: HostHTTP) -> dict[str, float]:
         "127.0.0.1",
         settings.config.prometheus_port,
         f"/api/v1/query?{query}",
-        api_credentials(settings),
+        auth,
     )
     return {
         series["metric"].get("remote_name", ""): float(series["value"][1])
@@ -91,16 +91,15 @@ def check_stores(settings: Settings, http: HostHTTP) -> list[Finding]:
         return []
     container = container_name(settings.config.project, "prometheus")
     hint = f"docker logs {container} 2>&1 | grep -i remote"
-    status, body = http.get(
-        "127.0.0.1", settings.config.prometheus_port, "/metrics", api_credentials(settings)
-    )
+    auth = api_credentials(settings)
+    status, body = http.get("127.0.0.1", settings.config.prometheus_port, "/metrics", auth)
     if status != 200:
         return [
             Finding(f"store {s.name}", False, "Prometheus's metrics do not answer", hint)
             for s in stores
         ]
     newest, queues = parse_queue_readings(body.decode(errors="replace"))
-    recent = recent_failures(settings, http)
+    recent = recent_failures(settings, http, auth)
     limit = allowed_lag_seconds(settings)
     findings = []
     for store in stores:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, model_validator
 
-from .fields import EnvName, Name, Strict, http_url_problem
+from .fields import EnvName, Name, Strict, _check_http_url
 
 # Headers Prometheus sets itself and refuses in remote_write's `headers` (its config.go, reservedHeaders);
 # Authorization is what password_env and bearer_token_env are for.
@@ -66,18 +66,14 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _check_store_url(value: str) -> str:
-    authority = value.split("://", 1)[-1].split("/", 1)[0]
-    if "@" in authority:
-        # Not repeated, checked before anything that would: what stands before the @ may be a password.
+def _check_no_credentials(value: str) -> str:
+    if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+        # Not repeated, checked before the URL check that would: what stands before the @ may be a password.
         raise ValueError(
             "holds a user name or password before its host; put the user name in username and the password in "
             "an environment variable named by password_env"
         )
-    problem = http_url_problem(value)
-    if problem:
-        raise ValueError(f"{value!r} {problem}")
-    return value.rstrip("/")
+    return value
 
 
 def _check_username(value: str) -> str:
@@ -86,7 +82,7 @@ def _check_username(value: str) -> str:
     return value
 
 
-StoreUrl = Annotated[str, AfterValidator(_check_store_url)]
+StoreUrl = Annotated[str, AfterValidator(_check_no_credentials), AfterValidator(_check_http_url)]
 Headers = Annotated[dict[str, str], AfterValidator(_check_headers)]
 UserName = Annotated[str, AfterValidator(_check_username)]
 
