@@ -22,11 +22,17 @@ until Docker makes it again) is left for a later run. The service has no ``Remai
 it active and make the timer's starts do nothing. Stopping it (Docker stopped with live-restore, its containers
 still running) leaves the rules, and the timer keeps putting them back; only uninstall removes them.
 Without systemd (a container as the processing host) nothing is installed and the run says so.
+
+An HA group's members publish Alertmanager's API and gossip port on their own address (settings/cluster.py):
+a connection from outside Docker's bridges to those container ports goes through a chain of the project's own,
+``pgmon-peers-<digest>``, that returns for the members' addresses and drops the rest. The unit rebuilds the chain
+whenever its rules differ from the members it was written for; outside a group it removes chain and jumps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import shlex
 
 from pyinfra import host
@@ -34,6 +40,7 @@ from pyinfra.api import FunctionCommand, operation
 
 from .host_facts import HostFact
 from .stack_model import (
+    ALERTMANAGER_GOSSIP_PORT,
     ALERTMANAGER_PORT,
     EXPORTER_PORT,
     GRAFANA_PORT,
@@ -78,6 +85,64 @@ def rules(project: str, loopback: str = "127.0.0.0/8") -> tuple[str, ...]:
     )
 
 
+def peers_chain(project: str) -> str:
+    # iptables chain names hold at most 28 characters; a project name up to 40.
+    return f"pgmon-peers-{hashlib.sha256(project.encode()).hexdigest()[:10]}"
+
+
+def peer_jumps(project: str) -> tuple[str, ...]:
+    """The DOCKER-USER rules that send connections from outside Docker's bridges to Alertmanager's API and
+    gossip ports through the members' chain."""
+    into, tail = (
+        "! -i br-+ -o br-+",
+        f"-m comment --comment pgmon-{project} -j {peers_chain(project)}",
+    )
+    return (
+        f"-p tcp -m multiport --dports {ALERTMANAGER_PORT},{ALERTMANAGER_GOSSIP_PORT} {into} {tail}",
+        f"-p udp --dport {ALERTMANAGER_GOSSIP_PORT} {into} {tail}",
+    )
+
+
+def _family_members(members: tuple[str, ...], family: str) -> list[str]:
+    version = 6 if family == "ip6tables" else 4
+    return [m for m in members if ipaddress.ip_address(m).version == version]
+
+
+def _peers_apply(project: str, members: tuple[str, ...] | None) -> str:
+    """Each family's members chain and jumps as ``members`` says (None: outside a group, neither). Rebuilt
+    only when its rules differ, so that a timer's run never leaves it open for an instant."""
+    chain = peers_chain(project)
+    parts = []
+    for tool, _ in FAMILIES:
+        run = f"{tool} -w 5"
+        drop_jumps = " ".join(
+            f"while {run} -D DOCKER-USER {jump} 2>/dev/null; do :; done;"
+            for jump in peer_jumps(project)
+        )
+        if members is None:
+            body = (
+                f"if {run} -n -L {chain} >/dev/null 2>&1; then {drop_jumps} {run} -F {chain} && {run} -X {chain} "
+                f'&& echo "removed the HA group chain of pgmon-{project} ({tool})"; fi'
+            )
+        else:
+            admitted = [f"-s {m} -j RETURN" for m in _family_members(members, tool)] + ["-j DROP"]
+            expected = " && ".join(f"{run} -C {chain} {r} 2>/dev/null" for r in admitted)
+            fill = " && ".join(f"{run} -A {chain} {r}" for r in admitted)
+            jumps = " && ".join(
+                f"{{ {run} -C DOCKER-USER {jump} 2>/dev/null || {run} -I DOCKER-USER {jump}; }}"
+                for jump in peer_jumps(project)
+            )
+            body = (
+                f"{{ {run} -n -L {chain} >/dev/null 2>&1 || {run} -N {chain}; }} && "
+                f"{{ {{ [ `{run} -S {chain} | wc -l` -eq {len(admitted) + 1} ] && {expected}; }} || "
+                f"{{ {run} -F {chain} && {fill} && "
+                f'echo "admitted only the HA group members to the Alertmanager of pgmon-{project} ({tool})"; }}; }} '
+                f"&& {jumps}"
+            )
+        parts.append(f"{{ ! {run} -n -L DOCKER-USER >/dev/null 2>&1 || {{ {body}; }}; }}")
+    return " && ".join(parts)
+
+
 def rule(project: str) -> str:
     """The IPv4 rule that drops a neighbour's new connection (the tests check it is in place)."""
     return rules(project)[0]
@@ -104,12 +169,23 @@ def _present(project: str) -> str:
     return f"{{ {_each_rule(project, '{tool} -C DOCKER-USER {rule}')}; }} >/dev/null 2>&1"
 
 
-def _apply(project: str) -> str:
-    """Insert each missing rule, saying so; a rule in place is left as it is and nothing is said."""
-    return _each_rule(
-        project,
-        "{{ {tool} -C DOCKER-USER {rule} 2>/dev/null || {{ {tool} -I DOCKER-USER {rule} && echo "
-        f'"put back a missing DOCKER-USER rule of pgmon-{project} ({{family}})"; }}}}; }}}}',
+def _peers_present(project: str) -> str:
+    """True when the HA group's jumps are in place (the unit keeps the chain behind them as it was written)."""
+    checks = " && ".join(f"iptables -w 5 -C DOCKER-USER {jump}" for jump in peer_jumps(project))
+    return f"{{ {checks}; }} >/dev/null 2>&1"
+
+
+def _apply(project: str, members: tuple[str, ...] | None) -> str:
+    """Insert each missing rule, saying so; a rule in place is left as it is and nothing is said. Then the
+    HA group's chain as ``members`` says."""
+    return (
+        _each_rule(
+            project,
+            "{{ {tool} -C DOCKER-USER {rule} 2>/dev/null || {{ {tool} -I DOCKER-USER {rule} && echo "
+            f'"put back a missing DOCKER-USER rule of pgmon-{project} ({{family}})"; }}}}; }}}}',
+        )
+        + " && "
+        + _peers_apply(project, members)
     )
 
 
@@ -126,7 +202,7 @@ def _unit(project: str, description: str, lines: list[str]) -> str:
     )
 
 
-def unit_file(project: str) -> str:
+def unit_file(project: str, members: tuple[str, ...] | None = None) -> str:
     # No ExecStop: Docker stopped with live-restore keeps the containers running, and the rules must stay with
     # them; only uninstall (removal_command) deletes them. PartOf makes a Docker restart apply them again. The
     # timer starts it every 30 s: LogLevelMax drops systemd's Starting/Finished lines (info) for each start, and
@@ -140,7 +216,7 @@ def unit_file(project: str) -> str:
             "",
             "[Service]",
             "Type=oneshot",
-            f"ExecStart=/bin/sh -c '{_apply(project)}'",
+            f"ExecStart=/bin/sh -c '{_apply(project, members)}'",
             "SyslogLevel=notice",
             "LogLevelMax=notice",
             "",
@@ -176,7 +252,8 @@ def _digest(text: str) -> str:
 
 def state_command(base_dir: str, project: str) -> str:
     """``isolation no-systemd``, or ``isolation unit <sha256>``, ``isolation timer <sha256>``, ``isolation active``
-    (the timer), ``isolation enabled`` (service and timer), ``isolation rule`` for what is in place."""
+    (the timer), ``isolation enabled`` (service and timer), ``isolation rule``, ``isolation peers`` (the HA
+    group's jumps) for what is in place."""
     name, timer = shlex.quote(unit_name(project)), shlex.quote(timer_name(project))
     unit = shlex.quote(f"{UNIT_DIR}/{unit_name(project)}")
     timer_path = shlex.quote(f"{UNIT_DIR}/{timer_name(project)}")
@@ -189,6 +266,7 @@ def state_command(base_dir: str, project: str) -> str:
             f"  ! {{ systemctl is-enabled --quiet {name} && systemctl is-enabled --quiet {timer}; }} 2>/dev/null "
             "|| echo 'isolation enabled'",
             f"  ! {_present(project)} || echo 'isolation rule'",
+            f"  ! {_peers_present(project)} || echo 'isolation peers'",
             "else echo 'isolation no-systemd'; fi",
         ]
     )
@@ -200,24 +278,34 @@ ISOLATION = HostFact(
 )
 
 
-def in_place(project: str, found: frozenset[str]) -> bool:
+def in_place(project: str, members: tuple[str, ...] | None, found: frozenset[str]) -> bool:
     wanted = {
-        f"unit {_digest(unit_file(project))}",
+        f"unit {_digest(unit_file(project, members))}",
         f"timer {_digest(timer_file(project))}",
         "active",
         "enabled",
         "rule",
     }
+    if members is not None:
+        wanted.add("peers")
+    elif "peers" in found:
+        return False  # left by a group this host has left
     return "no-systemd" in found or wanted <= found
 
 
 @operation()
-def isolate_containers(project: str, found: frozenset[str], claim: FunctionCommand | None = None):
+def isolate_containers(
+    project: str,
+    members: tuple[str, ...] | None,
+    found: frozenset[str],
+    claim: FunctionCommand | None = None,
+):
     """
     Install and start the unit that keeps neighbours from routing to pgmon's containers, and its timer (see the
     module's doc).
 
     + project: the Compose project (the unit and the rule's comment are named after it)
+    + members: the HA group's addresses, admitted to Alertmanager's published ports; None outside a group
     + found: what the host-state listing said is in place (``HostState.isolation``)
     """
     if "no-systemd" in found:
@@ -226,7 +314,7 @@ def isolate_containers(project: str, found: frozenset[str], claim: FunctionComma
             "(tasks/isolation.py) is not installed"
         )
         return
-    if in_place(project, found):
+    if in_place(project, members, found):
         return
     if not host.state.is_executing:
         host.log(
@@ -239,7 +327,7 @@ def isolate_containers(project: str, found: frozenset[str], claim: FunctionComma
     write = " && ".join(
         f"printf '%s' {shlex.quote(text)} > {shlex.quote(f'{UNIT_DIR}/{unit}')}"
         for unit, text in (
-            (unit_name(project), unit_file(project)),
+            (unit_name(project), unit_file(project, members)),
             (timer_name(project), timer_file(project)),
         )
     )
@@ -263,4 +351,4 @@ def removal_command(project: str) -> str:
     remove = _each_rule(
         project, "{{ while {tool} -D DOCKER-USER {rule} 2>/dev/null; do :; done; }}"
     )
-    return f"{stop} && rm -f {files} && systemctl daemon-reload && {remove}"
+    return f"{stop} && rm -f {files} && systemctl daemon-reload && {remove} && {_peers_apply(project, None)}"

@@ -11,6 +11,9 @@ the amtool inside the Alertmanager container, so a silence is Alertmanager's own
 shown in its UI, and ``amtool silence`` there sees it too. A database's silence matches ``database="<name>"``:
 every alert about that database, server-wide ones that name it included; a server's matches ``server="host:port"``:
 every alert about that server and its databases.
+
+In an HA group (settings/cluster.py) the members' Alertmanagers share their silences: a silence is added or ended
+through one member of the run, the first by name among those that answered, and every member lists it.
 """
 
 from __future__ import annotations
@@ -231,11 +234,25 @@ def show(settings: HostConfig):
     log_lines(host, silence_lines("\n".join(output), datetime.now(UTC)))
 
 
+def acting_member(settings: HostConfig, active_hosts: list[str]) -> str | None:
+    """The HA group member through which a silence is changed: the first by name of the run's active hosts that
+    are members (None outside a group: each host changes its own)."""
+    cluster = settings.config.cluster
+    if cluster is None:
+        return None
+    return min((name for name in active_hosts if name in cluster.members), default=None)
+
+
 @deploy("pgmon silences")
 def manage_silences(settings: HostConfig):
     """Add or end the silence ``pgmon_silence`` describes, if any; then list the active silences."""
     silence = settings.config.silence
-    if silence is not None and silence.end is not None:
+    acting = acting_member(settings, [h.name for h in host.inventory.get_active_hosts()])
+    if silence is not None and acting not in (None, host.name):
+        host.log(
+            f"pgmon: the silence is changed through {acting}; the HA group's Alertmanagers share it"
+        )
+    elif silence is not None and silence.end is not None:
         end(name=f"End silence {silence.end}", settings=settings)
     elif silence is not None:
         name, value = silence_target(silence)

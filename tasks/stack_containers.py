@@ -185,6 +185,7 @@ def start_stack(settings: Settings, state: HostState, stack: StackFiles):
     isolate_containers(
         name="Keep neighbours from routing to pgmon's containers",
         project=settings.config.project,
+        members=None if settings.config.cluster is None else settings.config.cluster.addresses,
         found=state.isolation,
         claim=claim_host(settings, state),
     )

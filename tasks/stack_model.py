@@ -39,6 +39,9 @@ EXPORTER_UID = 65529
 # The ports each component listens on inside its container (the images' defaults).
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
+ALERTMANAGER_GOSSIP_PORT = (
+    9094  # inside the container; an HA group's members publish it (settings/cluster.py)
+)
 GRAFANA_PORT = 3000
 EXPORTER_PORT = 9187
 NODE_EXPORTER_PORT = 9100

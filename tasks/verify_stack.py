@@ -78,17 +78,24 @@ def check_prometheus(settings: Settings, http: HostHTTP) -> list[Finding]:
             )
         ]
     _, managers = http.get_json("127.0.0.1", port, "/api/v1/alertmanagers", auth)
-    if not (managers or {}).get("data", {}).get("activeAlertmanagers"):
+    active = (managers or {}).get("data", {}).get("activeAlertmanagers") or []
+    cluster = settings.config.cluster
+    if not active or (cluster is not None and len(active) < len(cluster.members)):
+        wanted = "Alertmanager" if cluster is None else f"all {len(cluster.members)} Alertmanagers"
         return [
             Finding(
-                "prometheus", False, "does not see Alertmanager yet", f"docker logs {container}"
+                "prometheus",
+                False,
+                f"does not see {wanted} yet ({len(active)} found)",
+                f"docker logs {container}",
             )
         ]
+    connected = "Alertmanager" if cluster is None else f"{len(active)} Alertmanagers"
     return [
         Finding(
             "prometheus",
             True,
-            f"ready, config and {len(names)} rules loaded, Alertmanager connected",
+            f"ready, config and {len(names)} rules loaded, {connected} connected",
         )
     ]
 
@@ -131,10 +138,36 @@ def check_alertmanager(settings: Settings, http: HostHTTP) -> list[Finding]:
             )
         ]
     return [
+        *cluster_findings(settings, body.get("cluster") or {}),
         Finding(
             "alertmanager", True, f"ready, configuration loaded, receivers: {', '.join(expected)}"
-        )
+        ),
     ]
+
+
+def cluster_findings(settings: Settings, status: dict) -> list[Finding]:
+    """An HA group's member sees every member in its gossip (Alertmanager's /api/v2/status ``cluster``)."""
+    cluster = settings.config.cluster
+    if cluster is None:
+        return []
+    seen = {peer.get("address") for peer in status.get("peers") or []}
+    missing = [
+        name
+        for name, address in cluster.members.items()
+        if f"{address}:{cluster.gossip_port}" not in seen
+    ]
+    if missing or status.get("status") != "ready":
+        return [
+            Finding(
+                "cluster",
+                False,
+                f"{cluster.name}: this Alertmanager ({status.get('status', 'no cluster')}) does not see "
+                f"{', '.join(missing) or 'its peers settled'}",
+                f"is each missing member up, and its port {cluster.gossip_port} (TCP and UDP) reachable from "
+                "this host? docker logs of both Alertmanagers name the peers they reach",
+            )
+        ]
+    return [Finding("cluster", True, f"{cluster.name}: all {len(cluster.members)} members gossip")]
 
 
 _ALERTMANAGER_CONFIG_RE = re.compile(

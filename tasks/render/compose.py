@@ -8,6 +8,7 @@ import json
 from ..grafana_key import SECRET_KEY_FILE
 from ..settings import Settings
 from ..stack_model import (
+    ALERTMANAGER_GOSSIP_PORT,
     ALERTMANAGER_PORT,
     ALERTMANAGER_UID,
     DATA_VOLUMES,
@@ -62,6 +63,34 @@ def _healthcheck_running(command: list[str]) -> dict:
         "retries": 5,
         "start_period": "20s",
     }
+
+
+def _cluster_flags(settings: Settings) -> list[str]:
+    cluster = settings.config.cluster
+    if cluster is None:
+        return ["--cluster.listen-address="]  # a single instance: no gossip port
+    return [
+        f"--cluster.listen-address=0.0.0.0:{ALERTMANAGER_GOSSIP_PORT}",
+        # The address the other members reach this one at, not the container's own.
+        f"--cluster.advertise-address={cluster.address}:{cluster.gossip_port}",
+        # Gossip from an Alertmanager of another cluster that reaches this one is refused.
+        f"--cluster.label={cluster.name}",
+        *(f"--cluster.peer={address}:{cluster.gossip_port}" for address in cluster.peers.values()),
+    ]
+
+
+def _cluster_ports(settings: Settings) -> list[str]:
+    """An HA group's Alertmanager on the member's address: its API for the other members' Prometheus, its
+    gossip (TCP and UDP); tasks/isolation.py admits only the members there."""
+    cfg = settings.config
+    if cfg.cluster is None:
+        return []
+    address, gossip = cfg.cluster.address, cfg.cluster.gossip_port
+    return [
+        f"{address}:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}",
+        f"{address}:{gossip}:{ALERTMANAGER_GOSSIP_PORT}/tcp",
+        f"{address}:{gossip}:{ALERTMANAGER_GOSSIP_PORT}/udp",
+    ]
 
 
 def grafana_scheme(settings: Settings) -> str:
@@ -122,10 +151,13 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "command": [
                 "--config.file=/etc/alertmanager/alertmanager.yml",
                 "--storage.path=/alertmanager",
-                "--cluster.listen-address=",  # a single instance: no gossip port
+                *_cluster_flags(settings),
                 f"--web.config.file={container_path('alertmanager', WEB_CONFIG_FILE)}",
             ],
-            "ports": [f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}"],
+            "ports": [
+                f"127.0.0.1:{cfg.alertmanager_port}:{ALERTMANAGER_PORT}",
+                *_cluster_ports(settings),
+            ],
             "user": f"{ALERTMANAGER_UID}:{ALERTMANAGER_UID}",
             "volumes": [
                 mount("alertmanager", "/etc/alertmanager"),

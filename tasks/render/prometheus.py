@@ -16,6 +16,7 @@ from ..settings import (
     Settings,
     duration_seconds,
 )
+from ..settings.cluster import REPLICA_LABEL
 from ..stack_model import (
     ALERTMANAGER_PORT,
     EXPORTER_PORT,
@@ -40,20 +41,27 @@ def render_prometheus_config(settings: Settings) -> bytes:
         "password_file": container_path("prometheus", PASSWORD_FILE),
     }
     stores = remote_write_configs(settings)
+    external_labels = dict(cfg.external_labels)
+    alertmanagers = [f"alertmanager:{ALERTMANAGER_PORT}"]
+    alerting: dict[str, object] = {}
+    if cfg.cluster is not None:
+        # Every member's alerts are one alert (the replica label dropped), sent to every member's Alertmanager;
+        # their gossip sends it once.
+        external_labels[REPLICA_LABEL] = cfg.cluster.this_host
+        alertmanagers += [f"{a}:{cfg.alertmanager_port}" for a in cfg.cluster.peers.values()]
+        alerting["alert_relabel_configs"] = [{"action": "labeldrop", "regex": REPLICA_LABEL}]
     return yaml_bytes(
         {
             "global": {
                 "scrape_interval": f"{cfg.scrape_interval_seconds}s",
                 "evaluation_interval": f"{cfg.evaluation_interval_seconds}s",
-                **({"external_labels": dict(cfg.external_labels)} if cfg.external_labels else {}),
+                **({"external_labels": external_labels} if external_labels else {}),
             },
             "alerting": {
+                **alerting,
                 "alertmanagers": [
-                    {
-                        "basic_auth": basic_auth,
-                        "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}],
-                    }
-                ]
+                    {"basic_auth": basic_auth, "static_configs": [{"targets": alertmanagers}]}
+                ],
             },
             "rule_files": ["/etc/prometheus/rules/*.yml"],
             "scrape_configs": [
@@ -82,7 +90,8 @@ def render_prometheus_config(settings: Settings) -> bytes:
                     "static_configs": [
                         {
                             "targets": [f"{NODE_EXPORTER_SERVICE}:{NODE_EXPORTER_PORT}"],
-                            "labels": {"instance": "processing-host"},
+                            # A member's own host alerts stay its own (named by it) in an HA group.
+                            "labels": {"instance": processing_host_instance(settings)},
                         }
                     ],
                 },
@@ -90,6 +99,11 @@ def render_prometheus_config(settings: Settings) -> bytes:
             **({"remote_write": stores} if stores else {}),
         }
     )
+
+
+def processing_host_instance(settings: HostConfig) -> str:
+    cluster = settings.config.cluster
+    return cluster.this_host if cluster is not None else "processing-host"
 
 
 def render_postgres_targets(settings: Settings) -> bytes:
@@ -130,6 +144,7 @@ def _rules_jinja() -> jinja2.Environment:
     env.filters["also"] = lambda match: (
         ", " + match if match else ""
     )  # {job="x"[[ v.match | also ]]}
+    env.filters["merged"] = lambda first, second: {**first, **second}
     env.filters["window"] = lambda duration: f"[{duration}]"  # a range: metric[[ w | window ]]
     env.filters["num"] = _number
     env.filters["seconds"] = _seconds_text
@@ -256,6 +271,7 @@ def render_rules(settings: HostConfig) -> bytes:
         host_rate_window=f"{max(300, MIN_SCRAPES_PER_WINDOW * cfg.scrape_interval_seconds)}s",
         dashboard=dashboard_link(cfg.grafana_url),
         runbook_base=cfg.runbook_base_url,
+        replica_label=REPLICA_LABEL if cfg.cluster is not None else "",
     ).encode()
 
 

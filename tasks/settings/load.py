@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
 
+from .cluster import CLUSTER_KEY, with_members
 from .errors import SETTING_PREFIX, DeployError, format_validation_error, problem_report
 from .fields import http_url_problem
 from .images import DEFAULT_IMAGES, Component, image_version
@@ -150,16 +151,28 @@ class Settings(ChannelSettings):
     grafana_tls_key: SecretStr | None = None
 
 
+def host_data(current_host) -> dict[str, object]:
+    """``current_host``'s data, its ``pgmon_cluster`` completed from the inventory (cluster.py)."""
+    data = current_host.data.dict()
+    if not data.get(CLUSTER_KEY):
+        return data
+    return with_members(
+        current_host.name,
+        data,
+        ((other.name, other.data.dict()) for other in current_host.inventory),
+    )
+
+
 def load_config(current_host, command: str = "deploy") -> HostConfig:
     """Validate ``current_host``'s pgmon data as the deploy does (unknown keys included), reading no
     secret; ``command`` names what refuses bad settings ("pgmon cannot uninstall; ...")."""
-    return HostConfig(config=validate_host_data(current_host.data.dict(), command))
+    return HostConfig(config=validate_host_data(host_data(current_host), command))
 
 
 def load_channel_settings(current_host, command: str = "send a test alert") -> ChannelSettings:
     """``current_host``'s settings and the alert channels' secrets, for the test alert and the drill: no
     database password, no Grafana password."""
-    config = validate_host_data(current_host.data.dict(), command)
+    config = validate_host_data(host_data(current_host), command)
     channels, problems = channel_secrets(config, os.environ)
     if problems:
         raise DeployError(problem_report(problems, command))
@@ -168,7 +181,7 @@ def load_channel_settings(current_host, command: str = "send a test alert") -> C
 
 def load_settings(current_host) -> Settings:
     """Validate ``current_host``'s pgmon data and read its secrets from this process's environment."""
-    return build_settings(current_host.data.dict(), os.environ)
+    return build_settings(host_data(current_host), os.environ)
 
 
 def build_settings(

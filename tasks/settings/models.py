@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from .cluster import Cluster
 from .fields import (
     DEFAULT_RUNBOOK_BASE_URL,
     DownloadUrl,
@@ -224,6 +225,10 @@ class DeploySettings(Strict):
     # Labels this Prometheus adds to what leaves it, samples sent to a store and alerts: what tells processing
     # hosts apart where they meet (a shared store), e.g. {"site": "eu-1"}.
     external_labels: ExternalLabels = {}
+    # An HA group of processing hosts (cluster.py, docs/cluster.md); cluster_address is one host's own address
+    # for the others, in that host's data.
+    cluster: Cluster | None = None
+    cluster_address: IPAddress | None = None
 
     @field_validator("base_dir")
     @classmethod
@@ -256,6 +261,8 @@ class DeploySettings(Strict):
         }
         if self.grafana_bind_address in ("0.0.0.0", "127.0.0.1"):
             ports["grafana_port"] = self.grafana_port
+        if self.cluster is not None:
+            ports["cluster.gossip_port"] = self.cluster.gossip_port
         seen: dict[int, str] = {}
         for field, port in ports.items():
             if port in seen:

@@ -11,9 +11,12 @@ import pytest
 
 import tasks.isolation
 from tasks.isolation import (
+    _peers_present,
     _present,
     in_place,
     isolate_containers,
+    peer_jumps,
+    peers_chain,
     removal_command,
     rules,
     timer_file,
@@ -24,21 +27,31 @@ from tasks.isolation import (
 
 from .conftest import HostExecuting
 
-# -n -L CHAIN: does the chain exist; -C/-I/-D CHAIN RULE...: check, insert at the top, delete the first match.
-# -w SECONDS (wait for the xtables lock) is accepted and ignored.
+# Chains kept in files, DOCKER-USER in $STATE/<tool>, any other in $STATE/<tool>.<chain>. -n -L CHAIN: does the
+# chain exist; -N/-F/-X: create, empty, delete; -S: list as iptables does; -C/-I/-A/-D CHAIN RULE...: check, insert
+# at the top, append, delete the first match. -w SECONDS (wait for the xtables lock) is accepted and ignored.
 STAND_IN = r"""#!/bin/sh
-state="$STATE/$(basename "$0")"
+tool="$STATE/$(basename "$0")"
 [ "$1" = -w ] && shift 2
 op=$1; shift
-[ "$op" = -n ] && { [ -f "$state" ]; exit; }
-[ -f "$state" ] || exit 1
-[ "$1" = DOCKER-USER ] || exit 2
-shift; rule="$*"
+[ "$op" = -n ] && shift
+name=$1; shift
+state=$tool; [ "$name" = DOCKER-USER ] || state="$tool.$name"
 case $op in
+  -N) [ ! -f "$state" ] && : > "$state"; exit ;;
+esac
+[ -f "$state" ] || exit 1
+rule="$*"
+case $op in
+  -L) ;;
   -C) grep -qxF -- "$rule" "$state" ;;
   -I) { printf '%s\n' "$rule"; cat "$state"; } > "$state.new" && mv "$state.new" "$state" ;;
+  -A) printf '%s\n' "$rule" >> "$state" ;;
   -D) n=$(grep -nxF -- "$rule" "$state" | head -n1 | cut -d: -f1); [ -n "$n" ] || exit 1
       sed -i "${n}d" "$state" ;;
+  -F) : > "$state" ;;
+  -X) [ ! -s "$state" ] && ! grep -q -- "-j $name\$" "$tool" && rm "$state" ;;
+  -S) echo "-N $name"; sed "s/^/-A $name /" "$state" ;;
 esac
 """
 
@@ -169,7 +182,7 @@ def test_the_deploy_installs_enables_and_starts_the_timer(host, monkeypatch):
     state, run = host
     monkeypatch.setattr(tasks.isolation, "UNIT_DIR", str(state))
     monkeypatch.setattr(tasks.isolation, "host", HostExecuting())
-    (command,) = isolate_containers._inner("p", frozenset())
+    (command,) = isolate_containers._inner("p", None, frozenset())
     (state / "iptables").write_text("-j RETURN\n")
     assert run(command) == 0
     assert (state / unit_name("p")).read_text() == unit_file("p")
@@ -180,8 +193,8 @@ def test_the_deploy_installs_enables_and_starts_the_timer(host, monkeypatch):
     # A host where the service, its rules and the timer are all in place is left alone (the deploy's No changes).
     digest = tasks.isolation._digest
     found = {"active", "enabled", "rule", f"unit {digest(unit_file('p'))}"}
-    assert not in_place("p", frozenset(found))  # deployed before the timer existed
-    assert in_place("p", frozenset({*found, f"timer {digest(timer_file('p'))}"}))
+    assert not in_place("p", None, frozenset(found))  # deployed before the timer existed
+    assert in_place("p", None, frozenset({*found, f"timer {digest(timer_file('p'))}"}))
 
 
 def test_uninstall_stops_the_timer_before_the_service_and_removes_both(host, monkeypatch):
@@ -203,3 +216,55 @@ def test_uninstall_stops_the_timer_before_the_service_and_removes_both(host, mon
     assert (state / "systemctl.log").read_text().splitlines()[0] == (
         f"disable --quiet --now {unit_name('p')}"
     )
+
+
+def cluster_exec_start(members: tuple[str, ...] | None) -> str:
+    line = next(x for x in unit_file("p", members).splitlines() if x.startswith("ExecStart="))
+    return line[len("ExecStart=/bin/sh -c '") : -1]
+
+
+def test_an_ha_group_admits_only_its_members_to_alertmanager_and_leaving_it_removes_the_chain(host):
+    state, run = host
+    (state / "iptables").write_text("-j RETURN\n")
+    (state / "ip6tables").write_text("-j RETURN\n")
+    members = ("10.0.0.11", "10.0.0.12")
+    chain_file = state / f"iptables.{peers_chain('p')}"
+    first = run.output(cluster_exec_start(members))
+    assert "admitted only the HA group members" in first
+    assert chain_file.read_text().splitlines() == [
+        "-s 10.0.0.11 -j RETURN",
+        "-s 10.0.0.12 -j RETURN",
+        "-j DROP",
+    ]
+    # IPv6 has no member: everything from outside the bridges to Alertmanager's ports is dropped there.
+    assert (state / f"ip6tables.{peers_chain('p')}").read_text().splitlines() == ["-j DROP"]
+    assert all(jump in chain(state, "iptables") for jump in peer_jumps("p"))
+    assert run(_peers_present("p")) == 0
+    assert (
+        run.output(cluster_exec_start(members)) == ""
+    )  # the timer's runs: nothing rebuilt, nothing said
+    # A third member joins: the chain is rebuilt with it, the jumps stay single.
+    run.output(cluster_exec_start((*members, "10.0.0.13")))
+    assert "-s 10.0.0.13 -j RETURN" in chain_file.read_text().splitlines()
+    assert sum(j in peer_jumps("p") for j in chain(state, "iptables")) == 2
+    # The host leaves the group: its unit removes the jumps and the chain.
+    assert "removed the HA group chain" in run.output(cluster_exec_start(None))
+    assert not chain_file.exists() and run(_peers_present("p")) != 0
+    assert not any(j in peer_jumps("p") for j in chain(state, "iptables"))
+    # Uninstall of a member removes them too.
+    run.output(cluster_exec_start(members))
+    assert run(removal_command("p")) == 0
+    assert not chain_file.exists() and chain(state, "iptables") == ["-j RETURN"]
+
+
+def test_a_member_whose_jumps_are_gone_is_not_in_place_and_a_former_member_with_them_neither():
+    digest = tasks.isolation._digest
+    members = ("10.0.0.11", "10.0.0.12")
+    common = {"active", "enabled", "rule", f"timer {digest(timer_file('p'))}"}
+    member = {*common, f"unit {digest(unit_file('p', members))}"}
+    assert not in_place("p", members, frozenset(member))
+    assert in_place("p", members, frozenset({*member, "peers"}))
+    assert not in_place("p", ("10.0.0.11",), frozenset({*member, "peers"}))  # the unit names two
+    single = {*common, f"unit {digest(unit_file('p'))}"}
+    assert in_place("p", None, frozenset(single))
+    assert not in_place("p", None, frozenset({*single, "peers"}))

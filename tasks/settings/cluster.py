@@ -1,0 +1,100 @@
+"""An HA group of processing hosts: identical stacks whose Alertmanagers form one cluster (docs/cluster.md).
+
+Every host of the inventory whose ``pgmon_cluster`` has the same ``name`` is a member. Each member's
+Prometheus scrapes the same databases and sends its alerts to every member's Alertmanager; the
+Alertmanagers gossip (silences, which notification went out) so that an alert is sent once, by one of
+them. ``members`` (inventory name -> the IPv4 address the other members reach it at) is read from the
+inventory when group_data does not list it: each host's ``pgmon_cluster_address``, else its SSH
+address when that is an IP address.
+
+Example, group_data/pgmon_hosts.py for an inventory ``pgmon_hosts = ["10.0.0.11", "10.0.0.12"]``:
+
+.. code:: python
+
+    pgmon_cluster = {"name": "pgmon-prod"}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from pydantic import Field, model_validator
+
+from .errors import SETTING_PREFIX
+from .fields import IPAddress, Name, Port, Strict
+
+CLUSTER_KEY = SETTING_PREFIX + "cluster"
+ADDRESS_KEY = SETTING_PREFIX + "cluster_address"
+# The label that tells the members' series apart; dropped from alerts (one alert for all members) and from
+# what is sent to a store (its deduplication keeps one copy).
+REPLICA_LABEL = "pgmon_replica"
+
+
+class Cluster(Strict):
+    # The gossip's --cluster.label: Alertmanagers of another cluster that reach this one are refused.
+    name: Name
+    gossip_port: Port = 9094
+    members: dict[str, IPAddress] = Field(default_factory=dict)
+    # The member this run deploys; set from the inventory, like members.
+    this_host: str = ""
+
+    @model_validator(mode="after")
+    def _this_host_is_a_member(self) -> Cluster:
+        if self.this_host not in self.members:
+            raise ValueError(
+                f"this host ({self.this_host or 'unnamed'}) is not among members "
+                f"({', '.join(self.members) or 'none'}); list it there, or leave members out so that pgmon "
+                "reads them from the inventory"
+            )
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.members[self.this_host]
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(self.members.values())
+
+    @property
+    def peers(self) -> dict[str, str]:
+        """The other members, by name."""
+        return {name: a for name, a in self.members.items() if name != self.this_host}
+
+
+def _address_of(name: str, data: Mapping[str, object]) -> object:
+    """A host's address for its peers: pgmon_cluster_address, else its SSH address if it is an IP address
+    (validation names the host whose address is missing or no IP address)."""
+    if data.get(ADDRESS_KEY):
+        return data[ADDRESS_KEY]
+    ssh = str(data.get("ssh_hostname") or name)
+    try:
+        ipaddress.IPv4Address(ssh)
+    except ValueError:
+        return (
+            f"{ssh} (no pgmon_cluster_address in this host's data: set it to the IPv4 address the other "
+            "members reach it at)"
+        )
+    return ssh
+
+
+def with_members(
+    this_host: str,
+    data: Mapping[str, object],
+    inventory: Iterable[tuple[str, Mapping[str, object]]],
+) -> dict[str, object]:
+    """``data`` with ``pgmon_cluster`` completed from the inventory (every host's name and data):
+    ``this_host`` and, unless given, the members. Data without a cluster is returned as it is."""
+    cluster = data.get(CLUSTER_KEY)
+    if not isinstance(cluster, Mapping) or not cluster.get("name"):
+        return dict(data)
+    completed = {**cluster, "this_host": this_host}
+    if "members" not in cluster:
+        completed["members"] = {
+            name: _address_of(name, other)
+            for name, other in sorted(inventory)
+            if isinstance(other.get(CLUSTER_KEY), Mapping)
+            and other[CLUSTER_KEY].get("name") == cluster["name"]
+        }
+    return {**data, CLUSTER_KEY: completed}

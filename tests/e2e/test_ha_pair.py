@@ -1,0 +1,258 @@
+"""An HA pair (docs/cluster.md): two bare Debian processing hosts deployed from one inventory, their Alertmanagers
+one gossip cluster, one incident one message per channel, also while one member is down.
+
+Test hosts (tests/hosts) on an --internal network, as in test_bare_host.py: ``ha1`` and ``ha2`` (processing),
+``db`` (PostgreSQL admitting both) and ``probe``, a neighbour that is no member. pyinfra reaches the members over
+real SSH by their addresses, which are their inventory names and so their cluster addresses. Discord and Telegram
+(two chats) are capture servers on this machine at the network's gateway. The tests share one deployment and run
+in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from tests.hosts import HostDatabase, TestNetwork, inventory_source, load_manifest, wait_for
+
+from .capture import CaptureServer
+from .lab import REPO, TESTED_IMAGES
+from .test_bare_host import DATABASE, SITE, BareHostDeployment, bare_host_api_auth, stack_is_back
+from .test_deploy import assert_ok, changed_operations
+
+pytestmark = pytest.mark.e2e
+
+NETWORK = "pgmon-ha"
+CLUSTER = "pgmon-ha"
+CHATS = ("-100987654321", "-100123456789")
+# A second member's copy of a notification would come after Alertmanager's peer timeout (15 s: the second in
+# line waits that long for the first's notification log) plus a group_wait and an evaluation: within this.
+DUPLICATE_WINDOW = 20
+WAIT = 90
+SERVICES = 5  # prometheus, alertmanager, grafana, node-exporter, one exporter
+MEASURED: dict[str, str] = {}
+
+
+def measured(name: str, value: str) -> None:
+    MEASURED[name] = value
+    print(f"\n{name}: {value}")
+
+
+@pytest.fixture(scope="module")
+def network(lab):
+    subprocess.run(
+        ["bash", str(REPO / "tests/hosts/prepare.sh")], check=True, capture_output=True, timeout=900
+    )
+    load_manifest()
+    net = TestNetwork.create(NETWORK, images=tuple(TESTED_IMAGES.values()))
+    yield net
+    net.close()
+    print("\n" + "\n".join(f"  {k}: {v}" for k, v in MEASURED.items()))
+
+
+@pytest.fixture(scope="module")
+def members(network):
+    started = time.monotonic()
+    hosts = network.start_hosts(2, prefix="ha")
+    measured("two processing hosts up", f"{time.monotonic() - started:.1f}s")
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def db(network, members):
+    return network.start_host(
+        "db",
+        kind="database",
+        admit=members,
+        databases=[HostDatabase(DATABASE.dbname, DATABASE.user, DATABASE.password)],
+    )
+
+
+class Group:
+    """What BareHostDeployment reads of its host: the inventory, here every member in group pgmon_hosts."""
+
+    def __init__(self, hosts):
+        self.hosts = hosts
+
+    def inventory_source(self, user: str = "root") -> str:
+        return inventory_source(self.hosts, user=user)
+
+
+@pytest.fixture(scope="module")
+def pair(network, members, db, dashboard_server, tmp_path_factory):
+    discord = CaptureServer("discord", network.gateway, f"4242/{secrets.token_hex(16)}")
+    telegram = CaptureServer("telegram", network.gateway, f"4242:{secrets.token_hex(16)}")
+    deployment = BareHostDeployment(
+        Group(members),
+        db,
+        network,
+        discord,
+        telegram,
+        directory=tmp_path_factory.mktemp("ha-project"),
+        dashboard_url=dashboard_server,
+        databases=(DATABASE,),
+        site=SITE,
+    )
+    deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
+    deployment.configure([DATABASE.name], pgmon_cluster={"name": CLUSTER})
+    yield deployment
+    discord.close()
+    telegram.close()
+
+
+def alertmanager_api(member, method: str, path: str, body: str | None = None) -> dict | list:
+    """Alertmanager's API on the member's loopback, as root there reads its password."""
+    data = "-H 'Content-Type: application/json' --data-binary @-" if body is not None else ""
+    out = member.ssh(
+        f"curl -sSf {bare_host_api_auth('alertmanager')} -X {method} {data} "
+        f"http://127.0.0.1:{SITE.alertmanager_port}{path}",
+        input=body,
+    ).stdout
+    return json.loads(out)
+
+
+def gossip_peers(member) -> set[str]:
+    status = alertmanager_api(member, "GET", "/api/v2/status")["cluster"]
+    return (
+        {p["address"] for p in status.get("peers") or []} if status["status"] == "ready" else set()
+    )
+
+
+def messages(pair, status: str) -> dict[str, int]:
+    """PostgresDown messages about appdb with ``status``, counted per channel and Telegram chat."""
+    counts = {"discord": 0, **{f"telegram {chat}": 0 for chat in CHATS}}
+
+    def about(m) -> bool:
+        return "PostgresDown" in m.text and DATABASE.name in m.text and f"[{status}" in m.text
+
+    counts["discord"] = sum(about(m) for m in pair.discord.received)
+    for chat in CHATS:
+        counts[f"telegram {chat}"] = sum(
+            about(m) and str(m.body["chat_id"]) == chat for m in pair.telegram.received
+        )
+    return counts
+
+
+def exactly_once(pair, status: str) -> float:
+    """Waits for the message at every channel and chat, then through the window in which a second member's
+    copy would come; fails as soon as any channel has two. Returns the seconds to the last first message."""
+    started = time.monotonic()
+    wait_for(
+        f"a {status} PostgresDown message at every channel",
+        lambda: all(n >= 1 for n in messages(pair, status).values()),
+        WAIT,
+        0.5,
+    )
+    arrived = time.monotonic() - started
+    deadline = time.monotonic() + DUPLICATE_WINDOW
+    while time.monotonic() < deadline:
+        counts = messages(pair, status)
+        assert all(n == 1 for n in counts.values()), f"not exactly one {status} message: {counts}"
+        time.sleep(0.5)
+    return arrived
+
+
+def incident(db, pair) -> None:
+    pair.discord.clear()
+    pair.telegram.clear()
+    db.exec("systemctl stop postgresql")
+
+
+def recovery(db) -> None:
+    db.exec("systemctl start postgresql")
+
+
+def members_gossip(members) -> bool:
+    addresses = {f"{m.address}:9094" for m in members}
+    return all(gossip_peers(m) == addresses for m in members)
+
+
+def test_one_inventory_deploys_both_members_and_each_alertmanager_sees_the_other(pair, members):
+    started = time.monotonic()
+    output = assert_ok(pair.run())
+    measured("group deploy, 2 hosts (Docker installed)", f"{time.monotonic() - started:.1f}s")
+    gossiping = re.findall(rf"cluster +ok +{CLUSTER}: all 2 members gossip", output)
+    assert len(gossiping) == 2, output[-4000:]
+    assert output.count("2 Alertmanagers connected") == 2
+    assert members_gossip(members)
+
+
+def test_a_rerun_of_the_group_changes_nothing(pair):
+    started = time.monotonic()
+    output = assert_ok(pair.run())
+    measured("no-change re-run, 2 hosts", f"{time.monotonic() - started:.1f}s")
+    assert changed_operations(output) == []
+
+
+def test_only_the_members_reach_alertmanager_and_its_gossip(network, members):
+    """Published on each member's address, Alertmanager's API and gossip port answer the other member and no
+    neighbour (tasks/isolation.py)."""
+    probe = network.start_host("probe", kind="bare")
+    first, second = members
+
+    def reach(source, port: int) -> bool:
+        return (
+            source.exec(
+                f"timeout 3 bash -c {shlex.quote(f'exec 3<>/dev/tcp/{first.address}/{port}')}",
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    for port in (SITE.alertmanager_port, 9094):
+        assert reach(second, port), f"the other member cannot reach {first.address}:{port}"
+        assert not reach(probe, port), f"a neighbour reaches {first.address}:{port}"
+
+
+def test_an_incident_is_one_message_per_channel_and_one_resolved(pair, members, db):
+    incident(db, pair)
+    measured("incident to every channel, both members up", f"{exactly_once(pair, 'FIRING'):.1f}s")
+    recovery(db)
+    exactly_once(pair, "RESOLVED")
+
+
+def test_with_one_member_stopped_alerts_arrive_once_and_its_silences_reach_it_when_back(
+    pair, members, db
+):
+    first, second = members
+    second.ssh(
+        "docker stop $(docker ps -q --filter label=com.docker.compose.project=pgmon)", timeout=120
+    )
+    incident(db, pair)
+    measured(
+        "incident to every channel, one member stopped", f"{exactly_once(pair, 'FIRING'):.1f}s"
+    )
+    # A silence made during the outage, on the member that is up.
+    now = time.time()
+    silence = {
+        "matchers": [{"name": "alertname", "value": "HaPairMaintenance", "isRegex": False}],
+        "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
+        "createdBy": "test_ha_pair",
+        "comment": "made while a member was down",
+    }
+    silence_id = alertmanager_api(first, "POST", "/api/v2/silences", json.dumps(silence))[
+        "silenceID"
+    ]
+    second.ssh(
+        "docker start $(docker ps -aq --filter label=com.docker.compose.project=pgmon)",
+        timeout=120,
+    )
+    wait_for("the stopped member's stack back", lambda: stack_is_back(second, SERVICES), 120)
+    wait_for("both members gossiping again", lambda: members_gossip(members), 90, 1)
+    known = {s["id"] for s in alertmanager_api(second, "GET", "/api/v2/silences")}
+    assert silence_id in known
+    # The member back evaluates the same incident and sends it to both Alertmanagers: no second message.
+    deadline = time.monotonic() + DUPLICATE_WINDOW
+    while time.monotonic() < deadline:
+        counts = messages(pair, "FIRING")
+        assert all(n == 1 for n in counts.values()), f"a notification sent again: {counts}"
+        time.sleep(0.5)
+    recovery(db)
+    exactly_once(pair, "RESOLVED")

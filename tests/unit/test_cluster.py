@@ -1,0 +1,154 @@
+"""pgmon_cluster: members read from the inventory, and what an HA group's files say (one alert for all members,
+each Prometheus sending to every Alertmanager, the gossip's flags and ports), checked by promtool and amtool."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.render import render_stack
+from tasks.settings import DeployError, build_settings
+from tasks.settings.cluster import REPLICA_LABEL, with_members
+from tasks.silence import acting_member
+from tasks.verify_stack import cluster_findings
+
+from .conftest import ENVIRON, group_data
+from .test_properties import needs_tools, run_tools, write_tree
+
+CLUSTER = {"pgmon_cluster": {"name": "prod"}}
+INVENTORY = [
+    ("10.0.0.12", CLUSTER),
+    ("10.0.0.11", CLUSTER),
+    ("mon-c", {**CLUSTER, "pgmon_cluster_address": "10.0.0.13"}),
+    ("10.0.0.20", {"pgmon_cluster": {"name": "staging"}}),
+    ("10.0.0.30", {}),
+]
+
+
+def member_settings(this_host: str = "10.0.0.11", inventory=INVENTORY, **overrides):
+    data = with_members(this_host, group_data(**{**CLUSTER, **overrides}), inventory)
+    return build_settings(data, ENVIRON)
+
+
+def files(settings, dashboard_9628) -> dict[str, bytes]:
+    return {f.path: f.content for f in render_stack(settings, dashboard_9628).files}
+
+
+def test_members_are_the_inventorys_hosts_of_the_same_cluster_at_their_addresses():
+    cluster = member_settings().config.cluster
+    assert cluster.members == {
+        "10.0.0.11": "10.0.0.11",
+        "10.0.0.12": "10.0.0.12",
+        "mon-c": "10.0.0.13",
+    }
+    assert cluster.peers == {"10.0.0.12": "10.0.0.12", "mon-c": "10.0.0.13"}
+    assert cluster.address == "10.0.0.11"
+
+
+def test_a_member_known_only_by_a_host_name_is_named_with_the_setting_to_add():
+    inventory = [*INVENTORY, ("mon-d.example.com", CLUSTER)]
+    with pytest.raises(DeployError) as error:
+        member_settings(inventory=inventory)
+    message = str(error.value)
+    assert "pgmon_cluster.members.mon-d.example.com" in message
+    assert "set it to the IPv4 address the other members reach it at" in message
+    assert "pgmon_cluster_address" in message
+
+
+def test_listed_members_must_include_this_host_and_the_gossip_port_must_be_free():
+    data = group_data(
+        pgmon_cluster={"name": "prod", "members": {"a": "10.0.0.1"}, "this_host": "b"}
+    )
+    with pytest.raises(
+        DeployError, match=r"pgmon_cluster: .*this host \(b\) is not among members \(a\)"
+    ):
+        build_settings(data, ENVIRON)
+    with pytest.raises(
+        DeployError, match="cluster.gossip_port: port 9093 is already used by alertmanager_port"
+    ):
+        member_settings(pgmon_cluster={"name": "prod", "gossip_port": 9093})
+
+
+def test_alerts_of_all_members_are_one_alert_sent_to_every_alertmanager(dashboard_9628):
+    rendered = files(member_settings(), dashboard_9628)
+    prometheus = yaml.safe_load(rendered["prometheus/prometheus.yml"])
+    assert prometheus["global"]["external_labels"] == {REPLICA_LABEL: "10.0.0.11"}
+    assert prometheus["alerting"]["alert_relabel_configs"] == [
+        {"action": "labeldrop", "regex": REPLICA_LABEL}
+    ]
+    (managers,) = prometheus["alerting"]["alertmanagers"]
+    assert managers["static_configs"] == [
+        {"targets": ["alertmanager:9093", "10.0.0.12:9093", "10.0.0.13:9093"]}
+    ]
+    node = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "node")
+    assert node["static_configs"][0]["labels"] == {"instance": "10.0.0.11"}
+    # What one member's own exporter or host sees stays that member's alert.
+    rules = yaml.safe_load(rendered["prometheus/rules/pgmon.rules.yml"])
+    by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert by_name["ExporterDown"]["labels"]["processing_host"] == (
+        "{{ $externalLabels.pgmon_replica }}"
+    )
+    assert "processing_host" not in by_name["PostgresDown"]["labels"]
+
+
+def test_one_host_has_no_gossip_and_no_replica_label(dashboard_9628):
+    rendered = files(build_settings(group_data(), ENVIRON), dashboard_9628)
+    prometheus = yaml.safe_load(rendered["prometheus/prometheus.yml"])
+    assert "external_labels" not in prometheus["global"]
+    assert "alert_relabel_configs" not in prometheus["alerting"]
+    compose = yaml.safe_load(rendered["docker-compose.yml"])
+    assert "--cluster.listen-address=" in compose["services"]["alertmanager"]["command"]
+    assert compose["services"]["alertmanager"]["ports"] == ["127.0.0.1:9093:9093"]
+
+
+def test_alertmanager_gossips_with_the_other_members_on_this_members_address(dashboard_9628):
+    compose = yaml.safe_load(files(member_settings(), dashboard_9628)["docker-compose.yml"])
+    alertmanager = compose["services"]["alertmanager"]
+    flags = [f for f in alertmanager["command"] if f.startswith("--cluster.")]
+    assert flags == [
+        "--cluster.listen-address=0.0.0.0:9094",
+        "--cluster.advertise-address=10.0.0.11:9094",
+        "--cluster.label=prod",
+        "--cluster.peer=10.0.0.12:9094",
+        "--cluster.peer=10.0.0.13:9094",
+    ]
+    assert alertmanager["ports"] == [
+        "127.0.0.1:9093:9093",
+        "10.0.0.11:9093:9093",
+        "10.0.0.11:9094:9094/tcp",
+        "10.0.0.11:9094:9094/udp",
+    ]
+
+
+@needs_tools
+def test_a_members_files_pass_promtool_amtool_and_compose(dashboard_9628):
+    root = Path(tempfile.mkdtemp(prefix="pgmon-cluster-"))
+    stack = render_stack(member_settings(), dashboard_9628)
+    write_tree(stack, root)
+    for check, (code, out) in run_tools(root).items():
+        assert code == 0 and "WARNING" not in out, f"{check}:\n{out}"
+
+
+def test_verification_names_the_members_this_alertmanager_does_not_see():
+    settings = member_settings()
+    peers = [{"address": "10.0.0.11:9094"}, {"address": "10.0.0.13:9094"}]
+    (finding,) = cluster_findings(settings, {"status": "ready", "peers": peers})
+    assert not finding.ok and "does not see 10.0.0.12" in finding.detail
+    everyone = [*peers, {"address": "10.0.0.12:9094"}]
+    (finding,) = cluster_findings(settings, {"status": "ready", "peers": everyone})
+    assert finding.ok and finding.detail == "prod: all 3 members gossip"
+    (finding,) = cluster_findings(settings, {"status": "settling", "peers": everyone})
+    assert not finding.ok
+    assert cluster_findings(build_settings(group_data(), ENVIRON), {}) == []
+
+
+def test_a_silence_goes_through_one_member_the_first_that_answered():
+    settings = member_settings()
+    assert acting_member(settings, ["10.0.0.12", "10.0.0.11", "10.0.0.30"]) == "10.0.0.11"
+    assert (
+        acting_member(settings, ["10.0.0.12", "mon-c"]) == "10.0.0.12"
+    )  # 10.0.0.11 did not connect
+    assert acting_member(build_settings(group_data(), ENVIRON), ["10.0.0.11"]) is None
