@@ -35,7 +35,12 @@ from ..stack_model import (
     exporter_service,
     restart_action,
 )
-from .alertmanager import render_alertmanager_config, telegram_chat_file
+from .alertmanager import (
+    CLUSTER_PEERS_FILE,
+    render_alertmanager_config,
+    render_cluster_peers,
+    telegram_chat_file,
+)
 from .api_auth import (
     CLIENT_CONFIG_FILE,
     PASSWORD_FILE,
@@ -263,6 +268,9 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
                 **secret,
             )
         )
+    if settings.config.cluster is not None:
+        # Read when Alertmanager starts: a change leaves the running one alone (alertmanager.py).
+        files.append(ManagedFile(CLUSTER_PEERS_FILE, render_cluster_peers(settings)))
     # The first exporter of each server also reads the server-wide views' extra queries (exporters.py).
     primaries = server_primaries(settings)
     for db in settings.databases:

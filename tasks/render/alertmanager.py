@@ -16,26 +16,50 @@ from .prometheus import label_matcher
 _REDACT_BOT_TOKENS = (
     r'{ gsub(/\/bot[0-9]+(:|%3[Aa])[A-Za-z0-9_-]+/, "/bot<redacted>"); print; fflush() }'
 )
-ALERTMANAGER_ENTRYPOINT = [
-    "/bin/sh",
-    "-c",
-    "\n".join(
+# An HA group member's peers (settings/cluster.py), one address:port a line, read when Alertmanager starts: a
+# member joining or leaving changes this file, not the running members' definitions, so they keep running
+# (gossip tells them of a new member; a removed one is forgotten after --cluster.reconnect-timeout).
+CLUSTER_PEERS_FILE = "alertmanager/cluster_peers"
+
+
+def alertmanager_entrypoint(read_peers: bool) -> list[str]:
+    """The shell Alertmanager runs under; ``read_peers``: with a ``--cluster.peer`` for each line of the peers
+    file. Only shell builtins: the image's busybox may lack sed."""
+    peers = (
         [
-            'log=$(mktemp -u /tmp/alertmanager-log.XXXXXX) && mkfifo -m 600 "$log" || exit 1',
-            f"awk '{_REDACT_BOT_TOKENS}' < \"$log\" &",
-            '/bin/alertmanager "$@" > "$log" 2>&1 &',
-            "am=$!",
-            "trap 'kill -TERM \"$am\" 2>/dev/null' TERM INT",
-            "trap 'kill -HUP \"$am\" 2>/dev/null' HUP",
-            'wait "$am"; status=$?',
-            'while [ "$status" -gt 128 ] && kill -0 "$am" 2>/dev/null; do wait "$am"; status=$?; done',
-            "wait",  # awk: the end of the log
-            'rm -f "$log"',
-            'exit "$status"',
+            f'while read -r peer; do set -- "$@" "--cluster.peer=$peer"; done < /etc/{CLUSTER_PEERS_FILE}'
         ]
-    ),
-    "alertmanager",  # $0; the service's command gives "$@"
-]
+        if read_peers
+        else []
+    )
+    return [
+        "/bin/sh",
+        "-c",
+        "\n".join(
+            [
+                *peers,
+                'log=$(mktemp -u /tmp/alertmanager-log.XXXXXX) && mkfifo -m 600 "$log" || exit 1',
+                f"awk '{_REDACT_BOT_TOKENS}' < \"$log\" &",
+                '/bin/alertmanager "$@" > "$log" 2>&1 &',
+                "am=$!",
+                "trap 'kill -TERM \"$am\" 2>/dev/null' TERM INT",
+                "trap 'kill -HUP \"$am\" 2>/dev/null' HUP",
+                'wait "$am"; status=$?',
+                'while [ "$status" -gt 128 ] && kill -0 "$am" 2>/dev/null; do wait "$am"; status=$?; done',
+                "wait",  # awk: the end of the log
+                'rm -f "$log"',
+                'exit "$status"',
+            ]
+        ),
+        "alertmanager",  # $0; the service's command gives "$@"
+    ]
+
+
+def render_cluster_peers(settings: Settings) -> bytes:
+    cluster = settings.config.cluster
+    return "".join(
+        f"{address}:{cluster.gossip_port}\n" for address in cluster.peers.values()
+    ).encode()
 
 
 DRILL_GROUP_WAIT = "10s"

@@ -27,7 +27,7 @@ from ..stack_model import (
     grafana_certificate_files,
     yaml_bytes,
 )
-from .alertmanager import ALERTMANAGER_ENTRYPOINT
+from .alertmanager import alertmanager_entrypoint
 from .api_auth import CLIENT_CONFIG_FILE, WEB_CONFIG_FILE, amtool_command, container_path
 from .exporters import (
     EXPORTER_CONFIG_DIR,
@@ -75,7 +75,7 @@ def _cluster_flags(settings: Settings) -> list[str]:
         f"--cluster.advertise-address={cluster.address}:{cluster.gossip_port}",
         # Gossip from an Alertmanager of another cluster that reaches this one is refused.
         f"--cluster.label={cluster.name}",
-        *(f"--cluster.peer={address}:{cluster.gossip_port}" for address in cluster.peers.values()),
+        # --cluster.peer: the entrypoint adds one per line of CLUSTER_PEERS_FILE.
     ]
 
 
@@ -147,7 +147,8 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "image": settings.image("alertmanager"),
             "container_name": container("alertmanager"),
             "restart": "unless-stopped",
-            "entrypoint": ALERTMANAGER_ENTRYPOINT,  # keeps the Telegram bot token out of its log
+            # Keeps the Telegram bot token out of its log; reads an HA group's peers.
+            "entrypoint": alertmanager_entrypoint(read_peers=cfg.cluster is not None),
             "command": [
                 "--config.file=/etc/alertmanager/alertmanager.yml",
                 "--storage.path=/alertmanager",

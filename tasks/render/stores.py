@@ -5,6 +5,7 @@ configuration, never in it (docs/storage.md)."""
 from __future__ import annotations
 
 from ..settings import RemoteWrite, Settings
+from ..settings.cluster import REPLICA_LABEL
 from .api_auth import container_path
 
 STORE_DATASOURCE_UID = "pgmon-store-{name}"
@@ -27,8 +28,20 @@ def remote_write_configs(settings: Settings) -> list[dict]:
             config["authorization"] = {"type": "Bearer", "credentials_file": secret}
         if store.headers:
             config["headers"] = dict(store.headers)
+        if settings.config.cluster is not None:
+            config["write_relabel_configs"] = _replica_relabelling(store)
         configs.append(config)
     return configs
+
+
+def _replica_relabelling(store: RemoteWrite) -> list[dict]:
+    """An HA group member's samples as the store deduplicates them: under ``replica_label``, or as one series."""
+    renamed = (
+        []
+        if store.replica_label is None
+        else [{"source_labels": [REPLICA_LABEL], "target_label": store.replica_label}]
+    )
+    return [*renamed, {"action": "labeldrop", "regex": REPLICA_LABEL}]
 
 
 def _literal(value: str) -> str:

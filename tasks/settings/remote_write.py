@@ -82,6 +82,15 @@ def _check_username(value: str) -> str:
     return value
 
 
+def _check_label_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(
+            f"{value!r} is not a label name (letters, digits and _, not a digit first)"
+        )
+    return value
+
+
+ReplicaLabel = Annotated[str, AfterValidator(_check_label_name)]
 StoreUrl = Annotated[str, AfterValidator(_check_no_credentials), AfterValidator(_check_http_url)]
 Headers = Annotated[dict[str, str], AfterValidator(_check_headers)]
 UserName = Annotated[str, AfterValidator(_check_username)]
@@ -116,6 +125,10 @@ class RemoteWrite(Strict):
     # Where Grafana reads the store back (its Prometheus-compatible query API), with the same credentials and
     # headers: a data source of its own (docs/storage.md). None: written only.
     query_url: StoreUrl | None = None
+    # In an HA group, what the store is told of which member sent a sample (docs/cluster.md). None: nothing, the
+    # members' copies are one series (VictoriaMetrics keeps one sample per -dedup.minScrapeInterval). A label
+    # name: the member's name under it, for a store that deduplicates by it (Mimir's HA tracker: __replica__).
+    replica_label: ReplicaLabel | None = None
 
     @model_validator(mode="after")
     def _one_way_to_log_in(self) -> RemoteWrite:

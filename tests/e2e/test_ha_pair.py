@@ -11,6 +11,7 @@ in file order.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
@@ -22,9 +23,10 @@ import pytest
 from tests.hosts import HostDatabase, TestNetwork, inventory_source, load_manifest, wait_for
 
 from .capture import CaptureServer
-from .lab import REPO, TESTED_IMAGES
+from .lab import REPO, SCRAPE_SECONDS, TESTED_IMAGES
 from .test_bare_host import DATABASE, SITE, BareHostDeployment, bare_host_api_auth, stack_is_back
 from .test_deploy import assert_ok, changed_operations
+from .test_remote_write import PASSWORD_ENV, USER, VICTORIA, Victoria, largest_gap
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +37,12 @@ CHATS = ("-100987654321", "-100123456789")
 # line waits that long for the first's notification log) plus a group_wait and an evaluation: within this.
 DUPLICATE_WINDOW = 20
 WAIT = 90
+INCIDENTS = int(os.environ.get("PGMON_HA_INCIDENTS", "2"))
 SERVICES = 5  # prometheus, alertmanager, grafana, node-exporter, one exporter
 MEASURED: dict[str, str] = {}
+OUTAGE: dict[
+    str, float
+] = {}  # when one member was stopped and back (Unix seconds), for the store's check
 
 
 def measured(name: str, value: str) -> None:
@@ -57,19 +63,30 @@ def network(lab):
 
 
 @pytest.fixture(scope="module")
-def members(network):
+def hosts(network):
+    """ha1 and ha2, the pair; ha3, the member that joins and leaves."""
     started = time.monotonic()
-    hosts = network.start_hosts(2, prefix="ha")
-    measured("two processing hosts up", f"{time.monotonic() - started:.1f}s")
-    return hosts
+    booted = network.start_hosts(3, prefix="ha")
+    measured("three processing hosts up", f"{time.monotonic() - started:.1f}s")
+    return booted
 
 
 @pytest.fixture(scope="module")
-def db(network, members):
+def members(hosts):
+    return hosts[:2]
+
+
+@pytest.fixture(scope="module")
+def third(hosts):
+    return hosts[2]
+
+
+@pytest.fixture(scope="module")
+def db(network, hosts):
     return network.start_host(
         "db",
         kind="database",
-        admit=members,
+        admit=hosts,
         databases=[HostDatabase(DATABASE.dbname, DATABASE.user, DATABASE.password)],
     )
 
@@ -85,7 +102,23 @@ class Group:
 
 
 @pytest.fixture(scope="module")
-def pair(network, members, db, dashboard_server, tmp_path_factory):
+def store(network, tmp_path_factory):
+    """A real VictoriaMetrics both members write to, on this machine at the network's gateway."""
+    if not VICTORIA.exists():
+        pytest.fail(f"{VICTORIA} is missing: run tests/e2e/prepare_machine.sh")
+    victoria = Victoria(
+        tmp_path_factory.mktemp("ha-victoria"),
+        "st0re:" + secrets.token_hex(8) + "'#%$",
+        address=network.gateway,
+        port=18429,
+    )
+    victoria.start()
+    yield victoria
+    victoria.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(network, members, db, store, dashboard_server, tmp_path_factory):
     discord = CaptureServer("discord", network.gateway, f"4242/{secrets.token_hex(16)}")
     telegram = CaptureServer("telegram", network.gateway, f"4242:{secrets.token_hex(16)}")
     deployment = BareHostDeployment(
@@ -100,10 +133,39 @@ def pair(network, members, db, dashboard_server, tmp_path_factory):
         site=SITE,
     )
     deployment.secrets["PGMON_E2E_TELEGRAM_CHAT"] = ",".join(CHATS)
-    deployment.configure([DATABASE.name], pgmon_cluster={"name": CLUSTER})
+    deployment.secrets[PASSWORD_ENV] = store.password
+    deployment.store = store
+    configure_group(deployment, members)
     yield deployment
     discord.close()
     telegram.close()
+
+
+def configure_group(pair, hosts) -> None:
+    """The project's inventory lists ``hosts``, group_data the cluster and the store."""
+    pair.lab.hosts = hosts
+    pair.configure(
+        [DATABASE.name],
+        pgmon_cluster={"name": CLUSTER},
+        pgmon_remote_write=[
+            {
+                "name": "victoria",
+                "url": f"{pair.store.url}/api/v1/write",
+                "username": USER,
+                "password_env": PASSWORD_ENV,
+                "query_url": pair.store.url,
+            }
+        ],
+    )
+
+
+def containers(host) -> dict[str, str]:
+    """Each pgmon container's id and start time: a restart changes the one, a re-creation both."""
+    out = host.ssh(
+        "for c in $(docker ps -q --filter label=com.docker.compose.project=pgmon); do "
+        "docker inspect -f '{{.Name}} {{.Id}} {{.State.StartedAt}}' $c; done"
+    ).stdout
+    return {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines()}
 
 
 def alertmanager_api(member, method: str, path: str, body: str | None = None) -> dict | list:
@@ -139,23 +201,34 @@ def messages(pair, status: str) -> dict[str, int]:
     return counts
 
 
-def exactly_once(pair, status: str) -> float:
-    """Waits for the message at every channel and chat, then through the window in which a second member's
-    copy would come; fails as soon as any channel has two. Returns the seconds to the last first message."""
+def arrived(pair, status: str, count: int = 1) -> float:
+    """Waits for the ``count``-th ``status`` message at every channel and chat, failing as soon as one has more;
+    returns the seconds waited."""
     started = time.monotonic()
-    wait_for(
-        f"a {status} PostgresDown message at every channel",
-        lambda: all(n >= 1 for n in messages(pair, status).values()),
-        WAIT,
-        0.5,
-    )
-    arrived = time.monotonic() - started
+
+    def all_there():
+        counts = messages(pair, status)
+        assert all(n <= count for n in counts.values()), f"more than {count} {status}: {counts}"
+        return all(n == count for n in counts.values())
+
+    wait_for(f"{status} PostgresDown message number {count} at every channel", all_there, WAIT, 0.5)
+    return time.monotonic() - started
+
+
+def no_more(pair, status: str, count: int = 1) -> None:
+    """Through the window in which a second member's copy would come, every channel keeps ``count``."""
     deadline = time.monotonic() + DUPLICATE_WINDOW
     while time.monotonic() < deadline:
         counts = messages(pair, status)
-        assert all(n == 1 for n in counts.values()), f"not exactly one {status} message: {counts}"
+        assert all(n == count for n in counts.values()), f"not {count} {status} messages: {counts}"
         time.sleep(0.5)
-    return arrived
+
+
+def exactly_once(pair, status: str) -> float:
+    """The message at every channel and chat, and no copy; the seconds it took to arrive."""
+    waited = arrived(pair, status)
+    no_more(pair, status)
+    return waited
 
 
 def incident(db, pair) -> None:
@@ -180,6 +253,7 @@ def test_one_inventory_deploys_both_members_and_each_alertmanager_sees_the_other
     gossiping = re.findall(rf"cluster +ok +{CLUSTER}: all 2 members gossip", output)
     assert len(gossiping) == 2, output[-4000:]
     assert output.count("2 Alertmanagers connected") == 2
+    assert len(re.findall(r"store victoria +ok", output)) == 2
     assert members_gossip(members)
 
 
@@ -210,17 +284,33 @@ def test_only_the_members_reach_alertmanager_and_its_gossip(network, members):
         assert not reach(probe, port), f"a neighbour reaches {first.address}:{port}"
 
 
-def test_an_incident_is_one_message_per_channel_and_one_resolved(pair, members, db):
+def test_each_incident_is_one_message_per_channel_and_one_resolved(pair, members, db):
+    """PGMON_HA_INCIDENTS incidents one after the other (the benchmark's 20; 2 in the test run): as many
+    FIRING and RESOLVED messages at Discord and each Telegram chat."""
     incident(db, pair)
-    measured("incident to every channel, both members up", f"{exactly_once(pair, 'FIRING'):.1f}s")
+    times = [arrived(pair, "FIRING")]
     recovery(db)
-    exactly_once(pair, "RESOLVED")
+    arrived(pair, "RESOLVED")
+    for number in range(2, INCIDENTS + 1):
+        db.exec("systemctl stop postgresql")
+        times.append(arrived(pair, "FIRING", number))
+        recovery(db)
+        arrived(pair, "RESOLVED", number)
+    no_more(pair, "FIRING", INCIDENTS)
+    no_more(pair, "RESOLVED", INCIDENTS)
+    counts = messages(pair, "FIRING")
+    measured(
+        f"{INCIDENTS} incidents, both members up",
+        f"{min(counts.values())}-{max(counts.values())} FIRING messages per channel and chat; "
+        f"to every channel in {min(times):.1f}-{max(times):.1f}s",
+    )
 
 
 def test_with_one_member_stopped_alerts_arrive_once_and_its_silences_reach_it_when_back(
     pair, members, db
 ):
     first, second = members
+    OUTAGE["from"] = time.time()
     second.ssh(
         "docker stop $(docker ps -q --filter label=com.docker.compose.project=pgmon)", timeout=120
     )
@@ -245,6 +335,7 @@ def test_with_one_member_stopped_alerts_arrive_once_and_its_silences_reach_it_wh
         timeout=120,
     )
     wait_for("the stopped member's stack back", lambda: stack_is_back(second, SERVICES), 120)
+    OUTAGE["to"] = time.time()
     wait_for("both members gossiping again", lambda: members_gossip(members), 90, 1)
     known = {s["id"] for s in alertmanager_api(second, "GET", "/api/v2/silences")}
     assert silence_id in known
@@ -254,5 +345,84 @@ def test_with_one_member_stopped_alerts_arrive_once_and_its_silences_reach_it_wh
         counts = messages(pair, "FIRING")
         assert all(n == 1 for n in counts.values()), f"a notification sent again: {counts}"
         time.sleep(0.5)
+    recovery(db)
+    exactly_once(pair, "RESOLVED")
+
+
+def test_the_store_holds_one_series_per_database_without_a_gap_across_the_outage(store):
+    """Both members write appdb's pg_up to the store as one series (the replica label dropped), which
+    VictoriaMetrics deduplicates to one sample per scrape interval; the member that stayed up covered the
+    other's outage."""
+    series = f'pg_up{{database="{DATABASE.name}"}}'
+    assert len(store.query(series)) == 1
+    during = store.query(f"count_over_time({series}[60s])")
+    per_minute = float(during[0]["value"][1])
+    assert per_minute <= 1.25 * 60 / SCRAPE_SECONDS, (
+        f"{per_minute} samples a minute: not deduplicated"
+    )
+    gap = largest_gap(store.timestamps(series, OUTAGE["from"] - 10, OUTAGE["to"] + 10))
+    measured("largest gap in the store across one member's outage", f"{gap:.1f}s")
+    assert gap <= 3 * SCRAPE_SECONDS
+
+
+def test_with_one_member_cut_from_the_network_alerts_arrive_once(network, pair, members, db):
+    """The whole test host unplugged, its stack running: the other member notifies alone; plugged back, the
+    member's gossip catches up and it sends nothing again."""
+    first, second = members
+    subprocess.run(["docker", "network", "disconnect", network.name, second.container], check=True)
+    try:
+        incident(db, pair)
+        measured(
+            "incident to every channel, one member cut off", f"{exactly_once(pair, 'FIRING'):.1f}s"
+        )
+    finally:
+        subprocess.run(
+            [
+                "docker",
+                "network",
+                "connect",
+                "--ip",
+                second.address,
+                network.name,
+                second.container,
+            ],
+            check=True,
+        )
+    wait_for("both members gossiping again", lambda: members_gossip(members), 90, 1)
+    deadline = time.monotonic() + DUPLICATE_WINDOW
+    while time.monotonic() < deadline:
+        counts = messages(pair, "FIRING")
+        assert all(n == 1 for n in counts.values()), f"a notification sent again: {counts}"
+        time.sleep(0.5)
+    recovery(db)
+    exactly_once(pair, "RESOLVED")
+
+
+def test_a_third_member_joins_without_restarting_the_others(pair, members, third):
+    before = {m.name: containers(m) for m in members}
+    configure_group(pair, [*members, third])
+    started = time.monotonic()
+    output = assert_ok(pair.run())
+    measured("adding a third member (Docker installed there)", f"{time.monotonic() - started:.1f}s")
+    assert len(re.findall(rf"cluster +ok +{CLUSTER}: all 3 members gossip", output)) == 3, output[
+        -4000:
+    ]
+    assert {m.name: containers(m) for m in members} == before
+    started = time.monotonic()
+    assert changed_operations(assert_ok(pair.run())) == []
+    measured("no-change re-run, 3 hosts", f"{time.monotonic() - started:.1f}s")
+
+
+def test_removing_it_leaves_a_pair_that_alerts_once(pair, members, third, db):
+    """The member leaving is uninstalled (its Alertmanager leaves the cluster), then the group deployed
+    without it."""
+    result = pair.project.pyinfra("--limit", third.address, deploy="uninstall.py")
+    assert_ok(result)
+    configure_group(pair, members)
+    output = assert_ok(pair.run())
+    assert len(re.findall(rf"cluster +ok +{CLUSTER}: all 2 members gossip", output)) == 2
+    assert members_gossip(members)
+    incident(db, pair)
+    exactly_once(pair, "FIRING")
     recovery(db)
     exactly_once(pair, "RESOLVED")

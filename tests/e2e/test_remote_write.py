@@ -48,8 +48,11 @@ SITE = Site(
 class Victoria:
     """A VictoriaMetrics single-node server with basic auth, its data in a folder of the test's."""
 
-    def __init__(self, data: Path, password: str):
+    def __init__(
+        self, data: Path, password: str, address: str = DOCKER_BRIDGE_IP, port: int = PORT
+    ):
         self.data, self.password = data, password
+        self.listen, self.url = f"{address}:{port}", f"http://{address}:{port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -57,7 +60,7 @@ class Victoria:
             [
                 str(VICTORIA),
                 f"-storageDataPath={self.data}",
-                f"-httpListenAddr={DOCKER_BRIDGE_IP}:{PORT}",
+                f"-httpListenAddr={self.listen}",
                 f"-httpAuth.username={USER}",
                 f"-httpAuth.password={self.password}",
                 # One sample per scrape interval per series: what the HA pair's two copies need (docs/storage.md).
@@ -73,7 +76,7 @@ class Victoria:
 
     def healthy(self) -> bool:
         try:
-            return requests.get(f"{STORE_URL}/health", timeout=2).status_code == 200
+            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
         except requests.ConnectionError:
             return False
 
@@ -85,7 +88,7 @@ class Victoria:
 
     def query(self, promql: str) -> list[dict]:
         response = requests.get(
-            f"{STORE_URL}/api/v1/query",
+            f"{self.url}/api/v1/query",
             params={"query": promql},
             auth=(USER, self.password),
             timeout=10,
@@ -96,7 +99,7 @@ class Victoria:
     def timestamps(self, series: str, start: float, end: float) -> list[float]:
         """Every sample of ``series`` between ``start`` and ``end`` (Unix seconds), as the store holds them."""
         response = requests.get(
-            f"{STORE_URL}/api/v1/export",
+            f"{self.url}/api/v1/export",
             params={"match[]": series, "start": f"{start:.3f}", "end": f"{end:.3f}"},
             auth=(USER, self.password),
             timeout=10,

@@ -3,6 +3,7 @@ each Prometheus sending to every Alertmanager, the gossip's flags and ports), ch
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -112,8 +113,6 @@ def test_alertmanager_gossips_with_the_other_members_on_this_members_address(das
         "--cluster.listen-address=0.0.0.0:9094",
         "--cluster.advertise-address=10.0.0.11:9094",
         "--cluster.label=prod",
-        "--cluster.peer=10.0.0.12:9094",
-        "--cluster.peer=10.0.0.13:9094",
     ]
     assert alertmanager["ports"] == [
         "127.0.0.1:9093:9093",
@@ -126,7 +125,7 @@ def test_alertmanager_gossips_with_the_other_members_on_this_members_address(das
 @needs_tools
 def test_a_members_files_pass_promtool_amtool_and_compose(dashboard_9628):
     root = Path(tempfile.mkdtemp(prefix="pgmon-cluster-"))
-    stack = render_stack(member_settings(), dashboard_9628)
+    stack = render_stack(member_settings(pgmon_remote_write=STORES), dashboard_9628)
     write_tree(stack, root)
     for check, (code, out) in run_tools(root).items():
         assert code == 0 and "WARNING" not in out, f"{check}:\n{out}"
@@ -152,3 +151,60 @@ def test_a_silence_goes_through_one_member_the_first_that_answered():
         acting_member(settings, ["10.0.0.12", "mon-c"]) == "10.0.0.12"
     )  # 10.0.0.11 did not connect
     assert acting_member(build_settings(group_data(), ENVIRON), ["10.0.0.11"]) is None
+
+
+STORES = [
+    {"name": "victoria", "url": "https://vm.example.com/api/v1/write"},
+    {
+        "name": "mimir",
+        "url": "https://mimir.example.com/api/v1/push",
+        "replica_label": "__replica__",
+    },
+]
+
+
+def test_a_store_gets_the_members_copies_as_one_series_or_under_its_replica_label(dashboard_9628):
+    settings = member_settings(pgmon_remote_write=STORES)
+    prometheus = yaml.safe_load(files(settings, dashboard_9628)["prometheus/prometheus.yml"])
+    victoria, mimir = prometheus["remote_write"]
+    assert victoria["write_relabel_configs"] == [{"action": "labeldrop", "regex": REPLICA_LABEL}]
+    assert mimir["write_relabel_configs"] == [
+        {"source_labels": [REPLICA_LABEL], "target_label": "__replica__"},
+        {"action": "labeldrop", "regex": REPLICA_LABEL},
+    ]
+    single = build_settings(group_data(pgmon_remote_write=STORES), ENVIRON)
+    one_host = yaml.safe_load(files(single, dashboard_9628)["prometheus/prometheus.yml"])
+    assert all("write_relabel_configs" not in store for store in one_host["remote_write"])
+    with pytest.raises(DeployError, match=r"replica_label: .*'2x' is not a label name"):
+        member_settings(pgmon_remote_write=[{**STORES[0], "replica_label": "2x"}])
+
+
+def test_the_peers_are_a_file_read_at_start_so_a_new_member_leaves_the_others_definitions_alone(
+    dashboard_9628, tmp_path
+):
+    three = files(member_settings(), dashboard_9628)
+    assert three["alertmanager/cluster_peers"] == b"10.0.0.12:9094\n10.0.0.13:9094\n"
+    two = files(member_settings(inventory=INVENTORY[1:2] + INVENTORY[0:1]), dashboard_9628)
+    assert two["alertmanager/cluster_peers"] == b"10.0.0.12:9094\n"
+    services = [yaml.safe_load(f["docker-compose.yml"])["services"] for f in (two, three)]
+    assert services[0] == services[1]  # revisions included: nothing is recreated
+    # The entrypoint's shell turns the file into flags (run here with an alertmanager that prints them).
+    entrypoint = services[0]["alertmanager"]["entrypoint"]
+    peers = tmp_path / "etc" / "alertmanager" / "cluster_peers"
+    peers.parent.mkdir(parents=True)
+    peers.write_bytes(three["alertmanager/cluster_peers"])
+    script = (  # as Compose hands it to the container: $$ is its escape of a $
+        entrypoint[2]
+        .replace("$$", "$")
+        .replace("/etc/alertmanager", str(peers.parent))
+        .replace("/bin/alertmanager", "printf '%s\\n'")
+    )
+    result = subprocess.run(
+        ["sh", "-c", script, "alertmanager", "--config.file=x"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "--config.file=x",
+        "--cluster.peer=10.0.0.12:9094",
+        "--cluster.peer=10.0.0.13:9094",
+    ]
