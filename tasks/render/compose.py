@@ -75,6 +75,7 @@ def _cluster_flags(settings: Settings) -> list[str]:
         f"--cluster.advertise-address={cluster.address}:{cluster.gossip_port}",
         # Gossip from an Alertmanager of another cluster that reaches this one is refused.
         f"--cluster.label={cluster.name}",
+        f"--cluster.peer-timeout={cluster.peer_timeout}",
         # --cluster.peer: the entrypoint adds one per line of CLUSTER_PEERS_FILE.
     ]
 

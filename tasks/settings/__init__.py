@@ -12,6 +12,7 @@ before any operation touches the host.
     thresholds   the alert rules' thresholds, globally and per database
     models       the deploy's settings
     remote_write the long-term stores Prometheus copies its samples to
+    cluster      an HA group of processing hosts: its members, read from the inventory
     run_options  what single commands read (silence, uninstall, backup, restore, lock take-over)
     load         host data + environment -> HostConfig (no secret) or Settings (with the secrets)
 

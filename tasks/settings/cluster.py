@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import Field, model_validator
 
 from .errors import SETTING_PREFIX
-from .fields import IPAddress, Name, Port, Strict
+from .fields import Duration, IPAddress, Name, Port, Strict
 
 CLUSTER_KEY = SETTING_PREFIX + "cluster"
 ADDRESS_KEY = SETTING_PREFIX + "cluster_address"
@@ -35,6 +35,9 @@ class Cluster(Strict):
     # The gossip's --cluster.label: Alertmanagers of another cluster that reach this one are refused.
     name: Name
     gossip_port: Port = 9094
+    # How long a member waits for the ones before it in the cluster's order to send a notification before it
+    # sends it itself (Alertmanager's --cluster.peer-timeout): longer than a notification takes to deliver.
+    peer_timeout: Duration = "15s"
     members: dict[str, IPAddress] = Field(default_factory=dict)
     # The member this run deploys; set from the inventory, like members.
     this_host: str = ""

@@ -112,8 +112,8 @@ class Victoria:
 class StoreQueries(Prometheus):
     """The store's Prometheus-compatible query API, as Grafana's data source for it asks it."""
 
-    def __init__(self, password: str):
-        self.url, self.auth = f"{STORE_URL}/api/v1", (USER, password)
+    def __init__(self, password: str, url: str = STORE_URL):
+        self.url, self.auth = f"{url}/api/v1", (USER, password)
 
 
 @pytest.fixture(scope="module")

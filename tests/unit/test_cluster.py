@@ -3,16 +3,23 @@ each Prometheus sending to every Alertmanager, the gossip's flags and ports), ch
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tasks.isolation import unit_file
 from tasks.render import render_stack
+from tasks.render.alertmanager import render_cluster_peers
+from tasks.render.compose import compose_services
+from tasks.render.prometheus import render_prometheus_config
 from tasks.settings import DeployError, build_settings
-from tasks.settings.cluster import REPLICA_LABEL, with_members
+from tasks.settings.cluster import ADDRESS_KEY, REPLICA_LABEL, with_members
 from tasks.silence import acting_member
 from tasks.verify_stack import cluster_findings
 
@@ -113,6 +120,7 @@ def test_alertmanager_gossips_with_the_other_members_on_this_members_address(das
         "--cluster.listen-address=0.0.0.0:9094",
         "--cluster.advertise-address=10.0.0.11:9094",
         "--cluster.label=prod",
+        "--cluster.peer-timeout=15s",
     ]
     assert alertmanager["ports"] == [
         "127.0.0.1:9093:9093",
@@ -208,3 +216,33 @@ def test_the_peers_are_a_file_read_at_start_so_a_new_member_leaves_the_others_de
         "--cluster.peer=10.0.0.12:9094",
         "--cluster.peer=10.0.0.13:9094",
     ]
+
+
+_addresses = st.ip_addresses(v=4).map(str)
+_inventories = st.dictionaries(
+    st.from_regex(r"[a-z][a-z0-9-]{0,12}", fullmatch=True), _addresses, min_size=1, max_size=6
+).filter(lambda members: len(set(members.values())) == len(members))
+
+
+@settings(max_examples=60, deadline=None)
+@given(members=_inventories, data=st.data())
+def test_every_member_sends_to_every_alertmanager_and_admits_exactly_the_members(members, data):
+    """Any inventory of members: each member's Prometheus names every other member's Alertmanager once, its
+    peers file every other member, its Alertmanager advertises its own address, and its firewall chain admits
+    the members and no one else."""
+    this_host = data.draw(st.sampled_from(sorted(members)))
+    inventory = [(name, {**CLUSTER, ADDRESS_KEY: address}) for name, address in members.items()]
+    settings_ = member_settings(this_host, inventory)
+    cluster = settings_.config.cluster
+    assert cluster.members == members
+    config = yaml.safe_load(render_prometheus_config(settings_))
+    (managers,) = config["alerting"]["alertmanagers"]
+    targets = managers["static_configs"][0]["targets"]
+    others = [a for name, a in sorted(members.items()) if name != this_host]
+    assert targets == ["alertmanager:9093", *(f"{a}:9093" for a in others)]
+    assert render_cluster_peers(settings_).decode().splitlines() == [f"{a}:9094" for a in others]
+    flags = compose_services(settings_)["alertmanager"]["command"]
+    assert f"--cluster.advertise-address={members[this_host]}:9094" in flags
+    script = unit_file("p", cluster.addresses)
+    admitted = set(re.findall(r"-A pgmon-peers-\w+ -s ([0-9.]+) -j RETURN", script))
+    assert admitted == set(members.values())
