@@ -8,15 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from .capture import CaptureServer
-from .lab import DOCKER_BRIDGE_IP, Deployment, Lab, serve_dashboard_fixture
-
-
-@pytest.fixture(scope="session")
-def lab():
-    machine = Lab()
-    machine.up()
-    yield machine
-    machine.down()
+from .lab import DOCKER_BRIDGE_IP, Deployment, serve_dashboard_fixture
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,13 @@ def _needs(tool: str):
 
 needs_promtool = _needs("promtool")
 needs_amtool = _needs("amtool")
-needs_docker = _needs("docker")
+needs_docker = _needs("docker")  # the CLI and Compose's `config`, which need no engine
+
+
+def needs_engine(test):
+    """The engine runs while the lab is up, and the lab is the end-to-end tests' (one worker's)."""
+    return pytest.mark.e2e(pytest.mark.usefixtures("lab")(test))
+
 
 # Values chosen to break naive templating: quotes, colons, $, #, @, %, YAML markers.
 ENVIRON = {

@@ -10,7 +10,7 @@ from tasks.host_state import HostState
 from tasks.settings import DEFAULT_IMAGES, build_settings
 from tasks.stack_images import missing_images, pull_command, pull_images
 
-from .conftest import ENVIRON, HostExecuting, group_data, needs_docker
+from .conftest import ENVIRON, HostExecuting, group_data, needs_engine
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_nothing_is_run_when_every_image_is_there(monkeypatch):
     assert list(pull_images._inner({})) == []
 
 
-@needs_docker
+@needs_engine
 def test_an_image_that_cannot_be_pulled_names_its_setting_and_stops_there(tmp_path):
     # A registry on a closed loopback port: the pull fails here, and nothing leaves this machine.
     missing = {
