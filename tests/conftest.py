@@ -14,6 +14,7 @@ def lab():
     machine.down()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
     # The end-to-end tests share one lab (PostgreSQL clusters, published ports, the test hosts' network):
     # one worker runs all of them, in the order they were collected, the other the rest meanwhile.
