@@ -6,18 +6,34 @@ from tests.e2e.lab import Lab
 
 
 @pytest.fixture(scope="session")
-def lab():
+def lab(request):
     """The machine's services (Docker engine, PostgreSQL, sshd), started where they do not run yet."""
     machine = Lab()
     machine.up()
     yield machine
-    machine.down()
+    if not _xdist_in_use(request.config):
+        machine.down()
+
+
+def _xdist_in_use(config) -> bool:
+    return hasattr(config, "workerinput") or bool(config.getoption("numprocesses", None))
+
+
+def pytest_sessionfinish(session):
+    # Under xdist each worker's lab may be the one that started a service the other still uses: the
+    # controller stops what any of them started, once both are done.
+    if _xdist_in_use(session.config) and not hasattr(session.config, "workerinput"):
+        Lab().down(everything=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
-    # The end-to-end tests share one lab (PostgreSQL clusters, published ports, the test hosts' network):
-    # one worker runs all of them, in the order they were collected, the other the rest meanwhile.
+    # The lab's end-to-end tests share its PostgreSQL clusters, published ports and stack: one worker runs
+    # them all, in the order they were collected. The tests on test hosts (tests/hosts) use only the lab's
+    # engine, each host its own network and engine: the other worker runs them meanwhile, then the unit
+    # tests. Nothing may stop the lab's engine while both run (its restart is proven on a test host).
     for item in items:
-        if item.get_closest_marker("e2e"):
+        if item.get_closest_marker("test_hosts"):
+            item.add_marker(pytest.mark.xdist_group("test_hosts"))
+        elif item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.xdist_group("e2e"))

@@ -17,6 +17,7 @@ Use it by hand (CONTRIBUTING.md, "Running your own inventory through the lab"):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -190,6 +191,12 @@ class Lab:
     # --- machine services -------------------------------------------------
     def up(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # tests/run's two workers may start the lab at once: one starts what is missing, the other finds it.
+        with open(self.dir / "up.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._start_services()
+
+    def _start_services(self) -> None:
         if (
             not shutil.which("dockerd")
             or not Path("/usr/libexec/docker/cli-plugins/docker-compose").exists()
@@ -227,13 +234,6 @@ class Lab:
             if marker.name in markers and marker.exists():
                 run("pg_ctlcluster", PG_VERSION, cluster, "stop", check=False)
                 marker.unlink()
-
-    def restart_docker(self) -> None:
-        """Start the engine again after a test stopped it (it then counts as started here), and the
-        PostgreSQL containers it ran."""
-        self._start_docker()
-        for server in CONTAINER_SERVERS.values():
-            self._start_container_server(server)
 
     def _start_docker(self) -> None:
         if run("docker", "info", check=False).returncode == 0:

@@ -48,7 +48,7 @@ from .capture import CaptureServer
 from .lab import REPO, TESTED_IMAGES, Deployment, LabDatabase, Site
 from .test_deploy import assert_ok, changed_operations, verification_lines
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.test_hosts]
 
 NETWORK = "pgmon-bare"
 # pgmon's defaults: a bare host has nothing else that could collide with them.

@@ -1,6 +1,7 @@
-"""Real faults on the lab's engine and PostgreSQL: after each, the stack comes back (by itself or by a re-run
-that changes only what the fault broke), verification passes, and nothing is lost: Prometheus keeps the
-samples it had, Grafana keeps what was saved in it.
+"""Real faults on the lab's containers and PostgreSQL: after each, the stack comes back (by itself or by a
+re-run that changes only what the fault broke), verification passes, and nothing is lost: Prometheus keeps the
+samples it had, Grafana keeps what was saved in it. The engine itself stopped and started: test_bare_host.py's
+reboot, on a host of its own (the test-host suites run beside these, on the lab's engine).
 
 The tests share one deployment and run in file order.
 """
@@ -18,7 +19,6 @@ import requests
 from .lab import (
     GRAFANA_PORT,
     PROMETHEUS_PORT,
-    _pid_alive,
     api_auth,
     prometheus_query,
     run,
@@ -79,25 +79,6 @@ def container_running(deployment, service: str) -> bool:
         and run("docker", "inspect", "-f", "{{.State.Running}}", cid, check=False).stdout.strip()
         == "true"
     )
-
-
-def test_docker_engine_restart_brings_the_stack_back_with_its_history(stack, lab):
-    before = time.time()
-    pid = int(run("pidof", "dockerd").stdout.split()[0])
-    os.kill(pid, signal.SIGTERM)
-    wait_until("dockerd to stop", lambda: not _pid_alive(pid), 60)
-    lab.restart_docker()
-    # restart: unless-stopped: every container comes back with the engine, no deploy needed.
-    wait_until(
-        "the stack to run again",
-        lambda: all(container_running(stack, s) for s in stack.containers()),
-        120,
-    )
-    result = stack.run()
-    output = assert_ok(result)
-    assert changed_operations(output) == []  # nothing to repair: the host is as pgmon left it
-    assert samples_before(before) >= 3
-    assert grafana_keeps_its_data(stack)
 
 
 def test_a_crashed_exporter_restarts_by_itself(stack):

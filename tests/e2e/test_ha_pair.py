@@ -37,7 +37,7 @@ from .test_remote_write import (
     largest_gap,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.test_hosts]
 
 NETWORK = "pgmon-ha"
 CLUSTER = "pgmon-ha"

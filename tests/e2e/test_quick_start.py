@@ -65,7 +65,7 @@ from .lab import DASHBOARD_FIXTURE, REPO, TESTED_IMAGES
 from .test_bare_host import host_fingerprint
 from .test_deploy import changed_operations
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.test_hosts]
 
 NETWORK = "pgmon-quick"
 WHEELHOUSE = HOSTS_CACHE.parent / "wheelhouse"
