@@ -7,6 +7,7 @@ import json
 
 from ..grafana_key import SECRET_KEY_FILE
 from ..settings import Settings
+from ..settings.cluster import peer_timeout_ms
 from ..stack_model import (
     ALERTMANAGER_GOSSIP_PORT,
     ALERTMANAGER_PORT,
@@ -75,7 +76,7 @@ def _cluster_flags(settings: Settings) -> list[str]:
         f"--cluster.advertise-address={cluster.address}:{cluster.gossip_port}",
         # Gossip from an Alertmanager of another cluster that reaches this one is refused.
         f"--cluster.label={cluster.name}",
-        f"--cluster.peer-timeout={cluster.peer_timeout}",
+        f"--cluster.peer-timeout={peer_timeout_ms(cluster, settings.config.flush_step_ms)}ms",
         # --cluster.peer: the entrypoint adds one per line of CLUSTER_PEERS_FILE.
     ]
 

@@ -17,12 +17,13 @@ Example, group_data/pgmon_hosts.py for an inventory ``pgmon_hosts = ["10.0.0.11"
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Iterable, Mapping
 
 from pydantic import Field, model_validator
 
 from .errors import SETTING_PREFIX
-from .fields import Duration, IPAddress, Name, Port, Strict
+from .fields import Duration, IPAddress, Name, Port, Strict, duration_seconds
 
 CLUSTER_KEY = SETTING_PREFIX + "cluster"
 ADDRESS_KEY = SETTING_PREFIX + "cluster_address"
@@ -36,8 +37,9 @@ class Cluster(Strict):
     name: Name
     gossip_port: Port = 9094
     # How long a member waits for the ones before it in the cluster's order to send a notification before it
-    # sends it itself (Alertmanager's --cluster.peer-timeout): longer than a notification takes to deliver.
-    peer_timeout: Duration = "15s"
+    # sends it itself (Alertmanager's --cluster.peer-timeout): longer than a notification takes to deliver,
+    # and half a flush step off the step (peer_timeout_problem); None: derived from the alert timing.
+    peer_timeout: Duration | None = None
     members: dict[str, IPAddress] = Field(default_factory=dict)
     # The member this run deploys; set from the inventory, like members.
     this_host: str = ""
@@ -101,3 +103,47 @@ def with_members(
             and other[CLUSTER_KEY].get("name") == cluster["name"]
         }
     return {**data, CLUSTER_KEY: completed}
+
+
+# Alertmanager's own default peer timeout, which the derived one does not go below.
+_SHORTEST_PEER_TIMEOUT_MS = 15_000
+
+
+def flush_step_ms(evaluation_interval_seconds: int, group_wait: str, group_interval: str) -> int:
+    """The step on which the members' Alertmanagers flush an alert group: alerts arrive at Prometheus's
+    evaluations, a group flushes group_wait after its first alert (at once when the alert is older) and
+    every group_interval after, so two members' flushes of a group lie a whole number of steps apart."""
+    return math.gcd(
+        evaluation_interval_seconds * 1000,
+        round(duration_seconds(group_wait) * 1000),
+        round(duration_seconds(group_interval) * 1000),
+    )
+
+
+def peer_timeout_ms(cluster: Cluster, step_ms: int) -> int:
+    """The peer timeout given, or half a step past the first whole step from Alertmanager's 15 s."""
+    if cluster.peer_timeout is not None:
+        return round(duration_seconds(cluster.peer_timeout) * 1000)
+    return _half_step_off(_SHORTEST_PEER_TIMEOUT_MS, step_ms)
+
+
+def _half_step_off(at_least_ms: int, step_ms: int) -> int:
+    return math.ceil((at_least_ms - step_ms // 2) / step_ms) * step_ms + step_ms // 2
+
+
+def peer_timeout_problem(cluster: Cluster, step_ms: int) -> str | None:
+    """A peer timeout near a whole number of flush steps: the second member's wait then ends as the first
+    member flushes the same group, neither has the other's entry in the notification log yet, and both
+    send (seen after a member rejoined: its new group flushed at once, the other's on its step)."""
+    if cluster.peer_timeout is None:
+        return None
+    given = peer_timeout_ms(cluster, step_ms)
+    off = given % step_ms
+    if min(off, step_ms - off) >= step_ms / 4:
+        return None
+    return (
+        f"cluster.peer_timeout: {cluster.peer_timeout} is within a quarter step of a whole number of "
+        f"{step_ms} ms steps, the step on which the members flush alert groups (the greatest common divisor "
+        "of evaluation_interval_seconds and alert_timing's group_wait and group_interval), so both members "
+        f"can send the same notification; use {_half_step_off(given, step_ms)}ms, or leave it out"
+    )

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .cluster import Cluster
+from .cluster import Cluster, flush_step_ms, peer_timeout_problem
 from .fields import (
     DEFAULT_RUNBOOK_BASE_URL,
     DownloadUrl,
@@ -236,6 +236,14 @@ class DeploySettings(Strict):
         # /opt/pgmon/ is /opt/pgmon: one spelling wherever it is used (the compose file's paths, the lock).
         return value.rstrip("/") or value
 
+    @property
+    def flush_step_ms(self) -> int:
+        return flush_step_ms(
+            self.evaluation_interval_seconds,
+            self.alert_timing.group_wait,
+            self.alert_timing.group_interval,
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> DeploySettings:
         problems = []
@@ -263,6 +271,8 @@ class DeploySettings(Strict):
             ports["grafana_port"] = self.grafana_port
         if self.cluster is not None:
             ports["cluster.gossip_port"] = self.cluster.gossip_port
+            problem = peer_timeout_problem(self.cluster, self.flush_step_ms)
+            problems += [problem] if problem else []
         seen: dict[int, str] = {}
         for field, port in ports.items():
             if port in seen:

@@ -19,7 +19,7 @@ from tasks.render.alertmanager import render_cluster_peers
 from tasks.render.compose import compose_services
 from tasks.render.prometheus import render_prometheus_config
 from tasks.settings import DeployError, build_settings
-from tasks.settings.cluster import ADDRESS_KEY, REPLICA_LABEL, with_members
+from tasks.settings.cluster import ADDRESS_KEY, REPLICA_LABEL, peer_timeout_ms, with_members
 from tasks.silence import acting_member
 from tasks.verify_stack import cluster_findings
 
@@ -116,12 +116,15 @@ def test_alertmanager_gossips_with_the_other_members_on_this_members_address(das
     compose = yaml.safe_load(files(member_settings(), dashboard_9628)["docker-compose.yml"])
     alertmanager = compose["services"]["alertmanager"]
     flags = [f for f in alertmanager["command"] if f.startswith("--cluster.")]
-    assert flags == [
-        "--cluster.listen-address=0.0.0.0:9094",
-        "--cluster.advertise-address=10.0.0.11:9094",
-        "--cluster.label=prod",
-        "--cluster.peer-timeout=15s",
-    ]
+    assert (
+        flags
+        == [
+            "--cluster.listen-address=0.0.0.0:9094",
+            "--cluster.advertise-address=10.0.0.11:9094",
+            "--cluster.label=prod",
+            "--cluster.peer-timeout=22500ms",  # steps of 15 s: evaluations 15 s, group_wait 30 s, group_interval 5m
+        ]
+    )
     assert alertmanager["ports"] == [
         "127.0.0.1:9093:9093",
         "10.0.0.11:9093:9093",
@@ -131,6 +134,53 @@ def test_alertmanager_gossips_with_the_other_members_on_this_members_address(das
 
 
 @needs_tools
+def test_a_peer_timeout_on_the_flush_step_is_refused_naming_one_half_a_step_off(dashboard_9628):
+    # Seen end to end with 3s on a 1 s step: a member back from a cut flushed its new group at once, the other
+    # member 3.006 s later on its step, as the first's wait ended; both sent the resolution.
+    timing = {
+        "pgmon_evaluation_interval_seconds": 2,
+        "pgmon_alert_timing": {"group_wait": "1s", "group_interval": "5s"},
+    }
+    with pytest.raises(DeployError) as error:
+        member_settings(pgmon_cluster={"name": "prod", "peer_timeout": "3s"}, **timing)
+    assert (
+        "pgmon_cluster.peer_timeout: 3s is within a quarter step of a whole number of 1000 ms steps"
+        in str(error.value)
+    )
+    assert "use 3500ms, or leave it out" in str(error.value)
+    chosen = member_settings(pgmon_cluster={"name": "prod", "peer_timeout": "3500ms"}, **timing)
+    derived = member_settings(**timing)  # 15 s at least, half a step off: 15.5 s
+    for member, flag in ((chosen, "3500ms"), (derived, "15500ms")):
+        compose = yaml.safe_load(files(member, dashboard_9628)["docker-compose.yml"])
+        assert f"--cluster.peer-timeout={flag}" in compose["services"]["alertmanager"]["command"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    evaluation=st.integers(1, 300),
+    group_wait=st.integers(0, 600),
+    group_interval=st.integers(1, 3600),
+)
+def test_the_derived_peer_timeout_stays_half_a_step_from_every_flush(
+    evaluation, group_wait, group_interval
+):
+    """Whatever the timing, two members' flushes of a group lie whole steps apart; the derived peer timeout is
+    at least Alertmanager's 15 s and as far as can be from any whole number of steps."""
+    timing = {
+        "pgmon_evaluation_interval_seconds": evaluation,
+        "pgmon_alert_timing": {
+            "group_wait": f"{group_wait}s",
+            "group_interval": f"{group_interval}s",
+        },
+    }
+    config = member_settings(**timing).config
+    step = config.flush_step_ms
+    assert evaluation * 1000 % step == group_wait * 1000 % step == group_interval * 1000 % step == 0
+    timeout = peer_timeout_ms(config.cluster, step)
+    assert timeout >= 15_000 and timeout - step < 15_000
+    assert timeout % step == step // 2
+
+
 def test_a_members_files_pass_promtool_amtool_and_compose(dashboard_9628):
     root = Path(tempfile.mkdtemp(prefix="pgmon-cluster-"))
     stack = render_stack(member_settings(pgmon_remote_write=STORES), dashboard_9628)
