@@ -228,6 +228,16 @@ def silence_states(member) -> dict[str, str]:
     }
 
 
+def on_every_member(members, silence_id: str, state: str) -> None:
+    for member in members:
+        wait_for(
+            f"silence {silence_id} {state} on {member.address}",
+            lambda m=member: silence_states(m).get(silence_id) == state,
+            30,
+            0.5,
+        )
+
+
 def knows_silence(member, silence_id: str) -> bool:
     return silence_id in silence_states(member)
 
@@ -334,22 +344,10 @@ def test_silence_py_acts_through_one_member_and_both_know(pair, members):
     assert len(added) == 1, output[-4000:]
     acting = min(m.address for m in members)  # the members' inventory names are their addresses
     assert output.count(f"the silence is changed through {acting}") == 1, output[-4000:]
-    for member in members:
-        wait_for(
-            f"the silence active on {member.address}",
-            lambda m=member: silence_states(m).get(added[0]) == "active",
-            30,
-            0.5,
-        )
+    on_every_member(members, added[0], "active")
     output = silence_command(pair, {"end": added[0]})
     assert output.count(f"pgmon: silence {added[0]} ended") == 1, output[-4000:]
-    for member in members:
-        wait_for(
-            f"the silence expired on {member.address}",
-            lambda m=member: silence_states(m).get(added[0]) == "expired",
-            30,
-            0.5,
-        )
+    on_every_member(members, added[0], "expired")
 
 
 def test_only_the_members_reach_alertmanager_and_its_gossip(network, members):
