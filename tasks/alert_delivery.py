@@ -72,10 +72,18 @@ def amtool_add_alert(
     ]
 
 
-def in_alertmanager(project: str, commands: list[list[str]]) -> str:
-    """Shell running ``commands`` one after the other in one shell of the Alertmanager container, so that alerts
-    added one by one follow the real routes and templates, within a second."""
-    script = " && ".join(shlex.join(command) for command in commands)
+def in_alertmanager(project: str, commands: list[list[str]], at_once: bool = False) -> str:
+    """Shell running ``commands`` in one shell of the Alertmanager container, so that the alerts they add follow
+    the real routes and templates: one after the other, or ``at_once`` (started together, each waited for),
+    for a few alerts meant for one message: one after the other, two amtool runs on a busy host took longer
+    than a group_wait of a second, and the second alert came as a message of its own."""
+    if at_once:
+        started = "".join(
+            f"{shlex.join(command)} & p{i}=$!; " for i, command in enumerate(commands)
+        )
+        script = started + " && ".join(f'wait "$p{i}"' for i in range(len(commands)))
+    else:
+        script = " && ".join(shlex.join(command) for command in commands)
     return f"docker exec {shlex.quote(container_name(project, 'alertmanager'))} sh -c {shlex.quote(script)} >/dev/null"
 
 
@@ -100,6 +108,7 @@ def add_alerts_command(settings: ChannelSettings, now: datetime) -> str:
             )
             for severity in taken_severities(settings)
         ],
+        at_once=True,
     )
 
 

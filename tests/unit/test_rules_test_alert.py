@@ -1,5 +1,6 @@
 """The test-alert command's pure parts: what it sends, and how it reads Alertmanager's counters."""
 
+import re
 import shlex
 from datetime import UTC, datetime
 
@@ -35,7 +36,9 @@ def test_one_alert_per_severity_a_channel_takes_in_the_alertmanager_container():
     assert docker[:5] == ["docker", "exec", "mon-alertmanager", "sh", "-c"] and docker[6:] == [
         ">/dev/null"
     ]
-    commands = [shlex.split(part) for part in docker[5].split(" && ")]
+    # Started together and each waited for, so that both reach Alertmanager within its group_wait.
+    assert docker[5].endswith('wait "$p0" && wait "$p1"')
+    commands = [shlex.split(part) for part in re.findall(r"(.*?) & p\d+=\$!; ", docker[5])]
     assert [c[:5] for c in commands] == [
         [
             "amtool",
