@@ -74,9 +74,8 @@ def amtool_add_alert(
 
 def in_alertmanager(project: str, commands: list[list[str]], at_once: bool = False) -> str:
     """Shell running ``commands`` in one shell of the Alertmanager container, so that the alerts they add follow
-    the real routes and templates: one after the other, or ``at_once`` (started together, each waited for),
-    for a few alerts meant for one message: one after the other, two amtool runs on a busy host took longer
-    than a group_wait of a second, and the second alert came as a message of its own."""
+    the real routes and templates: one after the other, or ``at_once`` (started together, each waited for) for
+    alerts meant for one message, which one after the other can miss a short group_wait on a busy host."""
     if at_once:
         started = "".join(
             f"{shlex.join(command)} & p{i}=$!; " for i, command in enumerate(commands)
