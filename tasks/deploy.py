@@ -27,11 +27,13 @@ from .docker_engine import install_docker
 from .drill import fire_drill
 from .host_state import read_host_state
 from .render import render_stack
+from .reporting import log_lines
 from .settings import HostConfig, Settings, load_channel_settings, load_config, load_settings
 from .stack_containers import start_stack
 from .stack_files import configure_stack
 from .stack_images import pull_stack_images
 from .uninstall import uninstall_stack
+from .verify_databases import describe_discovered
 from .verify_stack import verify_stack
 
 # HostConfig, load_config and load_settings live in settings/load.py; exported here too, as before the
@@ -61,6 +63,7 @@ def deploy_pgmon() -> Settings:
     settings = load_settings(host)
     stack = render_stack(settings, load_dashboard_9628(settings))
     state = read_host_state(host, settings)  # one round trip; each step decides from it
+    log_lines(host, describe_discovered(settings, state.discovered))
 
     install_docker(settings, state)
     pull_stack_images(settings, state)

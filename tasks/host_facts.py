@@ -13,11 +13,12 @@ theirs), a ``HostState`` field of the same name, and its place in ``host_state.H
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .stack_model import MANIFEST, container_name
+from .stack_model import DISCOVERED_DIR, MANIFEST, container_name
 
 Lines = list[tuple[str, str]]  # a fact's lines as (first word, the rest)
 
@@ -223,3 +224,31 @@ WRITTEN = HostFact(
     # None: no manifest (a host deployed before pgmon kept one), not an empty one.
     lambda lines: frozenset(rest for _, rest in lines) if lines else None,
 )
+
+
+# The ``database`` label of each entry of a discovery list: one entry per line (files/discovery/discover.sh),
+# the value a JSON string, printed as it stands.
+_DATABASE_LABEL = r's/.*"database": \("\([^"\\]\|\\.\)*"\).*/\1/p'
+
+
+def discovered_command(base_dir: str, project: str) -> str:
+    folder = shlex.quote(f"{base_dir}/{DISCOVERED_DIR}")
+    return (
+        f'for f in {folder}/*.json; do [ -f "$f" ] || continue; n=${{f##*/}}; n=${{n%.json}};'
+        f' sed -n {shlex.quote(_DATABASE_LABEL)} "$f" | sed "s/^/discovered $n /"; done'
+    )
+
+
+def parse_discovered(lines: Lines) -> dict[str, list[str]]:
+    """``discovered SERVER "LABEL"`` -> {server entry: the ``database`` labels its list holds now}."""
+    found: dict[str, list[str]] = {}
+    for _, rest in lines:
+        server, _, label = rest.partition(" ")
+        try:
+            found.setdefault(server, []).append(json.loads(label))
+        except ValueError:
+            continue
+    return found
+
+
+DISCOVERED = HostFact("discovered", ("discovered",), discovered_command, parse_discovered)

@@ -24,6 +24,7 @@ from .grafana_tls import CERTIFICATE_RENEWAL
 from .host_facts import (
     COMPOSE_VERSION,
     CONTAINERS,
+    DISCOVERED,
     DOCKER_INSTALLED,
     ENGINE_VERSION,
     ENTRIES,
@@ -63,6 +64,8 @@ class HostState:
     images: frozenset[str] = (
         frozenset()
     )  # every name of every image on the host (host_facts.IMAGES)
+    # The databases each discovered server's list on the host names now, by server entry (host_facts).
+    discovered: dict[str, list[str]] = field(default_factory=dict)
 
 
 # The SSH user's own directory (root's, under sudo), mode 0700, on a tmpfs: a reboot leaves no lock behind. Not
@@ -126,6 +129,7 @@ HOST_FACTS: tuple[HostFact, ...] = (
     WRITTEN,
     CERTIFICATE_RENEWAL,
     ISOLATION,
+    DISCOVERED,
 )
 
 

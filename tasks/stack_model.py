@@ -19,11 +19,8 @@ import yaml
 PACKAGE_DIR = Path(__file__).resolve().parent
 _INSTALLED = (PACKAGE_DIR / "_templates").is_dir()
 TEMPLATES_DIR = PACKAGE_DIR / "_templates" if _INSTALLED else PACKAGE_DIR.parent / "templates"
-DASHBOARDS_DIR = (
-    (PACKAGE_DIR / "_files" if _INSTALLED else PACKAGE_DIR.parent / "files")
-    / "grafana"
-    / "dashboards"
-)
+FILES_DIR = PACKAGE_DIR / "_files" if _INSTALLED else PACKAGE_DIR.parent / "files"
+DASHBOARDS_DIR = FILES_DIR / "grafana" / "dashboards"
 
 ROOT = 0
 NOBODY = 65534  # the user of the prom/* and postgres-exporter images
@@ -100,6 +97,22 @@ def action_service(action: str) -> str:
 def exporter_service(database_name: str) -> str:
     """The compose service of a database's postgres_exporter."""
     return f"exporter-{database_name}"
+
+
+def tenants_service(server_name: str) -> str:
+    """The compose service that probes every database found on a discovered server (settings/discovery.py)."""
+    return f"tenants-{server_name}"
+
+
+# The lists of databases found on discovered servers: written by each server's own exporter container,
+# read by Prometheus as file discovery (render/discovery.py).
+DISCOVERED_DIR = "discovered"
+DISCOVERED_MOUNT = "/discovered"
+
+
+def discovered_file(server_name: str) -> str:
+    """The discovery list of a server, as Prometheus and the writing exporter see it."""
+    return f"{DISCOVERED_MOUNT}/{server_name}.json"
 
 
 def container_name(project: str, service: str) -> str:

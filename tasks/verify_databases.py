@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from .http_tunnel import HostHTTP
 from .render.api_auth import api_credentials
+from .render.prometheus import promql_string
 from .settings import Settings
-from .stack_model import EXPORTER_PORT, container_name, exporter_service
+from .stack_model import (
+    DISCOVERED_MOUNT,
+    EXPORTER_PORT,
+    container_name,
+    discovered_file,
+    exporter_service,
+    tenants_service,
+)
 
 # The names a database on the processing host itself goes by (README, "pg_hba.conf and SSL"):
 # its connections come from the exporters' Docker network, not from the host's address.
@@ -70,18 +79,25 @@ def parse_exporter_readings(lines: list[str]) -> dict[str, dict[str, float]]:
     return readings
 
 
+def postgres_targets(settings: Settings, http: HostHTTP) -> list[dict]:
+    """Prometheus's active targets of the postgres job: one per listed database and per database found."""
+    _, body = http.get_json(
+        "127.0.0.1",
+        settings.config.prometheus_port,
+        "/api/v1/targets?state=active",
+        api_credentials(settings),
+    )
+    return [
+        t
+        for t in (body or {}).get("data", {}).get("activeTargets", [])
+        if t["labels"].get("job") == "postgres"
+    ]
+
+
 def check_databases(
     settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]
 ) -> list[Finding]:
-    port = settings.config.prometheus_port
-    _, body = http.get_json(
-        "127.0.0.1", port, "/api/v1/targets?state=active", api_credentials(settings)
-    )
-    targets = {
-        t["labels"].get("database"): t
-        for t in (body or {}).get("data", {}).get("activeTargets", [])
-        if t["labels"].get("job") == "postgres"
-    }
+    targets = {t["labels"].get("database"): t for t in postgres_targets(settings, http)}
     findings = []
     for db in settings.databases:
         subject = f"database {db.name}"
@@ -135,6 +151,94 @@ def check_databases(
         else:
             findings.append(
                 Finding(subject, True, f"pg_up 1 at {where}{privilege_warning(db, reading)}")
+            )
+    return findings
+
+
+# How many names of databases found a line of the deploy's output lists; the rest are counted.
+LISTED_NAMES_MAX = 20
+
+
+def names_text(server_name: str, labels: list[str]) -> str:
+    """The databases of a server, by their names there: ``a, b, c and 12 more``."""
+    names = [label.removeprefix(server_name + "/") for label in labels]
+    more = len(names) - LISTED_NAMES_MAX
+    return ", ".join(names[:LISTED_NAMES_MAX]) + (f" and {more} more" if more > 0 else "")
+
+
+def describe_discovered(settings: Settings, discovered: dict[str, list[str]]) -> list[str]:
+    """What each discovered server's list on the host names now: said before any change, ``--dry`` too."""
+    lines = []
+    for server in settings.config.servers:
+        labels = discovered.get(server.name)
+        if labels is None:
+            lines.append(f"server {server.name}: not listed on the host yet ({server.server})")
+        else:
+            lines.append(
+                f"server {server.name}: {len(labels)} databases listed on the host now "
+                f"({server.server}){': ' + names_text(server.name, labels) if labels else ''}"
+            )
+    return lines
+
+
+def check_discovered_servers(settings: Settings, http: HostHTTP) -> list[Finding]:
+    """Each discovered server: listed (its file read by Prometheus), and every database found scraped."""
+    if not settings.config.servers:
+        return []
+    query = quote(
+        f"prometheus_sd_file_mtime_seconds{{filename=~{promql_string(DISCOVERED_MOUNT + '/.*')}}}"
+    )
+    _, body = http.get_json(
+        "127.0.0.1",
+        settings.config.prometheus_port,
+        f"/api/v1/query?query={query}",
+        api_credentials(settings),
+    )
+    read = {r["metric"]["filename"] for r in (body or {}).get("data", {}).get("result", [])}
+    targets = postgres_targets(settings, http)
+    findings = []
+    for server in settings.config.servers:
+        subject = f"server {server.name}"
+        own = container_name(settings.config.project, exporter_service(server.name))
+        if discovered_file(server.name) not in read:
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"its databases are not listed yet ({server.server})",
+                    f"docker logs {own} (the listing query's error, if any)",
+                )
+            )
+            continue
+        found = sorted(
+            (t for t in targets if t["labels"].get("discovered_by") == server.name),
+            key=lambda t: t["labels"]["database"],
+        )
+        shown = names_text(server.name, [t["labels"]["database"] for t in found])
+        down = [t for t in found if t["health"] != "up"]
+        if down:
+            error = down[0].get("lastError") or "not scraped yet"
+            findings.append(
+                Finding(
+                    subject,
+                    False,
+                    f"{len(down)} of {len(found)} databases found not scraped: "
+                    f"{down[0]['labels']['database']}: {error}",
+                    "docker logs "
+                    + container_name(settings.config.project, tenants_service(server.name)),
+                )
+            )
+        elif found:
+            findings.append(
+                Finding(subject, True, f"{len(found)} databases found on {server.server}: {shown}")
+            )
+        else:
+            findings.append(
+                Finding(
+                    subject,
+                    True,
+                    f"no database found on {server.server} matching include {server.include}",
+                )
             )
     return findings
 

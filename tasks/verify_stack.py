@@ -33,6 +33,7 @@ from .stack_model import GRAFANA_SELF_SIGNED_CERT, GRAFANA_TLS_DIR, container_na
 from .verify_databases import (
     Finding,
     check_databases,
+    check_discovered_servers,
     exporter_readings_command,
     parse_exporter_readings,
     slow_query_coverage,
@@ -319,6 +320,7 @@ def check_stack(
         + check_grafana(settings, http, certificate)
         + plain_http_exposure(settings)
         + check_databases(settings, http, readings)
+        + check_discovered_servers(settings, http)
         + check_stores(settings, http)
         + [slow_query_coverage(settings)]
     )

@@ -18,6 +18,7 @@ from ..grafana_tls import TLS_DIR, certificate_files
 from ..settings import Settings
 from ..stack_model import (
     ALERTMANAGER_UID,
+    DISCOVERED_DIR,
     EXPORTER_UID,
     GRAFANA_GID,
     GRAFANA_UID,
@@ -34,6 +35,7 @@ from ..stack_model import (
     StackFiles,
     exporter_service,
     restart_action,
+    tenants_service,
 )
 from .alertmanager import (
     CLUSTER_PEERS_FILE,
@@ -51,6 +53,7 @@ from .api_auth import (
     render_web_config,
 )
 from .compose import compose_services, render_compose
+from .discovery import DISCOVER_SCRIPT, discovery_query, render_auth_config
 from .exporters import render_exporter_queries, render_pgpass, server_primaries
 from .grafana import (
     DASHBOARD_9628_UID,
@@ -271,8 +274,13 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
     if settings.config.cluster is not None:
         # Read when Alertmanager starts: a change leaves the running one alone (alertmanager.py).
         files.append(ManagedFile(CLUSTER_PEERS_FILE, render_cluster_peers(settings)))
-    # The first exporter of each server also reads the server-wide views' extra queries (exporters.py).
+    # The first exporter of each server also reads the server-wide views' extra queries (exporters.py); a
+    # discovered server's own lists its databases (discovery.py).
     primaries = server_primaries(settings)
+    listings = {
+        server.name: {"pgmon_discovery": discovery_query(settings, server)}
+        for server in settings.config.servers
+    }
     for db in settings.databases:
         directories.append(ManagedDir(f"exporters/{db.name}", 0o100, **exporter))
         files.append(
@@ -289,12 +297,49 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         files.append(
             ManagedFile(
                 f"exporters/{db.name}/queries.yaml",
-                render_exporter_queries(db.name in primaries),
+                render_exporter_queries(db.name in primaries, listings.get(db.name)),
                 mode=0o400,
                 on_change=(restart_action(exporter_service(db.name)),),
                 **exporter,
             )
         )
+    if settings.config.servers:
+        # Written by the server exporters' discover.sh (their uid), read by Prometheus.
+        directories += [ManagedDir(DISCOVERED_DIR, 0o755, **exporter), ManagedDir("tenants")]
+    for server in settings.config.servers:
+        own = f"exporters/{server.name}"
+        restart_own = (restart_action(exporter_service(server.name)),)
+        files.append(
+            ManagedFile(
+                f"{own}/discover.sh",
+                DISCOVER_SCRIPT.read_bytes(),
+                mode=0o400,
+                on_change=restart_own,
+                **exporter,
+            )
+        )
+        folder = f"tenants/{server.name}"
+        restart = (restart_action(tenants_service(server.name)),)
+        directories.append(ManagedDir(folder, 0o100, **exporter))
+        files += [
+            ManagedFile(
+                f"{folder}/auth.yml",
+                render_auth_config(
+                    server, settings.database_passwords[server.name].get_secret_value()
+                ),
+                mode=0o400,
+                secret=True,
+                on_change=restart,
+                **exporter,
+            ),
+            ManagedFile(
+                f"{folder}/queries.yaml",
+                render_exporter_queries(False),
+                mode=0o400,
+                on_change=restart,
+                **exporter,
+            ),
+        ]
     paths = sorted({d.path for d in directories} | {f.path for f in files} | {MANIFEST})
     files.append(ManagedFile(MANIFEST, ("\n".join(paths) + "\n").encode()))
     revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}

@@ -13,6 +13,8 @@ from ..stack_model import (
     ALERTMANAGER_PORT,
     ALERTMANAGER_UID,
     DATA_VOLUMES,
+    DISCOVERED_DIR,
+    DISCOVERED_MOUNT,
     EXPORTER_PORT,
     EXPORTER_UID,
     GRAFANA_PORT,
@@ -26,10 +28,12 @@ from ..stack_model import (
     container_name,
     exporter_service,
     grafana_certificate_files,
+    tenants_service,
     yaml_bytes,
 )
 from .alertmanager import alertmanager_entrypoint
 from .api_auth import CLIENT_CONFIG_FILE, WEB_CONFIG_FILE, amtool_command, container_path
+from .discovery import AUTH_CONFIG_PATH, discovery_entrypoint
 from .exporters import (
     EXPORTER_CONFIG_DIR,
     EXPORTER_PASSFILE,
@@ -244,33 +248,55 @@ def compose_services(settings: Settings) -> dict[str, dict]:
         "networks": ["metrics"],
         "healthcheck": _healthcheck(f"http://127.0.0.1:{NODE_EXPORTER_PORT}/"),
     }
-    primaries = server_primaries(settings)
-    for db in settings.databases:
-        services[exporter_service(db.name)] = {
+    if cfg.servers:
+        # The lists of databases found, read as file discovery (render/discovery.py).
+        services["prometheus"]["volumes"].append(
+            f"{cfg.base_dir}/{DISCOVERED_DIR}:{DISCOVERED_MOUNT}:ro"
+        )
+
+    def exporter(service: str, command: list[str], folder: str) -> dict:
+        return {
             "image": settings.image("postgres_exporter"),
-            "container_name": container(exporter_service(db.name)),
+            "container_name": container(service),
             "restart": "unless-stopped",
-            "command": exporter_flags(
-                db.name in primaries,
-                db.pg_stat_statements,
-                db.table_metrics,
-                settings.version("postgres_exporter"),
-            ),
-            "environment": {
-                "DATA_SOURCE_URI": data_source_uri(db),
-                # libpq's own variables, which lib/pq reads: any name or password PostgreSQL accepts, and
-                # none of them in a DSN the exporter could fail to parse and then log.
-                "PGDATABASE": db.dbname,
-                "PGUSER": db.user,
-                # A file, never the URL: any password works and none shows in `docker inspect`.
-                "PGPASSFILE": EXPORTER_PASSFILE,
-            },
-            "volumes": [mount(f"exporters/{db.name}", EXPORTER_CONFIG_DIR)],
+            "command": command,
+            "volumes": [mount(folder, EXPORTER_CONFIG_DIR)],
             "user": f"{EXPORTER_UID}:{EXPORTER_UID}",
             "networks": ["metrics"],
             "extra_hosts": host_gateway,
             "healthcheck": _healthcheck(f"http://127.0.0.1:{EXPORTER_PORT}/"),
         }
+
+    version = settings.version("postgres_exporter")
+    primaries = server_primaries(settings)
+    for db in settings.databases:
+        flags = exporter_flags(
+            db.name in primaries, db.pg_stat_statements, db.table_metrics, version
+        )
+        services[exporter_service(db.name)] = exporter(
+            exporter_service(db.name), flags, f"exporters/{db.name}"
+        )
+        services[exporter_service(db.name)]["environment"] = {
+            "DATA_SOURCE_URI": data_source_uri(db),
+            # libpq's own variables, which lib/pq reads: any name or password PostgreSQL accepts, and
+            # none of them in a DSN the exporter could fail to parse and then log.
+            "PGDATABASE": db.dbname,
+            "PGUSER": db.user,
+            # A file, never the URL: any password works and none shows in `docker inspect`.
+            "PGPASSFILE": EXPORTER_PASSFILE,
+        }
+    for server in cfg.servers:
+        # The server's own exporter also writes the list of its databases (render/discovery.py) ...
+        own = services[exporter_service(server.name)]
+        own["entrypoint"] = discovery_entrypoint(server, cfg.scrape_interval_seconds)
+        own["volumes"].append(f"{cfg.base_dir}/{DISCOVERED_DIR}:{DISCOVERED_MOUNT}")
+        # ... and one more probes each of them: per-database collectors only, the login in its own file.
+        flags = exporter_flags(False, False, server.table_metrics, version)
+        services[tenants_service(server.name)] = exporter(
+            tenants_service(server.name),
+            [*flags, f"--config.file={AUTH_CONFIG_PATH}"],
+            f"tenants/{server.name}",
+        )
     for service in services.values():
         digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
         service["labels"] = {"pgmon.revision": digest[:16]}

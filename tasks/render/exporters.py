@@ -40,7 +40,7 @@ EXPORTER_QUERIES = f"{EXPORTER_CONFIG_DIR}/queries.yaml"
 EXPORTER_PASSFILE = f"{EXPORTER_CONFIG_DIR}/pgpass"
 
 
-def _query(sql: str, *metrics: tuple[str, str, str]) -> dict:
+def query_entry(sql: str, *metrics: tuple[str, str, str]) -> dict:
     """A queries.yaml entry: the SQL (one line) and its columns as (name, usage, description)."""
     return {
         "query": " ".join(line.strip() for line in sql.strip().splitlines()),
@@ -56,7 +56,7 @@ DATABASE_QUERIES = {
     # pgmon_database_info{datname=<its database>} 1: with the target labels (database, server) it tells the
     # alert rules which configured database a server-wide row (by datname) is about, so adding a database
     # changes no rule.
-    "pgmon_database": _query(
+    "pgmon_database": query_entry(
         "SELECT current_database() AS datname, 1 AS info",
         ("datname", "LABEL", "The database this exporter connects to"),
         ("info", "GAUGE", "Always 1; pgmon's rules join on it"),
@@ -65,7 +65,7 @@ DATABASE_QUERIES = {
     # own limit and that of the integer column owning it (a bigint sequence feeding an integer column stops at
     # 2^31-1). Cycling sequences never run out; a sequence the monitoring user may not read has no
     # last_value here (GRANT SELECT on it: docs/alerts.md), nor one never used.
-    "pgmon_sequence": _query(
+    "pgmon_sequence": query_entry(
         """
         SELECT s.schemaname, s.sequencename,
           100 * CASE WHEN s.increment_by > 0
@@ -90,7 +90,7 @@ DATABASE_QUERIES = {
         ("used_percent", "GAUGE", "Share of the sequence's range already used (0-100)"),
     ),
     # pgmon_role_*: what the monitoring role may do beyond pg_monitor, for verification's least-privilege warning.
-    "pgmon_role": _query(
+    "pgmon_role": query_entry(
         """
         SELECT rolsuper::int AS superuser,
           (rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)::int AS extra_attributes,
@@ -114,7 +114,7 @@ SERVER_QUERIES = {
     # (postgres_exporter's stat_wal_receiver collector skips a receiver without a replication slot);
     # pgmon_wal_receiver_configured: 1 where primary_conninfo is set, so a standby fed from the archive
     # only is not expected to stream (pg_monitor may read the setting: pg_read_all_settings).
-    "pgmon_wal_receiver": _query(
+    "pgmon_wal_receiver": query_entry(
         """
         SELECT count(*) FILTER (WHERE status = 'streaming') AS streaming,
           (SELECT count(*) FROM pg_settings WHERE name = 'primary_conninfo' AND setting <> '') AS configured
@@ -125,14 +125,14 @@ SERVER_QUERIES = {
     ),
     # pgmon_settings_pending_restart{name}: a row per setting changed in the configuration but not in effect
     # until a restart; no row when none waits.
-    "pgmon_settings": _query(
+    "pgmon_settings": query_entry(
         "SELECT name, 1 AS pending_restart FROM pg_settings WHERE pending_restart",
         ("name", "LABEL", "The setting"),
         ("pending_restart", "GAUGE", "1: the setting waits for a restart"),
     ),
     # pgmon_stat_database_checksum_failures{datname}: data page checksum failures per database since the
     # statistics were reset (shared catalogs: no datname). No row where data checksums are off (NULL).
-    "pgmon_stat_database": _query(
+    "pgmon_stat_database": query_entry(
         """
         SELECT COALESCE(datname, '') AS datname, checksum_failures
         FROM pg_stat_database WHERE checksum_failures IS NOT NULL
@@ -146,7 +146,7 @@ SERVER_QUERIES = {
     # them). No row before 17. pg_stat_io is named only inside query_to_xml's text, run from 17 on: an older
     # server fails a query naming a view it lacks, and postgres_exporter 0.19.1 ran the query on 15 despite
     # a queries.yaml ``runonserver: ">=17.0.0"``.
-    "pgmon_stat_io_backend": _query(
+    "pgmon_stat_io_backend": query_entry(
         """
         SELECT (xpath('/row/writes/text()', io))[1]::text::float8 AS writes,
           (xpath('/row/fsyncs/text()', io))[1]::text::float8 AS fsyncs
@@ -166,12 +166,13 @@ SERVER_QUERIES = {
 }
 
 
-def render_exporter_queries(primary: bool) -> bytes:
-    """The queries.yaml of one exporter: DATABASE_QUERIES, plus SERVER_QUERIES in a server's first exporter.
+def render_exporter_queries(primary: bool, extra: dict[str, dict] | None = None) -> bytes:
+    """The queries.yaml of one exporter: DATABASE_QUERIES, plus SERVER_QUERIES in a server's first exporter,
+    plus ``extra`` (a discovered server's listing: render/discovery.py).
 
     (postgres_exporter 0.17 marks --extend.query-path deprecated; it is its only way to add a query.)
     """
-    return yaml_bytes({**DATABASE_QUERIES, **(SERVER_QUERIES if primary else {})})
+    return yaml_bytes({**DATABASE_QUERIES, **(SERVER_QUERIES if primary else {}), **(extra or {})})
 
 
 def server_primaries(settings: Settings) -> set[str]:

@@ -19,12 +19,14 @@ from ..settings import (
 from ..settings.cluster import REPLICA_LABEL
 from ..stack_model import (
     ALERTMANAGER_PORT,
+    DISCOVERED_DIR,
     EXPORTER_PORT,
     NODE_EXPORTER_PORT,
     NODE_EXPORTER_SERVICE,
     PROMETHEUS_PORT,
     TEMPLATES_DIR,
     container_name,
+    discovered_file,
     exporter_service,
     yaml_bytes,
 )
@@ -75,16 +77,7 @@ def render_prometheus_config(settings: Settings) -> bytes:
                     "basic_auth": basic_auth,
                     "static_configs": [{"targets": [f"alertmanager:{ALERTMANAGER_PORT}"]}],
                 },
-                {
-                    # File discovery: adding a database needs no Prometheus restart or reload.
-                    "job_name": "postgres",
-                    "file_sd_configs": [
-                        {
-                            "files": ["/etc/prometheus/targets/postgres.json"],
-                            "refresh_interval": "30s",
-                        }
-                    ],
-                },
+                postgres_job(settings),
                 {
                     "job_name": "node",
                     "static_configs": [
@@ -99,6 +92,28 @@ def render_prometheus_config(settings: Settings) -> bytes:
             **({"remote_write": stores} if stores else {}),
         }
     )
+
+
+def postgres_job(settings: Settings) -> dict:
+    """Every exporter, by file discovery: adding a database needs no Prometheus restart or reload. A
+    discovered server's databases come from the list its own exporter writes (render/discovery.py)."""
+    servers = settings.config.servers
+    job: dict[str, object] = {
+        "job_name": "postgres",
+        "file_sd_configs": [
+            {
+                "files": [
+                    "/etc/prometheus/targets/postgres.json",
+                    *(discovered_file(server.name) for server in servers),
+                ],
+                "refresh_interval": "30s",
+            }
+        ],
+    }
+    if servers:
+        # The listing's JSON is for discover.sh; kept, it would only fill Prometheus's label index.
+        job["metric_relabel_configs"] = [{"action": "labeldrop", "regex": "target_group"}]
+    return job
 
 
 def processing_host_instance(settings: HostConfig) -> str:
@@ -189,23 +204,31 @@ def promql_string(value: str) -> str:
     return json.dumps(value)  # PromQL string literals take JSON's escapes
 
 
-def label_matcher(label: str, values: list[str]) -> str:
-    """A PromQL matcher for any of ``values``: ``label="a"`` or ``label=~"a|b"``, each value taken literally."""
+def label_matcher(label: str, values: list[str], negate: bool = False) -> str:
+    """A PromQL matcher for any of ``values`` (with ``negate``, for none of them): ``label="a"`` or
+    ``label=~"a|b"``, each value taken literally."""
     if len(values) == 1:
-        return f"{label}={promql_string(values[0])}"
+        return f"{label}{'!=' if negate else '='}{promql_string(values[0])}"
     alternatives = "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value) for value in values)
-    return f"{label}=~{promql_string(alternatives)}"
+    return f"{label}{'!~' if negate else '=~'}{promql_string(alternatives)}"
 
 
 def _variants(
     label: str, groups: dict[tuple, tuple[RuleVariant, list[str]]], default: tuple
 ) -> list[RuleVariant]:
+    """One copy per group; the default thresholds' copy selects every value the others do not, so that it
+    also covers what no setting names: the databases pgmon discovers."""
     if len(groups) == 1:
         return [variant for variant, _ in groups.values()]
+    others = [
+        member for key, (_, members) in groups.items() if key != default for member in members
+    ]
     return [
         replace(
             variant,
-            match=label_matcher(label, members),
+            match=label_matcher(label, others, negate=True)
+            if key == default
+            else label_matcher(label, members),
             labels={"thresholds": "default" if key == default else ", ".join(members)},
         )
         for key, (variant, members) in groups.items()
@@ -231,12 +254,15 @@ def rule_variants(settings: HostConfig) -> tuple[list[RuleVariant], list[RuleVar
         servers = by_server.setdefault(server_key(thresholds), (variant, []))[1]
         if db.server not in servers:
             servers.append(db.server)
+    default_database = database_key(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for)
+    if cfg.servers:
+        # The databases found on a server take the default thresholds.
+        by_database.setdefault(
+            default_database,
+            (RuleVariant(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for), []),
+        )
     return (
-        _variants(
-            "database",
-            by_database,
-            database_key(cfg.alert_thresholds, cfg.alert_timing.postgres_down_for),
-        ),
+        _variants("database", by_database, default_database),
         _variants("server", by_server, server_key(cfg.alert_thresholds)),
     )
 
@@ -272,6 +298,18 @@ def render_rules(settings: HostConfig) -> bytes:
         dashboard=dashboard_link(cfg.grafana_url),
         runbook_base=cfg.runbook_base_url,
         replica_label=REPLICA_LABEL if cfg.cluster is not None else "",
+        discovered=[
+            {
+                "name": server.name,
+                "server": server.server,
+                "file": discovered_file(server.name),
+                "list_file": f"{cfg.base_dir}/{DISCOVERED_DIR}/{server.name}.json",
+                "container": container_name(cfg.project, exporter_service(server.name)),
+                # Three listings missed, plus the 30s in which Prometheus may not have re-read the file.
+                "stale_after": f"{3 * cfg.scrape_interval_seconds + 30}s",
+            }
+            for server in cfg.servers
+        ],
     ).encode()
 
 

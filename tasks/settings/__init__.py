@@ -12,6 +12,7 @@ before any operation touches the host.
     thresholds   the alert rules' thresholds, globally and per database
     models       the deploy's settings
     remote_write the long-term stores Prometheus copies its samples to
+    discovery    servers whose databases pgmon finds by itself
     cluster      an HA group of processing hosts: its members, read from the inventory
     run_options  what single commands read (silence, uninstall, backup, restore, lock take-over)
     load         host data + environment -> HostConfig (no secret) or Settings (with the secrets)
@@ -19,6 +20,7 @@ before any operation touches the host.
 The names below are the ones the rest of pgmon imports: ``from .settings import Settings``.
 """
 
+from .discovery import DiscoveredServer
 from .errors import SETTING_PREFIX, DeployError
 from .fields import (
     DEFAULT_RUNBOOK_BASE_URL,
@@ -118,6 +120,7 @@ __all__ = [
     "DatabaseAlertThresholds",
     "DeployError",
     "DeploySettings",
+    "DiscoveredServer",
     "Discord",
     "Duration",
     "EnvName",

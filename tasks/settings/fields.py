@@ -34,6 +34,8 @@ RESERVED_LABELS = {
     "alertname",
     "severity",
     "thresholds",
+    "discovered_by",  # a discovered database's server entry (settings/discovery.py)
+    "tenant",
 }
 # Labels the exporters and Prometheus set on series pgmon's rules read: an extra label of the same name would
 # be renamed exported_<name> by Prometheus, and a rule grouping by it would never fire.
@@ -98,6 +100,11 @@ PROMQL_KEYWORDS = {
 class Strict(BaseModel):
     # Unknown keys are typos: refuse them instead of silently ignoring them.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def server_address(host: str, port: int) -> str:
+    """A PostgreSQL server as people write it, and as the ``server`` label says: host:port ([v6]:port)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _check_name(value: str) -> str:

@@ -116,7 +116,8 @@ class HostConfig(BaseModel):
 
     @property
     def databases(self) -> list[Database]:
-        return self.config.databases
+        """Every database with an exporter of its own: those listed, then each discovered server's own."""
+        return self.config.databases + self.config.server_databases()
 
     def image(self, component: Component) -> str:
         return self.config.images.get(component, DEFAULT_IMAGES[component])
@@ -197,10 +198,11 @@ def build_settings(
     """
     config = validate_host_data(host_data, "deploy", environ)
     problems = []
-    if not config.databases:
+    if not config.databases and not config.servers:
         problems.append(
             "pgmon_databases: no database is configured; add one entry per database in "
-            "group_data/all.py (name, host, port, dbname, user, password_env)"
+            "group_data/all.py (name, host, port, dbname, user, password_env), or a server whose "
+            "databases pgmon finds itself in pgmon_servers"
         )
     if config.discord is None and config.telegram is None:
         problems.append(
@@ -315,15 +317,18 @@ def resolve_secrets(
     of the wrong shape. ``indexes`` are the databases' places in pgmon_databases, where not 0, 1, ..."""
     reader = _SecretReader(environ)
     problems = []
+    logins = [
+        (f"pgmon_databases[{index}]", db, _database_password_problem)
+        for index, db in zip(indexes or range(len(config.databases)), config.databases, strict=True)
+    ] + [
+        (f"pgmon_servers[{index}]", server, _probe_password_problem)
+        for index, server in enumerate(config.servers)
+    ]
     passwords = {}
-    for index, db in zip(indexes or range(len(config.databases)), config.databases, strict=True):
-        value = reader.read(
-            f"pgmon_databases[{index}].password_env ({db.name})",
-            db.password_env,
-            _database_password_problem,
-        )
+    for where, entry, problem in logins:
+        value = reader.read(f"{where}.password_env ({entry.name})", entry.password_env, problem)
         if value is not None:
-            passwords[db.name] = value
+            passwords[entry.name] = value
     grafana_password = reader.read(
         "pgmon_grafana_admin_password_env",
         config.grafana_admin_password_env,
@@ -377,6 +382,17 @@ def _database_password_problem(value: str) -> str | None:
     if "\n" in value or "\r" in value:
         return "holds a line break; give this monitoring user a password without one"
     return None
+
+
+def _probe_password_problem(value: str) -> str | None:
+    # Also in the probing exporter's connection string, which postgres_exporter (0.19) splits at spaces: a
+    # piece without '=' fails the probe and puts the whole string, password included, in its log.
+    if " " in value:
+        return (
+            "holds a space, which postgres_exporter's probe would write into its log; give this "
+            "monitoring user a password without spaces"
+        )
+    return _database_password_problem(value)
 
 
 def _grafana_password_problem(value: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .cluster import Cluster, flush_step_ms, peer_timeout_problem
+from .discovery import DiscoveredServer
 from .fields import (
     DEFAULT_RUNBOOK_BASE_URL,
     DownloadUrl,
@@ -33,6 +34,7 @@ from .fields import (
     Sha256,
     Strict,
     duration_seconds,
+    server_address,
 )
 from .images import Component, too_old_images
 from .remote_write import RemoteWrite
@@ -70,9 +72,7 @@ class Database(Strict):
 
     @property
     def server(self) -> str:
-        """The PostgreSQL server as people write it: host:port."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return server_address(self.host, self.port)
 
 
 class Discord(Strict):
@@ -188,6 +188,8 @@ class DeploySettings(Strict):
     documented in README."""
 
     databases: list[Database] = []
+    # Servers whose databases pgmon finds by itself (discovery.py, docs/many-databases.md).
+    servers: list[DiscoveredServer] = []
     base_dir: str = "/opt/pgmon"
     project: Name = "pgmon"
     scrape_interval_seconds: int = Field(default=15, ge=1, le=300)
@@ -248,10 +250,17 @@ class DeploySettings(Strict):
     def _consistent(self) -> DeploySettings:
         problems = []
         problems += [f"base_dir: {problem}" for problem in _base_dir_problems(self.base_dir)]
-        names = [db.name for db in self.databases]
+        names = [db.name for db in self.databases] + [server.name for server in self.servers]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(
-                f"databases: the name {dup!r} is used twice; each database needs its own name"
+                f"databases / servers: the name {dup!r} is used twice; each database and server needs "
+                "its own name"
+            )
+        addresses = [server.server for server in self.servers]
+        for dup in sorted({a for a in addresses if addresses.count(a) > 1}):
+            problems.append(
+                f"servers: {dup} is listed twice; one entry per server (several include patterns "
+                "go in one entry)"
             )
         stores = [store.name for store in self.remote_write]
         for dup in sorted({n for n in stores if stores.count(n) > 1}):
@@ -345,6 +354,23 @@ class DeploySettings(Strict):
                         "the same value or set it on one of them only"
                     )
         return problems
+
+    def server_databases(self) -> list[Database]:
+        """Each discovered server's own exporter, as a listed database named after its entry: it reads the
+        server-wide statistics and lists the databases there."""
+        return [
+            Database(
+                name=server.name,
+                host=server.host,
+                port=server.port,
+                dbname=server.dbname,
+                user=server.user,
+                password_env=server.password_env,
+                sslmode=server.sslmode,
+                labels=server.labels,
+            )
+            for server in self.servers
+        ]
 
     def thresholds_for(self, db: Database) -> AlertThresholds:
         """The global thresholds with ``db``'s overrides, and those of other databases on its server for

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -98,24 +99,81 @@ def memory_mib(containers: list[str]) -> dict[str, float]:
     return usage
 
 
-def measure_sizes(deployment: Deployment, databases, sizes: list[int]) -> list[tuple]:
+def stack_cost(
+    deployment: Deployment, lab: Lab, selector: str, containers: list[str], n: int, scrape: int
+) -> dict:
+    """Once all ``n`` databases (``selector``) are scraped and three more scrape rounds have passed: memory of
+    ``containers`` (the exporters) and Prometheus, scrape durations, samples per database, connections."""
+    scraped = f"count(up{selector} == 1) == {n}"
+    wait_until(
+        f"{n} databases scraped", lambda: prometheus_query(scraped, SITE.prometheus_port), 300
+    )
+    time.sleep(3 * scrape)
+
+    def value(query: str) -> float:
+        result = prometheus_query(query, SITE.prometheus_port)
+        return float(result[0]["value"][1]) if result else float("nan")
+
+    prometheus = f"{deployment.site.project}-prometheus"
+    memory = memory_mib([*containers, prometheus])
+    return {
+        "exporters": sum(memory[c] for c in containers),
+        "prometheus": memory[prometheus],
+        "scrape_mean": value(f"avg(scrape_duration_seconds{selector})"),
+        "scrape_max": value(
+            f"max(max_over_time(scrape_duration_seconds{selector}[{3 * scrape}s]))"
+        ),
+        "samples": value(f"avg(scrape_samples_scraped{selector})"),
+        "connections": connections_held(lab, scrape),
+    }
+
+
+def measure_sizes(
+    deployment: Deployment, lab: Lab, databases, sizes: list[int], scrape: int
+) -> list[tuple]:
+    """Listed databases, one exporter each: runs at each size, and what the stack costs there."""
     rows = []
     names = [db.name for db in databases]
+    project = deployment.site.project
+    timing = {"pgmon_scrape_interval_seconds": scrape, "pgmon_evaluation_interval_seconds": scrape}
     for n in sizes:
         deployment.teardown()
-        deployment.configure(names[:n])
+        deployment.configure(names[:n], **timing)
         first = timed_run(deployment, f"first deploy of {n}")
         rerun = timed_run(deployment, f"no-change rerun of {n}")
-        deployment.configure(names[: n + 1])
+        exec_true = timed_exec_true(deployment)
+        cost = stack_cost(
+            deployment,
+            lab,
+            '{job="postgres"}',
+            [f"{project}-exporter-{name}" for name in names[:n]],
+            n,
+            scrape,
+        )
+        deployment.configure(names[: n + 1], **timing)
         add = timed_run(deployment, f"adding database {n + 1}")
-        deployment.configure(names[:n])
+        deployment.configure(names[:n], **timing)
         remove = timed_run(deployment, f"removing database {n + 1}")
-        rows.append((n, first, rerun, add, remove))
+        rows.append((n, first, rerun, add, remove, exec_true, cost))
         print(
-            f"  N={n}: first {first[0]:.1f}s, rerun {rerun[0]:.1f}s, add {add[0]:.1f}s, remove {remove[0]:.1f}s",
+            f"  N={n}: first {first[0]:.1f}s, rerun {rerun[0]:.1f}s (exec true {exec_true:.1f}s), "
+            f"add {add[0]:.1f}s, remove {remove[0]:.1f}s, {cost}",
             file=sys.stderr,
         )
     return rows
+
+
+def timed_exec_true(deployment: Deployment) -> float:
+    """``pyinfra inventory.py exec -- true`` over the same SSH: the floor a no-change run is judged against."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "pyinfra", "-y", "inventory.py", "exec", "--", "true"],
+        cwd=deployment.project.directory,
+        env={**os.environ, **deployment.project.environment},
+        check=True,
+        capture_output=True,
+    )
+    return time.monotonic() - started
 
 
 def measure_memory(deployment: Deployment, databases) -> dict[str, float]:
@@ -265,6 +323,106 @@ def measure_tables(deployment: Deployment, lab: Lab, tables: int) -> dict[str, f
     }
 
 
+DISCOVERED = (
+    "bench"  # the pgmon_servers entry of the discovered mode: main's databases named bt_NNN
+)
+TENANT_PREFIX = "bt_"
+
+
+def tenant_name(i: int) -> str:
+    return f"{TENANT_PREFIX}{i:03d}"
+
+
+def set_tenants(lab: Lab, count: int) -> None:
+    """Exactly ``count`` tenant databases on 5432 (bt_001 ...): the missing created, the others dropped."""
+    lab.psql(
+        5432,
+        "postgres",
+        f"""
+        SELECT format('CREATE DATABASE %I', n) FROM (SELECT '{TENANT_PREFIX}' || lpad(g::text, 3, '0') AS n
+          FROM generate_series(1, {count}) g) t
+          WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = n) \\gexec
+        SELECT format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_database
+          WHERE datname LIKE '{TENANT_PREFIX}%' AND substr(datname, 4)::int > {count} \\gexec
+        """,
+    )
+
+
+def discovered_group_data(scrape_seconds: int) -> dict:
+    return {
+        "pgmon_servers": [
+            {
+                "name": DISCOVERED,
+                "host": "host.docker.internal",
+                "user": "pgmon_bench",
+                "password_env": "PGMON_BENCH_DISCOVERED_PASSWORD",
+                "include": [f"{TENANT_PREFIX}.*"],
+            }
+        ],
+        "pgmon_scrape_interval_seconds": scrape_seconds,
+        "pgmon_evaluation_interval_seconds": scrape_seconds,
+    }
+
+
+def connections_held(lab: Lab, seconds: float) -> int:
+    """The most connections of the benchmark's role seen on 5432 over ``seconds``, sampled every 0.2 s."""
+    most, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        count = lab.psql(
+            5432, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgmon_bench'"
+        )
+        most = max(most, int(count))  # psql itself logs in as postgres
+        time.sleep(0.2)
+    return most
+
+
+def measure_discovered(
+    deployment: Deployment, lab: Lab, sizes: list[int], tries: int, scrape_seconds: int
+) -> dict:
+    """The discovered mode at each size: deploy, rerun, memory, scrapes, series and connections; then how
+    long a database created or dropped takes to appear in or leave Prometheus, ``tries`` times each."""
+    deployment.secrets["PGMON_BENCH_DISCOVERED_PASSWORD"] = BENCH_PASSWORD
+    project = deployment.site.project
+    containers = [f"{project}-exporter-{DISCOVERED}", f"{project}-tenants-{DISCOVERED}"]
+    rows = []
+    for n in sizes:
+        set_tenants(lab, n)
+        deployment.teardown()
+        deployment.configure([], **discovered_group_data(scrape_seconds))
+        first = timed_run(deployment, f"first deploy of {n} discovered")
+        rerun = timed_run(deployment, f"no-change rerun of {n} discovered")
+        cost = stack_cost(
+            deployment, lab, f'{{discovered_by="{DISCOVERED}"}}', containers, n, scrape_seconds
+        )
+        rows.append({"n": n, "first": first, "rerun": rerun, **cost})
+        print(f"  discovered N={n}: {rows[-1]}", file=sys.stderr)
+    created, dropped = [], []
+    base = max(sizes)
+    for i in range(tries):
+        name = tenant_name(base + 1 + i)
+        selector = f'{{database="{DISCOVERED}/{name}"}}'
+        start = time.monotonic()
+        lab.psql(5432, "postgres", f"CREATE DATABASE {name}")
+        wait_until(
+            f"{name} sampled",
+            lambda s=selector: prometheus_query("pg_up" + s, SITE.prometheus_port),
+            120,
+            interval=0.2,
+        )
+        created.append(time.monotonic() - start)
+        start = time.monotonic()
+        lab.psql(5432, "postgres", f"DROP DATABASE {name} WITH (FORCE)")
+        wait_until(
+            f"{name} stale",
+            lambda s=selector: not prometheus_query("up" + s, SITE.prometheus_port),
+            120,
+            interval=0.2,
+        )
+        dropped.append(time.monotonic() - start)
+    set_tenants(lab, 0)
+    return {"rows": rows, "created": created, "dropped": dropped, "scrape_seconds": scrape_seconds}
+
+
 def measure_alert(deployment: Deployment, lab: Lab) -> dict[str, float]:
     deployment.teardown()
     deployment.configure([LEDGER.name])
@@ -299,8 +457,13 @@ def measure_alert(deployment: Deployment, lab: Lab) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes, for the test command")
+    parser.add_argument(
+        "--discovered-only", action="store_true", help="only the discovered mode (pgmon_servers)"
+    )
     args = parser.parse_args()
-    sizes, tables = ([1, 2], 20) if args.smoke else ([1, 10, 50], 1000)
+    # The sizes at the production scrape interval: the lab's 2 s would make 500 exporters the CPU's.
+    sizes, tables, scrape = ([1, 2], 20, 2) if args.smoke else ([1, 50, 200, 500], 1000, 15)
+    discovered_sizes, tries = ([2], 2) if args.smoke else ([50, 200, 500], 20)
 
     lab = Lab()
     lab.up()
@@ -319,12 +482,14 @@ def main() -> int:
         SITE,
     )
     try:
-        rows = measure_sizes(deployment, databases, sizes)
-        deployment.configure([db.name for db in databases[: max(sizes)]])
-        timed_run(deployment, "redeploying the largest size")
-        memory = measure_memory(deployment, databases[: max(sizes)])
-        table_cost = measure_tables(deployment, lab, tables)
-        alert = measure_alert(deployment, lab)
+        if not args.discovered_only:
+            rows = measure_sizes(deployment, lab, databases, sizes, scrape)
+            deployment.configure([db.name for db in databases[: max(sizes)]])
+            timed_run(deployment, "redeploying the largest size")
+            memory = measure_memory(deployment, databases[: max(sizes)])
+            table_cost = measure_tables(deployment, lab, tables)
+            alert = measure_alert(deployment, lab)
+        discovered = measure_discovered(deployment, lab, discovered_sizes, tries, scrape)
     finally:
         deployment.teardown()
         discord.close()
@@ -332,19 +497,61 @@ def main() -> int:
         dashboard.shutdown()
         lab.down()
 
-    n_max = max(sizes)
     print(
         f"pgmon benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}: {platform.processor() or platform.machine()},"
         f" {subprocess.run(['nproc'], text=True, capture_output=True).stdout.strip()} cores, Python"
         f" {platform.python_version()}; pyinfra over SSH on loopback\n"
     )
+    if not args.discovered_only:
+        print_listed(rows, memory, table_cost, alert, max(sizes))
+    print_discovered(discovered)
+    return 0
+
+
+def print_discovered(result: dict) -> None:
+    interval = result["scrape_seconds"]
+    print(
+        f"\n| discovered databases (one server, scrape every {interval} s) | first deploy | no-change rerun "
+        "| exporters' memory | Prometheus memory | scrape duration, mean / max | samples per database "
+        "| connections held, most |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in result["rows"]:
+        print(
+            f"| {row['n']} | {row['first'][0]:.1f} s | {row['rerun'][0]:.1f} s ({row['rerun'][1]} ops changed)"
+            f" | {row['exporters']:.1f} MiB | {row['prometheus']:.1f} MiB"
+            f" | {row['scrape_mean'] * 1000:.0f} / {row['scrape_max'] * 1000:.0f} ms"
+            f" | {row['samples']:.0f} | {row['connections']} |"
+        )
+    tries = len(result["created"])
+    print(f"\n| discovery latency, {tries} tries | median | max |\n|---|---|---|")
+    for label, values in (
+        ("CREATE DATABASE to first sample", result["created"]),
+        ("DROP DATABASE to its series gone", result["dropped"]),
+    ):
+        print(f"| {label} | {statistics.median(values):.1f} s | {max(values):.1f} s |")
+
+
+def print_listed(rows, memory, table_cost, alert, n_max: int) -> None:
     print("| N databases | first deploy | no-change rerun | add one | remove one |")
     print("|---|---|---|---|---|")
-    for n, first, rerun, add, remove in rows:
+    for n, first, rerun, add, remove, _, _ in rows:
         cells = [
             f"{seconds:.1f} s ({ops} ops changed)" for seconds, ops in (first, rerun, add, remove)
         ]
         print(f"| {n} | " + " | ".join(cells) + " |")
+    print(
+        "\n| N listed databases | no-change rerun / `pyinfra … exec -- true` | exporters' memory "
+        "| Prometheus memory | scrape duration, mean / max | samples per database | connections held, most |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n, _, rerun, _, _, exec_true, cost in rows:
+        print(
+            f"| {n} | {rerun[0]:.2f} s / {exec_true:.2f} s = {rerun[0] / exec_true:.2f}× "
+            f"| {cost['exporters']:.1f} MiB | {cost['prometheus']:.1f} MiB "
+            f"| {cost['scrape_mean'] * 1000:.0f} / {cost['scrape_max'] * 1000:.0f} ms "
+            f"| {cost['samples']:.0f} | {cost['connections']} |"
+        )
     print(f"\n| memory at N={n_max} | MiB |\n|---|---|")
     print(f"| one exporter per database, mean | {memory['per_db_mean']:.1f} |")
     print(f"| one exporter per database, all {n_max} | {memory['per_db_total']:.1f} |")
@@ -366,7 +573,6 @@ def main() -> int:
     print(f"| Discord capture server | {alert['discord']:.1f} |")
     print(f"| Telegram capture server | {alert['telegram']:.1f} |")
     print(f"| bound: scrape + evaluation + for + group_wait | {alert['bound']} |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from tasks.settings import (
     Dashboard9628,
     Database,
     Discord,
+    DiscoveredServer,
     GrafanaCertificate,
     RemoteWrite,
     SettingsInput,
@@ -353,6 +354,7 @@ def test_configuration_reference_lists_every_setting_and_key():
     ]
     for model in (
         Database,
+        DiscoveredServer,
         Discord,
         Telegram,
         Watchdog,

@@ -19,7 +19,8 @@ ALWAYS_FIRING = {"Watchdog"}
 
 def rule_test_settings(**overrides):
     """The settings tests/rules/*.yml are written for: shop and billing on db1:5432, ledger on db2:5433;
-    billing overrides four thresholds (the table ages: hours instead of days), ledger one of its server's."""
+    billing overrides four thresholds (the table ages: hours instead of days), ledger one of its server's;
+    the databases of db3:5432 are discovered (pgmon_servers entry "tenants")."""
     databases = group_data()["pgmon_databases"]
     databases[1] = {
         **databases[1],
@@ -31,7 +32,10 @@ def rule_test_settings(**overrides):
         },
     }
     databases[2] = {**databases[2], "alert_thresholds": {"connections_percent": 90}}
-    return build_settings(group_data(pgmon_databases=databases, **overrides), ENVIRON)
+    servers = [{"name": "tenants", "host": "db3", "user": "mon", "password_env": "PW_LEDGER"}]
+    return build_settings(
+        group_data(pgmon_databases=databases, pgmon_servers=servers, **overrides), ENVIRON
+    )
 
 
 # postgres_exporter 0.20's names for the metrics 0.19 names pg_replication_slot_* (its CHANGELOG, "Metric name

@@ -102,7 +102,10 @@ def test_a_database_override_applies_to_its_server_and_to_it_alone():
     assert 'server="db1:5432"' in connections["db1:5432"] and connections["db1:5432"].endswith(
         "> 70"
     )
-    assert 'server="db2:5433"' in connections["default"] and connections["default"].endswith("> 80")
+    # The default copy: every server the others do not name (those discovered too).
+    assert 'server!="db1:5432"' in connections["default"] and connections["default"].endswith(
+        "> 80"
+    )
     long_running = {
         rule["labels"]["thresholds"]: rule["expr"] for rule in rules["LongRunningTransaction"]
     }
@@ -110,7 +113,7 @@ def test_a_database_override_applies_to_its_server_and_to_it_alone():
         'pgmon_database_info{database="billing"}' in long_running["billing"]
         and "> 60)" in long_running["billing"]
     )
-    assert 'pgmon_database_info{database=~"shop|ledger"}' in long_running["default"]
+    assert 'pgmon_database_info{database!="billing"}' in long_running["default"]
 
 
 def test_adding_a_database_changes_no_rule():
@@ -125,15 +128,19 @@ def test_adding_a_database_changes_no_rule():
 
 
 def test_server_matchers_escape_regex_and_string_characters():
+    override = {"alert_thresholds": {"restart_window": "1h"}}
     databases = group_data()["pgmon_databases"] + [
         {"name": "odd", "host": "fe80::1", "dbname": "o", "user": "u", "password_env": "PW_LEDGER"}
+        | override
     ]
-    databases[0] = {**databases[0], "alert_thresholds": {"restart_window": "1h"}}
+    databases[2] = {**databases[2], **override}
     rules = alert_rules(build_settings(group_data(pgmon_databases=databases), ENVIRON))
-    default = next(
-        rule for rule in rules["PostgresRestarted"] if rule["labels"]["thresholds"] == "default"
+    by_thresholds = {rule["labels"]["thresholds"]: rule for rule in rules["PostgresRestarted"]}
+    assert (
+        r'server=~"db2:5433|\\[fe80::1\\]:5432"'
+        in by_thresholds["db2:5433, [fe80::1]:5432"]["expr"]
     )
-    assert r'server=~"db2:5433|\\[fe80::1\\]:5432"' in default["expr"]
+    assert r'server!~"db2:5433|\\[fe80::1\\]:5432"' in by_thresholds["default"]["expr"]
 
 
 def test_node_exporter_reads_the_host_and_is_scraped(settings):
