@@ -104,6 +104,11 @@ def tenants_service(server_name: str) -> str:
     return f"tenants-{server_name}"
 
 
+def light_service(server_name: str) -> str:
+    """The compose service that probes a discovered server's databases matching its ``light`` patterns."""
+    return f"light-{server_name}"
+
+
 # The lists of databases found on discovered servers: written by each server's own exporter container,
 # read by Prometheus as file discovery (render/discovery.py).
 DISCOVERED_DIR = "discovered"

@@ -10,6 +10,7 @@ def lab(request):
     """The machine's services (Docker engine, PostgreSQL, sshd), started where they do not run yet."""
     machine = Lab()
     machine.up()
+    request.config.pgmon_lab_used = True
     yield machine
     if not _xdist_in_use(request.config):
         machine.down()
@@ -19,10 +20,20 @@ def _xdist_in_use(config) -> bool:
     return hasattr(config, "workerinput") or bool(config.getoption("numprocesses", None))
 
 
+def pytest_testnodedown(node, error):
+    # A worker says whether it used the lab (pytest_sessionfinish below, on that worker).
+    if getattr(node, "workeroutput", {}).get("pgmon_lab_used"):
+        node.config.pgmon_lab_used = True
+
+
 def pytest_sessionfinish(session):
+    config = session.config
+    if hasattr(config, "workerinput"):
+        config.workeroutput["pgmon_lab_used"] = getattr(config, "pgmon_lab_used", False)
     # Under xdist each worker's lab may be the one that started a service the other still uses: the
-    # controller stops what any of them started, once both are done.
-    if _xdist_in_use(session.config) and not hasattr(session.config, "workerinput"):
+    # controller stops what any of them started, once both are done; a session whose workers never used
+    # the lab (unit tests only) leaves alone one that another session is using.
+    elif _xdist_in_use(config) and getattr(config, "pgmon_lab_used", False):
         Lab().down(everything=True)
 
 

@@ -34,6 +34,7 @@ from ..stack_model import (
     ManagedFile,
     StackFiles,
     exporter_service,
+    light_service,
     restart_action,
     tenants_service,
 )
@@ -319,7 +320,11 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             )
         )
         folder = f"tenants/{server.name}"
-        restart = (restart_action(tenants_service(server.name)),)
+        restart = tuple(
+            restart_action(service)
+            for service in (tenants_service(server.name), light_service(server.name))
+            if service in services
+        )
         directories.append(ManagedDir(folder, 0o100, **exporter))
         files += [
             ManagedFile(

@@ -28,6 +28,7 @@ from ..stack_model import (
     container_name,
     exporter_service,
     grafana_certificate_files,
+    light_service,
     tenants_service,
     yaml_bytes,
 )
@@ -291,12 +292,14 @@ def compose_services(settings: Settings) -> dict[str, dict]:
         own["entrypoint"] = discovery_entrypoint(server, cfg.scrape_interval_seconds)
         own["volumes"].append(f"{cfg.base_dir}/{DISCOVERED_DIR}:{DISCOVERED_MOUNT}")
         # ... and one more probes each of them: per-database collectors only, the login in its own file.
-        flags = exporter_flags(False, False, server.table_metrics, version)
-        services[tenants_service(server.name)] = exporter(
-            tenants_service(server.name),
-            [*flags, f"--config.file={AUTH_CONFIG_PATH}"],
-            f"tenants/{server.name}",
-        )
+        probers = {tenants_service(server.name): server.table_metrics}
+        if server.light:
+            probers[light_service(server.name)] = False  # the same login, no per-table collectors
+        for service, tables in probers.items():
+            flags = exporter_flags(False, False, tables, version)
+            services[service] = exporter(
+                service, [*flags, f"--config.file={AUTH_CONFIG_PATH}"], f"tenants/{server.name}"
+            )
     for service in services.values():
         digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
         service["labels"] = {"pgmon.revision": digest[:16]}

@@ -17,6 +17,7 @@ from ..stack_model import (
     EXPORTER_PORT,
     FILES_DIR,
     discovered_file,
+    light_service,
     tenants_service,
     yaml_bytes,
 )
@@ -65,9 +66,12 @@ def discovery_query(settings: Settings, server: DiscoveredServer) -> dict:
         " ELSE regexp_replace(upper(encode(convert_to(c, 'UTF8'), 'hex')), '(..)', E'%\\\\1', 'g') END,"
         " '' ORDER BY n) FROM regexp_split_to_table(datname, '') WITH ORDINALITY AS chars(c, n))"
     )
+    prober = sql_string(f"{tenants_service(server.name)}:{EXPORTER_PORT}")
+    if server.light:
+        light = sql_string(f"{light_service(server.name)}:{EXPORTER_PORT}")
+        prober = f"CASE WHEN datname ~ {_any_of(server.light)} THEN {light} ELSE {prober} END"
     entry = (
-        "json_build_object('targets', json_build_array("
-        f"{sql_string(f'{tenants_service(server.name)}:{EXPORTER_PORT}')}), 'labels', "
+        f"json_build_object('targets', json_build_array({prober}), 'labels', "
         f"{sql_string(json.dumps(static_labels, sort_keys=True, ensure_ascii=False))}::jsonb || jsonb_build_object("
         f"'database', {tenant}, 'instance', {tenant}, "
         f"'__param_target', {sql_string(f'postgresql://{server.server}/')} || {encoded}))::text"

@@ -57,8 +57,10 @@ class DiscoveredServer(Strict):
     # exporter, and databases listed in pgmon_databases by theirs.
     exclude: list[Pattern] = ["postgres"]
     labels: Labels = {}
-    # Per-table series for the databases found: False for tenants with many tables (docs/benchmarks.md).
+    # Per-table series for the databases found: False for tenants with many tables (docs/benchmarks.md) ...
     table_metrics: bool = True
+    # ... or only for those whose whole name matches one of these: a lighter metric set for noisy tenants.
+    light: list[Pattern] = []
 
     @property
     def server(self) -> str:

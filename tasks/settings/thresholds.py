@@ -81,6 +81,9 @@ class AlertThresholds(Strict):
     forecast_critical_days: Annotated[float, Field(gt=0)] = 3
     forecast_window: Duration = "6h"
     forecast_for: Duration = "30m"
+    # Series a database brings per scrape (Prometheus's scrape_samples_post_metric_relabeling).
+    series_budget: Count = 5000
+    series_budget_for: Duration = "15m"
     host_cpu_percent: Percent = 90
     host_cpu_for: Duration = "15m"
     host_memory_available_percent: Percent = 10

@@ -468,7 +468,10 @@ def main() -> int:
     lab = Lab()
     lab.up()
     databases = bench_databases(max(sizes) + 1)
-    lab.create_databases(databases)
+    if not args.discovered_only:
+        lab.create_databases(databases)
+    else:  # the discovered databases' role only
+        lab.create_databases(databases[:1])
     dashboard = serve_dashboard_fixture()
     discord = CaptureServer("discord", DOCKER_BRIDGE_IP, "4242/benchtoken")
     telegram = CaptureServer("telegram", DOCKER_BRIDGE_IP, "4242:benchtoken")

@@ -28,5 +28,12 @@ def test_benchmark_smoke_prints_every_table():
     )
     assert [row[0] for row in rows] == ["1", "2"]
     assert all(row[5] == "0" for row in rows), "a no-change rerun changed something"
-    for heading in ("one multi-target exporter", "series per table", "Telegram capture server"):
+    for heading in (
+        "one multi-target exporter",
+        "series per table",
+        "Telegram capture server",
+        "N listed databases",
+        "discovered databases (one server",
+        "CREATE DATABASE to first sample",
+    ):
         assert heading in result.stdout

@@ -51,6 +51,8 @@ CREATED = ["tenant_a", "tenant_b", 'tenant_"c"/d?é%x\\y']
 SPACED = "tenant with space"
 DROPPED = CREATED[:2]
 NOT_INCLUDED = "other_db"  # on the same server, left out by the include pattern
+# The lighter metric set (no per-table series) for the odd one.
+LIGHT = 'tenant_".*'
 # A tenant's first rows, so that 9628's panels of row activity have something to show.
 WORKLOAD = """
 CREATE TABLE items (id int PRIMARY KEY, note text);
@@ -62,6 +64,16 @@ DELETE FROM items WHERE id <= 10;
 MOMENTARY = {"Active sessions", "Lock tables"}
 # ... and those about the exporter's own process, which a probe of the shared probing exporter does not have.
 EXPORTER_PROCESS = {"Average CPU Usage", "Average Memory Usage", "Open File Descriptors"}
+SERVER_ENTRY = {
+    "name": SERVER,
+    "host": "host.docker.internal",
+    "port": PORT,
+    "user": ROLE,
+    "password_env": PASSWORD_ENV,
+    "sslmode": "disable",
+    "include": ["tenant_.*"],
+    "light": [LIGHT],
+}
 # Within this of CREATE DATABASE, a new database is scraped; within this of DROP DATABASE, it is not.
 LATENCY_LIMIT = 60
 
@@ -106,16 +118,7 @@ def lab17(lab):
 def stack(new_deployment, lab17):
     with new_deployment("discovery-project", site=SITE) as deployment:
         deployment.secrets[PASSWORD_ENV] = PASSWORD
-        server = {
-            "name": SERVER,
-            "host": "host.docker.internal",
-            "port": PORT,
-            "user": ROLE,
-            "password_env": PASSWORD_ENV,
-            "sslmode": "disable",
-            "include": ["tenant_.*"],
-        }
-        deployment.configure(["orders"], pgmon_servers=[server])
+        deployment.configure(["orders"], pgmon_servers=[SERVER_ENTRY])
         yield deployment
 
 
@@ -172,6 +175,35 @@ def test_created_databases_are_scraped_within_a_minute_and_shown_on_9628(stack, 
         )
     for name in CREATED:
         assert query("pgmon_database_info" + selector(name)), name
+    # Its one table, seen by the full probe; not by the light one.
+    assert query("pg_stat_user_tables_n_live_tup" + selector(CREATED[0]))
+    assert not query("pg_stat_user_tables_n_live_tup" + selector(CREATED[2]))
+
+
+def test_a_database_over_its_series_budget_is_named(stack):
+    def series(name: str) -> float:
+        (sample,) = query("scrape_samples_post_metric_relabeling" + selector(name))
+        return float(sample["value"][1])
+
+    heavy, plain, light = series(CREATED[0]), series(FIRST), series(CREATED[2])
+    assert light < plain < heavy, (
+        light,
+        plain,
+        heavy,
+    )  # its table's series; none for the light one
+    budget = int((plain + heavy) / 2)
+    stack.configure(
+        ["orders"],
+        pgmon_servers=[SERVER_ENTRY],
+        pgmon_alert_thresholds={"series_budget": budget, "series_budget_for": "0s"},
+    )
+    assert_ok(stack.run())
+    over = 'ALERTS{alertname="DatabaseOverSeriesBudget", alertstate="firing", database=~"pg17/.*"}'
+    named = wait_until("the budget alert", lambda: query(over), LATENCY_LIMIT)
+    # The two with a table and every series; not the one without tables, nor the light one.
+    assert {alert["metric"]["database"] for alert in named} == {
+        database_label(name) for name in CREATED[:2]
+    }
 
 
 def test_dropped_databases_stop_being_scraped_and_raise_no_alert(stack, lab17):
@@ -187,9 +219,16 @@ def test_dropped_databases_stop_being_scraped_and_raise_no_alert(stack, lab17):
     )
     window = f"{int(time.time() - dropped_at) + 10}s"
     names = "|".join(database_label(n) for n in DROPPED)
-    fired = query(f'max_over_time(ALERTS{{alertstate="firing", database=~"{names}"}}[{window}])')
+    availability = "PostgresDown|ExporterDown|ExporterScrapeError|ExporterCollectorFailed"
+    fired = query(
+        f'max_over_time(ALERTS{{alertstate="firing", alertname=~"{availability}", database=~"{names}"}}[{window}])'
+    )
     assert fired == [], fired
-    discord = [m.text for m in stack.discord.received if any(n in m.text for n in DROPPED)]
+    discord = [
+        m.text
+        for m in stack.discord.received
+        if any(n in m.text for n in DROPPED) and any(a in m.text for a in availability.split("|"))
+    ]
     assert discord == []
     assert query("pg_up" + selector(CREATED[2]) + " == 1"), "the one kept is still scraped"
 

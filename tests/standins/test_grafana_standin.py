@@ -544,7 +544,14 @@ def test_requests_are_logged_without_credentials(site, start, capfd):
     port = start(site["env"] | {"GF_SECURITY_ADMIN_PASSWORD": "Sup3r-Secret"}).port
     assert call(port, "/api/search?query=x", auth=("admin", "Sup3r-Secret"))[0] == 200
     assert call(port, "/api/search", auth=("admin", "Wr0ng-Secret"))[0] == 401
-    err = capfd.readouterr().err
+    # The stand-in logs a request after answering it, in the request's thread: wait for both lines.
+    err, deadline = "", time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+        'msg="Request Completed" method=GET path=/api/search status=200' in err
+        and "status=401" in err
+    ):
+        err += capfd.readouterr().err
+        time.sleep(0.05)
     assert 'msg="Request Completed" method=GET path=/api/search status=200' in err
     assert "status=401" in err
     for secret in (

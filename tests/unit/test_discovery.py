@@ -84,6 +84,26 @@ def test_the_server_gets_its_own_exporter_writing_the_list_and_one_probing_its_d
     assert probe["user"] == own["user"]
 
 
+def test_light_patterns_send_their_databases_to_a_prober_without_table_collectors():
+    settings = with_server(light=["t_big.*"])
+    services = compose_services(settings)
+    light, full = services["light-tenants"], services["tenants-tenants"]
+    assert "--no-collector.stat_user_tables" in light["command"]
+    assert "--no-collector.stat_user_tables" not in full["command"]
+    assert light["volumes"] == full["volumes"]  # one login, one folder
+    files = {f.path: f for f in render_stack(settings, {"panels": []}).files}
+    assert files["tenants/tenants/auth.yml"].on_change == (
+        "restart:tenants-tenants",
+        "restart:light-tenants",
+    )
+    query = yaml.safe_load(files["exporters/tenants/queries.yaml"].content)["pgmon_discovery"]
+    assert (
+        "CASE WHEN datname ~ E'^(?:(?:t_big.*))$' THEN E'light-tenants:9187' "
+        "ELSE E'tenants-tenants:9187' END" in query["query"]
+    )
+    assert "light-tenants" not in compose_services(with_server())
+
+
 def test_the_probing_login_is_a_file_only_its_exporter_reads():
     settings = with_server()
     files = {f.path: f for f in render_stack(settings, {"panels": []}).files}
