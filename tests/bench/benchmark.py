@@ -368,9 +368,14 @@ def connections_held(lab: Lab, seconds: float) -> int:
     """The most connections of the benchmark's role seen on 5432 over ``seconds``, sampled every 0.2 s."""
     most, end = 0, time.monotonic() + seconds
     while time.monotonic() < end:
-        count = lab.psql(
-            5432, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgmon_bench'"
-        )
+        try:
+            count = lab.psql(
+                5432,
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgmon_bench'",
+            )
+        except subprocess.CalledProcessError:
+            return -1  # not even the superuser got in: max_connections reached
         most = max(most, int(count))  # psql itself logs in as postgres
         time.sleep(0.2)
     return most
@@ -511,6 +516,10 @@ def main() -> int:
     return 0
 
 
+def connections_text(most: int) -> str:
+    return "max_connections reached" if most < 0 else str(most)
+
+
 def print_discovered(result: dict) -> None:
     interval = result["scrape_seconds"]
     print(
@@ -524,7 +533,7 @@ def print_discovered(result: dict) -> None:
             f"| {row['n']} | {row['first'][0]:.1f} s | {row['rerun'][0]:.1f} s ({row['rerun'][1]} ops changed)"
             f" | {row['exporters']:.1f} MiB | {row['prometheus']:.1f} MiB"
             f" | {row['scrape_mean'] * 1000:.0f} / {row['scrape_max'] * 1000:.0f} ms"
-            f" | {row['samples']:.0f} | {row['connections']} |"
+            f" | {row['samples']:.0f} | {connections_text(row['connections'])} |"
         )
     tries = len(result["created"])
     print(f"\n| discovery latency, {tries} tries | median | max |\n|---|---|---|")
@@ -553,7 +562,7 @@ def print_listed(rows, memory, table_cost, alert, n_max: int) -> None:
             f"| {n} | {rerun[0]:.2f} s / {exec_true:.2f} s = {rerun[0] / exec_true:.2f}× "
             f"| {cost['exporters']:.1f} MiB | {cost['prometheus']:.1f} MiB "
             f"| {cost['scrape_mean'] * 1000:.0f} / {cost['scrape_max'] * 1000:.0f} ms "
-            f"| {cost['samples']:.0f} | {cost['connections']} |"
+            f"| {cost['samples']:.0f} | {connections_text(cost['connections'])} |"
         )
     print(f"\n| memory at N={n_max} | MiB |\n|---|---|")
     print(f"| one exporter per database, mean | {memory['per_db_mean']:.1f} |")
