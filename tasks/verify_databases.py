@@ -95,9 +95,10 @@ def postgres_targets(settings: Settings, http: HostHTTP) -> list[dict]:
 
 
 def check_databases(
-    settings: Settings, http: HostHTTP, readings: dict[str, dict[str, float]]
+    settings: Settings, targets: list[dict], readings: dict[str, dict[str, float]]
 ) -> list[Finding]:
-    targets = {t["labels"].get("database"): t for t in postgres_targets(settings, http)}
+    """Each listed database (and discovered server's own exporter), from ``postgres_targets``' answer."""
+    targets = {t["labels"].get("database"): t for t in targets}
     findings = []
     for db in settings.databases:
         subject = f"database {db.name}"
@@ -181,7 +182,9 @@ def describe_discovered(settings: Settings, discovered: dict[str, list[str]]) ->
     return lines
 
 
-def check_discovered_servers(settings: Settings, http: HostHTTP) -> list[Finding]:
+def check_discovered_servers(
+    settings: Settings, http: HostHTTP, targets: list[dict]
+) -> list[Finding]:
     """Each discovered server: listed (its file read by Prometheus), and every database found scraped."""
     if not settings.config.servers:
         return []
@@ -195,7 +198,6 @@ def check_discovered_servers(settings: Settings, http: HostHTTP) -> list[Finding
         api_credentials(settings),
     )
     read = {r["metric"]["filename"] for r in (body or {}).get("data", {}).get("result", [])}
-    targets = postgres_targets(settings, http)
     findings = []
     for server in settings.config.servers:
         subject = f"server {server.name}"

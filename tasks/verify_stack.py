@@ -36,6 +36,7 @@ from .verify_databases import (
     check_discovered_servers,
     exporter_readings_command,
     parse_exporter_readings,
+    postgres_targets,
     slow_query_coverage,
 )
 from .verify_stores import check_stores
@@ -314,13 +315,14 @@ def check_stack(
     settings: Settings, http: HostHTTP, run_shell, certificate: bytes | None = None
 ) -> list[Finding]:
     readings = parse_exporter_readings(run_shell(exporter_readings_command(settings)))
+    targets = postgres_targets(settings, http)  # one answer for both checks below
     return (
         check_prometheus(settings, http)
         + check_alertmanager(settings, http)
         + check_grafana(settings, http, certificate)
         + plain_http_exposure(settings)
-        + check_databases(settings, http, readings)
-        + check_discovered_servers(settings, http)
+        + check_databases(settings, targets, readings)
+        + check_discovered_servers(settings, http, targets)
         + check_stores(settings, http)
         + [slow_query_coverage(settings)]
     )

@@ -107,18 +107,13 @@ def test_prometheus_reload_is_read_from_its_status_not_from_its_own_scrape(setti
     assert not finding.ok and finding.detail == "its last configuration reload failed"
 
 
-class _NoTargets:
-    def get_json(self, *args):
-        return 200, {"data": {"activeTargets": []}}
-
-
 def test_pg_up_0_hint_names_where_the_connection_comes_from():
     """A remote server sees the processing host's address; one on the host itself, Docker's network."""
     databases = group_data()["pgmon_databases"]
     databases[1] = {**databases[1], "host": "host.docker.internal"}
     settings = build_settings(group_data(pgmon_databases=databases), ENVIRON)
     down = {db.name: {"pg_up": 0.0} for db in settings.databases}
-    hints = {f.subject: f.hint for f in check_databases(settings, _NoTargets(), down)}
+    hints = {f.subject: f.hint for f in check_databases(settings, [], down)}
     assert "from the processing host's own address" in hints["database shop"]
     assert "from pgmon's Docker network (172.16.0.0/12" in hints["database billing"]
     assert "Docker network" not in hints["database shop"]
