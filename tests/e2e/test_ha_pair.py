@@ -43,21 +43,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.test_hosts]
 NETWORK = "pgmon-ha"
 CLUSTER = "pgmon-ha"
 CHATS = ("-100987654321", "-100123456789")
-# The group's alert timing: evaluations every 2 s (the lab's), group_wait 2 s and group_interval 6 s, so that the
-# members flush a group on a grid of 2 s steps (settings/cluster.py, flush_step_ms) and a peer timeout of 3 s is
-# half a step off it, a second off any flush of the other member: the first member's notification and its
-# entry in the shared log arrive well within that.
+# The group's alert timing: evaluations every 4 s, group_wait 4 s and group_interval 12 s, so that the members
+# flush a group on a grid of 4 s steps (settings/cluster.py, flush_step_ms) and a peer timeout of 6 s is half a
+# step off it: the second member in the cluster's order looks for the first's entry in the shared notification
+# log 2 s from any flush of the first, time for the first's message to be delivered and its entry gossiped. (On
+# the lab's 2 s steps that margin was 1 s, and a member back from a stop sent a resolution twice in a CI run
+# with the machine's two cores busy.)
+EVALUATION_SECONDS = 4
 ALERT_TIMING = {
     "postgres_down_for": POSTGRES_DOWN_FOR,
-    "group_wait": "2s",
-    "group_interval": "6s",
+    "group_wait": "4s",
+    "group_interval": "12s",
     "repeat_interval": "1h",
 }
-# The second member in the cluster's order waits its peer timeout for the first's entry in the notification log,
-# then sends unless it is there: a copy would come within that, a group_wait and two evaluations (2 s each), and
-# a margin.
-PEER_TIMEOUT = 3
-DUPLICATE_WINDOW = PEER_TIMEOUT + 2 + 2 * 2 + 2
+# A copy would come within the peer timeout, a group_wait and two evaluations, and a margin.
+PEER_TIMEOUT = 6
+DUPLICATE_WINDOW = PEER_TIMEOUT + 4 + 2 * EVALUATION_SECONDS + 2
 WAIT = 90
 INCIDENTS = int(os.environ.get("PGMON_HA_INCIDENTS", "1"))
 SERVICES = 5  # prometheus, alertmanager, grafana, node-exporter, one exporter
@@ -184,6 +185,7 @@ def configure_group(pair, hosts) -> None:
         [DATABASE.name],
         pgmon_cluster={"name": CLUSTER, "peer_timeout": f"{PEER_TIMEOUT}s"},
         pgmon_alert_timing=ALERT_TIMING,
+        pgmon_evaluation_interval_seconds=EVALUATION_SECONDS,
         pgmon_remote_write=store_setting(pair.store),
     )
 
