@@ -29,7 +29,7 @@ from .host_state import read_host_state
 from .render import render_stack
 from .reporting import log_lines
 from .settings import HostConfig, Settings, load_channel_settings, load_config, load_settings
-from .stack_containers import start_stack
+from .stack_containers import start_stack, touched_databases
 from .stack_files import configure_stack
 from .stack_images import pull_stack_images
 from .uninstall import uninstall_stack
@@ -69,7 +69,7 @@ def deploy_pgmon() -> Settings:
     pull_stack_images(settings, state)
     configure_stack(settings, state, stack)
     start_stack(settings, state, stack)
-    verify_stack(settings)
+    verify_stack(settings, live=touched_databases(settings, state, stack))
     return settings
 
 

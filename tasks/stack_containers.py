@@ -37,6 +37,7 @@ from .stack_model import (
     action_service,
     compose_command,
     container_name,
+    exporter_service,
     volume_owners_command,
 )
 
@@ -215,3 +216,13 @@ def after_file_changes(settings: Settings, state: HostState, stack: StackFiles) 
         and state.grafana_certificate_renew
     )
     return actions + ((RESTART_GRAFANA,) if renewed and RESTART_GRAFANA not in actions else ())
+
+
+def touched_databases(settings: Settings, state: HostState, stack: StackFiles) -> frozenset[str]:
+    """The listed databases whose exporter this run starts, recreates or restarts: verification asks these live,
+    and may trust Prometheus's last scrape of the others (``verify_databases.exporter_readings``)."""
+    plan = plan_containers(stack.service_revisions, state.containers)
+    services = {*plan.start, *plan.recreate, *plan.start_stopped} | {
+        action_service(a) for a in after_file_changes(settings, state, stack)
+    }
+    return frozenset(db.name for db in settings.databases if exporter_service(db.name) in services)

@@ -7,6 +7,7 @@ pgmon reads of PostgreSQL and what a DBA is told to fix there.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -36,8 +37,13 @@ class Finding:
     hint: str = ""
 
 
-def exporter_readings_command(settings: Settings) -> str:
-    """Scrape every exporter now, in parallel, from inside the Prometheus container (its busybox wget).
+# What verification reads of an exporter: its own verdicts and the role's privileges (privilege_warning).
+READING_METRICS = "pg_up|pg_exporter_last_scrape_error|pgmon_role_[a-z_]+"
+
+
+def exporter_readings_command(settings: Settings, names: Iterable[str]) -> str:
+    """Scrape the exporters of the databases ``names`` now, in parallel, from inside the Prometheus container
+    (its busybox wget).
 
     Prints ``<database> pg_up <v>`` and ``<database> pg_exporter_last_scrape_error <v>`` lines.
     Asking the exporters directly gives the state of this moment, not of the last scrape.
@@ -59,10 +65,13 @@ def exporter_readings_command(settings: Settings) -> str:
             shlex.quote(to_db_and_ip),
         ]
     )
+    # Names are pgmon names (no space): one word each in the list.
+    wanted = shlex.quote(f" {' '.join(names)} ")
     scrape = (
+        f'while read db ip; do case {wanted} in *" $db "*) ;; *) continue ;; esac; '
         # `timeout` rather than wget's -T, which Debian's static busybox mishandles.
-        f"while read db ip; do (timeout 10 wget -q -O - http://$ip:{EXPORTER_PORT}/metrics 2>/dev/null"
-        " | grep -E '^(pg_up|pg_exporter_last_scrape_error|pgmon_role_[a-z_]+)[ {]'"
+        f"(timeout 10 wget -q -O - http://$ip:{EXPORTER_PORT}/metrics 2>/dev/null"
+        f" | grep -E '^({READING_METRICS})[ {{]'"
         ' | sed "s/{[^}]*}//; s/^/$db /") & done; wait'
     )
     container = shlex.quote(container_name(project, "prometheus"))
@@ -77,6 +86,71 @@ def parse_exporter_readings(lines: list[str]) -> dict[str, dict[str, float]]:
         if len(parts) == 3:
             readings.setdefault(parts[0], {})[parts[1]] = float(parts[2])
     return readings
+
+
+def last_scrape_readings(
+    settings: Settings, http: HostHTTP, names: Iterable[str]
+) -> dict[str, dict[str, float]]:
+    """Readings of the databases ``names`` from Prometheus's own last scrape of their exporters, for those
+    scraped healthily (up 1, pg_up 1, no scrape error) less than one scrape interval ago; the others are
+    left out, to be asked live.
+
+    At hundreds of databases this replaces as many scrapes with one query: a deploy that did not touch an
+    exporter trusts what Prometheus saw of it a moment ago (issue 22's re-run at scale).
+    """
+    wanted = set(names)
+    if not wanted:
+        return {}
+    # A range of one interval holds a series' samples only if it was scraped within it (Prometheus's clock).
+    selector = (
+        f'{{job="postgres",__name__=~"up|{READING_METRICS}"}}'
+        f"[{settings.config.scrape_interval_seconds}s]"
+    )
+    _, body = http.get_json(
+        "127.0.0.1",
+        settings.config.prometheus_port,
+        f"/api/v1/query?query={quote(selector)}",
+        api_credentials(settings),
+    )
+    seen: dict[str, dict[str, float]] = {}
+    for series in (body or {}).get("data", {}).get("result", []):
+        database = series["metric"].get("database")
+        if database in wanted and series.get("values"):
+            seen.setdefault(database, {})[series["metric"]["__name__"]] = float(
+                series["values"][-1][1]
+            )
+    return {
+        database: {k: v for k, v in reading.items() if k != "up"}
+        for database, reading in seen.items()
+        if reading.get("up") == 1
+        and reading.get("pg_up") == 1
+        and reading.get("pg_exporter_last_scrape_error", 0) == 0
+    }
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Each listed database's reading, and which of them are Prometheus's last scrape rather than asked now."""
+
+    by_database: dict[str, dict[str, float]]
+    from_last_scrape: frozenset[str] = frozenset()
+
+
+def exporter_readings(
+    settings: Settings, http: HostHTTP, run_shell, live: Collection[str] | None
+) -> Readings:
+    """Every listed database's reading: asked now of the exporters named in ``live`` (None: all of them)
+    and of any whose last scrape cannot be trusted; Prometheus's last scrape for the rest."""
+    names = [db.name for db in settings.databases]
+    trusted = last_scrape_readings(
+        settings, http, [] if live is None else [n for n in names if n not in live]
+    )
+    asked = [n for n in names if n not in trusted]
+    if asked:
+        now = parse_exporter_readings(run_shell(exporter_readings_command(settings, asked)))
+    else:
+        now = {}
+    return Readings(trusted | now, frozenset(trusted))
 
 
 def postgres_targets(settings: Settings, http: HostHTTP) -> list[dict]:
@@ -94,9 +168,7 @@ def postgres_targets(settings: Settings, http: HostHTTP) -> list[dict]:
     ]
 
 
-def check_databases(
-    settings: Settings, targets: list[dict], readings: dict[str, dict[str, float]]
-) -> list[Finding]:
+def check_databases(settings: Settings, targets: list[dict], readings: Readings) -> list[Finding]:
     """Each listed database (and discovered server's own exporter), from ``postgres_targets``' answer."""
     targets = {t["labels"].get("database"): t for t in targets}
     findings = []
@@ -105,7 +177,7 @@ def check_databases(
         where = f"{db.server}/{db.dbname}"
         container = container_name(settings.config.project, exporter_service(db.name))
         target = targets.get(db.name)
-        reading = readings.get(db.name, {})
+        reading = readings.by_database.get(db.name, {})
         if "pg_up" not in reading:
             findings.append(
                 Finding(subject, False, "its exporter does not answer", f"docker logs {container}")
@@ -150,8 +222,9 @@ def check_databases(
                 )
             )
         else:
+            seen = " (Prometheus's last scrape)" if db.name in readings.from_last_scrape else ""
             findings.append(
-                Finding(subject, True, f"pg_up 1 at {where}{privilege_warning(db, reading)}")
+                Finding(subject, True, f"pg_up 1 at {where}{seen}{privilege_warning(db, reading)}")
             )
     return findings
 

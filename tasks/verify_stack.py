@@ -16,6 +16,7 @@ import ipaddress
 import re
 import shlex
 import time
+from collections.abc import Collection
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
@@ -34,8 +35,7 @@ from .verify_databases import (
     Finding,
     check_databases,
     check_discovered_servers,
-    exporter_readings_command,
-    parse_exporter_readings,
+    exporter_readings,
     postgres_targets,
     slow_query_coverage,
 )
@@ -312,9 +312,14 @@ def health_error(http: HostHTTP, address: str, port: int, tls: dict) -> str:
 
 
 def check_stack(
-    settings: Settings, http: HostHTTP, run_shell, certificate: bytes | None = None
+    settings: Settings,
+    http: HostHTTP,
+    run_shell,
+    certificate: bytes | None = None,
+    live: Collection[str] | None = None,
 ) -> list[Finding]:
-    readings = parse_exporter_readings(run_shell(exporter_readings_command(settings)))
+    """Every part's finding; the exporters of the databases ``live`` (None: all) asked now (``exporter_readings``)."""
+    readings = exporter_readings(settings, http, run_shell, live)
     targets = postgres_targets(settings, http)  # one answer for both checks below
     return (
         check_prometheus(settings, http)
@@ -329,13 +334,18 @@ def check_stack(
 
 
 def wait_for_stack(
-    settings: Settings, http: HostHTTP, run_shell, clock=time.monotonic, pause=time.sleep
+    settings: Settings,
+    http: HostHTTP,
+    run_shell,
+    live: Collection[str] | None = None,
+    clock=time.monotonic,
+    pause=time.sleep,
 ) -> list[Finding]:
     """Poll ``check_stack`` until everything passes or the deadline; return the last findings."""
     deadline = clock() + settings.config.verify_timeout_seconds
     certificate = grafana_certificate(settings, run_shell)
     while True:
-        findings = check_stack(settings, http, run_shell, certificate)
+        findings = check_stack(settings, http, run_shell, certificate, live)
         if all(f.ok for f in findings) or clock() >= deadline:
             return findings
         pause(1.0)
@@ -352,11 +362,13 @@ def report(findings: list[Finding]) -> list[str]:
 
 
 @operation()
-def verify(settings: Settings):
+def verify(settings: Settings, live: Collection[str] | None = None):
     """
     Check the running stack over HTTP; fail, with what to check, if any part does not work.
 
     + settings: the validated pgmon settings
+    + live: the databases whose exporters are asked now (None: all); the others pass on Prometheus's last
+      scrape when it is younger than a scrape interval and healthy, and are asked too when it is not
 
     **Example:**
 
@@ -370,7 +382,7 @@ def verify(settings: Settings):
     http = HostHTTP(host)
     try:
         findings = wait_for_stack(
-            settings, http, lambda command: host_output(host, command, check=False)
+            settings, http, lambda command: host_output(host, command, check=False), live
         )
     finally:
         http.close()
@@ -384,5 +396,5 @@ def verify(settings: Settings):
 
 
 @deploy("Verify the pgmon stack")
-def verify_stack(settings: Settings):
-    verify(name="Verify pgmon over HTTP", settings=settings)
+def verify_stack(settings: Settings, live: Collection[str] | None = None):
+    verify(name="Verify pgmon over HTTP", settings=settings, live=live)

@@ -153,6 +153,11 @@ def test_rerun_reports_no_changes(deployment):
     print(f"\nno-change rerun: {time.monotonic() - started:.1f}s")
     assert changed_operations(output) == []
     assert deployment.host_fingerprint() == before
+    # No exporter touched: each passes on Prometheus's scrape of the last interval, unless that scrape was in
+    # flight at the moment (then it is asked now); one at least was not asked.
+    lines = verification_lines(output)
+    assert all(line.startswith("ok") for line in lines.values()), lines
+    assert any("(Prometheus's last scrape)" in line for line in lines.values()), lines
 
 
 def test_an_image_that_cannot_be_pulled_fails_naming_its_setting_and_changes_nothing(deployment):
@@ -227,7 +232,8 @@ def test_adding_a_database_starts_only_its_exporter(deployment):
     after = deployment.containers()
     assert set(after) - set(before) == {"exporter-analytics"}
     assert {name: after[name] for name in before} == before  # nothing else recreated
-    assert verification_lines(output)["analytics"].startswith("ok")
+    analytics = verification_lines(output)["analytics"]
+    assert analytics.startswith("ok") and "last scrape" not in analytics  # started: asked itself
 
 
 def test_removing_a_database_keeps_the_others_and_the_history(deployment):
@@ -265,6 +271,12 @@ def test_down_database_fails_verification_naming_it_and_alerts_both_channels(dep
     stopped = time.monotonic()
     lab.stop_cluster(5433)
     try:
+        # Prometheus has seen it down: the re-run, which touches no exporter, must not pass on that scrape.
+        wait_until(
+            "Prometheus's last scrape of ledger saw PostgreSQL down",
+            lambda: [r["value"][1] for r in prometheus_query('pg_up{database="ledger"}')] == ["0"],
+            30,
+        )
         result = deployment.run("--data", "pgmon_verify_timeout_seconds=15")
         output = result.stdout + result.stderr
         assert result.returncode != 0

@@ -1,6 +1,22 @@
+import shlex
+import shutil
+import subprocess
+from urllib.parse import unquote
+
+import pytest
+
 from tasks.render.alertmanager import render_alertmanager_config
 from tasks.settings import build_settings
-from tasks.verify_databases import Finding, check_databases, privilege_warning, slow_query_coverage
+from tasks.verify_databases import (
+    Finding,
+    Readings,
+    check_databases,
+    exporter_readings,
+    exporter_readings_command,
+    parse_exporter_readings,
+    privilege_warning,
+    slow_query_coverage,
+)
 from tasks.verify_stack import (
     check_alertmanager,
     check_prometheus,
@@ -113,7 +129,7 @@ def test_pg_up_0_hint_names_where_the_connection_comes_from():
     databases[1] = {**databases[1], "host": "host.docker.internal"}
     settings = build_settings(group_data(pgmon_databases=databases), ENVIRON)
     down = {db.name: {"pg_up": 0.0} for db in settings.databases}
-    hints = {f.subject: f.hint for f in check_databases(settings, [], down)}
+    hints = {f.subject: f.hint for f in check_databases(settings, [], Readings(down))}
     assert "from the processing host's own address" in hints["database shop"]
     assert "from pgmon's Docker network (172.16.0.0/12" in hints["database billing"]
     assert "Docker network" not in hints["database shop"]
@@ -133,3 +149,144 @@ def test_plain_http_grafana_on_a_network_address_is_warned_of(settings):
             group_data(pgmon_grafana_https=False, pgmon_grafana_bind_address=address), ENVIRON
         )
         assert plain_http_exposure(local) == []
+
+
+class PrometheusLastScrape:
+    """Prometheus's answer to verification's range query: each series' samples within the last interval, as
+    ``/api/v1/query`` gives a matrix; the queries asked are kept."""
+
+    def __init__(self, scraped: dict[str, dict[str, float]]):
+        self.scraped = scraped
+        self.asked: list[str] = []
+
+    def get_json(self, address, port, path, auth=None):
+        self.asked.append(unquote(path))
+        result = [
+            {
+                "metric": {"__name__": name, "database": db, "job": "postgres"},
+                "values": [[1, str(v)]],
+            }
+            for db, reading in self.scraped.items()
+            for name, v in reading.items()
+        ]
+        return 200, {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
+HEALTHY = {"up": 1, "pg_up": 1, "pg_exporter_last_scrape_error": 0, "pgmon_role_superuser": 0}
+
+
+def targets_up(settings) -> list[dict]:
+    return [{"labels": {"database": db.name}, "health": "up"} for db in settings.databases]
+
+
+def test_exporters_this_run_did_not_touch_pass_on_a_fresh_healthy_last_scrape(settings):
+    """shop was scraped healthily within the interval and not touched: no live scrape for it; billing was
+    touched, and ledger's exporter was not scraped within the interval (absent from the range): both asked
+    now, and what they say now is the verdict."""
+    prometheus = PrometheusLastScrape({"shop": HEALTHY, "billing": HEALTHY})
+    commands = []
+
+    def run_shell(command):
+        commands.append(command)
+        return ["billing pg_up 1", "ledger pg_up 0"]
+
+    readings = exporter_readings(settings, prometheus, run_shell, live={"billing"})
+    (query,) = prometheus.asked
+    assert f"[{settings.config.scrape_interval_seconds}s]" in query
+    assert commands == [exporter_readings_command(settings, ["billing", "ledger"])]
+    assert readings.from_last_scrape == {"shop"}
+    assert readings.by_database == {
+        "shop": {"pg_up": 1, "pg_exporter_last_scrape_error": 0, "pgmon_role_superuser": 0},
+        "billing": {"pg_up": 1},
+        "ledger": {"pg_up": 0},
+    }
+    findings = {f.subject: f for f in check_databases(settings, targets_up(settings), readings)}
+    assert findings["database shop"].ok
+    assert "(Prometheus's last scrape)" in findings["database shop"].detail
+    assert findings["database billing"].ok and "scrape" not in findings["database billing"].detail
+    assert not findings["database ledger"].ok
+
+
+def test_a_last_scrape_that_saw_anything_wrong_is_not_trusted(settings):
+    """PostgreSQL down, a scrape error, the exporter not answering Prometheus: each asked again now."""
+    prometheus = PrometheusLastScrape(
+        {
+            "shop": {**HEALTHY, "pg_exporter_last_scrape_error": 1},
+            "billing": {**HEALTHY, "up": 0},
+            "ledger": {**HEALTHY, "pg_up": 0},
+        }
+    )
+    commands = []
+
+    def run_shell(command):
+        commands.append(command)
+        return []
+
+    readings = exporter_readings(settings, prometheus, run_shell, live=frozenset())
+    assert readings.from_last_scrape == frozenset()
+    assert commands == [exporter_readings_command(settings, ["shop", "billing", "ledger"])]
+
+
+def test_without_a_list_of_touched_exporters_every_exporter_is_asked_now(settings):
+    prometheus = PrometheusLastScrape({db.name: HEALTHY for db in settings.databases})
+    readings = exporter_readings(settings, prometheus, lambda command: ["shop pg_up 1"], live=None)
+    assert prometheus.asked == [] and readings.from_last_scrape == frozenset()
+
+
+def test_nothing_touched_and_everything_fresh_runs_no_command_on_the_host(settings):
+    prometheus = PrometheusLastScrape({db.name: HEALTHY for db in settings.databases})
+
+    def run_shell(command):
+        raise AssertionError("no exporter needed asking")
+
+    readings = exporter_readings(settings, prometheus, run_shell, live=frozenset())
+    assert readings.from_last_scrape == {db.name for db in settings.databases}
+
+
+BUSYBOX = shutil.which("busybox")
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox: tests/e2e/prepare_machine.sh")
+def test_the_live_scrape_asks_only_the_named_exporters(settings, tmp_path):
+    """The host's command run for real in busybox's sh: ``docker`` lists the metrics network's members and
+    runs the scrape in place of the Prometheus container."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for applet in ("sh", "sed", "grep", "timeout"):
+        (bin_dir / applet).symlink_to(BUSYBOX)
+    project = settings.config.project
+    members = [
+        f"/{project}-exporter-{db.name} 10.0.0.{i}/16" for i, db in enumerate(settings.databases, 1)
+    ]
+    (tmp_path / "members").write_text(
+        "\n".join([*members, f"/{project}-prometheus 10.0.0.99/16", ""])
+    )
+    # In the container the script runs with busybox's timeout and wget: here shell functions in their place,
+    # wget answering as an exporter and noting the address asked.
+    exporter = (
+        'timeout() { shift; "$@"; }; '
+        f'wget() {{ echo "$4" >> {tmp_path}/asked; '
+        "echo 'pg_up{server=\"x\"} 1'; echo 'pg_exporter_last_scrape_error 0'; echo 'go_goroutines 9'; }; "
+    )
+    (bin_dir / "docker").write_text(
+        f"#!{BUSYBOX} sh\n"
+        f'if [ "$1" = network ]; then while read -r line; do echo "$line"; done < {tmp_path}/members; exit; fi\n'
+        # docker exec -i <container> sh -c <script>
+        f'exec sh -c {shlex.quote(exporter)}"$6"\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    names = [settings.databases[0].name, settings.databases[2].name]
+    result = subprocess.run(
+        [BUSYBOX, "sh", "-c", exporter_readings_command(settings, names)],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    readings = parse_exporter_readings(result.stdout.splitlines())
+    assert readings == {n: {"pg_up": 1.0, "pg_exporter_last_scrape_error": 0.0} for n in names}, (
+        result
+    )
+    assert sorted((tmp_path / "asked").read_text().split()) == [
+        f"http://10.0.0.{i}:9187/metrics" for i in (1, 3)
+    ]
