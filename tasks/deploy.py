@@ -22,6 +22,7 @@ from pyinfra import host
 
 from .alert_delivery import send_test_alert
 from .backup import backup_stack, restore_stack
+from .connection_budget import check_connection_budget
 from .dashboard import load_dashboard_9628
 from .docker_engine import install_docker
 from .drill import fire_drill
@@ -55,7 +56,8 @@ def deploy_pgmon() -> Settings:
     """Deploy and verify pgmon on the current host; returns the validated settings.
 
     Every setting and secret is checked before the host is touched (a problem stops the run, naming
-    the field and the fix); then one round trip reads the host, and the steps each change only
+    the field and the fix); then one round trip reads the host, Prometheus there (once it runs) says whether
+    the exporters fit in each server's connections, and the steps each change only
     what differs: Docker, the images, the files under ``pgmon_base_dir``, the containers, then HTTP
     verification.
     ``--dry`` and ``--diff`` show what would change and touch nothing.
@@ -64,6 +66,7 @@ def deploy_pgmon() -> Settings:
     stack = render_stack(settings, load_dashboard_9628(settings))
     state = read_host_state(host, settings)  # one round trip; each step decides from it
     log_lines(host, describe_discovered(settings, state.discovered))
+    log_lines(host, check_connection_budget(settings, host, state.discovered))  # refuses there
 
     install_docker(settings, state)
     pull_stack_images(settings, state)

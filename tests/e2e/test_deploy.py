@@ -160,6 +160,30 @@ def test_rerun_reports_no_changes(deployment):
     assert any("(Prometheus's last scrape)" in line for line in lines.values()), lines
 
 
+def test_more_exporters_than_a_server_has_connections_for_is_refused_before_any_change(deployment):
+    """Prometheus on the host knows shop's server (max_connections 100): 120 more databases listed there
+    beside shop and billing, an exporter each, would hold more connections than it has; refused naming the
+    server, nothing changed.
+    (The databases need not exist: nothing reaches them.)"""
+    before = deployment.host_fingerprint()
+    shop = deployment.group_data(["shop"])["pgmon_databases"][0]
+    many = [{**shop, "name": f"many{i:03d}", "dbname": f"many{i:03d}"} for i in range(120)]
+    databases = deployment.group_data(FIRST)["pgmon_databases"] + many
+    deployment.configure(FIRST, pgmon_databases=databases)
+    try:
+        result = deployment.run()
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-4000:]
+        server = f"{shop['host']}:{shop['port']}"
+        assert (
+            f"pgmon_databases: server {server}: pgmon's 122 exporter(s) there hold 122" in output
+        ), output[-4000:]
+        assert "nothing was changed" in output
+        assert deployment.host_fingerprint() == before
+    finally:
+        deployment.configure(FIRST)
+
+
 def test_an_image_that_cannot_be_pulled_fails_naming_its_setting_and_changes_nothing(deployment):
     before = deployment.host_fingerprint()
     # A registry on a closed loopback port: the pull fails on the host, and nothing leaves this machine.
