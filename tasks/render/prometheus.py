@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import jinja2
 
+from ..dashboard import cache_dir
 from ..settings import (
     MIN_SCRAPES_PER_WINDOW,
     SERVER_THRESHOLDS,
@@ -132,10 +133,23 @@ def render_postgres_targets(settings: Settings) -> bytes:
     return (json.dumps(targets, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+def _compiled_rule_templates() -> jinja2.BytecodeCache | None:
+    """The rule templates compiled, kept on the controller between runs (keyed by each template's source):
+    compiling them is most of a run's rendering (0.2 s; 4 ms from here). None where the folder cannot be made.
+    This environment's alone: its delimiters are not part of the key."""
+    directory = cache_dir() / "rule-templates"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(directory))
+
+
 def _rules_jinja() -> jinja2.Environment:
     """Jinja for the rule template: [[ ]] and [% %], so Prometheus's {{ }} is written as it is."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        bytecode_cache=_compiled_rule_templates(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

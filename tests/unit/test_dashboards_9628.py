@@ -6,8 +6,8 @@ import json
 import re
 
 import pytest
+import requests
 
-from tasks import dashboard as dashboard_module
 from tasks.dashboard import adapt_dashboard_9628, load_dashboard_9628
 from tasks.settings import DeployError, build_settings
 
@@ -117,9 +117,7 @@ def serve_download(monkeypatch, body: bytes) -> list[str]:
         def raise_for_status(self):
             pass
 
-    monkeypatch.setattr(
-        dashboard_module.requests, "get", lambda url, timeout: downloads.append(url) or Response()
-    )
+    monkeypatch.setattr(requests, "get", lambda url, timeout: downloads.append(url) or Response())
     return downloads
 
 

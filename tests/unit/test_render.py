@@ -14,6 +14,7 @@ from tasks.render.grafana import (
     DATASOURCE_UID,
     bind_dashboard_inputs,
 )
+from tasks.render.prometheus import render_recording_rules, render_rules
 from tasks.settings import build_settings
 from tasks.stack_model import EXPORTER_UID
 
@@ -340,3 +341,18 @@ def test_moving_base_dir_changes_every_service_that_mounts_it(settings):
     changed = {name for name in before if before[name]["labels"] != moved[name]["labels"]}
     assert changed == set(before) - {"node-exporter"}  # node_exporter mounts the host's / only
     assert "/srv/pgmon/prometheus:/etc/prometheus:ro" in moved["prometheus"]["volumes"]
+
+
+def test_rule_templates_compiled_once_render_the_same_from_the_controllers_cache(
+    settings, tmp_path, monkeypatch
+):
+    """The first render compiles the rule templates into the cache (a folder only its owner may open); the next
+    loads them from there and writes the same rules. A cache that cannot be made is done without."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = render_rules(settings), render_recording_rules(settings)
+    compiled = tmp_path / "cache" / "pgmon" / "rule-templates"
+    assert len(list(compiled.iterdir())) == 2 and compiled.stat().st_mode & 0o077 == 0
+    assert (render_rules(settings), render_recording_rules(settings)) == first
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    assert (render_rules(settings), render_recording_rules(settings)) == first
