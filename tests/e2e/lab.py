@@ -52,10 +52,14 @@ class ContainerServer:
 
     version: str
     port: int
+    max_connections: int = 100  # PostgreSQL's default
+    # Started by whoever needs it (start_cluster), not by ``Lab.up``; ``suffix`` tells its container apart.
+    on_demand: bool = False
+    suffix: str = ""
 
     @property
     def container(self) -> str:
-        return f"pgmon-lab-postgresql{self.version}"
+        return f"pgmon-lab-postgresql{self.version}{self.suffix}"
 
     @property
     def image(self) -> str:
@@ -63,13 +67,15 @@ class ContainerServer:
 
     @property
     def marker(self) -> str:
-        return f"postgresql{self.version}.started"
+        return f"postgresql{self.version}{self.suffix}.started"
 
 
 # Every other major Debian offers here: 17 moved pg_stat_bgwriter's checkpoint columns, 18 is the newest.
 POSTGRES17 = ContainerServer("17", 5434)
 POSTGRES18 = ContainerServer("18", 5435)
-CONTAINER_SERVERS = {server.port: server for server in (POSTGRES17, POSTGRES18)}
+# The benchmark's: room for an exporter per database at 500 (one connection held each, two while scraping).
+BENCH_SERVER = ContainerServer("17", 5436, max_connections=1200, on_demand=True, suffix="-bench")
+CONTAINER_SERVERS = {server.port: server for server in (POSTGRES17, POSTGRES18, BENCH_SERVER)}
 POSTGRES17_PORT, POSTGRES18_PORT = POSTGRES17.port, POSTGRES18.port
 
 
@@ -207,7 +213,8 @@ class Lab:
         self._start_docker()
         run("bash", str(REPO / "tests/e2e/images/build_images.sh"))
         for server in CONTAINER_SERVERS.values():
-            self._start_container_server(server)
+            if not server.on_demand:
+                self._start_container_server(server)
         self._start_postgres()
         self._start_sshd()
 
@@ -334,6 +341,8 @@ class Lab:
                     server.image,
                     "-c",
                     "shared_preload_libraries=pg_stat_statements",
+                    "-c",
+                    f"max_connections={server.max_connections}",
                     env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)},
                 )
             self._mark_started(server.marker)
