@@ -8,6 +8,7 @@ import pytest
 from tasks.render.alertmanager import render_alertmanager_config
 from tasks.settings import build_settings
 from tasks.verify_databases import (
+    LIVE_SCRAPES_AT_ONCE,
     Finding,
     Readings,
     check_databases,
@@ -246,26 +247,26 @@ def test_nothing_touched_and_everything_fresh_runs_no_command_on_the_host(settin
 BUSYBOX = shutil.which("busybox")
 
 
-@pytest.mark.skipif(BUSYBOX is None, reason="busybox: tests/e2e/prepare_machine.sh")
-def test_the_live_scrape_asks_only_the_named_exporters(settings, tmp_path):
-    """The host's command run for real in busybox's sh: ``docker`` lists the metrics network's members and
-    runs the scrape in place of the Prometheus container."""
+needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="busybox: tests/e2e/prepare_machine.sh")
+
+
+def live_scrape(settings, tmp_path, exporters: list[str], names: list[str]) -> dict:
+    """The host's command for ``names`` run for real in busybox's sh, the metrics network holding
+    ``exporters`` (10.0.0.1...) and Prometheus. ``docker`` lists the network's members and runs the scrape in
+    place of the Prometheus container, where busybox's timeout and wget are shell functions here: wget answers
+    as an exporter, a tenth of a second after it notes, in ``log``, the address asked and its start and end."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for applet in ("sh", "sed", "grep", "timeout"):
+    for applet in ("sh", "sed", "grep", "timeout", "sleep"):
         (bin_dir / applet).symlink_to(BUSYBOX)
     project = settings.config.project
-    members = [
-        f"/{project}-exporter-{db.name} 10.0.0.{i}/16" for i, db in enumerate(settings.databases, 1)
-    ]
+    members = [f"/{project}-exporter-{name} 10.0.0.{i}/16" for i, name in enumerate(exporters, 1)]
     (tmp_path / "members").write_text(
         "\n".join([*members, f"/{project}-prometheus 10.0.0.99/16", ""])
     )
-    # In the container the script runs with busybox's timeout and wget: here shell functions in their place,
-    # wget answering as an exporter and noting the address asked.
     exporter = (
         'timeout() { shift; "$@"; }; '
-        f'wget() {{ echo "$4" >> {tmp_path}/asked; '
+        f'wget() {{ echo "start $4" >> {tmp_path}/log; sleep 0.1; echo "end $4" >> {tmp_path}/log; '
         "echo 'pg_up{server=\"x\"} 1'; echo 'pg_exporter_last_scrape_error 0'; echo 'go_goroutines 9'; }; "
     )
     (bin_dir / "docker").write_text(
@@ -275,18 +276,41 @@ def test_the_live_scrape_asks_only_the_named_exporters(settings, tmp_path):
         f'exec sh -c {shlex.quote(exporter)}"$6"\n'
     )
     (bin_dir / "docker").chmod(0o755)
-    names = [settings.databases[0].name, settings.databases[2].name]
     result = subprocess.run(
         [BUSYBOX, "sh", "-c", exporter_readings_command(settings, names)],
         env={"PATH": str(bin_dir)},
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
     )
-    readings = parse_exporter_readings(result.stdout.splitlines())
-    assert readings == {n: {"pg_up": 1.0, "pg_exporter_last_scrape_error": 0.0} for n in names}, (
-        result
-    )
-    assert sorted((tmp_path / "asked").read_text().split()) == [
+    assert result.returncode == 0, result
+    return parse_exporter_readings(result.stdout.splitlines())
+
+
+def scrape_log(tmp_path) -> list[tuple[str, str]]:
+    return [tuple(line.split()) for line in (tmp_path / "log").read_text().splitlines()]
+
+
+@needs_busybox
+def test_the_live_scrape_asks_only_the_named_exporters(settings, tmp_path):
+    names = [db.name for db in settings.databases]
+    readings = live_scrape(settings, tmp_path, names, [names[0], names[2]])
+    assert readings == {
+        n: {"pg_up": 1.0, "pg_exporter_last_scrape_error": 0.0} for n in (names[0], names[2])
+    }
+    assert sorted(url for event, url in scrape_log(tmp_path) if event == "start") == [
         f"http://10.0.0.{i}:9187/metrics" for i in (1, 3)
     ]
+
+
+@needs_busybox
+def test_the_live_scrape_asks_a_round_of_exporters_at_a_time(settings, tmp_path):
+    """Forty exporters asked, never more than LIVE_SCRAPES_AT_ONCE at the same moment, every one answered."""
+    names = [f"tenant{i:02d}" for i in range(40)]
+    readings = live_scrape(settings, tmp_path, names, names)
+    assert set(readings) == set(names)
+    running = most = 0
+    for event, _ in scrape_log(tmp_path):
+        running += 1 if event == "start" else -1
+        most = max(most, running)
+    assert 1 < most <= LIVE_SCRAPES_AT_ONCE
