@@ -492,9 +492,17 @@ def main() -> int:
     parser.add_argument(
         "--discovered-only", action="store_true", help="only the discovered mode (pgmon_servers)"
     )
+    parser.add_argument(
+        "--listed-only", action="store_true", help="only the listed mode (pgmon_databases)"
+    )
+    parser.add_argument(
+        "--sizes", help="the listed mode's sizes, comma-separated (default 1,50,200,500)"
+    )
     args = parser.parse_args()
     # The sizes at the production scrape interval: the lab's 2 s would make 500 exporters the CPU's.
     sizes, tables, scrape = ([1, 2], 20, 2) if args.smoke else ([1, 50, 200, 500], 1000, 15)
+    if args.sizes:
+        sizes = [int(n) for n in args.sizes.split(",")]
     discovered_sizes, tries = ([2], 2) if args.smoke else ([50, 200, 500], 20)
 
     lab = Lab()
@@ -525,7 +533,8 @@ def main() -> int:
             memory = measure_memory(deployment, databases[: max(sizes)])
             table_cost = measure_tables(deployment, lab, tables)
             alert = measure_alert(deployment, lab)
-        discovered = measure_discovered(deployment, lab, discovered_sizes, tries, scrape)
+        if not args.listed_only:
+            discovered = measure_discovered(deployment, lab, discovered_sizes, tries, scrape)
     finally:
         deployment.teardown()
         discord.close()
@@ -540,7 +549,8 @@ def main() -> int:
     )
     if not args.discovered_only:
         print_listed(rows, memory, table_cost, alert, max(sizes))
-    print_discovered(discovered)
+    if not args.listed_only:
+        print_discovered(discovered)
     return 0
 
 
