@@ -4,7 +4,8 @@ It starts (and later stops only what it started) a Docker engine, two
 PostgreSQL 15 clusters (5432 with databases shop and billing, 5433 with
 ledger), PostgreSQL 17 (5434, orders) and 18 (5435, reports) in containers,
 and an sshd on 127.0.0.1:2222 that accepts a key made for the run; on request
-(``create_replica``), a PostgreSQL 15 primary (5436) and its streaming replica (5437).
+(``create_replica``), a PostgreSQL 15 primary (5436) and its streaming replica (5437); for the
+benchmark, a PostgreSQL 17 of its own (5438, ``BENCH_SERVER``).
 Deploys go through pyinfra's normal interface: an inventory file and a
 group_data folder, written by ``Lab.write_project`` or by you.
 
@@ -74,7 +75,7 @@ class ContainerServer:
 POSTGRES17 = ContainerServer("17", 5434)
 POSTGRES18 = ContainerServer("18", 5435)
 # The benchmark's: room for an exporter per database at 500 (one connection held each, two while scraping).
-BENCH_SERVER = ContainerServer("17", 5436, max_connections=1200, on_demand=True, suffix="-bench")
+BENCH_SERVER = ContainerServer("17", 5438, max_connections=1200, on_demand=True, suffix="-bench")
 CONTAINER_SERVERS = {server.port: server for server in (POSTGRES17, POSTGRES18, BENCH_SERVER)}
 POSTGRES17_PORT, POSTGRES18_PORT = POSTGRES17.port, POSTGRES18.port
 
@@ -138,6 +139,9 @@ REPLICA = ReplicaPair(
     5437,
     "pgmon_lab_replica",
 )
+# Each server of the lab on a port of its own: psql_command and stop_cluster pick the server by port.
+_PORTS = [*CLUSTERS, *CONTAINER_SERVERS, REPLICA.primary.port, REPLICA.replica_port]
+assert len(_PORTS) == len(set(_PORTS)), f"two lab servers share a port: {sorted(_PORTS)}"
 
 
 def run(
