@@ -55,7 +55,7 @@ from .api_auth import (
 )
 from .compose import compose_services, render_compose
 from .discovery import DISCOVER_SCRIPT, discovery_query, render_auth_config
-from .exporters import render_exporter_queries, render_pgpass, server_primaries
+from .exporters import LIGHT_QUERIES, render_exporter_queries, render_pgpass, server_primaries
 from .grafana import (
     DASHBOARD_9628_UID,
     DATASOURCE_UID,
@@ -298,7 +298,9 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
         files.append(
             ManagedFile(
                 f"exporters/{db.name}/queries.yaml",
-                render_exporter_queries(db.name in primaries, listings.get(db.name)),
+                render_exporter_queries(
+                    db.name in primaries, listings.get(db.name), db.table_metrics
+                ),
                 mode=0o400,
                 on_change=(restart_action(exporter_service(db.name)),),
                 **exporter,
@@ -339,12 +341,22 @@ def render_stack(settings: Settings, dashboard_9628: dict) -> StackFiles:
             ),
             ManagedFile(
                 f"{folder}/queries.yaml",
-                render_exporter_queries(False),
+                render_exporter_queries(False, tables=server.table_metrics),
                 mode=0o400,
                 on_change=restart,
                 **exporter,
             ),
         ]
+        if server.light:
+            files.append(
+                ManagedFile(
+                    f"{folder}/{LIGHT_QUERIES}",
+                    render_exporter_queries(False, tables=False),
+                    mode=0o400,
+                    on_change=restart,
+                    **exporter,
+                )
+            )
     paths = sorted({d.path for d in directories} | {f.path for f in files} | {MANIFEST})
     files.append(ManagedFile(MANIFEST, ("\n".join(paths) + "\n").encode()))
     revisions = {name: svc["labels"]["pgmon.revision"] for name, svc in services.items()}

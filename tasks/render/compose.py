@@ -38,6 +38,8 @@ from .discovery import AUTH_CONFIG_PATH, discovery_entrypoint
 from .exporters import (
     EXPORTER_CONFIG_DIR,
     EXPORTER_PASSFILE,
+    EXPORTER_QUERIES,
+    LIGHT_QUERIES,
     data_source_uri,
     exporter_flags,
     server_primaries,
@@ -296,7 +298,8 @@ def compose_services(settings: Settings) -> dict[str, dict]:
         if server.light:
             probers[light_service(server.name)] = False  # the same login, no per-table collectors
         for service, tables in probers.items():
-            flags = exporter_flags(False, False, tables, version)
+            queries = EXPORTER_QUERIES if tables else f"{EXPORTER_CONFIG_DIR}/{LIGHT_QUERIES}"
+            flags = exporter_flags(False, False, tables, version, queries)
             services[service] = exporter(
                 service, [*flags, f"--config.file={AUTH_CONFIG_PATH}"], f"tenants/{server.name}"
             )

@@ -37,6 +37,8 @@ EXPORTER_CONFIG_DIR = (
     "/etc/postgres_exporter"  # the exporter's own folder under base_dir, mounted read-only
 )
 EXPORTER_QUERIES = f"{EXPORTER_CONFIG_DIR}/queries.yaml"
+# A discovered server's light prober: the same folder, its queries without TABLE_QUERIES.
+LIGHT_QUERIES = "light-queries.yaml"
 EXPORTER_PASSFILE = f"{EXPORTER_CONFIG_DIR}/pgpass"
 
 
@@ -49,6 +51,43 @@ def query_entry(sql: str, *metrics: tuple[str, str, str]) -> dict:
             for name, usage, description in metrics
         ],
     }
+
+
+def since_version(sql_by_version: dict[int, str], **columns: str) -> str:
+    """A query that runs, of ``sql_by_version`` (server_version_num it needs -> SQL), the one for the newest
+    version the server has, and returns no row on an older server. ``columns``: each column's name and SQL
+    type, as the SQL returns them.
+
+    Each SQL is only text handed to query_to_xml, planned on a server the CASE picked it for: a server never
+    sees a view or column it lacks (postgres_exporter 0.19.1 ran a query on 15 despite a queries.yaml
+    ``runonserver: ">=17.0.0"``). XMLTABLE reads the rows back, undoing query_to_xml's escaping of names.
+    Needs PostgreSQL built with libxml, as Debian's and the official images are.
+    """
+    cases = " ".join(
+        f"WHEN current_setting('server_version_num')::int >= {version} THEN "
+        + "'"
+        + " ".join(line.strip() for line in sql.strip().splitlines()).replace("'", "''")
+        + "'"
+        for version, sql in sorted(sql_by_version.items(), reverse=True)
+    )
+    paths = ", ".join(f"{name} {sql_type} PATH '{name}'" for name, sql_type in columns.items())
+    return (
+        "SELECT x.* FROM XMLTABLE('/table/row' PASSING query_to_xml("
+        f"CASE {cases} ELSE 'SELECT WHERE false' END, true, false, '') COLUMNS {paths}) AS x"
+    )
+
+
+# pg_stat_io's row labels.
+IO_LABELS = {"backend_type": "text", "object": "text", "context": "text"}
+IO_LABEL_COLUMNS = (
+    (
+        "backend_type",
+        "LABEL",
+        "Who did the I/O: client backend, autovacuum worker, checkpointer, ...",
+    ),
+    ("object", "LABEL", "relation, temp relation, or wal (PostgreSQL 18)"),
+    ("context", "LABEL", "normal, vacuum, bulkread, bulkwrite, init"),
+)
 
 
 # Every exporter, about its own database. Each series is named <query>_<column>.
@@ -143,19 +182,18 @@ SERVER_QUERIES = {
     # pgmon_stat_io_backend_writes and _fsyncs: shared buffers written, and files synced, by backends other
     # than the background writer and checkpointer; what pg_stat_bgwriter's buffers_backend and
     # buffers_backend_fsync counted before PostgreSQL 17 moved them to pg_stat_io (dashboard 9628 reads
-    # them). No row before 17. pg_stat_io is named only inside query_to_xml's text, run from 17 on: an older
-    # server fails a query naming a view it lacks, and postgres_exporter 0.19.1 ran the query on 15 despite
-    # a queries.yaml ``runonserver: ">=17.0.0"``.
+    # them). No row before 17.
     "pgmon_stat_io_backend": query_entry(
-        """
-        SELECT (xpath('/row/writes/text()', io))[1]::text::float8 AS writes,
-          (xpath('/row/fsyncs/text()', io))[1]::text::float8 AS fsyncs
-        FROM unnest(xpath('/table/row', query_to_xml(
-          CASE WHEN current_setting('server_version_num')::int >= 170000
-            THEN 'SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS fsyncs FROM pg_stat_io
-              WHERE object = ''relation'' AND backend_type NOT IN (''background writer'', ''checkpointer'')'
-            ELSE 'SELECT WHERE false' END, true, false, ''))) AS io
-        """,
+        since_version(
+            {
+                170000: """
+                SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS fsyncs FROM pg_stat_io
+                WHERE object = 'relation' AND backend_type NOT IN ('background writer', 'checkpointer')
+                """
+            },
+            writes="float8",
+            fsyncs="float8",
+        ),
         (
             "writes",
             "COUNTER",
@@ -163,16 +201,171 @@ SERVER_QUERIES = {
         ),
         ("fsyncs", "COUNTER", "Files backends had to fsync themselves (buffers_backend_fsync)"),
     ),
+    # pgmon_stat_io_{reads,writes,extends,fsyncs}{backend_type, object, context}: I/O operations by who did
+    # them, on what and why (pg_stat_io, PostgreSQL 16 on; postgres_exporter has no collector for it). A
+    # column that does not apply to a row (NULL) counts 0; rows where none applies are left out.
+    "pgmon_stat_io": query_entry(
+        since_version(
+            {
+                160000: """
+                SELECT backend_type, object, context, COALESCE(reads, 0) AS reads,
+                  COALESCE(writes, 0) AS writes, COALESCE(extends, 0) AS extends, COALESCE(fsyncs, 0) AS fsyncs
+                FROM pg_stat_io WHERE COALESCE(reads, writes, extends, fsyncs) IS NOT NULL
+                """
+            },
+            **IO_LABELS,
+            reads="float8",
+            writes="float8",
+            extends="float8",
+            fsyncs="float8",
+        ),
+        *IO_LABEL_COLUMNS,
+        ("reads", "COUNTER", "Read operations"),
+        ("writes", "COUNTER", "Write operations"),
+        ("extends", "COUNTER", "Relation extend operations"),
+        ("fsyncs", "COUNTER", "fsync calls"),
+    ),
+    # pgmon_stat_io_bytes_{read,written,extended}: the same rows in bytes, which PostgreSQL 18 counts itself (it
+    # dropped op_bytes: its WAL rows are not in blocks). No row before 18.
+    "pgmon_stat_io_bytes": query_entry(
+        since_version(
+            {
+                180000: """
+                SELECT backend_type, object, context, COALESCE(read_bytes, 0) AS read,
+                  COALESCE(write_bytes, 0) AS written, COALESCE(extend_bytes, 0) AS extended
+                FROM pg_stat_io WHERE COALESCE(read_bytes, write_bytes, extend_bytes) IS NOT NULL
+                """
+            },
+            **IO_LABELS,
+            read="float8",
+            written="float8",
+            extended="float8",
+        ),
+        *IO_LABEL_COLUMNS,
+        ("read", "COUNTER", "Bytes read"),
+        ("written", "COUNTER", "Bytes written"),
+        ("extended", "COUNTER", "Bytes added by relation extends"),
+    ),
+    # pgmon_wal_io_{writes,syncs,generated_bytes}: WAL written to and synced on disk, and WAL generated;
+    # PostgreSQL 18 moved the first two from pg_stat_wal to pg_stat_io's WAL rows. PostgreSQL 14 on.
+    "pgmon_wal_io": query_entry(
+        since_version(
+            {
+                180000: """
+                SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS syncs,
+                  (SELECT wal_bytes FROM pg_stat_wal) AS generated_bytes
+                FROM pg_stat_io WHERE object = 'wal'
+                """,
+                140000: """
+                SELECT wal_write AS writes, wal_sync AS syncs, wal_bytes AS generated_bytes FROM pg_stat_wal
+                """,
+            },
+            writes="float8",
+            syncs="float8",
+            generated_bytes="float8",
+        ),
+        ("writes", "COUNTER", "WAL writes to disk"),
+        ("syncs", "COUNTER", "WAL syncs to disk"),
+        ("generated_bytes", "COUNTER", "WAL generated, in bytes"),
+    ),
+    # pgmon_checkpointer_done and _slru_written: checkpoints (and restartpoints) actually performed, where
+    # num_timed and num_requested also count the ones skipped on an idle server; SLRU buffers they wrote.
+    # PostgreSQL 18 on (postgres_exporter's stat_checkpointer collector reads 17's columns only).
+    "pgmon_checkpointer": query_entry(
+        since_version(
+            {180000: "SELECT num_done AS done, slru_written FROM pg_stat_checkpointer"},
+            done="float8",
+            slru_written="float8",
+        ),
+        ("done", "COUNTER", "Checkpoints performed"),
+        ("slru_written", "COUNTER", "SLRU buffers written by checkpoints"),
+    ),
+    # pgmon_parallel_workers_{to_launch,launched}{datname}: parallel workers queries planned, and got; fewer
+    # launched means max_parallel_workers or max_worker_processes ran out. PostgreSQL 18 on.
+    "pgmon_parallel_workers": query_entry(
+        since_version(
+            {
+                180000: """
+                SELECT datname, parallel_workers_to_launch AS to_launch, parallel_workers_launched AS launched
+                FROM pg_stat_database WHERE datname IS NOT NULL
+                """
+            },
+            datname="text",
+            to_launch="float8",
+            launched="float8",
+        ),
+        ("datname", "LABEL", "The database"),
+        ("to_launch", "COUNTER", "Parallel workers planned"),
+        ("launched", "COUNTER", "Parallel workers launched"),
+    ),
+    # pgmon_vacuum_progress_{running,delay_seconds}{datname}: VACUUMs running now, and the time they have
+    # slept in cost-based delay (vacuum_cost_delay) so far. A row per database while one runs; PostgreSQL 18 on.
+    "pgmon_vacuum_progress": query_entry(
+        since_version(
+            {
+                180000: """
+                SELECT datname, count(*) AS running, sum(delay_time) / 1000 AS delay_seconds
+                FROM pg_stat_progress_vacuum GROUP BY datname
+                """
+            },
+            datname="text",
+            running="float8",
+            delay_seconds="float8",
+        ),
+        ("datname", "LABEL", "The database"),
+        ("running", "GAUGE", "VACUUMs running"),
+        ("delay_seconds", "GAUGE", "Time the running VACUUMs slept in cost-based delay"),
+    ),
+}
+# Every exporter that keeps per-table series (table_metrics), about its own database's tables.
+TABLE_QUERIES = {
+    # pgmon_table_maintenance_{vacuum,autovacuum,analyze,autoanalyze}_seconds{schemaname, relname}: time spent
+    # on each table by manual and automatic VACUUM and ANALYZE. PostgreSQL 18 on.
+    "pgmon_table_maintenance": query_entry(
+        since_version(
+            {
+                180000: """
+                SELECT schemaname, relname, total_vacuum_time / 1000 AS vacuum_seconds,
+                  total_autovacuum_time / 1000 AS autovacuum_seconds,
+                  total_analyze_time / 1000 AS analyze_seconds,
+                  total_autoanalyze_time / 1000 AS autoanalyze_seconds
+                FROM pg_stat_user_tables
+                """
+            },
+            schemaname="text",
+            relname="text",
+            vacuum_seconds="float8",
+            autovacuum_seconds="float8",
+            analyze_seconds="float8",
+            autoanalyze_seconds="float8",
+        ),
+        ("schemaname", "LABEL", "Schema of the table"),
+        ("relname", "LABEL", "The table"),
+        ("vacuum_seconds", "COUNTER", "Time spent in manual VACUUM"),
+        ("autovacuum_seconds", "COUNTER", "Time spent in autovacuum"),
+        ("analyze_seconds", "COUNTER", "Time spent in manual ANALYZE"),
+        ("autoanalyze_seconds", "COUNTER", "Time spent in autoanalyze"),
+    ),
 }
 
 
-def render_exporter_queries(primary: bool, extra: dict[str, dict] | None = None) -> bytes:
-    """The queries.yaml of one exporter: DATABASE_QUERIES, plus SERVER_QUERIES in a server's first exporter,
-    plus ``extra`` (a discovered server's listing: render/discovery.py).
+def render_exporter_queries(
+    primary: bool, extra: dict[str, dict] | None = None, tables: bool = True
+) -> bytes:
+    """The queries.yaml of one exporter: DATABASE_QUERIES, TABLE_QUERIES where it keeps per-table series,
+    SERVER_QUERIES in a server's first exporter, and ``extra`` (a discovered server's listing:
+    render/discovery.py).
 
     (postgres_exporter 0.17 marks --extend.query-path deprecated; it is its only way to add a query.)
     """
-    return yaml_bytes({**DATABASE_QUERIES, **(SERVER_QUERIES if primary else {}), **(extra or {})})
+    return yaml_bytes(
+        {
+            **DATABASE_QUERIES,
+            **(TABLE_QUERIES if tables else {}),
+            **(SERVER_QUERIES if primary else {}),
+            **(extra or {}),
+        }
+    )
 
 
 def server_primaries(settings: Settings) -> set[str]:
@@ -189,17 +382,21 @@ COLLECTION_TIMEOUT = "9s"
 
 
 def exporter_flags(
-    primary: bool, statements: bool = False, tables: bool = True, version: tuple[int, int] = (0, 19)
+    primary: bool,
+    statements: bool = False,
+    tables: bool = True,
+    version: tuple[int, int] = (0, 19),
+    queries: str = EXPORTER_QUERIES,
 ) -> list[str]:
     """``statements``: the database has pg_stat_statements (whose view lists every database's statements).
 
     ``tables``: keep the per-table collectors; False drops the largest share of series for many-table databases.
-    ``version``: postgres_exporter's (major, minor), from its image.
+    ``version``: postgres_exporter's (major, minor), from its image. ``queries``: its queries.yaml.
     """
     flags = [
         f"--web.listen-address=:{EXPORTER_PORT}",
         "--log.level=warn",
-        f"--extend.query-path={EXPORTER_QUERIES}",
+        f"--extend.query-path={queries}",
     ]
     if version >= (0, 19):
         flags.append(f"--collection-timeout={COLLECTION_TIMEOUT}")

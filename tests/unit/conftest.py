@@ -8,7 +8,7 @@ import yaml
 
 from tasks.dashboard import panels_of
 from tasks.render import render_stack
-from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES
+from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES, TABLE_QUERIES
 from tasks.render.prometheus import render_rules
 from tasks.settings import DeployError, build_settings
 
@@ -148,7 +148,7 @@ def pgmon_query_series() -> set[str]:
     that is not a label."""
     return {
         f"{name}_{column}"
-        for name, query in {**DATABASE_QUERIES, **SERVER_QUERIES}.items()
+        for name, query in {**DATABASE_QUERIES, **TABLE_QUERIES, **SERVER_QUERIES}.items()
         for metric in query["metrics"]
         for column, spec in metric.items()
         if spec["usage"] != "LABEL"

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tasks.render import render_stack
 from tasks.render.compose import compose_services
 from tasks.render.discovery import DISCOVER_SCRIPT, LISTED_METRIC, sql_string
+from tasks.render.exporters import TABLE_QUERIES
 from tasks.render.prometheus import render_prometheus_config, render_rules
 from tasks.settings import DeployError, build_settings
 
@@ -101,7 +102,14 @@ def test_light_patterns_send_their_databases_to_a_prober_without_table_collector
         "CASE WHEN datname ~ E'^(?:(?:t_big.*))$' THEN E'light-tenants:9187' "
         "ELSE E'tenants-tenants:9187' END" in query["query"]
     )
+    assert "--extend.query-path=/etc/postgres_exporter/light-queries.yaml" in light["command"]
+    assert set(TABLE_QUERIES) <= set(yaml.safe_load(files["tenants/tenants/queries.yaml"].content))
+    light_queries = yaml.safe_load(files["tenants/tenants/light-queries.yaml"].content)
+    assert not set(TABLE_QUERIES) & set(light_queries)
     assert "light-tenants" not in compose_services(with_server())
+    assert "tenants/tenants/light-queries.yaml" not in {
+        f.path for f in render_stack(with_server(), {"panels": []}).files
+    }
 
 
 def test_the_probing_login_is_a_file_only_its_exporter_reads():

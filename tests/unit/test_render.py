@@ -8,7 +8,7 @@ import yaml
 from tasks.render import render_stack
 from tasks.render.api_auth import api_credentials
 from tasks.render.compose import compose_services
-from tasks.render.exporters import server_primaries
+from tasks.render.exporters import TABLE_QUERIES, server_primaries
 from tasks.render.grafana import (
     DASHBOARD_9628_UID,
     DATASOURCE_UID,
@@ -264,6 +264,13 @@ def test_table_metrics_can_be_turned_off_per_database():
     assert "--no-collector.stat_user_tables" in services["exporter-billing"]["command"]
     assert "--no-collector.statio_user_tables" in services["exporter-billing"]["command"]
     assert not any("user_tables" in flag for flag in services["exporter-shop"]["command"])
+    files = {
+        f.path: yaml.safe_load(f.content)
+        for f in render_stack(settings, {"panels": []}).files
+        if f.path.endswith("queries.yaml")
+    }
+    assert not set(TABLE_QUERIES) & set(files["exporters/billing/queries.yaml"])
+    assert set(TABLE_QUERIES) <= set(files["exporters/shop/queries.yaml"])
 
 
 def test_exporter_flags_follow_its_version():

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from tasks.render.compose import compose_services
-from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES
+from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES, TABLE_QUERIES, since_version
 from tasks.render.prometheus import render_prometheus_config, render_rules
 from tasks.settings import HOST_THRESHOLDS, SERVER_THRESHOLDS, AlertThresholds, build_settings
 from tasks.stack_model import EXPORTER_UID, TEMPLATES_DIR
@@ -186,21 +186,25 @@ def test_server_wide_queries_run_in_the_first_exporter_of_each_server_only(setti
         name: yaml.safe_load(rendered(settings, f"exporters/{name}/queries.yaml").content)
         for name in ("shop", "billing", "ledger")
     }
-    assert set(queries["billing"]) == set(DATABASE_QUERIES)  # shares db1:5432 with shop
-    assert (
-        set(queries["shop"])
-        == set(queries["ledger"])
-        == set(DATABASE_QUERIES) | set(SERVER_QUERIES)
-    )
+    own = set(DATABASE_QUERIES) | set(TABLE_QUERIES)
+    assert set(queries["billing"]) == own  # shares db1:5432 with shop
+    assert set(queries["shop"]) == set(queries["ledger"]) == own | set(SERVER_QUERIES)
+    server_views = "pg_stat_(wal_receiver|database|io|wal|checkpointer|progress_vacuum)|pg_settings"
     for query in SERVER_QUERIES.values():
-        assert re.search(
-            r"\bFROM (pg_stat_wal_receiver|pg_settings|pg_stat_database|pg_stat_io)\b",
-            query["query"],
-        )
-    for query in DATABASE_QUERIES.values():
+        assert re.search(rf"\bFROM ({server_views})\b", query["query"])
+    for query in [*DATABASE_QUERIES.values(), *TABLE_QUERIES.values()]:
         assert not re.search(
             r"\bpg_stat_(activity|database|replication|wal_receiver)\b", query["query"]
         )
+
+
+def test_a_query_for_newer_servers_is_text_chosen_newest_first():
+    sql = since_version({140000: "SELECT 'old' AS v", 180000: "SELECT 'new' AS v"}, v="text")
+    newest, older = sql.index(">= 180000 THEN 'SELECT ''new'' AS v'"), sql.index(">= 140000")
+    assert newest < older
+    assert sql.endswith(
+        "ELSE 'SELECT WHERE false' END, true, false, '') COLUMNS v text PATH 'v') AS x"
+    )
 
 
 def test_every_pgmon_series_the_rules_read_comes_from_an_exporter_query(settings):
