@@ -55,6 +55,11 @@ class AlertThresholds(Strict):
     checkpoints_for: Duration = "15m"
     checksum_failures: Count = 1
     pending_restart_for: Duration = "30m"
+    # Parallel workers planned but not launched (database; PostgreSQL 18 counts them).
+    parallel_workers_missed_percent: Percent = 50
+    parallel_workers_min: Count = 10
+    parallel_workers_window: Duration = "30m"
+    parallel_workers_for: Duration = "15m"
     # Transactions, tables, sequences, temporary files, size (database).
     rollback_percent: Percent = 10
     rollback_min_per_second: PerSecond = 1
@@ -64,6 +69,9 @@ class AlertThresholds(Strict):
     dead_tuples_min: Count = 10000
     dead_tuples_vacuum_age_seconds: Seconds = 86400
     dead_tuples_for: Duration = "30m"
+    # Autovacuum spent time on a table whose dead rows did not fall (PostgreSQL 18 times it).
+    autovacuum_ineffective_window: Duration = "1h"
+    autovacuum_ineffective_for: Duration = "30m"
     analyze_age_seconds: Seconds = 604800
     analyze_min_rows: Count = 1000
     analyze_for: Duration = "30m"
@@ -136,6 +144,8 @@ WINDOW_THRESHOLDS = (
     "role_change_window",
     "checkpoints_window",
     "rollback_window",
+    "parallel_workers_window",
+    "autovacuum_ineffective_window",
     "temp_files_window",
     "database_growth_window",
     "database_size_window",

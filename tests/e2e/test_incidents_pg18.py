@@ -45,8 +45,21 @@ DATABASE_THRESHOLDS = {
         "idle_in_transaction_for": "2s",
         "long_transaction_seconds": 8,
         "long_transaction_for": "2s",
+        "parallel_workers_window": "20s",
+        "parallel_workers_for": "2s",
+        "parallel_workers_min": 1,
     },
 }
+# Parallel scans in a session that allows no parallel worker: each plans workers the server never launches.
+STARVED_PARALLEL_SCANS = (
+    "SET max_parallel_workers = 0; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; "
+    "SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2; "
+    + "SELECT count(*) FROM pgmon_e2e; "
+    * 10
+)
+PLANNED = (
+    "SELECT parallel_workers_to_launch FROM pg_stat_database WHERE datname = current_database()"
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +151,19 @@ def test_a_long_running_transaction(fresh):
         end_sessions(lab, (PORT,))  # the report ends: its psql then reads the end of its input
         session.close()
     both_channels(fresh, "LongRunningTransaction", DATABASE, status="RESOLVED")
+
+
+def test_parallel_workers_planned_but_never_launched(fresh):
+    """A rule on a statistic PostgreSQL 18 added (pg_stat_database.parallel_workers_to_launch, pgmon's query)."""
+    lab = fresh.lab
+    before = int(lab.psql(PORT, DATABASE, PLANNED))
+    lab.psql(PORT, DATABASE, STARVED_PARALLEL_SCANS)
+    planned = int(lab.psql(PORT, DATABASE, PLANNED))
+    assert planned >= before + 10, (before, planned)  # each scan planned a worker
+    for received in both_channels(fresh, "ParallelWorkersNotLaunched", DATABASE):
+        assert "100% of planned parallel workers not launched" in received.text
+        assert "SHOW max_parallel_workers" in received.text
+    both_channels(fresh, "ParallelWorkersNotLaunched", DATABASE, status="RESOLVED")
 
 
 def test_postgresql_18_down_reaches_both_channels_then_resolves(fresh):
