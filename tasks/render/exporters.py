@@ -268,15 +268,24 @@ SERVER_QUERIES = {
         ("syncs", "COUNTER", "WAL syncs to disk"),
         ("generated_bytes", "COUNTER", "WAL generated, in bytes"),
     ),
-    # pgmon_checkpointer_done and _slru_written: checkpoints (and restartpoints) actually performed, where
-    # num_timed and num_requested also count the ones skipped on an idle server; SLRU buffers they wrote.
-    # PostgreSQL 18 on (postgres_exporter's stat_checkpointer collector reads 17's columns only).
+    # pgmon_checkpointer_{timed,requested,done,slru_written}: checkpoints (and restartpoints) due by time and
+    # requested, which count the ones skipped on an idle server too, those performed, and the SLRU buffers they
+    # wrote. PostgreSQL 18 on (postgres_exporter's stat_checkpointer collector reads 17's columns only).
     "pgmon_checkpointer": query_entry(
         since_version(
-            {180000: "SELECT num_done AS done, slru_written FROM pg_stat_checkpointer"},
+            {
+                180000: """
+                SELECT num_timed AS timed, num_requested AS requested, num_done AS done, slru_written
+                FROM pg_stat_checkpointer
+                """
+            },
+            timed="float8",
+            requested="float8",
             done="float8",
             slru_written="float8",
         ),
+        ("timed", "COUNTER", "Checkpoints due by checkpoint_timeout, skipped ones included"),
+        ("requested", "COUNTER", "Checkpoints requested, skipped ones included"),
         ("done", "COUNTER", "Checkpoints performed"),
         ("slru_written", "COUNTER", "SLRU buffers written by checkpoints"),
     ),

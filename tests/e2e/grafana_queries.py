@@ -31,6 +31,8 @@ from .lab import api_auth
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"^label_values\((?:(.*),\s*)?(\w+)\)$", re.DOTALL)
 _QUERY_RESULT = re.compile(r"^query_result\((.*)\)$", re.DOTALL)
+# A panel's "No value" text naming the PostgreSQL version its statistic needs (pgmon-statistics.json).
+_NOT_BEFORE = re.compile(r"not on PostgreSQL before (\d+)")
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -197,11 +199,13 @@ class Dashboard:
         return resolution
 
     def targets(self):
-        """(panel title, target) for every visible query target."""
+        """(panel title, target, the PostgreSQL major it needs or 0) for every visible query target."""
         for panel in panels_of(self.model.get("panels", [])):
+            no_value = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "")
+            needs = _NOT_BEFORE.fullmatch(no_value)
             for target in panel.get("targets") or []:
                 if target.get("expr") and not target.get("hide"):
-                    yield panel.get("title", ""), target
+                    yield panel.get("title", ""), target, int(needs[1]) if needs else 0
 
     def has_data(self, expr: str, target: dict) -> bool:
         if target.get("instant") and not target.get("range"):
@@ -212,14 +216,19 @@ class Dashboard:
             ]
         return any(math.isfinite(float(v)) for values in series for _, v in values)
 
-    def empty_panels(self, picks: dict[str, str]) -> list[str]:
-        """What a user picking ``picks`` would see without data: one line per variable or target."""
+    def empty_panels(self, picks: dict[str, str], postgresql: int = 0) -> list[str]:
+        """What a user picking ``picks`` on a PostgreSQL ``postgresql`` (major) server would see without
+        data: one line per variable or target. A panel that says it needs a newer server ("not on PostgreSQL
+        before N") must be empty there instead, or its message would be false."""
         resolution = self.resolve(picks)
         empty = list(resolution.problems)
-        for title, target in self.targets():
+        for title, target, needs in self.targets():
             expr = self.interpolate(target["expr"], resolution)
             try:
-                if not self.has_data(expr, target):
+                if postgresql and postgresql < needs:
+                    if self.has_data(expr, target):
+                        empty.append(f"panel {title!r} has data on PostgreSQL {postgresql}: {expr}")
+                elif not self.has_data(expr, target):
                     empty.append(f"panel {title!r} has no data: {expr}")
             except AssertionError as error:
                 empty.append(f"panel {title!r} cannot be queried ({error}): {expr}")
