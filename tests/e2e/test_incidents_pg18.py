@@ -162,7 +162,7 @@ def test_parallel_workers_planned_but_never_launched(fresh):
     assert planned >= before + 10, (before, planned)  # each scan planned a worker
     for received in both_channels(fresh, "ParallelWorkersNotLaunched", DATABASE):
         assert "100% of planned parallel workers not launched" in received.text
-        assert "SHOW max_parallel_workers" in received.text
+        assert "runbooks.md#parallelworkersnotlaunched" in received.text
     both_channels(fresh, "ParallelWorkersNotLaunched", DATABASE, status="RESOLVED")
 
 
