@@ -7,8 +7,20 @@ import re
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from tasks.dashboard import adapt_dashboard_9628, load_dashboard_9628
+from tasks.dashboard import (
+    REMOVED_PANEL_TYPES,
+    SCHEMA_VERSION,
+    adapt_dashboard_9628,
+    current_grafana_dashboard,
+    load_dashboard_9628,
+    panels_of,
+    scope_selectors,
+    with_pg17_fallback,
+)
 from tasks.settings import DeployError, build_settings
 
 from .conftest import ENVIRON, FIXTURES, VARIABLE, exprs, group_data, pgmon_query_series
@@ -204,3 +216,528 @@ def test_a_malformed_dashboard_file_is_refused_naming_the_field(dashboard_9628, 
     settings = build_settings(group_data(pgmon_dashboard_9628={"file": str(path)}), ENVIRON)
     with pytest.raises(DeployError, match="^pgmon_dashboard_9628"):
         load_dashboard_9628(settings)
+
+
+# ---------------------------------------------------------------- panels for Grafana 12
+
+ANGULAR_ONLY_KEYS = {
+    "yaxes",
+    "xaxis",
+    "yaxis",
+    "lines",
+    "bars",
+    "points",
+    "fill",
+    "linewidth",
+    "stack",
+    "legend",
+    "tooltip",
+    "seriesOverrides",
+    "aliasColors",
+    "nullPointMode",
+    "renderer",
+    "format",
+    "valueName",
+    "valueMaps",
+    "rangeMaps",
+    "mappingType",
+    "sparkline",
+    "gauge",
+    "colors",
+    "colorBackground",
+    "colorValue",
+    "prefix",
+    "postfix",
+    "thresholds",
+}
+
+
+def by_id(dashboard: dict) -> dict[int, dict]:
+    return {panel["id"]: panel for panel in panels_of(dashboard["panels"])}
+
+
+def adapted_with(dashboard_9628: dict, panel_id: int, **angular) -> dict:
+    """The adapted panel ``panel_id`` of 9628 after giving it ``angular`` options, as a Grafana 6 export
+    writes them (the fixture holds the published queries and layout, not every panel option)."""
+    published = copy.deepcopy(dashboard_9628)
+    by_id(published)[panel_id].update(angular)
+    return by_id(adapt_dashboard_9628(published, "pgmon_dashboard_9628"))[panel_id]
+
+
+def test_9628_panels_become_the_types_grafana_12_has(dashboard_9628):
+    published = by_id(dashboard_9628)
+    adapted = adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")
+    assert adapted["schemaVersion"] == SCHEMA_VERSION == 42
+    converted = {"graph": "timeseries", "singlestat": "stat", "row": "row"}
+    for panel_id, panel in by_id(adapted).items():
+        assert panel["type"] == converted[published[panel_id]["type"]], panel["title"]
+        assert panel["type"] not in REMOVED_PANEL_TYPES
+        assert not ANGULAR_ONLY_KEYS & set(panel), (panel["title"], ANGULAR_ONLY_KEYS & set(panel))
+        if panel["type"] != "row":
+            assert set(panel["fieldConfig"]) == {"defaults", "overrides"}, panel["title"]
+            assert isinstance(panel["options"], dict), panel["title"]
+    types = [p["type"] for p in by_id(adapted).values()]
+    assert (types.count("timeseries"), types.count("stat"), types.count("row")) == (17, 15, 3)
+    variables = adapted["templating"]["list"]
+    assert not any({"tags", "useTags", "tagsQuery"} & set(v) for v in variables)
+    builtin = adapted["annotations"]["list"][0]["datasource"]
+    assert builtin == {"type": "datasource", "uid": "grafana"}
+
+
+def test_9628_conversion_keeps_title_layout_data_source_and_adapted_queries(dashboard_9628):
+    published = by_id(dashboard_9628)
+    ref = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    for panel_id, panel in by_id(
+        adapt_dashboard_9628(dashboard_9628, "pgmon_dashboard_9628")
+    ).items():
+        before = published[panel_id]
+        assert (panel["title"], panel["gridPos"]) == (before["title"], before["gridPos"])
+        if panel["type"] == "row":
+            continue
+        assert before["datasource"] == "${DS_PROMETHEUS}" and panel["datasource"] == ref
+        assert [t["datasource"] for t in panel["targets"]] == [ref] * len(before["targets"])
+        rewritten = [
+            {**target, "expr": with_pg17_fallback(scope_selectors(target["expr"]))}
+            for target in before["targets"]
+        ]
+        kept = [{k: v for k, v in t.items() if k != "datasource"} for t in panel["targets"]]
+        assert kept == rewritten, panel["title"]
+
+
+def test_9628_graph_with_a_byte_axis_stacked_becomes_a_stacked_timeseries_in_bytes(dashboard_9628):
+    panel = adapted_with(
+        dashboard_9628,
+        34,  # Temp File (Bytes)
+        yaxes=[
+            {
+                "format": "bytes",
+                "label": "spilled",
+                "logBase": 1,
+                "min": "0",
+                "max": None,
+                "show": True,
+                "decimals": 1,
+            },
+            {
+                "format": "short",
+                "label": None,
+                "logBase": 1,
+                "min": None,
+                "max": None,
+                "show": False,
+            },
+        ],
+        lines=True,
+        fill=2,
+        linewidth=2,
+        points=False,
+        stack=True,
+        nullPointMode="null as zero",
+        legend={
+            "show": True,
+            "alignAsTable": True,
+            "rightSide": True,
+            "values": True,
+            "current": True,
+            "max": True,
+            "avg": False,
+            "hideZero": True,
+        },
+        tooltip={"shared": True, "sort": 2, "value_type": "individual"},
+    )
+    assert panel["type"] == "timeseries"
+    assert panel["fieldConfig"]["defaults"] == {
+        "unit": "bytes",
+        "decimals": 1,
+        "min": 0,
+        "custom": {
+            "axisPlacement": "auto",
+            "axisLabel": "spilled",
+            "drawStyle": "line",
+            "showPoints": "never",
+            "lineWidth": 2,
+            "fillOpacity": 20,
+            "spanNulls": False,
+            "stacking": {"mode": "normal", "group": "A"},
+        },
+        "nullValueMode": "null as zero",
+    }
+    assert panel["options"] == {
+        "legend": {
+            "displayMode": "table",
+            "showLegend": True,
+            "placement": "right",
+            "calcs": ["lastNotNull", "max"],
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    assert panel["fieldConfig"]["overrides"] == [
+        {
+            "matcher": {
+                "id": "byValue",
+                "options": {"reducer": "allIsZero", "op": "gte", "value": 0},
+            },
+            "properties": [
+                {"id": "custom.hideFrom", "value": {"tooltip": True, "viz": False, "legend": True}}
+            ],
+        }
+    ]
+
+
+def test_9628_graph_series_overrides_and_colours_become_field_overrides(dashboard_9628):
+    panel = adapted_with(
+        dashboard_9628,
+        23,  # Transactions: commits and rollbacks
+        yaxes=[
+            {"format": "ops", "show": True, "logBase": 1, "min": None, "max": None},
+            {"format": "percent", "show": True, "logBase": 2, "min": "0", "max": "100"},
+        ],
+        aliasColors={"shop commits": "green", "unused": ""},
+        seriesOverrides=[
+            {
+                "$$hashKey": "object:7",
+                "alias": "/rollbacks$/",
+                "yaxis": 2,
+                "bars": True,
+                "color": "#F2495C",
+                "dashes": True,
+                "zindex": 3,
+            },
+            {"alias": "", "fill": 5},  # no alias: the graph's editor row left empty
+        ],
+    )
+    assert panel["fieldConfig"]["defaults"]["unit"] == "ops"
+    assert panel["fieldConfig"]["overrides"] == [
+        {
+            "matcher": {"id": "byName", "options": "shop commits"},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}}],
+        },
+        {
+            "matcher": {"id": "byRegexp", "options": "/rollbacks$/"},
+            "properties": [
+                {"id": "unit", "value": "percent"},
+                {"id": "min", "value": 0},
+                {"id": "max", "value": 100},
+                {"id": "custom.scaleDistribution", "value": {"type": "log", "log": 2}},
+                {"id": "custom.drawStyle", "value": "bars"},
+                {"id": "custom.fillOpacity", "value": 100},
+                {"id": "color", "value": {"fixedColor": "#F2495C", "mode": "fixed"}},
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+            ],
+        },
+    ]
+
+
+def test_9628_singlestat_thresholds_value_maps_and_sparkline_become_a_stat(dashboard_9628):
+    colors = ["#299c46", "rgba(237, 129, 40, 0.89)", "#d44a3a"]
+    panel = adapted_with(
+        dashboard_9628,
+        7,  # Max Connections
+        format="none",
+        valueName="current",
+        decimals=0,
+        thresholds="80, 90",
+        colors=colors,
+        colorBackground=True,
+        colorValue=False,
+        sparkline={"show": True, "full": False, "lineColor": "rgb(31, 120, 193)"},
+        mappingType=1,
+        valueMaps=[
+            {"value": "null", "op": "=", "text": "N/A"},
+            {"value": "100", "op": "=", "text": "default"},
+            {"value": "2", "op": "=", "text": "95 (two)"},
+        ],
+        rangeMaps=[{"from": "0", "to": "10", "text": "few"}],
+        prefix="",
+        postfix="",
+        gauge={"show": False, "minValue": 0, "maxValue": 100},
+    )
+    assert panel["type"] == "stat"
+    assert panel["options"] == {
+        "reduceOptions": {"calcs": ["lastNotNull"]},
+        "orientation": "horizontal",
+        "graphMode": "area",
+        "colorMode": "background",
+    }
+    assert panel["fieldConfig"] == {
+        "defaults": {
+            "unit": "none",
+            "nullValueMode": "connected",
+            "decimals": 0,
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                    {"value": None, "color": colors[0]},
+                    {"value": 80, "color": colors[1]},
+                    {"value": 90, "color": colors[2]},
+                ],
+            },
+            "mappings": [
+                {"type": "special", "options": {"match": "null", "result": {"text": "N/A"}}},
+                {"type": "value", "options": {"100": {"text": "default"}}},
+                # the colour the thresholds give the text read as a number, as Grafana does
+                {"type": "value", "options": {"2": {"text": "95 (two)", "color": colors[2]}}},
+            ],
+        },
+        "overrides": [],
+    }
+
+
+def test_9628_singlestat_showing_a_name_with_a_gauge_range_becomes_a_stat(dashboard_9628):
+    panel = adapted_with(
+        dashboard_9628,
+        2,  # Version: the series name (legendFormat short_version)
+        valueName="name",
+        format="percent",
+        nullText="unknown",
+        thresholds="",
+        sparkline={"show": True, "lineColor": "#8AB8FF"},
+        gauge={"show": True, "minValue": 10, "maxValue": 20},
+        mappingType=2,
+        rangeMaps=[
+            {"from": "null", "to": "null", "text": "N/A"},
+            {"from": "1", "to": "5", "text": "low"},
+        ],
+    )
+    assert panel["options"] == {
+        "reduceOptions": {"calcs": ["mean"]},
+        "orientation": "horizontal",
+        "graphMode": "area",
+        "colorMode": "none",
+        "textMode": "name",
+    }
+    assert panel["fieldConfig"]["defaults"] == {
+        "unit": "percent",
+        "nullValueMode": "connected",
+        "noValue": "unknown",
+        "mappings": [
+            {"type": "special", "options": {"match": "null", "result": {"text": "N/A"}}},
+            {"type": "range", "options": {"from": 1, "to": 5, "result": {"text": "low"}}},
+        ],
+        "min": 10,
+        "max": 20,
+        "color": {"mode": "fixed", "fixedColor": "#8AB8FF"},
+    }
+    percent = adapted_with(dashboard_9628, 2, format="percentunit")
+    assert (
+        percent["fieldConfig"]["defaults"]["min"],
+        percent["fieldConfig"]["defaults"]["max"],
+    ) == (
+        0,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    "change, refusal",
+    [
+        ({"type": "table-old"}, r"panel 'Max Connections' is a table-old panel"),
+        ({"type": "grafana-piechart-panel"}, r"is a grafana-piechart-panel panel"),
+        ({"type": "graph", "xaxis": {"mode": "series"}}, r"x axis mode 'series'"),
+        ({"type": "graph", "timeRegions": [{"from": "08:00"}]}, r"time regions"),
+    ],
+)
+def test_9628_panel_grafana_would_not_make_a_timeseries_or_stat_is_refused(
+    dashboard_9628, change, refusal
+):
+    published = copy.deepcopy(dashboard_9628)
+    by_id(published)[7].update(change)
+    with pytest.raises(DeployError, match=rf"^pgmon_dashboard_9628.file: .*{refusal}"):
+        adapt_dashboard_9628(published, "pgmon_dashboard_9628.file")
+
+
+# Angular options as a Grafana 6 export writes them: each drawn from what its editor offered.
+NUMBERS = st.one_of(st.none(), st.integers(-5, 1000), st.sampled_from(["0", "1.5", "", "auto"]))
+UNITS = st.sampled_from(["short", "bytes", "percent", "percentunit", "s", "ops", "none"])
+AXES = st.fixed_dictionaries(
+    {"show": st.booleans(), "format": UNITS},
+    optional={
+        "logBase": st.sampled_from([1, 2, 10, 32]),
+        "min": NUMBERS,
+        "max": NUMBERS,
+        "decimals": st.one_of(st.none(), st.integers(0, 4)),
+        "label": st.one_of(st.none(), st.text(max_size=8)),
+    },
+)
+ALIASES = st.sampled_from(["shop commits", "/rollbacks$/", "#re#", "Virtual Mem"])
+SERIES_OVERRIDES = st.fixed_dictionaries(
+    {"alias": st.one_of(st.just(""), ALIASES)},
+    optional={
+        "yaxis": st.sampled_from([1, 2]),
+        "fill": st.integers(0, 10),
+        "fillBelowTo": ALIASES,
+        "fillGradient": st.integers(0, 10),
+        "points": st.booleans(),
+        "bars": st.booleans(),
+        "lines": st.booleans(),
+        "linewidth": st.integers(0, 10),
+        "pointradius": st.integers(0, 10),
+        "dashes": st.booleans(),
+        "dashLength": st.integers(1, 20),
+        "stack": st.one_of(st.booleans(), st.sampled_from(["A", "B"])),
+        "color": st.sampled_from(["#F2495C", "green"]),
+        "transform": st.sampled_from(["negative-Y", "constant"]),
+        "zindex": st.integers(-3, 3),
+    },
+)
+GRAPH_THRESHOLDS = st.fixed_dictionaries(
+    {"value": st.integers(-10, 100), "op": st.sampled_from(["gt", "lt"])},
+    optional={
+        "fill": st.booleans(),
+        "line": st.booleans(),
+        "colorMode": st.sampled_from(["critical", "warning", "custom", "ok"]),
+        "fillColor": st.sampled_from(["#F2495C", "blue"]),
+    },
+)
+LEGEND_KEYS = ["show", "values", "min", "max", "avg", "current", "total", "alignAsTable"]
+GRAPH_OPTIONS = {
+    "yaxes": st.lists(AXES, max_size=2),
+    "xaxis": st.fixed_dictionaries({"mode": st.just("time"), "show": st.booleans()}),
+    "lines": st.booleans(),
+    "bars": st.booleans(),
+    "points": st.booleans(),
+    "fill": st.integers(0, 10),
+    "fillGradient": st.integers(0, 10),
+    "linewidth": st.integers(0, 10),
+    "pointradius": st.integers(0, 10),
+    "dashes": st.booleans(),
+    "stack": st.booleans(),
+    "steppedLine": st.booleans(),
+    "nullPointMode": st.sampled_from(["null", "connected", "null as zero"]),
+    "legend": st.dictionaries(
+        st.sampled_from([*LEGEND_KEYS, "rightSide", "hideZero", "hideEmpty"]), st.booleans()
+    ),
+    "tooltip": st.fixed_dictionaries(
+        {}, optional={"shared": st.booleans(), "sort": st.integers(0, 2)}
+    ),
+    "aliasColors": st.dictionaries(ALIASES, st.sampled_from(["", "red", "#73BF69"])),
+    "seriesOverrides": st.lists(SERIES_OVERRIDES, max_size=3),
+    "thresholds": st.lists(GRAPH_THRESHOLDS, max_size=3),
+    "renderer": st.just("flot"),
+}
+SINGLESTAT_OPTIONS = {
+    "format": UNITS,
+    "valueName": st.sampled_from(
+        ["min", "max", "avg", "current", "total", "name", "first", "delta", "diff", "range"]
+        + ["last_time"]
+    ),
+    "decimals": st.one_of(st.none(), st.integers(0, 4)),
+    "thresholds": st.one_of(
+        st.just(""),
+        st.lists(st.integers(0, 100), max_size=3).map(lambda levels: ",".join(map(str, levels))),
+    ),
+    "colors": st.lists(
+        st.sampled_from(["#299c46", "rgba(237, 129, 40, 0.89)", "#d44a3a"]), max_size=4
+    ),
+    "colorBackground": st.booleans(),
+    "colorValue": st.booleans(),
+    "sparkline": st.fixed_dictionaries(
+        {"show": st.booleans()}, optional={"lineColor": st.sampled_from(["", "rgb(31, 120, 193)"])}
+    ),
+    "gauge": st.fixed_dictionaries(
+        {"show": st.booleans(), "minValue": st.integers(0, 10), "maxValue": st.integers(50, 100)}
+    ),
+    "mappingType": st.sampled_from([1, 2]),
+    "valueMaps": st.lists(
+        st.fixed_dictionaries(
+            {
+                "value": st.sampled_from(["null", "0", "1", "15"]),
+                "op": st.just("="),
+                "text": st.sampled_from(["N/A", "down", "85", "3 days"]),
+            }
+        ),
+        max_size=3,
+    ),
+    "rangeMaps": st.lists(
+        st.fixed_dictionaries(
+            {
+                "from": st.sampled_from(["null", "0", "10"]),
+                "to": st.sampled_from(["null", "5", "99"]),
+                "text": st.sampled_from(["N/A", "low", "50"]),
+            }
+        ),
+        max_size=3,
+    ),
+    "nullText": st.one_of(st.none(), st.just("none")),
+    "nullPointMode": st.sampled_from(["connected", "null"]),
+    "tableColumn": st.sampled_from(["", "Value"]),
+    "prefix": st.sampled_from(["", "$"]),
+    "postfix": st.sampled_from(["", " ms"]),
+}
+QUERY = {"refId": "A", "expr": 'pg_up{server="$server"}', "legendFormat": "{{instance}}"}
+KEPT = {
+    "id": 7,
+    "title": "Max Connections",
+    "gridPos": {"h": 6, "w": 4, "x": 20, "y": 1},
+    "datasource": "${DS_PROMETHEUS}",
+    "targets": [QUERY, {**QUERY, "refId": "B", "instant": True, "interval": "30s"}],
+    "description": "kept",
+    "links": [],
+}
+
+
+PROPERTIES = hypothesis_settings(max_examples=150, deadline=None)
+
+
+def angular_panel(kind: str, options: dict):
+    return st.fixed_dictionaries({}, optional=options).map(
+        lambda drawn: {**KEPT, "type": kind, **drawn}
+    )
+
+
+def converted(panel: dict, kind: str) -> tuple[dict, dict]:
+    """The field config defaults and options of ``panel`` converted, checked for what every panel keeps."""
+    (current,) = current_grafana_dashboard({"panels": [panel]})["panels"]
+    assert current["type"] == kind
+    json.dumps(current, allow_nan=False)  # what Grafana can read back
+    assert {k: current[k] for k in KEPT if k not in ("datasource", "targets")} == {
+        k: v for k, v in KEPT.items() if k not in ("datasource", "targets")
+    }
+    ref = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    assert current["datasource"] == ref
+    assert current["targets"] == [{**t, "datasource": ref} for t in KEPT["targets"]]
+    assert set(current) == {*KEPT, "type", "fieldConfig", "options"}
+    assert isinstance(current["fieldConfig"]["defaults"], dict)
+    for override in current["fieldConfig"]["overrides"]:
+        assert override["matcher"]["id"] in {"byName", "byRegexp", "byValue", "byType"}
+        assert override["properties"] and all(
+            set(p) == {"id", "value"} for p in override["properties"]
+        )
+    return current["fieldConfig"]["defaults"], current["options"]
+
+
+@PROPERTIES
+@given(angular_panel("graph", GRAPH_OPTIONS))
+def test_any_time_graph_becomes_a_timeseries_with_the_fields_grafana_needs(graph):
+    defaults, options = converted(graph, "timeseries")
+    if graph.get("yaxes"):
+        assert defaults["unit"] == graph["yaxes"][0]["format"]
+    assert defaults["custom"]["drawStyle"] in {"line", "bars", "points"}
+    assert ("stacking" in defaults["custom"]) == graph.get("stack", False)
+    assert set(options) == {"legend", "tooltip"}
+    assert set(options["legend"]) >= {"displayMode", "showLegend", "placement", "calcs"}
+    assert set(options["legend"]["calcs"]) <= {"min", "max", "mean", "lastNotNull", "sum"}
+    assert options["tooltip"]["mode"] in {"single", "multi"}
+    steps = defaults.get("thresholds", {"steps": [{"value": None}]})["steps"]
+    assert steps[0]["value"] is None  # the base step, from minus infinity
+
+
+@PROPERTIES
+@given(angular_panel("singlestat", SINGLESTAT_OPTIONS))
+def test_any_singlestat_becomes_a_stat_with_the_fields_grafana_needs(singlestat):
+    defaults, options = converted(singlestat, "stat")
+    (calc,) = options["reduceOptions"]["calcs"]
+    assert calc in {"min", "max", "mean", "lastNotNull", "sum", "first", "delta", "diff", "range"}
+    assert options["graphMode"] == (
+        "area" if singlestat.get("sparkline", {}).get("show") else "none"
+    )
+    assert options["colorMode"] in {"background", "value", "none"}
+    assert defaults.get("unit") == singlestat.get("format", "none")
+    for mapping in defaults.get("mappings", []):
+        assert mapping["type"] in {"value", "range", "special"} and mapping["options"]
+    if singlestat.get("thresholds") and singlestat.get("colors"):
+        steps = defaults["thresholds"]["steps"]
+        assert (
+            steps[0]["value"] is None
+            and [s["color"] for s in steps] == singlestat["colors"][: len(steps)]
+        )
