@@ -3,7 +3,7 @@
 Alertmanager (to 0.34.0 at least; the lab runs 0.33.1) logs a failed Telegram request's error with the
 URL, whose path holds the token. Here Telegram's address refuses every connection (a closed port on the
 container's own loopback: nothing leaves the machine), an alert routed to Telegram fires, and
-Alertmanager's log is searched once it says that the notification failed. Then Telegram is back: the
+Alertmanager's log is searched once it says that the notification failed, then every container's. Then Telegram is back: the
 deploy's reload reaches Alertmanager under the shell that filters its log, and an alert reaches Telegram."""
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ SITE = Site(
 UNREACHABLE_TELEGRAM = "http://127.0.0.1:9"
 
 
-def alertmanager_log(deployment) -> str:
-    logs = subprocess.run(
-        ["docker", "logs", deployment.containers()["alertmanager"]], capture_output=True, text=True
-    )
+def container_log(container: str) -> str:
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
     return logs.stdout + logs.stderr
 
 
-def test_an_unreachable_telegram_leaves_no_token_in_alertmanagers_log(new_deployment):
+def alertmanager_log(deployment) -> str:
+    return container_log(deployment.containers()["alertmanager"])
+
+
+def test_an_unreachable_telegram_leaves_no_token_in_any_containers_log(new_deployment):
     shop = next(db for db in DATABASES if db.name == "shop")
     with new_deployment("tgtoken", databases=(shop,), site=SITE) as deployment:
         telegram = {**deployment.group_data(["shop"])["pgmon_telegram"]}
@@ -54,6 +56,12 @@ def test_an_unreachable_telegram_leaves_no_token_in_alertmanagers_log(new_deploy
         leaked = token.split(":")[1] in log
         assert not leaked, "the Telegram bot token is in Alertmanager's log"
         assert "/bot<redacted>/sendMessage" in log
+        leaking = [
+            service
+            for service, container in deployment.containers().items()
+            if token.split(":")[1] in container_log(container)
+        ]
+        assert not leaking, f"the Telegram bot token is in the log of {leaking}"
         # Telegram back: the deploy's reload (SIGHUP) reaches Alertmanager through the shell (verification
         # compares the configuration it runs), and alerts reach Telegram.
         deployment.configure(["shop"])

@@ -440,3 +440,35 @@ def test_the_readme_verdict_counts_the_rules_prometheus_loads(settings):
         for rule in group["rules"]
     }
     assert int(count) == len(names)
+
+
+def test_the_versions_table_names_the_defaults_their_notes_and_what_the_tests_ran():
+    from tasks.settings.images import DEFAULT_IMAGES
+    from tests.e2e.lab import TESTED_IMAGES
+
+    table = sections(README.read_text())["Requirements"].split("### Versions", 1)[1]
+    rows = {
+        cells[0]: cells[1:]
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| component")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    names = {
+        "Prometheus": "prometheus",
+        "Alertmanager": "alertmanager",
+        "postgres_exporter": "postgres_exporter",
+        "node_exporter": "node_exporter",
+        "Grafana": "grafana",
+    }
+    assert set(rows) == set(names)
+    for row, component in names.items():
+        default, notes, tested = rows[row][:3]
+        image = DEFAULT_IMAGES[component]
+        assert default == f"`{image}`", row
+        tag = image.rsplit(":", 1)[1]
+        assert (
+            notes.startswith(f"[{tag}](https://github.com/")
+            and f"/releases/tag/v{tag.lstrip('v')})" in notes
+        ), row
+        tested_tag = TESTED_IMAGES[component].rsplit(":", 1)[1].lstrip("v")
+        assert tested in (tested_tag, "a stand-in"), row
