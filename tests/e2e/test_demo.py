@@ -178,7 +178,11 @@ def test_every_panel_of_every_dashboard_has_data(demo):
         return {
             uid: lines
             for uid, model in dashboards.items()
-            if (lines := Dashboard(model, prometheus, SCRAPE_SECONDS).empty_panels(PICKS, DEMO_POSTGRESQL))
+            if (
+                lines := Dashboard(model, prometheus, SCRAPE_SECONDS).empty_panels(
+                    PICKS, DEMO_POSTGRESQL
+                )
+            )
         }
 
     last: dict[str, list[str]] = {}
