@@ -60,6 +60,9 @@ def discovery_query(settings: Settings, server: DiscoveredServer) -> dict:
         "server": server.server,
         "discovered_by": server.name,
     }
+    if server.scrape_interval_seconds:
+        # Prometheus's own per-target interval: the job's timeout (the global interval's, or 10 s) still holds.
+        static_labels["__scrape_interval__"] = f"{server.scrape_interval_seconds}s"
     # The database's name in the probe's URL, percent-encoded character by character (UTF-8).
     encoded = (
         "(SELECT string_agg(CASE WHEN c ~ '^[A-Za-z0-9_.~-]$' THEN c"

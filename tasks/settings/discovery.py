@@ -61,6 +61,9 @@ class DiscoveredServer(Strict):
     table_metrics: bool = True
     # ... or only for those whose whole name matches one of these: a lighter metric set for noisy tenants.
     light: list[Pattern] = []
+    # How often the databases found are probed; None: pgmon_scrape_interval_seconds. Every probe logs in
+    # twice, so hundreds of databases on one server take a longer one (docs/many-databases.md).
+    scrape_interval_seconds: int | None = Field(default=None, ge=1, le=300)
 
     @property
     def server(self) -> str:

@@ -289,6 +289,14 @@ class DeploySettings(Strict):
                     f"{field}: port {port} is already used by {seen[port]}; pick another"
                 )
             seen.setdefault(port, field)
+        for index, server in enumerate(self.servers):
+            interval = server.scrape_interval_seconds
+            if interval is not None and interval < self.scrape_interval_seconds:
+                problems.append(
+                    f"servers[{index}].scrape_interval_seconds: {interval} is shorter than "
+                    f"pgmon_scrape_interval_seconds ({self.scrape_interval_seconds}), the scrape timeout "
+                    "Prometheus gives every target; leave it out, or make it at least that"
+                )
         problems += self._threshold_problems()
         if self.grafana_certificate is not None and not self.grafana_https:
             problems.append(
@@ -301,7 +309,12 @@ class DeploySettings(Strict):
 
     def _threshold_problems(self) -> list[str]:
         problems = []
-        shortest = MIN_SCRAPES_PER_WINDOW * self.scrape_interval_seconds
+        # The longest interval any database is scraped at: a window must hold enough of its scrapes too.
+        longest = max(
+            [self.scrape_interval_seconds]
+            + [s.scrape_interval_seconds for s in self.servers if s.scrape_interval_seconds]
+        )
+        shortest = MIN_SCRAPES_PER_WINDOW * longest
         sources = [("alert_thresholds", self.alert_thresholds)] + [
             (f"databases[{index}].alert_thresholds", db.alert_thresholds)
             for index, db in enumerate(self.databases)
@@ -312,7 +325,7 @@ class DeploySettings(Strict):
                 if value is not None and duration_seconds(value) < shortest:
                     problems.append(
                         f"{where}.{key}: {value!r} holds fewer than {MIN_SCRAPES_PER_WINDOW} scrapes "
-                        f"({self.scrape_interval_seconds}s apart); make it at least {shortest}s"
+                        f"({longest}s apart); make it at least {shortest}s"
                     )
         for where, thresholds in sources:
             window = thresholds.forecast_window

@@ -370,7 +370,7 @@ def set_tenants(lab: Lab, count: int) -> None:
     )
 
 
-def discovered_group_data(scrape_seconds: int) -> dict:
+def discovered_group_data(scrape_seconds: int, probe_seconds: int | None = None) -> dict:
     return {
         "pgmon_servers": [
             {
@@ -381,6 +381,7 @@ def discovered_group_data(scrape_seconds: int) -> dict:
                 "user": "pgmon_bench",
                 "password_env": "PGMON_BENCH_DISCOVERED_PASSWORD",
                 "include": [f"{TENANT_PREFIX}.*"],
+                "scrape_interval_seconds": probe_seconds,
             }
         ],
         "pgmon_scrape_interval_seconds": scrape_seconds,
@@ -406,7 +407,12 @@ def connections_held(lab: Lab, seconds: float) -> int:
 
 
 def measure_discovered(
-    deployment: Deployment, lab: Lab, sizes: list[int], tries: int, scrape_seconds: int
+    deployment: Deployment,
+    lab: Lab,
+    sizes: list[int],
+    tries: int,
+    scrape_seconds: int,
+    probe_seconds: int | None = None,
 ) -> dict:
     """The discovered mode at each size: deploy, rerun, memory, scrapes, series and connections; then how
     long a database created or dropped takes to appear in or leave Prometheus, ``tries`` times each."""
@@ -419,11 +425,16 @@ def measure_discovered(
     for n in sizes:
         set_tenants(lab, n)
         deployment.teardown()
-        deployment.configure([], **discovered_group_data(scrape_seconds))
+        deployment.configure([], **discovered_group_data(scrape_seconds, probe_seconds))
         first = timed_run(deployment, f"first deploy of {n} discovered")
         rerun, exec_true = rerun_beside_floor(deployment, f"no-change rerun of {n} discovered")
         cost = stack_cost(
-            deployment, lab, f'{{discovered_by="{DISCOVERED}"}}', containers, n, scrape_seconds
+            deployment,
+            lab,
+            f'{{discovered_by="{DISCOVERED}"}}',
+            containers,
+            n,
+            probe_seconds or scrape_seconds,
         )
         rows.append({"n": n, "first": first, "rerun": rerun, "exec_true": exec_true, **cost})
         print(f"  discovered N={n}: {rows[-1]}", file=sys.stderr)
@@ -452,7 +463,12 @@ def measure_discovered(
         dropped.append(time.monotonic() - start)
     set_tenants(lab, 0)
     lab.psql(PORT, "postgres", "ALTER ROLE pgmon_bench CONNECTION LIMIT -1")
-    return {"rows": rows, "created": created, "dropped": dropped, "scrape_seconds": scrape_seconds}
+    return {
+        "rows": rows,
+        "created": created,
+        "dropped": dropped,
+        "scrape_seconds": probe_seconds or scrape_seconds,
+    }
 
 
 def measure_alert(deployment: Deployment, lab: Lab) -> dict[str, float]:
@@ -498,12 +514,23 @@ def main() -> int:
     parser.add_argument(
         "--sizes", help="the listed mode's sizes, comma-separated (default 1,50,200,500)"
     )
+    parser.add_argument(
+        "--discovered-sizes",
+        help="the discovered mode's sizes, comma-separated (default 50,200,500)",
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=int,
+        help="the discovered server's scrape_interval_seconds (default: the scrape interval)",
+    )
     args = parser.parse_args()
     # The sizes at the production scrape interval: the lab's 2 s would make 500 exporters the CPU's.
     sizes, tables, scrape = ([1, 2], 20, 2) if args.smoke else ([1, 50, 200, 500], 1000, 15)
     if args.sizes:
         sizes = [int(n) for n in args.sizes.split(",")]
     discovered_sizes, tries = ([2], 2) if args.smoke else ([50, 200, 500], 20)
+    if args.discovered_sizes:
+        discovered_sizes = [int(n) for n in args.discovered_sizes.split(",")]
 
     lab = Lab()
     lab.up()
@@ -534,7 +561,9 @@ def main() -> int:
             table_cost = measure_tables(deployment, lab, tables)
             alert = measure_alert(deployment, lab)
         if not args.listed_only:
-            discovered = measure_discovered(deployment, lab, discovered_sizes, tries, scrape)
+            discovered = measure_discovered(
+                deployment, lab, discovered_sizes, tries, scrape, args.probe_interval
+            )
     finally:
         deployment.teardown()
         discord.close()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tasks.render import render_stack
 from tasks.render.compose import compose_services
-from tasks.render.discovery import DISCOVER_SCRIPT, LISTED_METRIC, sql_string
+from tasks.render.discovery import DISCOVER_SCRIPT, LISTED_METRIC, discovery_query, sql_string
 from tasks.render.exporters import TABLE_QUERIES
 from tasks.render.prometheus import render_prometheus_config, render_rules
 from tasks.settings import DeployError, build_settings
@@ -63,10 +63,33 @@ def test_a_server_alone_is_enough_to_deploy():
         ([{**SERVER, "labels": {"tenant": "a"}}], "label 'tenant' is set by pgmon itself"),
         ([{**SERVER, "password_env": "PW_MISSING"}], "pgmon_servers[0].password_env (tenants)"),
         ([{**SERVER, "password_env": "PW_SPACE"}], "holds a space"),
+        (
+            [{**SERVER, "scrape_interval_seconds": 10}],
+            "servers[0].scrape_interval_seconds: 10 is shorter than pgmon_scrape_interval_seconds (15)",
+        ),
+        ([{**SERVER, "scrape_interval_seconds": 301}], "pgmon_servers[0].scrape_interval_seconds"),
     ],
 )
 def test_bad_server_entries_are_refused_naming_the_field(servers, expected):
     assert expected in refusal(group_data(pgmon_servers=servers))
+
+
+def test_a_server_of_many_databases_can_have_them_probed_less_often():
+    default = with_server()
+    assert "__scrape_interval__" not in discovery_query(default, default.config.servers[0])["query"]
+    slower = with_server(scrape_interval_seconds=60)
+    query = discovery_query(slower, slower.config.servers[0])["query"]
+    assert '"__scrape_interval__": "60s"' in query
+    # A window must hold 4 of the slower scrapes too.
+    message = refusal(
+        group_data(
+            pgmon_servers=[{**SERVER, "scrape_interval_seconds": 60}],
+            pgmon_alert_thresholds={"deadlocks_window": "3m"},
+        )
+    )
+    assert (
+        "alert_thresholds.deadlocks_window: '3m' holds fewer than 4 scrapes (60s apart)" in message
+    )
 
 
 def test_the_server_gets_its_own_exporter_writing_the_list_and_one_probing_its_databases():
