@@ -313,12 +313,17 @@ def test_test_alert_command_reaches_every_channel_and_chat(fresh):
     assert result.returncode == 0, output[-6000:]
     assert "pgmon: test alert: discord   ok    1 message(s) accepted" in output
     assert "pgmon: test alert: telegram  ok    2 message(s) accepted" in output
-    discord = fresh.discord.wait_for(lambda m: "PgmonTestAlert" in m.text, timeout=5)
-    assert (
-        "(critical)" in discord.text and "(warning)" in discord.text
-    )  # one group, both severities
+    # One group, both severities. On a loaded CI host the two amtool runs can straddle the lab's 2 s group_wait:
+    # the group is then sent with one alert first and both at its next group_interval.
+    fresh.discord.wait_for(
+        lambda m: "PgmonTestAlert" in m.text and "(critical)" in m.text and "(warning)" in m.text,
+        timeout=WAIT,
+    )
     telegram = [m for m in fresh.telegram.received if "PgmonTestAlert" in m.text]
-    assert sorted(str(m.body["chat_id"]) for m in telegram) == sorted(CHATS)
+    assert sorted({str(m.body["chat_id"]) for m in telegram}) == sorted(CHATS)
+    # Resolved (a minute on) before the next test: the drill counts Alertmanager's notifications per channel,
+    # and a late update of this group would be counted as its own.
+    both_channels(fresh, "PgmonTestAlert", "the processing host", status="RESOLVED")
 
 
 def test_the_fire_drill_sends_one_message_per_channel_and_chat_then_resolves(fresh):
