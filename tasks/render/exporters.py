@@ -77,8 +77,14 @@ def since_version(sql_by_version: dict[int, str], **columns: str) -> str:
     )
 
 
+def versioned_query(sql_by_version: dict[int, str], *metrics: tuple[str, str, str]) -> dict:
+    """A queries.yaml entry of ``since_version``'s query, its columns read back as the metrics say: labels as
+    text, values as float8."""
+    columns = {name: "text" if usage == "LABEL" else "float8" for name, usage, _ in metrics}
+    return query_entry(since_version(sql_by_version, **columns), *metrics)
+
+
 # pg_stat_io's row labels.
-IO_LABELS = {"backend_type": "text", "object": "text", "context": "text"}
 IO_LABEL_COLUMNS = (
     (
         "backend_type",
@@ -183,17 +189,13 @@ SERVER_QUERIES = {
     # than the background writer and checkpointer; what pg_stat_bgwriter's buffers_backend and
     # buffers_backend_fsync counted before PostgreSQL 17 moved them to pg_stat_io (dashboard 9628 reads
     # them). No row before 17.
-    "pgmon_stat_io_backend": query_entry(
-        since_version(
-            {
-                170000: """
-                SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS fsyncs FROM pg_stat_io
-                WHERE object = 'relation' AND backend_type NOT IN ('background writer', 'checkpointer')
-                """
-            },
-            writes="float8",
-            fsyncs="float8",
-        ),
+    "pgmon_stat_io_backend": versioned_query(
+        {
+            170000: """
+            SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS fsyncs FROM pg_stat_io
+            WHERE object = 'relation' AND backend_type NOT IN ('background writer', 'checkpointer')
+            """
+        },
         (
             "writes",
             "COUNTER",
@@ -204,21 +206,14 @@ SERVER_QUERIES = {
     # pgmon_stat_io_{reads,writes,extends,fsyncs}{backend_type, object, context}: I/O operations by who did
     # them, on what and why (pg_stat_io, PostgreSQL 16 on; postgres_exporter has no collector for it). A
     # column that does not apply to a row (NULL) counts 0; rows where none applies are left out.
-    "pgmon_stat_io": query_entry(
-        since_version(
-            {
-                160000: """
-                SELECT backend_type, object, context, COALESCE(reads, 0) AS reads,
-                  COALESCE(writes, 0) AS writes, COALESCE(extends, 0) AS extends, COALESCE(fsyncs, 0) AS fsyncs
-                FROM pg_stat_io WHERE COALESCE(reads, writes, extends, fsyncs) IS NOT NULL
-                """
-            },
-            **IO_LABELS,
-            reads="float8",
-            writes="float8",
-            extends="float8",
-            fsyncs="float8",
-        ),
+    "pgmon_stat_io": versioned_query(
+        {
+            160000: """
+            SELECT backend_type, object, context, COALESCE(reads, 0) AS reads,
+              COALESCE(writes, 0) AS writes, COALESCE(extends, 0) AS extends, COALESCE(fsyncs, 0) AS fsyncs
+            FROM pg_stat_io WHERE COALESCE(reads, writes, extends, fsyncs) IS NOT NULL
+            """
+        },
         *IO_LABEL_COLUMNS,
         ("reads", "COUNTER", "Read operations"),
         ("writes", "COUNTER", "Write operations"),
@@ -227,20 +222,14 @@ SERVER_QUERIES = {
     ),
     # pgmon_stat_io_bytes_{read,written,extended}: the same rows in bytes, which PostgreSQL 18 counts itself (it
     # dropped op_bytes: its WAL rows are not in blocks). No row before 18.
-    "pgmon_stat_io_bytes": query_entry(
-        since_version(
-            {
-                180000: """
-                SELECT backend_type, object, context, COALESCE(read_bytes, 0) AS read,
-                  COALESCE(write_bytes, 0) AS written, COALESCE(extend_bytes, 0) AS extended
-                FROM pg_stat_io WHERE COALESCE(read_bytes, write_bytes, extend_bytes) IS NOT NULL
-                """
-            },
-            **IO_LABELS,
-            read="float8",
-            written="float8",
-            extended="float8",
-        ),
+    "pgmon_stat_io_bytes": versioned_query(
+        {
+            180000: """
+            SELECT backend_type, object, context, COALESCE(read_bytes, 0) AS read,
+              COALESCE(write_bytes, 0) AS written, COALESCE(extend_bytes, 0) AS extended
+            FROM pg_stat_io WHERE COALESCE(read_bytes, write_bytes, extend_bytes) IS NOT NULL
+            """
+        },
         *IO_LABEL_COLUMNS,
         ("read", "COUNTER", "Bytes read"),
         ("written", "COUNTER", "Bytes written"),
@@ -248,22 +237,17 @@ SERVER_QUERIES = {
     ),
     # pgmon_wal_io_{writes,syncs,generated_bytes}: WAL written to and synced on disk, and WAL generated;
     # PostgreSQL 18 moved the first two from pg_stat_wal to pg_stat_io's WAL rows. PostgreSQL 14 on.
-    "pgmon_wal_io": query_entry(
-        since_version(
-            {
-                180000: """
-                SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS syncs,
-                  (SELECT wal_bytes FROM pg_stat_wal) AS generated_bytes
-                FROM pg_stat_io WHERE object = 'wal'
-                """,
-                140000: """
-                SELECT wal_write AS writes, wal_sync AS syncs, wal_bytes AS generated_bytes FROM pg_stat_wal
-                """,
-            },
-            writes="float8",
-            syncs="float8",
-            generated_bytes="float8",
-        ),
+    "pgmon_wal_io": versioned_query(
+        {
+            180000: """
+            SELECT COALESCE(sum(writes), 0) AS writes, COALESCE(sum(fsyncs), 0) AS syncs,
+              (SELECT wal_bytes FROM pg_stat_wal) AS generated_bytes
+            FROM pg_stat_io WHERE object = 'wal'
+            """,
+            140000: """
+            SELECT wal_write AS writes, wal_sync AS syncs, wal_bytes AS generated_bytes FROM pg_stat_wal
+            """,
+        },
         ("writes", "COUNTER", "WAL writes to disk"),
         ("syncs", "COUNTER", "WAL syncs to disk"),
         ("generated_bytes", "COUNTER", "WAL generated, in bytes"),
@@ -271,19 +255,13 @@ SERVER_QUERIES = {
     # pgmon_checkpointer_{timed,requested,done,slru_written}: checkpoints (and restartpoints) due by time and
     # requested, which count the ones skipped on an idle server too, those performed, and the SLRU buffers they
     # wrote. PostgreSQL 18 on (postgres_exporter's stat_checkpointer collector reads 17's columns only).
-    "pgmon_checkpointer": query_entry(
-        since_version(
-            {
-                180000: """
-                SELECT num_timed AS timed, num_requested AS requested, num_done AS done, slru_written
-                FROM pg_stat_checkpointer
-                """
-            },
-            timed="float8",
-            requested="float8",
-            done="float8",
-            slru_written="float8",
-        ),
+    "pgmon_checkpointer": versioned_query(
+        {
+            180000: """
+            SELECT num_timed AS timed, num_requested AS requested, num_done AS done, slru_written
+            FROM pg_stat_checkpointer
+            """
+        },
         ("timed", "COUNTER", "Checkpoints due by checkpoint_timeout, skipped ones included"),
         ("requested", "COUNTER", "Checkpoints requested, skipped ones included"),
         ("done", "COUNTER", "Checkpoints performed"),
@@ -291,36 +269,26 @@ SERVER_QUERIES = {
     ),
     # pgmon_parallel_workers_{to_launch,launched}{datname}: parallel workers queries planned, and got; fewer
     # launched means max_parallel_workers or max_worker_processes ran out. PostgreSQL 18 on.
-    "pgmon_parallel_workers": query_entry(
-        since_version(
-            {
-                180000: """
-                SELECT datname, parallel_workers_to_launch AS to_launch, parallel_workers_launched AS launched
-                FROM pg_stat_database WHERE datname IS NOT NULL
-                """
-            },
-            datname="text",
-            to_launch="float8",
-            launched="float8",
-        ),
+    "pgmon_parallel_workers": versioned_query(
+        {
+            180000: """
+            SELECT datname, parallel_workers_to_launch AS to_launch, parallel_workers_launched AS launched
+            FROM pg_stat_database WHERE datname IS NOT NULL
+            """
+        },
         ("datname", "LABEL", "The database"),
         ("to_launch", "COUNTER", "Parallel workers planned"),
         ("launched", "COUNTER", "Parallel workers launched"),
     ),
     # pgmon_vacuum_progress_{running,delay_seconds}{datname}: VACUUMs running now, and the time they have
     # slept in cost-based delay (vacuum_cost_delay) so far. A row per database while one runs; PostgreSQL 18 on.
-    "pgmon_vacuum_progress": query_entry(
-        since_version(
-            {
-                180000: """
-                SELECT datname, count(*) AS running, sum(delay_time) / 1000 AS delay_seconds
-                FROM pg_stat_progress_vacuum GROUP BY datname
-                """
-            },
-            datname="text",
-            running="float8",
-            delay_seconds="float8",
-        ),
+    "pgmon_vacuum_progress": versioned_query(
+        {
+            180000: """
+            SELECT datname, count(*) AS running, sum(delay_time) / 1000 AS delay_seconds
+            FROM pg_stat_progress_vacuum GROUP BY datname
+            """
+        },
         ("datname", "LABEL", "The database"),
         ("running", "GAUGE", "VACUUMs running"),
         ("delay_seconds", "GAUGE", "Time the running VACUUMs slept in cost-based delay"),
@@ -330,24 +298,16 @@ SERVER_QUERIES = {
 TABLE_QUERIES = {
     # pgmon_table_maintenance_{vacuum,autovacuum,analyze,autoanalyze}_seconds{schemaname, relname}: time spent
     # on each table by manual and automatic VACUUM and ANALYZE. PostgreSQL 18 on.
-    "pgmon_table_maintenance": query_entry(
-        since_version(
-            {
-                180000: """
-                SELECT schemaname, relname, total_vacuum_time / 1000 AS vacuum_seconds,
-                  total_autovacuum_time / 1000 AS autovacuum_seconds,
-                  total_analyze_time / 1000 AS analyze_seconds,
-                  total_autoanalyze_time / 1000 AS autoanalyze_seconds
-                FROM pg_stat_user_tables
-                """
-            },
-            schemaname="text",
-            relname="text",
-            vacuum_seconds="float8",
-            autovacuum_seconds="float8",
-            analyze_seconds="float8",
-            autoanalyze_seconds="float8",
-        ),
+    "pgmon_table_maintenance": versioned_query(
+        {
+            180000: """
+            SELECT schemaname, relname, total_vacuum_time / 1000 AS vacuum_seconds,
+              total_autovacuum_time / 1000 AS autovacuum_seconds,
+              total_analyze_time / 1000 AS analyze_seconds,
+              total_autoanalyze_time / 1000 AS autoanalyze_seconds
+            FROM pg_stat_user_tables
+            """
+        },
         ("schemaname", "LABEL", "Schema of the table"),
         ("relname", "LABEL", "The table"),
         ("vacuum_seconds", "COUNTER", "Time spent in manual VACUUM"),
