@@ -328,12 +328,13 @@ class DeploySettings(Strict):
                         f"({longest}s apart); make it at least {shortest}s"
                     )
         for where, thresholds in sources:
-            window = thresholds.forecast_window
-            if window is not None and duration_seconds(window) < FORECAST_WINDOW_MIN_SECONDS:
-                problems.append(
-                    f"{where}.forecast_window: {window!r} is too short for a forecast (a line through a few "
-                    "minutes follows every bump); make it at least 1h"
-                )
+            for key in ("forecast_window", "connections_forecast_window"):
+                window = getattr(thresholds, key)
+                if window is not None and duration_seconds(window) < FORECAST_WINDOW_MIN_SECONDS:
+                    problems.append(
+                        f"{where}.{key}: {window!r} is too short for a forecast (a line through a few "
+                        "minutes follows every bump); make it at least 1h"
+                    )
         for where, thresholds in [("alert_thresholds", self.alert_thresholds)] + [
             (f"databases[{index}].alert_thresholds", self.thresholds_for(db))
             for index, db in enumerate(self.databases)

@@ -89,6 +89,10 @@ class AlertThresholds(Strict):
     forecast_critical_days: Annotated[float, Field(gt=0)] = 3
     forecast_window: Duration = "6h"
     forecast_for: Duration = "30m"
+    # Connections fitted over days: a morning's rise is not a trend.
+    connections_forecast_window: Duration = "7d"
+    # The volume that holds the server's data directory (GiB); unset, DataVolumeRunsOut is not rendered.
+    data_volume_gib: Annotated[float, Field(gt=0)] | None = None
     # Series a database brings per scrape (Prometheus's scrape_samples_post_metric_relabeling).
     series_budget: Count = 5000
     series_budget_for: Duration = "15m"
@@ -128,6 +132,8 @@ SERVER_THRESHOLDS = frozenset(
         "forecast_critical_days",
         "forecast_window",
         "forecast_for",
+        "connections_forecast_window",
+        "data_volume_gib",
     }
 )
 # Keys of the processing host's rules: global only.
@@ -150,6 +156,7 @@ WINDOW_THRESHOLDS = (
     "database_growth_window",
     "database_size_window",
     "forecast_window",
+    "connections_forecast_window",
 )
 MIN_SCRAPES_PER_WINDOW = 4
 # The forecasts fit a line through a 5-minute subquery of the window: an hour gives it 12 points.

@@ -36,6 +36,10 @@ _NOT_BEFORE = re.compile(r"not on PostgreSQL before (\d+)")
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+# Panels that list trouble, empty on a healthy lab: test_incidents proves each where it causes that trouble.
+EMPTY_WHEN_HEALTHY = frozenset({"Time left before a limit"})
+
+
 class Prometheus:
     """The HTTP API calls Grafana's Prometheus data source makes, on the test stack's Prometheus."""
 
@@ -228,7 +232,7 @@ class Dashboard:
                 if postgresql and postgresql < needs:
                     if self.has_data(expr, target):
                         empty.append(f"panel {title!r} has data on PostgreSQL {postgresql}: {expr}")
-                elif not self.has_data(expr, target):
+                elif title not in EMPTY_WHEN_HEALTHY and not self.has_data(expr, target):
                     empty.append(f"panel {title!r} has no data: {expr}")
             except AssertionError as error:
                 empty.append(f"panel {title!r} cannot be queried ({error}): {expr}")

@@ -26,6 +26,7 @@ from .lab import (
     GROUP_WAIT,
     POSTGRES_DOWN_FOR,
     PROMETHEUS_PORT,
+    REPO,
     SCRAPE_SECONDS,
     api_auth,
     prometheus_query,
@@ -385,6 +386,17 @@ def test_a_slot_about_to_lose_its_wal_is_forecast_and_resolves_when_dropped(fres
         for received in both_channels(fresh, "ReplicationSlotWalRunsOut", server):
             assert f"Replication slot {slot} on {server} loses WAL in" in plain(received)
             assert "B left" in received.text and "[FIRING:1 · CRITICAL]" in received.text
+        # The fleet dashboard lists it under "Time left before a limit", from the rule's own record.
+        fleet = json.loads((REPO / "files/grafana/dashboards/pgmon-fleet.json").read_text())
+        (panel,) = [p for p in fleet["panels"] if p["title"] == "Time left before a limit"]
+        rows = prometheus_query(panel["targets"][0]["expr"].replace("$server", ".*"))
+        left = [
+            float(row["value"][1])
+            for row in rows
+            if row["metric"].get("forecast") == "ReplicationSlotWalRunsOut"
+            and row["metric"].get("slot_name") == slot
+        ]
+        assert len(left) == 1 and 0 <= left[0] < 3 * 86400, rows
     finally:
         writing.clear()
         writer.join(timeout=30)

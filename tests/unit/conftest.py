@@ -123,7 +123,8 @@ def alert_rules(settings) -> dict[str, list[dict]]:
     rules: dict[str, list[dict]] = {}
     for group in yaml.safe_load(render_rules(settings))["groups"]:
         for rule in group["rules"]:
-            rules.setdefault(rule["alert"], []).append(rule)
+            if "alert" in rule:
+                rules.setdefault(rule["alert"], []).append(rule)
     return rules
 
 

@@ -14,7 +14,7 @@ from tasks.render.grafana import (
     bind_dashboard_inputs,
     pgmon_dashboard_files,
 )
-from tasks.render.prometheus import render_recording_rules
+from tasks.render.prometheus import render_recording_rules, render_rules
 from tasks.settings import build_settings
 from tasks.stack_model import DASHBOARDS_DIR, RELOAD_PROMETHEUS
 
@@ -66,8 +66,10 @@ def test_own_dashboards_have_units_thresholds_and_descriptions_on_every_panel():
 def test_own_dashboards_read_only_series_that_are_recorded_or_scraped(settings):
     recorded = {
         rule["record"]
-        for group in yaml.safe_load(render_recording_rules(settings))["groups"]
+        for rules in (render_recording_rules(settings), render_rules(settings))
+        for group in yaml.safe_load(rules)["groups"]
         for rule in group["rules"]
+        if "record" in rule
     }
     used = {
         name

@@ -472,3 +472,10 @@ def test_the_versions_table_names_the_defaults_their_notes_and_what_the_tests_ra
         ), row
         tested_tag = TESTED_IMAGES[component].rsplit(":", 1)[1].lstrip("v")
         assert tested in (tested_tag, "a stand-in"), row
+
+
+def test_the_rule_count_in_what_you_get_is_the_rules_pgmon_has():
+    from tests.unit.test_runbooks import every_rule
+
+    claimed = re.search(r"Discord and Telegram: (\d+) rules", README.read_text())
+    assert claimed and int(claimed[1]) == len(every_rule())

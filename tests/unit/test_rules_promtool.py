@@ -19,7 +19,7 @@ ALWAYS_FIRING = {"Watchdog"}
 
 def rule_test_settings(**overrides):
     """The settings tests/rules/*.yml are written for: shop and billing on db1:5432, ledger on db2:5433;
-    billing overrides four thresholds (the table ages: hours instead of days), ledger one of its server's;
+    billing overrides four thresholds (the table ages: hours instead of days), ledger two of its server's (its data volume: 64 GiB);
     the databases of db3:5432 are discovered (pgmon_servers entry "tenants")."""
     databases = group_data()["pgmon_databases"]
     databases[1] = {
@@ -31,7 +31,10 @@ def rule_test_settings(**overrides):
             "analyze_age_seconds": 3600,
         },
     }
-    databases[2] = {**databases[2], "alert_thresholds": {"connections_percent": 90}}
+    databases[2] = {
+        **databases[2],
+        "alert_thresholds": {"connections_percent": 90, "data_volume_gib": 64},
+    }
     servers = [{"name": "tenants", "host": "db3", "user": "mon", "password_env": "PW_LEDGER"}]
     return build_settings(
         group_data(pgmon_databases=databases, pgmon_servers=servers, **overrides), ENVIRON

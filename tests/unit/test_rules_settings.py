@@ -68,6 +68,10 @@ def test_a_forecast_needs_an_hour_and_its_critical_horizon_nearer_than_its_warni
     message = error_for(group_data(pgmon_alert_thresholds={"forecast_window": "30m"}))
     assert "pgmon_alert_thresholds.forecast_window: '30m' is too short for a forecast" in message
     assert "make it at least 1h" in message
+    message = error_for(with_thresholds(2, {"connections_forecast_window": "45m"}))
+    assert (
+        "pgmon_databases[2].alert_thresholds.connections_forecast_window: '45m' is too short for a forecast"
+    ) in message
     message = error_for(with_thresholds(1, {"forecast_warning_days": 2}))
     assert (
         "pgmon_databases[1].alert_thresholds.forecast_critical_days: 3 is not below forecast_warning_days "
@@ -229,13 +233,18 @@ def threshold_scope(key: str) -> str:
 def test_docs_list_every_threshold_with_its_default_and_scope():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
     rows = {
-        key: (default, scope)
-        for key, default, scope in re.findall(
-            r"^\| `([a-z_]+)` \| `([^`]+)` \| (database|server|host) \|", docs, re.MULTILINE
+        key: (default or unset, scope)
+        for key, default, unset, scope in re.findall(
+            r"^\| `([a-z_]+)` \| (?:`([^`]+)`|(unset)) \| (database|server|host) \|",
+            docs,
+            re.MULTILINE,
         )
     }
     expected = {
-        key: (value if isinstance(value, str) else f"{value:g}", threshold_scope(key))
+        key: (
+            value if isinstance(value, str) else "unset" if value is None else f"{value:g}",
+            threshold_scope(key),
+        )
         for key, value in AlertThresholds().model_dump().items()
     }
     assert rows == expected
@@ -270,3 +279,16 @@ def test_pg_stat_statements_is_read_where_a_database_says_it_is_and_once_per_ser
         "pgmon_databases[1].pg_stat_statements: shop on the same server db1:5432 already reads "
         "pg_stat_statements"
     ) in message
+
+
+def test_data_volume_runs_out_only_where_the_volume_is_given():
+    plain = alert_rules(build_settings(group_data(), ENVIRON))
+    assert "DataVolumeRunsOut" not in plain and "ConnectionsRunOut" in plain
+    (warning, critical) = alert_rules(
+        build_settings(with_thresholds(2, {"data_volume_gib": 0.5}), ENVIRON)
+    )["DataVolumeRunsOut"]
+    # Only the server of the database that gave it: half a GiB, in bytes.
+    assert warning["labels"]["thresholds"] == critical["labels"]["thresholds"] != "default"
+    assert "clamp_min(536870912 - " in warning["expr"]
+    message = error_for(group_data(pgmon_alert_thresholds={"data_volume_gib": 0}))
+    assert "data_volume_gib" in message

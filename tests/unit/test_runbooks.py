@@ -27,9 +27,11 @@ def mismatches(text: str, rules: set[str]) -> tuple[set[str], set[str]]:
 
 
 def every_rule() -> set[str]:
-    """The alerts of a deployment with every kind of rule: listed databases and a discovered server."""
+    """The alerts of a deployment with every kind of rule: listed databases, a discovered server, and a data
+    volume's size (DataVolumeRunsOut)."""
     server = {"name": "tenants", "host": "db3", "user": "mon", "password_env": "PW_LEDGER"}
-    return set(alert_rules(build_settings(group_data(pgmon_servers=[server]), ENVIRON)))
+    settings = group_data(pgmon_servers=[server], pgmon_alert_thresholds={"data_volume_gib": 100})
+    return set(alert_rules(build_settings(settings, ENVIRON)))
 
 
 def test_every_rule_has_a_runbook_section_and_every_section_a_rule():
