@@ -4,8 +4,9 @@ It starts (and later stops only what it started) a Docker engine, two
 PostgreSQL 15 clusters (5432 with databases shop and billing, 5433 with
 ledger), PostgreSQL 17 (5434, orders) and 18 (5435, reports) in containers,
 and an sshd on 127.0.0.1:2222 that accepts a key made for the run; on request
-(``create_replica``), a PostgreSQL 15 primary (5436) and its streaming replica (5437); for the
-benchmark, a PostgreSQL 17 of its own (5438, ``BENCH_SERVER``).
+(``create_replica``), a PostgreSQL 15 primary (5436) and its streaming replica (5437), and a streaming
+replica of the 18 (5439, ``POSTGRES18_REPLICA``); for the benchmark, a PostgreSQL 17 of its own (5438,
+``BENCH_SERVER``).
 Deploys go through pyinfra's normal interface: an inventory file and a
 group_data folder, written by ``Lab.write_project`` or by you.
 
@@ -57,6 +58,8 @@ class ContainerServer:
     # Started by whoever needs it (start_cluster), not by ``Lab.up``; ``suffix`` tells its container apart.
     on_demand: bool = False
     suffix: str = ""
+    # A streaming replica of the container server on this port, made by pg_basebackup on its first start.
+    replica_of: int = 0
 
     @property
     def container(self) -> str:
@@ -76,7 +79,14 @@ POSTGRES17 = ContainerServer("17", 5434)
 POSTGRES18 = ContainerServer("18", 5435)
 # The benchmark's: room for an exporter per database at 500 (one connection held each, two while scraping).
 BENCH_SERVER = ContainerServer("17", 5438, max_connections=1200, on_demand=True, suffix="-bench")
-CONTAINER_SERVERS = {server.port: server for server in (POSTGRES17, POSTGRES18, BENCH_SERVER)}
+# 18's replica. Without a replication slot, so that nothing of it stays on the shared primary once removed.
+POSTGRES18_REPLICA = ContainerServer(
+    "18", 5439, on_demand=True, suffix="-replica", replica_of=POSTGRES18.port
+)
+REPLICATION_ROLE = "pgmon_lab_replicator"
+CONTAINER_SERVERS = {
+    server.port: server for server in (POSTGRES17, POSTGRES18, BENCH_SERVER, POSTGRES18_REPLICA)
+}
 POSTGRES17_PORT, POSTGRES18_PORT = POSTGRES17.port, POSTGRES18.port
 
 
@@ -226,10 +236,8 @@ class Lab:
         """Stop what this object started; with ``everything``, what any ``up`` left running."""
         markers = {p.name for p in self.dir.glob("*.started*")} if everything else self.started
         for server in CONTAINER_SERVERS.values():
-            marker = self.dir / server.marker
-            if marker.name in markers and marker.exists():
-                run("docker", "rm", "-f", "-v", server.container, check=False)
-                marker.unlink()
+            if server.marker in markers and (self.dir / server.marker).exists():
+                self.remove_container_server(server)
         for name in ("sshd", "dockerd"):
             pidfile = self.dir / f"{name}.started-pid"
             if pidfile.name in markers and pidfile.exists():
@@ -330,24 +338,38 @@ class Lab:
                 or run("docker", "start", server.container, check=False).returncode != 0
             ):
                 run("docker", "rm", "-f", "-v", server.container, check=False)
-                # The superuser's own password is never used (the lab connects on the local socket); passed by
-                # name so it is not on a command line.
+                settings = [
+                    "-c",
+                    "shared_preload_libraries=pg_stat_statements",
+                    "-c",
+                    f"max_connections={server.max_connections}",
+                ]
+                # Passwords go by name, not on a command line. The superuser's own is never used (the lab
+                # connects on the local socket).
+                if server.replica_of:
+                    password = secrets.token_hex(16)
+                    self._allow_replication(CONTAINER_SERVERS[server.replica_of], password)
+                    start = ["-e", "PGPASSWORD", "--entrypoint", "/bin/sh", server.image, "-c"]
+                    start.append(
+                        '[ -s "$PGDATA/PG_VERSION" ] || pg_basebackup -h '
+                        f"{DOCKER_BRIDGE_IP} -p {server.replica_of} -U {REPLICATION_ROLE} "
+                        '-D "$PGDATA" -R -X stream || exit 1; '
+                        f"exec postgres -D \"$PGDATA\" -c listen_addresses='*' {' '.join(settings)}"
+                    )
+                    environment = {"PGPASSWORD": password}
+                else:
+                    start = ["-e", "POSTGRES_PASSWORD", server.image, *settings]
+                    environment = {"POSTGRES_PASSWORD": secrets.token_hex(16)}
                 run(
                     "docker",
                     "run",
                     "-d",
                     "--name",
                     server.container,
-                    "-e",
-                    "POSTGRES_PASSWORD",
                     "-p",
                     f"{DOCKER_BRIDGE_IP}:{server.port}:5432",
-                    server.image,
-                    "-c",
-                    "shared_preload_libraries=pg_stat_statements",
-                    "-c",
-                    f"max_connections={server.max_connections}",
-                    env={**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(16)},
+                    *start,
+                    env={**os.environ, **environment},
                 )
             self._mark_started(server.marker)
         wait_until(
@@ -359,6 +381,32 @@ class Lab:
             60,
         )
         self.create_databases([db for db in DATABASES if db.port == server.port])
+
+    def _allow_replication(self, primary: ContainerServer, password: str) -> None:
+        """A replication role with ``password`` on ``primary``, and a pg_hba.conf line that lets it in."""
+        self.psql(
+            primary.port,
+            "postgres",
+            f"SELECT 'CREATE ROLE {REPLICATION_ROLE} REPLICATION LOGIN' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{REPLICATION_ROLE}') \\gexec\n"
+            f"ALTER ROLE {REPLICATION_ROLE} PASSWORD :'pw';\n",
+            variables={"pw": password},
+        )
+        line = f"host replication {REPLICATION_ROLE} 0.0.0.0/0 scram-sha-256"
+        run(
+            "docker",
+            "exec",
+            primary.container,
+            "sh",
+            "-c",
+            f'grep -qxF "{line}" "$PGDATA/pg_hba.conf" || echo "{line}" >> "$PGDATA/pg_hba.conf"',
+        )
+        self.psql(primary.port, "postgres", "SELECT pg_reload_conf()")
+
+    def remove_container_server(self, server: ContainerServer) -> None:
+        """``server``'s container and its data, gone."""
+        run("docker", "rm", "-f", "-v", server.container, check=False)
+        (self.dir / server.marker).unlink(missing_ok=True)
 
     def create_databases(self, databases) -> None:
         """Each database with its own monitoring role (pg_monitor) and password."""

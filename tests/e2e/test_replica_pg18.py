@@ -1,0 +1,123 @@
+"""PostgreSQL 18 as a primary and its streaming replica: pgmon's statistics dashboard (pgmon-statistics) has data
+on both, where each statistic exists.
+
+The lab's 18 (5435, reports) is the primary; ``POSTGRES18_REPLICA`` (5439) is made from it by pg_basebackup
+when this suite starts and removed after, without a replication slot, so nothing of it stays behind on the
+primary the other suites share. One deployment of its own (``SITE``) watches reports on both servers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from .grafana_queries import Dashboard, Prometheus
+from .lab import (
+    DATABASES,
+    POSTGRES18_PORT,
+    POSTGRES18_REPLICA,
+    REPO,
+    SCRAPE_SECONDS,
+    Site,
+    prometheus_query,
+    wait_until,
+)
+from .test_deploy import assert_ok
+
+pytestmark = pytest.mark.e2e
+
+SITE = Site(
+    base_dir="/opt/pgmon-pg18-replica",
+    project="pgmon-pg18-replica",
+    prometheus_port=19690,
+    alertmanager_port=19693,
+    grafana_port=13600,
+)
+PRIMARY = next(db for db in DATABASES if db.port == POSTGRES18_PORT)
+STANDBY = replace(PRIMARY, name="standby", port=POSTGRES18_REPLICA.port)  # its copy of reports
+STATISTICS = REPO / "files/grafana/dashboards/pgmon-statistics.json"
+# What the statistics read: a table written, vacuumed and analyzed on the primary (its I/O, WAL, vacuum and
+# analyze times), read by parallel scans on both.
+SETUP = """
+DROP TABLE IF EXISTS pgmon_e2e_stats;
+CREATE TABLE pgmon_e2e_stats AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;
+DELETE FROM pgmon_e2e_stats WHERE id % 3 = 0;
+VACUUM ANALYZE pgmon_e2e_stats;
+CHECKPOINT;
+"""
+PARALLEL_SCANS = (
+    "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+    + "SELECT count(*) FROM pgmon_e2e_stats; " * 5
+)
+
+
+@pytest.fixture(scope="module")
+def pair(lab, new_deployment):
+    lab.start_cluster(POSTGRES18_REPLICA.port)
+    try:
+        wait_until(
+            "the 18 replica streaming from its primary",
+            lambda: (
+                lab.psql(
+                    PRIMARY.port,
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                )
+                == "1"
+            ),
+            60,
+        )
+        with new_deployment(
+            "pg18-replica-project", databases=(PRIMARY, STANDBY), site=SITE
+        ) as deployment:
+            deployment.configure([PRIMARY.name, STANDBY.name])
+            assert_ok(deployment.run())
+            yield deployment
+    finally:
+        lab.psql(PRIMARY.port, PRIMARY.dbname, "DROP TABLE IF EXISTS pgmon_e2e_stats")
+        lab.remove_container_server(POSTGRES18_REPLICA)
+
+
+def test_every_statistics_panel_has_data_on_the_18_primary_and_its_replica(lab, pair):
+    assert lab.psql(STANDBY.port, STANDBY.dbname, "SELECT pg_is_in_recovery()") == "t"
+    lab.psql(PRIMARY.port, PRIMARY.dbname, SETUP)
+    wait_until(
+        "the table on the replica",
+        lambda: (
+            lab.psql(
+                STANDBY.port, STANDBY.dbname, "SELECT to_regclass('pgmon_e2e_stats') IS NOT NULL"
+            )
+            == "t"
+        ),
+        30,
+    )
+    roles = {
+        row["metric"]["database"]: row["value"][1]
+        for row in prometheus_query("pg_replication_is_replica", port=SITE.prometheus_port)
+    }
+    assert roles == {PRIMARY.name: "0", STANDBY.name: "1"}, roles
+    model = json.loads(STATISTICS.read_text())
+    last: dict[str, list[str]] = {}
+
+    def every_panel_has_data() -> bool:
+        for db in (PRIMARY, STANDBY):
+            lab.psql(db.port, db.dbname, PARALLEL_SCANS)
+        dashboard = Dashboard(model, Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
+        last.clear()
+        for db in (PRIMARY, STANDBY):
+            picks = {
+                "server": f"host.docker.internal:{db.port}",
+                "database": db.name,
+                "instance": db.name,
+            }
+            if lines := dashboard.empty_panels(picks, 18):
+                last[db.name] = lines
+        return not last
+
+    try:
+        wait_until("every statistics panel with data", every_panel_has_data, 180, interval=10)
+    except TimeoutError:
+        report = "\n".join(f"{name}: {line}" for name, lines in last.items() for line in lines)
+        pytest.fail(f"panels without data:\n{report}")
