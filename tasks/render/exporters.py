@@ -53,6 +53,12 @@ def query_entry(sql: str, *metrics: tuple[str, str, str]) -> dict:
     }
 
 
+# The characters XML 1.0 forbids that a PostgreSQL text can hold, as a regular expression's bracket.
+_XML_INVALID = (
+    "'[' || chr(1) || '-' || chr(8) || chr(11) || chr(12) || chr(14) || '-' || chr(31) || ']'"
+)
+
+
 def since_version(sql_by_version: dict[int, str], **columns: str) -> str:
     """A query that runs, of ``sql_by_version`` (server_version_num it needs -> SQL), the one for the newest
     version the server has, and returns no row on an older server. ``columns``: each column's name and SQL
@@ -62,11 +68,22 @@ def since_version(sql_by_version: dict[int, str], **columns: str) -> str:
     sees a view or column it lacks (postgres_exporter 0.19.1 ran a query on 15 despite a queries.yaml
     ``runonserver: ">=17.0.0"``). XMLTABLE reads the rows back, undoing query_to_xml's escaping of names.
     Needs PostgreSQL built with libxml, as Debian's and the official images are.
+
+    XML 1.0 has no control characters, and one in a text value (a table named so) fails the whole query: text
+    columns get U+FFFD in their place.
     """
+    outputs = ", ".join(
+        f"regexp_replace({name}, {_XML_INVALID}, chr(65533), 'g') AS {name}"
+        if sql_type == "text"
+        else name
+        for name, sql_type in columns.items()
+    )
     cases = " ".join(
         f"WHEN current_setting('server_version_num')::int >= {version} THEN "
         + "'"
-        + " ".join(line.strip() for line in sql.strip().splitlines()).replace("'", "''")
+        + f"SELECT {outputs} FROM ({' '.join(line.strip() for line in sql.strip().splitlines())}) AS q".replace(
+            "'", "''"
+        )
         + "'"
         for version, sql in sorted(sql_by_version.items(), reverse=True)
     )

@@ -121,3 +121,31 @@ def test_every_statistics_panel_has_data_on_the_18_primary_and_its_replica(lab, 
     except TimeoutError:
         report = "\n".join(f"{name}: {line}" for name, lines in last.items() for line in lines)
         pytest.fail(f"panels without data:\n{report}")
+
+
+ODD_TABLE = (
+    'odd "q": <x>& é\x01z'  # quotes, XML's markup, and a control character XML 1.0 cannot hold
+)
+
+
+def test_a_table_named_with_a_control_character_keeps_every_table_in_the_18_statistics(lab, pair):
+    """query_to_xml fails on a control character, and with it the whole query: pgmon's queries put U+FFFD in
+    its place (since_version), and the other tables keep their series."""
+    quoted = '"' + ODD_TABLE.replace('"', '""') + '"'
+    lab.psql(PRIMARY.port, PRIMARY.dbname, f"CREATE TABLE {quoted} (v int)")
+    try:
+        query = f'pgmon_table_maintenance_vacuum_seconds{{database="{PRIMARY.name}"}}'
+        wait_until(
+            "the odd table's series",
+            lambda: (
+                {
+                    row["metric"]["relname"]
+                    for row in prometheus_query(query, port=SITE.prometheus_port)
+                }
+                >= {ODD_TABLE.replace("\x01", "\ufffd"), "pgmon_e2e_stats"}
+            ),
+            60,
+            interval=2,
+        )
+    finally:
+        lab.psql(PRIMARY.port, PRIMARY.dbname, f"DROP TABLE IF EXISTS {quoted}")
