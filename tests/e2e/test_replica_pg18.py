@@ -81,7 +81,7 @@ def pair(lab, new_deployment):
 
 
 def test_every_statistics_panel_has_data_on_the_18_primary_and_its_replica(lab, pair):
-    assert lab.psql(STANDBY.port, STANDBY.dbname, "SELECT pg_is_in_recovery()") == "t"
+    assert lab.psql(STANDBY.port, STANDBY.dbname, "SELECT pg_is_in_recovery()").strip() == "t"
     lab.psql(PRIMARY.port, PRIMARY.dbname, SETUP)
     wait_until(
         "the table on the replica",
