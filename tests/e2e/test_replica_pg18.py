@@ -64,7 +64,7 @@ def pair(lab, new_deployment):
                     PRIMARY.port,
                     "postgres",
                     "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
-                )
+                ).strip()
                 == "1"
             ),
             60,
@@ -88,7 +88,7 @@ def test_every_statistics_panel_has_data_on_the_18_primary_and_its_replica(lab, 
         lambda: (
             lab.psql(
                 STANDBY.port, STANDBY.dbname, "SELECT to_regclass('pgmon_e2e_stats') IS NOT NULL"
-            )
+            ).strip()
             == "t"
         ),
         30,
