@@ -48,6 +48,9 @@ DATABASE_THRESHOLDS = {
         "parallel_workers_window": "20s",
         "parallel_workers_for": "2s",
         "parallel_workers_min": 1,
+        "dead_tuples_min": 100,
+        "autovacuum_ineffective_window": "20s",
+        "autovacuum_ineffective_for": "2s",
     },
 }
 # Parallel scans in a session that allows no parallel worker: each plans workers the server never launches.
@@ -164,6 +167,44 @@ def test_parallel_workers_planned_but_never_launched(fresh):
         assert "100% of planned parallel workers not launched" in received.text
         assert "runbooks.md#parallelworkersnotlaunched" in received.text
     both_channels(fresh, "ParallelWorkersNotLaunched", DATABASE, status="RESOLVED")
+
+
+BLOAT = "pgmon_e2e_bloat"
+
+
+def test_autovacuum_that_cannot_clean_a_table_behind_an_old_snapshot(fresh):
+    """A rule on a statistic PostgreSQL 18 added (pg_stat_all_tables.total_autovacuum_time, pgmon's query): a
+    session's snapshot older than the deleted rows keeps them, and autovacuum, woken every second, scans the
+    table again and again and removes nothing. Ends when the session does."""
+    lab = fresh.lab
+    lab.psql(
+        PORT,
+        DATABASE,
+        f"DROP TABLE IF EXISTS {BLOAT}; CREATE TABLE {BLOAT} (id int) WITH "
+        "(autovacuum_vacuum_threshold = 50, autovacuum_vacuum_scale_factor = 0); "
+        f"INSERT INTO {BLOAT} SELECT generate_series(1, 5000)",
+    )
+    lab.psql(
+        PORT, "postgres", "ALTER SYSTEM SET autovacuum_naptime = '1s'; SELECT pg_reload_conf()"
+    )
+    holder = Session(PORT, DATABASE)
+    try:
+        holder.run("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_sleep(600);")
+        wait_until(
+            "the snapshot held", lambda: sessions_where(lab, PORT, "state = 'active'") == 1, 10
+        )
+        lab.psql(PORT, DATABASE, f"DELETE FROM {BLOAT} WHERE id > 1000")
+        for received in both_channels(fresh, "AutovacuumIneffective", DATABASE):
+            assert f"Autovacuum cannot clean table public.{BLOAT}" in received.text
+            assert "backend_xmin" in received.text  # the hint: what holds the horizon back
+    finally:
+        end_sessions(lab, (PORT,))
+        holder.close()
+        lab.psql(PORT, "postgres", "ALTER SYSTEM RESET autovacuum_naptime; SELECT pg_reload_conf()")
+    both_channels(fresh, "AutovacuumIneffective", DATABASE, status="RESOLVED")
+    # The held snapshot was a long transaction too: its alert ends before the next test.
+    both_channels(fresh, "LongRunningTransaction", DATABASE, status="RESOLVED")
+    lab.psql(PORT, DATABASE, f"DROP TABLE {BLOAT}")
 
 
 def test_postgresql_18_down_reaches_both_channels_then_resolves(fresh):
