@@ -8,6 +8,7 @@ import json
 from ..grafana_key import SECRET_KEY_FILE
 from ..settings import Settings
 from ..settings.cluster import peer_timeout_ms
+from ..settings.thresholds import PROMETHEUS_RETENTION_DAYS
 from ..stack_model import (
     ALERTMANAGER_GOSSIP_PORT,
     ALERTMANAGER_PORT,
@@ -127,7 +128,7 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "command": [
                 "--config.file=/etc/prometheus/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
-                "--storage.tsdb.retention.time=30d",
+                f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION_DAYS}d",
                 # The snapshot API, for backup.py. It answers where the rest of Prometheus does: the host's loopback
                 # and the ui network, Grafana's (docs/security.md, "Network exposure").
                 "--web.enable-admin-api",

@@ -57,6 +57,8 @@ def query_entry(sql: str, *metrics: tuple[str, str, str]) -> dict:
 _XML_INVALID = (
     "'[' || chr(1) || '-' || chr(8) || chr(11) || chr(12) || chr(14) || '-' || chr(31) || ']'"
 )
+# U+FFFD, or ? where the database's encoding lacks it: chr() of a constant is computed, and fails, when planned.
+_REPLACEMENT = "chr(CASE current_setting('server_encoding') WHEN 'UTF8' THEN 65533 ELSE 63 END)"
 
 
 def since_version(sql_by_version: dict[int, str], **columns: str) -> str:
@@ -70,10 +72,10 @@ def since_version(sql_by_version: dict[int, str], **columns: str) -> str:
     Needs PostgreSQL built with libxml, as Debian's and the official images are.
 
     XML 1.0 has no control characters, and one in a text value (a table named so) fails the whole query: text
-    columns get U+FFFD in their place.
+    columns get U+FFFD in their place (``?`` in a database whose encoding has no U+FFFD).
     """
     outputs = ", ".join(
-        f"regexp_replace({name}, {_XML_INVALID}, chr(65533), 'g') AS {name}"
+        f"regexp_replace({name}, {_XML_INVALID}, {_REPLACEMENT}, 'g') AS {name}"
         if sql_type == "text"
         else name
         for name, sql_type in columns.items()

@@ -39,6 +39,7 @@ from .fields import (
 from .images import Component, too_old_images
 from .remote_write import RemoteWrite
 from .thresholds import (
+    CONNECTIONS_FORECAST_WINDOW_SECONDS,
     FORECAST_WINDOW_MIN_SECONDS,
     MIN_SCRAPES_PER_WINDOW,
     SERVER_THRESHOLDS,
@@ -327,14 +328,23 @@ class DeploySettings(Strict):
                         f"{where}.{key}: {value!r} holds fewer than {MIN_SCRAPES_PER_WINDOW} scrapes "
                         f"({longest}s apart); make it at least {shortest}s"
                     )
+        shortest_connections, longest_connections = CONNECTIONS_FORECAST_WINDOW_SECONDS
         for where, thresholds in sources:
-            for key in ("forecast_window", "connections_forecast_window"):
-                window = getattr(thresholds, key)
-                if window is not None and duration_seconds(window) < FORECAST_WINDOW_MIN_SECONDS:
-                    problems.append(
-                        f"{where}.{key}: {window!r} is too short for a forecast (a line through a few "
-                        "minutes follows every bump); make it at least 1h"
-                    )
+            window = thresholds.forecast_window
+            if window is not None and duration_seconds(window) < FORECAST_WINDOW_MIN_SECONDS:
+                problems.append(
+                    f"{where}.forecast_window: {window!r} is too short for a forecast (a line through a few "
+                    "minutes follows every bump); make it at least 1h"
+                )
+            window = thresholds.connections_forecast_window
+            if window is not None and not (
+                shortest_connections <= duration_seconds(window) <= longest_connections
+            ):
+                problems.append(
+                    f"{where}.connections_forecast_window: {window!r} is outside 1d to "
+                    f"{longest_connections // 86400}d: its line goes through hourly points, and "
+                    "Prometheus keeps no more than that"
+                )
         for where, thresholds in [("alert_thresholds", self.alert_thresholds)] + [
             (f"databases[{index}].alert_thresholds", self.thresholds_for(db))
             for index, db in enumerate(self.databases)

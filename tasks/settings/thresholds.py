@@ -89,8 +89,8 @@ class AlertThresholds(Strict):
     forecast_critical_days: Annotated[float, Field(gt=0)] = 3
     forecast_window: Duration = "6h"
     forecast_for: Duration = "30m"
-    # Connections fitted over days: a morning's rise is not a trend.
-    connections_forecast_window: Duration = "7d"
+    # Connections fitted over weeks: neither a morning's rise nor a week's is a trend.
+    connections_forecast_window: Duration = "21d"
     # The volume that holds the server's data directory (GiB); unset, DataVolumeRunsOut is not rendered.
     data_volume_gib: Annotated[float, Field(gt=0)] | None = None
     # Series a database brings per scrape (Prometheus's scrape_samples_post_metric_relabeling).
@@ -159,8 +159,12 @@ WINDOW_THRESHOLDS = (
     "connections_forecast_window",
 )
 MIN_SCRAPES_PER_WINDOW = 4
-# The forecasts fit a line through a 5-minute subquery of the window: an hour gives it 12 points.
+# A forecast fits a line through its window: through less than an hour it follows every bump.
 FORECAST_WINDOW_MIN_SECONDS = 3600
+# How long Prometheus keeps its samples (compose.py): a longer forecast window would never be on record.
+PROMETHEUS_RETENTION_DAYS = 30
+# ConnectionsRunOut fits hourly points (a subquery over the recorded ratio): a day gives it 24.
+CONNECTIONS_FORECAST_WINDOW_SECONDS = (86400, PROMETHEUS_RETENTION_DAYS * 86400)
 
 # The same keys, each optional, plus PostgresDown/ExporterDown's `for` (globally pgmon_alert_timing's).
 DatabaseAlertThresholds = create_model(
