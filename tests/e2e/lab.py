@@ -41,6 +41,7 @@ from .capture import CaptureServer
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_FIXTURE = REPO / "tests/fixtures/dashboard-9628.json"
+FLEET_DASHBOARD = REPO / "files/grafana/dashboards/pgmon-fleet.json"
 LAB_DIR = Path(os.environ.get("PGMON_LAB_DIR", "/tmp/pgmon-lab"))
 SSH_PORT = 2222
 DOCKER_BRIDGE_IP = "172.17.0.1"  # docker0: containers reach the host here (host.docker.internal)
@@ -80,7 +81,8 @@ POSTGRES17 = ContainerServer("17", 5434)
 POSTGRES18 = ContainerServer("18", 5435)
 # The benchmark's: room for an exporter per database at 500 (one connection held each, two while scraping).
 BENCH_SERVER = ContainerServer("17", 5438, max_connections=1200, on_demand=True, suffix="-bench")
-# 18's replica. Without a replication slot, so that nothing of it stays on the shared primary once removed.
+# 18's replica. Without a replication slot, so that no WAL is held for it on the shared primary once removed
+# (its replication role and pg_hba.conf line stay, unused).
 POSTGRES18_REPLICA = ContainerServer(
     "18", 5439, on_demand=True, suffix="-replica", replica_of=POSTGRES18.port
 )
@@ -345,8 +347,8 @@ class Lab:
                     "-c",
                     f"max_connections={server.max_connections}",
                 ]
-                # Passwords go by name, not on a command line. The superuser's own is never used (the lab
-                # connects on the local socket).
+                # Passwords reach docker by name, not on its command line. The superuser's own is never used
+                # (the lab connects on the local socket).
                 if server.replica_of:
                     password = secrets.token_hex(16)
                     self._allow_replication(CONTAINER_SERVERS[server.replica_of], password)

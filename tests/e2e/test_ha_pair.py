@@ -25,7 +25,14 @@ from tests.hosts import HostDatabase, TestNetwork, inventory_source, load_manife
 
 from .capture import CaptureServer
 from .grafana_queries import Dashboard
-from .lab import POSTGRES_DOWN_FOR, REPO, SCRAPE_SECONDS, TESTED_IMAGES, LabDatabase
+from .lab import (
+    FLEET_DASHBOARD,
+    POSTGRES_DOWN_FOR,
+    REPO,
+    SCRAPE_SECONDS,
+    TESTED_IMAGES,
+    LabDatabase,
+)
 from .test_bare_host import DATABASE, SITE, BareHostDeployment, bare_host_api_auth, stack_is_back
 from .test_deploy import assert_ok, changed_operations
 from .test_incidents import silence_command
@@ -488,7 +495,7 @@ def test_a_member_leaves_to_watch_a_database_of_its_own_writing_to_the_same_stor
     assert len(re.findall(rf"cluster +ok +{CLUSTER}: all 2 members gossip", output)) == 2
     assert members_gossip(members)
 
-    model = json.loads((REPO / "files/grafana/dashboards/pgmon-fleet.json").read_text())
+    model = json.loads(FLEET_DASHBOARD.read_text())
     databases = next(v for v in model["templating"]["list"] if v["name"] == "database")
 
     def offered() -> set[str]:

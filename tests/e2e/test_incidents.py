@@ -23,10 +23,10 @@ from tasks.settings import DEFAULT_RUNBOOK_BASE_URL, duration_seconds
 from .lab import (
     ALERTMANAGER_PORT,
     EVALUATION_SECONDS,
+    FLEET_DASHBOARD,
     GROUP_WAIT,
     POSTGRES_DOWN_FOR,
     PROMETHEUS_PORT,
-    REPO,
     SCRAPE_SECONDS,
     api_auth,
     prometheus_query,
@@ -387,7 +387,7 @@ def test_a_slot_about_to_lose_its_wal_is_forecast_and_resolves_when_dropped(fres
             assert f"Replication slot {slot} on {server} loses WAL in" in plain(received)
             assert "B left" in received.text and "[FIRING:1 · CRITICAL]" in received.text
         # The fleet dashboard lists it under "Time left before a limit", from the rule's own record.
-        fleet = json.loads((REPO / "files/grafana/dashboards/pgmon-fleet.json").read_text())
+        fleet = json.loads(FLEET_DASHBOARD.read_text())
         (panel,) = [p for p in fleet["panels"] if p["title"] == "Time left before a limit"]
         rows = prometheus_query(panel["targets"][0]["expr"].replace("$server", ".*"))
         left = [

@@ -25,7 +25,15 @@ from tasks.stack_model import PROMETHEUS_UID
 from tasks.verify_stores import parse_queue_readings
 
 from .grafana_queries import Dashboard, Prometheus
-from .lab import DATABASES, DOCKER_BRIDGE_IP, REPO, SCRAPE_SECONDS, Site, api_auth, wait_until
+from .lab import (
+    DATABASES,
+    DOCKER_BRIDGE_IP,
+    FLEET_DASHBOARD,
+    SCRAPE_SECONDS,
+    Site,
+    api_auth,
+    wait_until,
+)
 from .test_deploy import assert_ok
 
 pytestmark = pytest.mark.e2e
@@ -229,7 +237,7 @@ def test_samples_reach_the_store_and_an_outage_leaves_no_gap(new_deployment, vic
             "database": "shop",
             "instance": "shop",
         }
-        model = json.loads((REPO / "files/grafana/dashboards/pgmon-fleet.json").read_text())
+        model = json.loads(FLEET_DASHBOARD.read_text())
         now = time.time() - 2  # what the store has taken by now
         local = Dashboard(model, Prometheus(SITE.prometheus_port), SCRAPE_SECONDS, now)
         targets = len(list(local.targets()))
