@@ -26,7 +26,7 @@ import requests
 
 from tasks.dashboard import panels_of
 
-from .lab import api_auth
+from .lab import api_auth, wait_until
 
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"^label_values\((?:(.*),\s*)?(\w+)\)$", re.DOTALL)
@@ -237,3 +237,19 @@ class Dashboard:
             except AssertionError as error:
                 empty.append(f"panel {title!r} cannot be queried ({error}): {expr}")
         return empty
+
+
+def wait_for_every_panel(empty_panels, timeout: float, interval: float) -> None:
+    """Waits until ``empty_panels()`` (a name -> its empty_panels lines) names none; fails with the last lines."""
+    last: dict[str, list[str]] = {}
+
+    def none_empty() -> bool:
+        last.clear()
+        last.update(empty_panels())
+        return not last
+
+    try:
+        wait_until("every panel with data", none_empty, timeout, interval=interval)
+    except TimeoutError:
+        report = "\n".join(f"{name}: {line}" for name, lines in last.items() for line in lines)
+        raise AssertionError(f"panels without data:\n{report}") from None

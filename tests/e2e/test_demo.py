@@ -31,7 +31,7 @@ from tasks.demo.config import (
 from tasks.render.grafana import provisioned_dashboard_uids
 
 from .capture import Received
-from .grafana_queries import Dashboard, Prometheus
+from .grafana_queries import Dashboard, Prometheus, wait_for_every_panel
 from .lab import DASHBOARD_FIXTURE, TESTED_IMAGES, Project, prometheus_query, run, wait_until
 from .test_deploy import assert_ok, changed_operations, verification_lines
 
@@ -185,18 +185,7 @@ def test_every_panel_of_every_dashboard_has_data(demo):
             )
         }
 
-    last: dict[str, list[str]] = {}
-
-    def all_panels_have_data() -> bool:
-        last.clear()
-        last.update(empty_panels())
-        return not last
-
-    try:
-        wait_until("every panel with data", all_panels_have_data, 120, interval=5)
-    except TimeoutError:
-        report = "\n".join(f"{uid}: {line}" for uid, lines in last.items() for line in lines)
-        pytest.fail(f"panels without data:\n{report}")
+    wait_for_every_panel(empty_panels, 120, interval=5)
     assert len(dashboards) >= 3
 
 

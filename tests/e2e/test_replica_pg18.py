@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from .grafana_queries import Dashboard, Prometheus
+from .grafana_queries import Dashboard, Prometheus, wait_for_every_panel
 from .lab import (
     DATABASES,
     POSTGRES18_PORT,
@@ -24,6 +24,7 @@ from .lab import (
     prometheus_query,
     wait_until,
 )
+from .test_dashboards import picks
 from .test_deploy import assert_ok
 
 pytestmark = pytest.mark.e2e
@@ -99,28 +100,18 @@ def test_every_statistics_panel_has_data_on_the_18_primary_and_its_replica(lab, 
     }
     assert roles == {PRIMARY.name: "0", STANDBY.name: "1"}, roles
     model = json.loads(STATISTICS.read_text())
-    last: dict[str, list[str]] = {}
 
-    def every_panel_has_data() -> bool:
+    def empty_panels() -> dict[str, list[str]]:
         for db in (PRIMARY, STANDBY):
             lab.psql(db.port, db.dbname, PARALLEL_SCANS)
         dashboard = Dashboard(model, Prometheus(SITE.prometheus_port), SCRAPE_SECONDS)
-        last.clear()
-        for db in (PRIMARY, STANDBY):
-            picks = {
-                "server": f"host.docker.internal:{db.port}",
-                "database": db.name,
-                "instance": db.name,
-            }
-            if lines := dashboard.empty_panels(picks, 18):
-                last[db.name] = lines
-        return not last
+        return {
+            db.name: lines
+            for db in (PRIMARY, STANDBY)
+            if (lines := dashboard.empty_panels(picks(db), 18))
+        }
 
-    try:
-        wait_until("every statistics panel with data", every_panel_has_data, 180, interval=10)
-    except TimeoutError:
-        report = "\n".join(f"{name}: {line}" for name, lines in last.items() for line in lines)
-        pytest.fail(f"panels without data:\n{report}")
+    wait_for_every_panel(empty_panels, 180, interval=10)
 
 
 ODD_TABLE = (
