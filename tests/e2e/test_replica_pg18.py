@@ -13,6 +13,8 @@ from dataclasses import replace
 
 import pytest
 
+from tasks.render.exporters import DATABASE_QUERIES, SERVER_QUERIES, TABLE_QUERIES
+
 from .grafana_queries import Dashboard, Prometheus, wait_for_every_panel
 from .lab import (
     DATABASES,
@@ -143,3 +145,24 @@ def test_a_table_named_with_a_control_character_keeps_every_table_in_the_18_stat
         )
     finally:
         lab.psql(PRIMARY.port, PRIMARY.dbname, f"DROP TABLE IF EXISTS {quoted}, {PLAIN}")
+
+
+def test_every_pgmon_query_runs_in_a_latin1_database_with_an_odd_table(lab, pair):
+    """U+FFFD has no place in LATIN1: chr(65533) fails as soon as it is planned, which would empty every pgmon
+    query of such a database, odd names or not. Run on the server itself, each query as the exporters get it."""
+    latin1 = "pgmon_e2e_latin1"
+    lab.psql(PRIMARY.port, "postgres", f"DROP DATABASE IF EXISTS {latin1}")
+    lab.psql(
+        PRIMARY.port,
+        "postgres",
+        f"CREATE DATABASE {latin1} ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'",
+    )
+    try:
+        lab.psql(PRIMARY.port, latin1, 'CREATE TABLE "odd\x01" (v int)')
+        queries = {**SERVER_QUERIES, **DATABASE_QUERIES, **TABLE_QUERIES}
+        answers = {
+            name: lab.psql(PRIMARY.port, latin1, q["query"] + ";") for name, q in queries.items()
+        }
+        assert "|odd?|" in answers["pgmon_table_maintenance"], answers["pgmon_table_maintenance"]
+    finally:
+        lab.psql(PRIMARY.port, "postgres", f"DROP DATABASE IF EXISTS {latin1}")
