@@ -714,6 +714,15 @@ class Site:
     alertmanager_port: int = ALERTMANAGER_PORT
     grafana_port: int = GRAFANA_PORT
 
+    def __post_init__(self) -> None:
+        # A published port inside the kernel's ephemeral range can be taken by any outgoing connection first
+        # (a CI run failed on 49090: "bind: address already in use").
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        for port in (self.prometheus_port, self.alertmanager_port, self.grafana_port):
+            assert port < first_ephemeral, (
+                f"site port {port} is in the ephemeral range (from {first_ephemeral})"
+            )
+
 
 class Deployment:
     """A pgmon project in a folder (inventory.py + group_data/), run through pyinfra over SSH."""

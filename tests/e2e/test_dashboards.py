@@ -36,9 +36,9 @@ pytestmark = pytest.mark.e2e
 SITE = Site(
     base_dir="/opt/pgmon-dash",
     project="pgmon-dash",
-    prometheus_port=39090,
-    alertmanager_port=39093,
-    grafana_port=33000,
+    prometheus_port=21090,
+    alertmanager_port=21093,
+    grafana_port=21000,
 )
 # billing shares shop's server: its server-wide rows come from shop's exporter. orders is on PostgreSQL 17,
 # reports on 18 (shop, billing and ledger on 15).

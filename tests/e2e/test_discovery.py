@@ -33,9 +33,9 @@ pytestmark = pytest.mark.e2e
 SITE = Site(
     base_dir="/opt/pgmon-disc",
     project="pgmon-disc",
-    prometheus_port=39190,
-    alertmanager_port=39193,
-    grafana_port=33100,
+    prometheus_port=21190,
+    alertmanager_port=21193,
+    grafana_port=21100,
 )
 SERVER = "pg17"
 PORT = POSTGRES17.port

@@ -27,9 +27,9 @@ pytestmark = pytest.mark.e2e
 SITE = Site(
     base_dir="/opt/pgmon-lib",
     project="pgmon-lib",
-    prometheus_port=59090,
-    alertmanager_port=59093,
-    grafana_port=53000,
+    prometheus_port=21390,
+    alertmanager_port=21393,
+    grafana_port=21300,
 )
 NAMES = ["shop", "billing"]  # both on 5432, a cluster no other module stops
 # The deploy file of the README section, as a user writes it.

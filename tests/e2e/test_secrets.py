@@ -20,9 +20,9 @@ pytestmark = pytest.mark.e2e
 SITE = Site(
     base_dir="/opt/pgmon-secrets",
     project="pgmon-secrets",
-    prometheus_port=49090,
-    alertmanager_port=49093,
-    grafana_port=43000,
+    prometheus_port=21290,
+    alertmanager_port=21293,
+    grafana_port=21200,
 )
 # A database name and a role with spaces, and a long password with quotes, backslashes, spaces and non-ASCII.
 ODD = LabDatabase(
