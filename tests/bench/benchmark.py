@@ -12,7 +12,9 @@ with one exporter per database and with postgres_exporter's multi-target mode
 on the same databases; Prometheus memory; scrape duration and series of a
 database with many tables; the time from stopping a database to the
 PostgresDown message at the Discord and Telegram capture servers, beside the
-bound the configured intervals give.
+bound the configured intervals give. Listed sizes stop at the first whose deploy
+fails, printed with its reason. Then one discovered server (``pgmon_servers``) at
+each size: the same costs, and the discovery latency over overlapping tries.
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ def stack_cost(
 
 def measure_sizes(
     deployment: Deployment, lab: Lab, databases, sizes: list[int], scrape: int
-) -> list[tuple]:
-    """Listed databases, one exporter each: runs at each size, and what the stack costs there."""
+) -> tuple[list[tuple], tuple[int, str] | None]:
+    """Listed databases, one exporter each: runs at each size, and what the stack costs there; the sizes
+    stop at the first whose deploy fails, given back as (size, the deploy's last line)."""
     rows = []
     names = [db.name for db in databases]
     project = deployment.site.project
@@ -146,7 +149,10 @@ def measure_sizes(
     for n in sizes:
         deployment.teardown()
         deployment.configure(names[:n], **timing)
-        first = timed_run(deployment, f"first deploy of {n}")
+        try:
+            first = timed_run(deployment, f"first deploy of {n}")
+        except RuntimeError as failure:
+            return rows, (n, last_words(failure))
         rerun, exec_true = rerun_beside_floor(deployment, f"no-change rerun of {n}")
         cost = stack_cost(
             deployment,
@@ -166,7 +172,14 @@ def measure_sizes(
             f"add {add[0]:.1f}s, remove {remove[0]:.1f}s, {cost}",
             file=sys.stderr,
         )
-    return rows
+    return rows, None
+
+
+def last_words(failure: RuntimeError) -> str:
+    """The line of a failed run that says why: pgmon's own error where it gave one."""
+    lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
+    reasons = [line for line in lines if "pgmon" in line or "Error" in line]
+    return (reasons or lines)[-1][:300]
 
 
 # A no-change rerun and its floor are compared by the median of a few tries each, taken in turns.
@@ -409,66 +422,90 @@ def connections_held(lab: Lab, seconds: float) -> int:
 def measure_discovered(
     deployment: Deployment,
     lab: Lab,
-    sizes: list[int],
+    sizes: list[tuple[int, int | None]],
     tries: int,
     scrape_seconds: int,
-    probe_seconds: int | None = None,
-) -> dict:
-    """The discovered mode at each size: deploy, rerun, memory, scrapes, series and connections; then how
-    long a database created or dropped takes to appear in or leave Prometheus, ``tries`` times each."""
+) -> list[dict]:
+    """The discovered mode at each (size, probe interval): deploy, rerun, memory, scrapes, series and
+    connections; then how long databases created or dropped take to appear in or leave Prometheus."""
     deployment.secrets["PGMON_BENCH_DISCOVERED_PASSWORD"] = BENCH_PASSWORD
     # As docs/many-databases.md advises: the role's limit bounds the probes (a refused one fails one scrape).
     lab.psql(PORT, "postgres", f"ALTER ROLE pgmon_bench CONNECTION LIMIT {PROBE_ROLE_LIMIT}")
     project = deployment.site.project
     containers = [f"{project}-exporter-{DISCOVERED}", f"{project}-tenants-{DISCOVERED}"]
     rows = []
-    for n in sizes:
+    for n, probe_seconds in sizes:
+        interval = probe_seconds or scrape_seconds
         set_tenants(lab, n)
         deployment.teardown()
         deployment.configure([], **discovered_group_data(scrape_seconds, probe_seconds))
-        first = timed_run(deployment, f"first deploy of {n} discovered")
-        rerun, exec_true = rerun_beside_floor(deployment, f"no-change rerun of {n} discovered")
-        cost = stack_cost(
-            deployment,
-            lab,
-            f'{{discovered_by="{DISCOVERED}"}}',
-            containers,
-            n,
-            probe_seconds or scrape_seconds,
+        row = {"n": n, "interval": interval}
+        try:
+            row["first"] = timed_run(deployment, f"first deploy of {n} discovered")
+        except RuntimeError as failure:
+            rows.append({**row, "failed": last_words(failure)})
+            print(f"  discovered N={n} every {interval}s: {rows[-1]}", file=sys.stderr)
+            continue
+        row["rerun"], row["exec_true"] = rerun_beside_floor(
+            deployment, f"no-change rerun of {n} discovered"
         )
-        rows.append({"n": n, "first": first, "rerun": rerun, "exec_true": exec_true, **cost})
-        print(f"  discovered N={n}: {rows[-1]}", file=sys.stderr)
-    created, dropped = [], []
-    base = max(sizes)
-    for i in range(tries):
-        name = tenant_name(base + 1 + i)
-        selector = f'{{database="{DISCOVERED}/{name}"}}'
-        start = time.monotonic()
-        lab.psql(PORT, "postgres", f"CREATE DATABASE {name}")
-        wait_until(
-            f"{name} sampled",
-            lambda s=selector: prometheus_query("pg_up" + s, SITE.prometheus_port),
-            120,
-            interval=0.2,
+        row.update(
+            stack_cost(
+                deployment, lab, f'{{discovered_by="{DISCOVERED}"}}', containers, n, interval
+            )
         )
-        created.append(time.monotonic() - start)
-        start = time.monotonic()
-        lab.psql(PORT, "postgres", f"DROP DATABASE {name} WITH (FORCE)")
-        wait_until(
-            f"{name} stale",
-            lambda s=selector: not prometheus_query("up" + s, SITE.prometheus_port),
-            120,
-            interval=0.2,
-        )
-        dropped.append(time.monotonic() - start)
+        row["created"], row["dropped"] = discovery_latency(lab, n, tries, interval)
+        rows.append(row)
+        print(f"  discovered N={n} every {interval}s: {row}", file=sys.stderr)
     set_tenants(lab, 0)
     lab.psql(PORT, "postgres", "ALTER ROLE pgmon_bench CONNECTION LIMIT -1")
-    return {
-        "rows": rows,
-        "created": created,
-        "dropped": dropped,
-        "scrape_seconds": probe_seconds or scrape_seconds,
-    }
+    return rows
+
+
+def discovery_latency(
+    lab: Lab, base: int, tries: int, interval: int
+) -> tuple[list[float], list[float]]:
+    """Seconds from ``CREATE DATABASE`` to its first sample and from ``DROP DATABASE`` to its ``up`` series
+    gone, for ``tries`` databases beyond the ``base`` ones. The tries overlap: one starts every
+    interval / tries, so that together they fall at every phase of the probe and listing cycles without
+    taking ``tries`` intervals each."""
+    names = [tenant_name(base + 1 + i) for i in range(tries)]
+    pattern = "|".join(f"{DISCOVERED}/{name}" for name in names)
+    deadline = (
+        3 * interval + 120
+    )  # the listing's 15 s, then a probe; a removed target's stale markers
+
+    def present(metric: str) -> set[str]:
+        series = prometheus_query(f'{metric}{{database=~"{pattern}"}}', SITE.prometheus_port)
+        return {s["metric"]["database"].split("/", 1)[1] for s in series}
+
+    def paced(sql: str, done) -> list[float]:
+        started: dict[str, float] = {}
+        seen: dict[str, float] = {}
+
+        def record() -> bool:
+            for name in done(present) - seen.keys():
+                seen[name] = time.monotonic()
+            return len(seen) == len(names)
+
+        for name in names:
+            lab.psql(PORT, "postgres", sql.format(name))
+            started[name] = time.monotonic()
+            next_start = started[name] + interval / tries
+            while (
+                time.monotonic() < next_start
+            ):  # pacing the tries, watching the earlier ones meanwhile
+                record()
+                time.sleep(0.5)
+        wait_until(f"{len(names)} discovery tries", record, deadline, interval=0.5)
+        return [seen[name] - started[name] for name in names]
+
+    created = paced("CREATE DATABASE {}", lambda present: present("pg_up"))
+    dropped = paced(
+        "DROP DATABASE {} WITH (FORCE)",
+        lambda present: set(names) - present("up"),
+    )
+    return created, dropped
 
 
 def measure_alert(deployment: Deployment, lab: Lab) -> dict[str, float]:
@@ -516,21 +553,21 @@ def main() -> int:
     )
     parser.add_argument(
         "--discovered-sizes",
-        help="the discovered mode's sizes, comma-separated (default 50,200,500)",
-    )
-    parser.add_argument(
-        "--probe-interval",
-        type=int,
-        help="the discovered server's scrape_interval_seconds (default: the scrape interval)",
+        help="the discovered mode's sizes, comma-separated, each with the server's scrape_interval_seconds"
+        " after a colon where it is not the scrape interval (default 50,200,500:60)",
     )
     args = parser.parse_args()
     # The sizes at the production scrape interval: the lab's 2 s would make 500 exporters the CPU's.
     sizes, tables, scrape = ([1, 2], 20, 2) if args.smoke else ([1, 50, 200, 500], 1000, 15)
     if args.sizes:
         sizes = [int(n) for n in args.sizes.split(",")]
-    discovered_sizes, tries = ([2], 2) if args.smoke else ([50, 200, 500], 20)
-    if args.discovered_sizes:
-        discovered_sizes = [int(n) for n in args.discovered_sizes.split(",")]
+    discovered_sizes, tries = ("2", 2) if args.smoke else ("50,200,500:60", 20)
+    discovered = [
+        (int(n), int(probe) if probe else None)
+        for n, _, probe in (
+            size.partition(":") for size in (args.discovered_sizes or discovered_sizes).split(",")
+        )
+    ]
 
     lab = Lab()
     lab.up()
@@ -554,16 +591,17 @@ def main() -> int:
     )
     try:
         if not args.discovered_only:
-            rows = measure_sizes(deployment, lab, databases, sizes, scrape)
-            deployment.configure([db.name for db in databases[: max(sizes)]])
+            rows, listed_failure = measure_sizes(deployment, lab, databases, sizes, scrape)
+            if not rows:
+                raise RuntimeError(f"listed N={listed_failure[0]}: {listed_failure[1]}")
+            largest = rows[-1][0]
+            deployment.configure([db.name for db in databases[:largest]])
             timed_run(deployment, "redeploying the largest size")
-            memory = measure_memory(deployment, databases[: max(sizes)])
+            memory = measure_memory(deployment, databases[:largest])
             table_cost = measure_tables(deployment, lab, tables)
             alert = measure_alert(deployment, lab)
         if not args.listed_only:
-            discovered = measure_discovered(
-                deployment, lab, discovered_sizes, tries, scrape, args.probe_interval
-            )
+            discovered_rows = measure_discovered(deployment, lab, discovered, tries, scrape)
     finally:
         deployment.teardown()
         discord.close()
@@ -577,9 +615,9 @@ def main() -> int:
         f" {platform.python_version()}; pyinfra over SSH on loopback\n"
     )
     if not args.discovered_only:
-        print_listed(rows, memory, table_cost, alert, max(sizes))
+        print_listed(rows, listed_failure, memory, table_cost, alert)
     if not args.listed_only:
-        print_discovered(discovered)
+        print_discovered(discovered_rows)
     return 0
 
 
@@ -587,33 +625,43 @@ def connections_text(most: int) -> str:
     return "max_connections reached" if most < 0 else str(most)
 
 
-def print_discovered(result: dict) -> None:
-    interval = result["scrape_seconds"]
+def print_discovered(rows: list[dict]) -> None:
     print(
-        f"\n| discovered databases (one server, scrape every {interval} s, role limit {PROBE_ROLE_LIMIT}) "
+        f"\n| discovered databases (one server, role limit {PROBE_ROLE_LIMIT}) | probed every "
         "| first deploy | no-change rerun / `pyinfra … exec -- true` "
         "| exporters' memory | Prometheus memory | scrape duration, mean / max | samples per database "
         "| connections held, most |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for row in result["rows"]:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        if "failed" in row:
+            print(f"| {row['n']} | {row['interval']} s | failed: {row['failed']} |||||||")
+            continue
         print(
-            f"| {row['n']} | {row['first'][0]:.1f} s | {row['rerun'][0]:.2f} s / {row['exec_true']:.2f} s "
+            f"| {row['n']} | {row['interval']} s | {row['first'][0]:.1f} s "
+            f"| {row['rerun'][0]:.2f} s / {row['exec_true']:.2f} s = {row['rerun'][0] / row['exec_true']:.2f}× "
             f"({row['rerun'][1]} ops changed)"
             f" | {row['exporters']:.1f} MiB | {row['prometheus']:.1f} MiB"
             f" | {row['scrape_mean'] * 1000:.0f} / {row['scrape_max'] * 1000:.0f} ms"
             f" | {row['samples']:.0f} | {connections_text(row['connections'])} |"
         )
-    tries = len(result["created"])
-    print(f"\n| discovery latency, {tries} tries | median | max |\n|---|---|---|")
-    for label, values in (
-        ("CREATE DATABASE to first sample", result["created"]),
-        ("DROP DATABASE to its series gone", result["dropped"]),
-    ):
-        print(f"| {label} | {statistics.median(values):.1f} s | {max(values):.1f} s |")
+    print(
+        "\n| discovery latency (tries overlapping, one every interval / tries) | probed every "
+        "| `CREATE DATABASE` to first sample, median / max | `DROP DATABASE` to its series gone, median / max |"
+    )
+    print("|---|---|---|---|")
+    for row in rows:
+        if "created" in row:
+            created, dropped = row["created"], row["dropped"]
+            print(
+                f"| {row['n']} databases, {len(created)} tries | {row['interval']} s "
+                f"| {statistics.median(created):.1f} / {max(created):.1f} s "
+                f"| {statistics.median(dropped):.1f} / {max(dropped):.1f} s |"
+            )
 
 
-def print_listed(rows, memory, table_cost, alert, n_max: int) -> None:
+def print_listed(rows, failure: tuple[int, str] | None, memory, table_cost, alert) -> None:
+    n_max = rows[-1][0]
     print("| N databases | first deploy | no-change rerun | add one | remove one |")
     print("|---|---|---|---|---|")
     for n, first, rerun, add, remove, _, _ in rows:
@@ -621,6 +669,8 @@ def print_listed(rows, memory, table_cost, alert, n_max: int) -> None:
             f"{seconds:.1f} s ({ops} ops changed)" for seconds, ops in (first, rerun, add, remove)
         ]
         print(f"| {n} | " + " | ".join(cells) + " |")
+    if failure:
+        print(f"| {failure[0]} | failed: {failure[1]} ||||")
     print(
         "\n| N listed databases | no-change rerun / `pyinfra … exec -- true` | exporters' memory "
         "| Prometheus memory | scrape duration, mean / max | samples per database | connections held, most |"

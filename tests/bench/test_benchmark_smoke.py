@@ -34,6 +34,14 @@ def test_benchmark_smoke_prints_every_table():
         "Telegram capture server",
         "N listed databases",
         "discovered databases (one server",
-        "CREATE DATABASE to first sample",
     ):
         assert heading in result.stdout
+    discovered = re.findall(
+        r"^\| 2 \| 2 s \| [\d.]+ s \| .* \((\d+)/\d+ ops changed\)", result.stdout, re.M
+    )
+    assert discovered == ["0"], "no discovered row, or its no-change rerun changed something"
+    assert re.search(
+        r"^\| 2 databases, 2 tries \| 2 s \| [\d.]+ / [\d.]+ s \| [\d.]+ / [\d.]+ s \|$",
+        result.stdout,
+        re.M,
+    )
