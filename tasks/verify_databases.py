@@ -6,6 +6,7 @@ pgmon reads of PostgreSQL and what a DBA is told to fix there.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from .http_tunnel import HostHTTP
 from .render.api_auth import api_credentials
 from .render.prometheus import promql_string
 from .settings import Settings
+from .settings.discovery import LONGEST_PROBE_INTERVAL
 from .stack_model import (
     DISCOVERED_MOUNT,
     EXPORTER_PORT,
@@ -248,19 +250,48 @@ def names_text(server_name: str, labels: list[str]) -> str:
     return ", ".join(names[:LISTED_NAMES_MAX]) + (f" and {more} more" if more > 0 else "")
 
 
+# Probes a second one server's databases took on the benchmark's 2-core host, PostgreSQL beside them: 200 every
+# 15 s (13 a second) held; 500 (33 a second) piled up until every probe timed out (docs/benchmarks.md).
+PROBES_PER_SECOND_HELD = 13.5
+
+
 def describe_discovered(settings: Settings, discovered: dict[str, list[str]]) -> list[str]:
-    """What each discovered server's list on the host names now: said before any change, ``--dry`` too."""
+    """What each discovered server's list on the host names now, and a warning where probing them all at the
+    configured interval is beyond the rate measured to hold: said before any change, ``--dry`` too."""
     lines = []
     for server in settings.config.servers:
         labels = discovered.get(server.name)
         if labels is None:
             lines.append(f"server {server.name}: not listed on the host yet ({server.server})")
-        else:
-            lines.append(
-                f"server {server.name}: {len(labels)} databases listed on the host now "
-                f"({server.server}){': ' + names_text(server.name, labels) if labels else ''}"
-            )
+            continue
+        lines.append(
+            f"server {server.name}: {len(labels)} databases listed on the host now "
+            f"({server.server}){': ' + names_text(server.name, labels) if labels else ''}"
+        )
+        interval = server.scrape_interval_seconds or settings.config.scrape_interval_seconds
+        if warning := probe_rate_warning(server.name, len(labels), interval):
+            lines.append(warning)
     return lines
+
+
+def probe_rate_warning(server_name: str, databases: int, interval: int) -> str | None:
+    """A warning naming the probe interval that fits, where ``databases`` probed every ``interval`` seconds
+    is faster than ``PROBES_PER_SECOND_HELD``; None where it is not."""
+    rate = databases / interval
+    if rate <= PROBES_PER_SECOND_HELD:
+        return None
+    advised = math.ceil(databases / PROBES_PER_SECOND_HELD)
+    fix = (
+        f'"scrape_interval_seconds": {advised} or more on its entry in pgmon_servers'
+        if advised <= LONGEST_PROBE_INTERVAL
+        else f"fewer of them (exclude patterns): even every {LONGEST_PROBE_INTERVAL} s is faster"
+    )
+    return (
+        f"WARNING server {server_name}: {databases} databases probed every {interval} s is "
+        f"{rate:.0f} probes a second, each logging in twice; on 2 cores beside PostgreSQL "
+        f"{PROBES_PER_SECOND_HELD:g} a second held and 33 piled up until every probe timed out: "
+        f"{fix} (docs/many-databases.md, Probe rate)"
+    )
 
 
 def check_discovered_servers(

@@ -15,6 +15,9 @@ from pydantic import AfterValidator, Field
 
 from .fields import EnvName, Host, Labels, Name, Port, Strict, server_address
 
+# A discovered server's longest probe interval: Prometheus takes a series as gone 5 minutes after its last sample.
+LONGEST_PROBE_INTERVAL = 300
+
 
 def _check_pattern(value: str) -> str:
     try:
@@ -63,7 +66,7 @@ class DiscoveredServer(Strict):
     light: list[Pattern] = []
     # How often the databases found are probed; None: pgmon_scrape_interval_seconds. Every probe logs in
     # twice, so hundreds of databases on one server take a longer one (docs/many-databases.md).
-    scrape_interval_seconds: int | None = Field(default=None, ge=1, le=300)
+    scrape_interval_seconds: int | None = Field(default=None, ge=1, le=LONGEST_PROBE_INTERVAL)
 
     @property
     def server(self) -> str:

@@ -38,6 +38,7 @@ from tests.e2e.lab import (
     BENCH_SERVER,
     DATABASES,
     DOCKER_BRIDGE_IP,
+    TESTED_IMAGES,
     Deployment,
     Lab,
     LabDatabase,
@@ -235,7 +236,7 @@ def measure_memory(deployment: Deployment, databases) -> dict[str, float]:
             "host.docker.internal:host-gateway",
             "-v",
             f"{config}:/etc/pe.yml:ro",
-            "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+            TESTED_IMAGES["postgres_exporter"],
             "--config.file=/etc/pe.yml",
         ],
         check=True,
@@ -595,7 +596,12 @@ def main() -> int:
             if not rows:
                 raise RuntimeError(f"listed N={listed_failure[0]}: {listed_failure[1]}")
             largest = rows[-1][0]
-            deployment.configure([db.name for db in databases[:largest]])
+            # At the sizes' scrape interval: 200 exporters at the lab's 2 s overran this host (pg_up 0).
+            deployment.configure(
+                [db.name for db in databases[:largest]],
+                pgmon_scrape_interval_seconds=scrape,
+                pgmon_evaluation_interval_seconds=scrape,
+            )
             timed_run(deployment, "redeploying the largest size")
             memory = measure_memory(deployment, databases[:largest])
             table_cost = measure_tables(deployment, lab, tables)

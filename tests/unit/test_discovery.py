@@ -23,6 +23,12 @@ from tasks.render.discovery import DISCOVER_SCRIPT, LISTED_METRIC, discovery_que
 from tasks.render.exporters import TABLE_QUERIES
 from tasks.render.prometheus import render_prometheus_config, render_rules
 from tasks.settings import DeployError, build_settings
+from tasks.settings.discovery import LONGEST_PROBE_INTERVAL
+from tasks.verify_databases import (
+    PROBES_PER_SECOND_HELD,
+    describe_discovered,
+    probe_rate_warning,
+)
 
 from .conftest import ENVIRON, group_data
 
@@ -90,6 +96,43 @@ def test_a_server_of_many_databases_can_have_them_probed_less_often():
     assert (
         "alert_thresholds.deadlocks_window: '3m' holds fewer than 4 scrapes (60s apart)" in message
     )
+
+
+def test_the_deploy_says_what_each_server_lists_and_warns_where_probing_them_all_is_too_fast():
+    """500 every 15 s (33 probes a second) is what collapsed on the benchmark's host; 200 every 15 s held."""
+    settings = with_server()  # pgmon_scrape_interval_seconds: 15
+    labels = [f"tenants/t_{i:03d}" for i in range(500)]
+    assert describe_discovered(settings, {}) == [
+        "server tenants: not listed on the host yet (db1:5432)"
+    ]
+    (listed, warning) = describe_discovered(settings, {"tenants": labels})
+    assert listed.startswith(
+        "server tenants: 500 databases listed on the host now (db1:5432): t_000, "
+    )
+    assert listed.endswith("and 480 more")
+    assert warning.startswith(
+        "WARNING server tenants: 500 databases probed every 15 s is 33 probes a second"
+    )
+    assert '"scrape_interval_seconds": 38 or more on its entry' in warning
+    assert len(describe_discovered(settings, {"tenants": labels[:200]})) == 1
+    slower = with_server(scrape_interval_seconds=60)
+    assert len(describe_discovered(slower, {"tenants": labels})) == 1
+
+
+@given(
+    count=st.integers(0, 10_000),
+    interval=st.integers(1, LONGEST_PROBE_INTERVAL),
+)
+def test_the_advised_interval_is_one_the_warning_would_not_repeat(count, interval):
+    warning = probe_rate_warning("tenants", count, interval)
+    if warning is None:
+        assert count / interval <= PROBES_PER_SECOND_HELD
+    elif "exclude patterns" in warning:
+        assert count / LONGEST_PROBE_INTERVAL > PROBES_PER_SECOND_HELD
+    else:
+        advised = int(warning.split('"scrape_interval_seconds": ')[1].split()[0])
+        assert interval < advised <= LONGEST_PROBE_INTERVAL
+        assert probe_rate_warning("tenants", count, advised) is None
 
 
 def test_the_server_gets_its_own_exporter_writing_the_list_and_one_probing_its_databases():
