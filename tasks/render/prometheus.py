@@ -261,8 +261,9 @@ def rule_variants(settings: HostConfig) -> tuple[list[RuleVariant], list[RuleVar
 
     by_database: dict[tuple, tuple[RuleVariant, list[str]]] = {}
     by_server: dict[tuple, tuple[RuleVariant, list[str]]] = {}
+    thresholds_by_database = cfg.thresholds_for_each(settings.databases)
     for db in settings.databases:
-        thresholds, down_for = cfg.thresholds_for(db), cfg.postgres_down_for(db)
+        thresholds, down_for = thresholds_by_database[db.name], cfg.postgres_down_for(db)
         variant = RuleVariant(thresholds, down_for)
         by_database.setdefault(database_key(thresholds, down_for), (variant, []))[1].append(db.name)
         servers = by_server.setdefault(server_key(thresholds), (variant, []))[1]
