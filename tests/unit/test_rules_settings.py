@@ -95,6 +95,21 @@ def test_databases_of_one_server_cannot_disagree_on_a_server_threshold():
     ) in message
 
 
+def test_a_server_threshold_set_on_one_database_is_its_server_neighbours_too():
+    """shop sets a server-wide and a per-database key; billing shares db1 with it, ledger is on db2."""
+    settings = build_settings(
+        with_thresholds(0, {"connections_percent": 70, "long_transaction_seconds": 60}), ENVIRON
+    )
+    cfg = settings.config
+    each = cfg.thresholds_for_each(cfg.databases)
+    shop, billing, ledger = (each[name] for name in ("shop", "billing", "ledger"))
+    assert (shop.connections_percent, shop.long_transaction_seconds) == (70, 60)
+    assert billing.connections_percent == 70
+    assert billing.long_transaction_seconds == cfg.alert_thresholds.long_transaction_seconds
+    assert ledger == cfg.alert_thresholds
+    assert each == {db.name: cfg.thresholds_for(db) for db in cfg.databases}
+
+
 def test_a_database_override_applies_to_its_server_and_to_it_alone():
     settings = build_settings(
         with_thresholds(1, {"connections_percent": 70, "long_transaction_seconds": 60}), ENVIRON
