@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -472,20 +473,19 @@ def discovery_latency(
     taking ``tries`` intervals each."""
     names = [tenant_name(base + 1 + i) for i in range(tries)]
     pattern = "|".join(f"{DISCOVERED}/{name}" for name in names)
-    deadline = (
-        3 * interval + 120
-    )  # the listing's 15 s, then a probe; a removed target's stale markers
+    # The listing's 15 s, then a probe; for a dropped one, the stale markers about one interval later.
+    deadline = 3 * interval + 120
 
     def present(metric: str) -> set[str]:
         series = prometheus_query(f'{metric}{{database=~"{pattern}"}}', SITE.prometheus_port)
         return {s["metric"]["database"].split("/", 1)[1] for s in series}
 
-    def paced(sql: str, done) -> list[float]:
+    def paced(sql: str, done: Callable[[], set[str]]) -> list[float]:
         started: dict[str, float] = {}
         seen: dict[str, float] = {}
 
         def record() -> bool:
-            for name in done(present) - seen.keys():
+            for name in done() - seen.keys():
                 seen[name] = time.monotonic()
             return len(seen) == len(names)
 
@@ -493,19 +493,14 @@ def discovery_latency(
             lab.psql(PORT, "postgres", sql.format(name))
             started[name] = time.monotonic()
             next_start = started[name] + interval / tries
-            while (
-                time.monotonic() < next_start
-            ):  # pacing the tries, watching the earlier ones meanwhile
+            while time.monotonic() < next_start:  # pacing the tries, watching the earlier ones
                 record()
                 time.sleep(0.5)
         wait_until(f"{len(names)} discovery tries", record, deadline, interval=0.5)
         return [seen[name] - started[name] for name in names]
 
-    created = paced("CREATE DATABASE {}", lambda present: present("pg_up"))
-    dropped = paced(
-        "DROP DATABASE {} WITH (FORCE)",
-        lambda present: set(names) - present("up"),
-    )
+    created = paced("CREATE DATABASE {}", lambda: present("pg_up"))
+    dropped = paced("DROP DATABASE {} WITH (FORCE)", lambda: set(names) - present("up"))
     return created, dropped
 
 
