@@ -4,8 +4,9 @@ For "did my webhook and bot token work": ``pyinfra inventory.py send_test_alert.
 One alert ``PgmonTestAlert`` per severity some channel takes, so that every channel gets one. They
 are added with the amtool inside the Alertmanager container, so they follow the real routes and
 templates; they resolve by themselves after a minute, which also shows the resolved message.
-Alertmanager's own counters of notification requests then tell, per channel, whether the service
-accepted them (no message is read back from Discord or Telegram).
+Alertmanager's own counters of notification requests, kept per receiver, then tell whether each channel's
+service accepted them (no message is read back from Discord or Telegram). A real alert sent to the same
+receiver during the wait counts too: it proves the same webhook or token.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TEST_ALERT = "PgmonTestAlert"
 SEVERITIES = get_args(Severity)
 TEST_ALERT_LIFETIME = timedelta(minutes=1)
 _REQUESTS_RE = re.compile(
-    r'^alertmanager_notification_requests(_failed)?_total\{[^}]*integration="([a-z]+)"[^}]*\} (\S+)$',
+    r'^alertmanager_notification_requests(_failed)?_total\{[^}]*receiver_name="([^"]+)"[^}]*\} (\S+)$',
     re.MULTILINE,
 )
 
@@ -118,12 +119,17 @@ def taken_severities(settings: ChannelSettings) -> list[str]:
     return [s for s in SEVERITIES if s in taken]
 
 
-def request_counts(metrics: str) -> dict[str, tuple[float, float]]:
-    """integration -> (notification requests, failed ones), from Alertmanager's /metrics."""
+def request_counts(metrics: str, receivers: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """channel -> (notification requests, failed ones) of its receiver in ``receivers`` (channel -> receiver
+    name), from Alertmanager's /metrics."""
     counts: dict[str, list[float]] = {}
-    for failed, integration, value in _REQUESTS_RE.findall(metrics):
-        counts.setdefault(integration, [0.0, 0.0])[1 if failed else 0] += float(value)
-    return {integration: (total, failed) for integration, (total, failed) in counts.items()}
+    for failed, receiver, value in _REQUESTS_RE.findall(metrics):
+        counts.setdefault(receiver, [0.0, 0.0])[1 if failed else 0] += float(value)
+    return {
+        channel: (counts[receiver][0], counts[receiver][1])
+        for channel, receiver in receivers.items()
+        if receiver in counts
+    }
 
 
 def deliveries(expected: dict[str, int], before: dict, after: dict) -> list[Delivery]:
@@ -202,16 +208,21 @@ def send(settings: ChannelSettings):
     yield failure(["pgmon test alert not delivered everywhere:"] + lines)
 
 
-def add_and_wait(settings: ChannelSettings, add_command: str) -> tuple[list[Delivery], float]:
-    """Run ``add_command`` (alerts added with amtool) on the host, then wait for every channel's messages;
-    the deliveries and how long was waited at most. Called while executing."""
+def add_and_wait(
+    settings: ChannelSettings, add_command: str, receiver=lambda channel: channel
+) -> tuple[list[Delivery], float]:
+    """Run ``add_command`` (alerts added with amtool) on the host, then wait for every channel's messages,
+    counted on the channel's ``receiver``; the deliveries and how long was waited at most. Called while
+    executing."""
     cfg = settings.config
     metrics = api_request_command(cfg.project, "alertmanager", "GET", "/metrics")
+    expected = expected_messages(settings)
+    receivers = {channel: receiver(channel) for channel in expected}
 
     def read_counts() -> dict:
         # The channels' secrets are all this command reads: the API's password stays in the container.
         status, body = answer_body("\n".join(host_output(host, metrics, check=False)))
-        return request_counts(body) if status == 200 else {}
+        return request_counts(body, receivers) if status == 200 else {}
 
     before = read_counts()
     host_output(host, add_command)
@@ -222,7 +233,7 @@ def add_and_wait(settings: ChannelSettings, add_command: str) -> tuple[list[Deli
         + duration_seconds(cfg.alert_timing.group_interval)
         + 30
     )
-    return wait_for_deliveries(read_counts, expected_messages(settings), before, waited), waited
+    return wait_for_deliveries(read_counts, expected, before, waited), waited
 
 
 @deploy("Send a pgmon test alert")

@@ -3,8 +3,9 @@
 For "would the night shift hear about it": ``pyinfra inventory.py drill.py`` (docs/alerts.md). The alerts
 carry each rule's name, severity and runbook link and the label ``pgmon_drill="true"``; Alertmanager's drill
 route (render/alertmanager.py) groups them into one message per channel and chat, marked as a drill, and
-no drill alert inhibits a real one or is inhibited. pgmon then reports, per channel, whether the service
-accepted the messages and how long delivery took, and resolves the alerts. Nothing is caused on a database.
+no drill alert inhibits a real one or is inhibited. That route sends through the drill's own copy of each
+channel's receiver, so pgmon reports, per channel, whether the service accepted the drill's messages (not a
+real alert's sent meanwhile) and how long delivery took, and resolves the alerts. Nothing is caused on a database.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .alert_delivery import (
     taken_severities,
 )
 from .host_state import host_output
+from .render.alertmanager import drill_receiver
 from .render.prometheus import render_rules
 from .reporting import failure, log_lines
 from .settings import ChannelSettings
@@ -96,7 +98,9 @@ def run_drill(settings: ChannelSettings):
     start = datetime.now(UTC)
     try:
         result, waited = add_and_wait(
-            settings, drill_command(project, alerts, start, start + DRILL_LIFETIME)
+            settings,
+            drill_command(project, alerts, start, start + DRILL_LIFETIME),
+            receiver=drill_receiver,
         )
     finally:
         host_output(host, drill_command(project, alerts, start, datetime.now(UTC)))

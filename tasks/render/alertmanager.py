@@ -65,6 +65,13 @@ def render_cluster_peers(settings: Settings) -> bytes:
 DRILL_GROUP_WAIT = "10s"
 
 
+def drill_receiver(channel: str) -> str:
+    """The fire drill's copy of a channel's receiver. Alertmanager counts each receiver's notifications apart
+    (``--enable-feature=receiver-name-in-metrics``), so a real alert sent during a drill is not taken for the
+    drill's message, nor the drill's for a real one."""
+    return f"{channel}-drill"
+
+
 def telegram_chat_file(index: int) -> str:
     """The file (under alertmanager/secrets/) holding the index-th Telegram chat id."""
     return f"telegram_chat_{index}"
@@ -149,8 +156,16 @@ def render_alertmanager_config(settings: Settings) -> bytes:
         "matchers": [f'{DRILL_LABEL}="true"'],
         "group_by": [DRILL_LABEL],
         "group_wait": max(timing.group_wait, DRILL_GROUP_WAIT, key=duration_seconds),
-        "routes": channel_routes,
+        "routes": [
+            {**route, "receiver": drill_receiver(route["receiver"])} for route in channel_routes
+        ],
     }
+    channels = {route["receiver"] for route in channel_routes}
+    receivers += [
+        {**receiver, "name": drill_receiver(receiver["name"])}
+        for receiver in receivers
+        if receiver["name"] in channels
+    ]
     return yaml_bytes(
         {
             "templates": ["/etc/alertmanager/templates/*.tmpl"],

@@ -162,6 +162,8 @@ def compose_services(settings: Settings) -> dict[str, dict]:
             "command": [
                 "--config.file=/etc/alertmanager/alertmanager.yml",
                 "--storage.path=/alertmanager",
+                # Notification counters per receiver: the test alert and the drill read their own (drill.py).
+                "--enable-feature=receiver-name-in-metrics",
                 *_cluster_flags(settings),
                 f"--web.config.file={container_path('alertmanager', WEB_CONFIG_FILE)}",
             ],

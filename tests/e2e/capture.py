@@ -3,7 +3,8 @@
 They accept what the real services accept and refuse what they refuse where
 pgmon could get it wrong: the webhook id/token or bot token in the path, JSON
 bodies, and the message length limits (Discord content 2000 and embed
-description 4096 characters; Telegram text 4096). Every request is recorded.
+description 4096 characters; Telegram text 4096). A test can make either refuse
+chosen messages as past its rate limit (429). Every message is recorded.
 They bind to the address the caller gives (loopback or the tests' Docker
 bridge) and never forward anything.
 """
@@ -41,7 +42,18 @@ class _Capture(ThreadingHTTPServer):
         super().__init__(address, handler)
         self.secret = secret
         self.received: list[Received] = []
+        self.rate_limited: list[Received] = []
+        self.rate_limit = lambda message: False
         self.lock = threading.Lock()
+
+    def take(self, message: Received) -> int | None:
+        """The number of ``message`` among those received, or None when the rate limit refused it."""
+        with self.lock:
+            if self.rate_limit(message):
+                self.rate_limited.append(message)
+                return None
+            self.received.append(message)
+            return len(self.received)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,8 +92,10 @@ class _DiscordHandler(_Handler):
         )
         if too_long:
             return self._reply(400, {"message": "Invalid Form Body", "code": 50035})
-        with self.server.lock:
-            self.server.received.append(Received(self.path, body, time.monotonic()))
+        if self.server.take(Received(self.path, body, time.monotonic())) is None:
+            return self._reply(
+                429, {"message": "You are being rate limited.", "retry_after": 1.0, "global": False}
+            )
         self._reply(204, None)
 
 
@@ -110,9 +124,17 @@ class _TelegramHandler(_Handler):
             return self._reply(
                 400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}
             )
-        with self.server.lock:
-            self.server.received.append(Received(self.path, body, time.monotonic()))
-            message_id = len(self.server.received)
+        message_id = self.server.take(Received(self.path, body, time.monotonic()))
+        if message_id is None:
+            return self._reply(
+                429,
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1},
+                },
+            )
         # The shape of Telegram's answer: clients parse "result" as a Message.
         self._reply(
             200,
@@ -150,9 +172,22 @@ class CaptureServer:
         with self._server.lock:
             return list(self._server.received)
 
+    @property
+    def rate_limited(self) -> list[Received]:
+        """The messages refused by ``rate_limit``."""
+        with self._server.lock:
+            return list(self._server.rate_limited)
+
+    def rate_limit(self, predicate) -> None:
+        """Refuse the messages matching ``predicate`` as the service does past its rate limit (429); ``None``
+        for none. Alertmanager gives up on Discord's 429 at once and retries Telegram's."""
+        with self._server.lock:
+            self._server.rate_limit = predicate or (lambda message: False)
+
     def clear(self) -> None:
         with self._server.lock:
             self._server.received.clear()
+            self._server.rate_limited.clear()
 
     def wait_for(self, predicate, timeout: float) -> Received:
         """The first message matching ``predicate``, waiting up to ``timeout`` seconds for it."""

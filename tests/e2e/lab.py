@@ -630,9 +630,9 @@ class Project:
             command, cwd=self.directory, env=env, text=True, capture_output=True, timeout=timeout
         )
 
-    def start(self, *args: str) -> BackgroundRun:
+    def start(self, *args: str, deploy: str = "deploy.py") -> BackgroundRun:
         """The same run, in the background, its output collected as it comes."""
-        command, env = self._command(args, "deploy.py")
+        command, env = self._command(args, deploy)
         return BackgroundRun(
             subprocess.Popen(
                 command,

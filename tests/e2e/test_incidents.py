@@ -14,6 +14,7 @@ import re
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -211,18 +212,33 @@ def silence_command(deployment, silence: dict | None = None) -> str:
     return output
 
 
-def held_back_by(silence_id: str, alertname: str, port: int = ALERTMANAGER_PORT) -> bool:
-    """Whether Alertmanager holds an alert ``alertname`` back for the silence ``silence_id`` (its API)."""
+def alerts_matching(matcher: str, port: int = ALERTMANAGER_PORT) -> list[dict]:
+    """The alerts the Alertmanager published on ``port`` holds that match ``matcher`` (its API)."""
     response = requests.get(
         f"http://127.0.0.1:{port}/api/v2/alerts",
-        params={"filter": f'alertname="{alertname}"'},
+        params={"filter": matcher},
         auth=api_auth(port),
         timeout=10,
     )
     response.raise_for_status()
+    return response.json()
+
+
+def post_alerts(alerts: list[dict]) -> None:
+    """Alerts sent to Alertmanager's API, as Prometheus sends them."""
+    requests.post(
+        f"http://127.0.0.1:{ALERTMANAGER_PORT}/api/v2/alerts",
+        json=alerts,
+        auth=api_auth(ALERTMANAGER_PORT),
+        timeout=10,
+    ).raise_for_status()
+
+
+def held_back_by(silence_id: str, alertname: str, port: int = ALERTMANAGER_PORT) -> bool:
+    """Whether Alertmanager holds an alert ``alertname`` back for the silence ``silence_id`` (its API)."""
     return any(
         a["status"]["state"] == "suppressed" and a["status"]["silencedBy"] == [silence_id]
-        for a in response.json()
+        for a in alerts_matching(f'alertname="{alertname}"', port)
     )
 
 
@@ -322,8 +338,7 @@ def test_test_alert_command_reaches_every_channel_and_chat(fresh):
     )
     telegram = [m for m in fresh.telegram.received if "PgmonTestAlert" in m.text]
     assert sorted({str(m.body["chat_id"]) for m in telegram}) == sorted(CHATS)
-    # Resolved (a minute on) before the next test: the drill counts Alertmanager's notifications per channel,
-    # and a late update of this group would be counted as its own.
+    # Resolved by itself a minute on, as the command says.
     both_channels(fresh, "PgmonTestAlert", "the processing host", status="RESOLVED")
 
 
@@ -356,6 +371,38 @@ def test_the_fire_drill_sends_one_message_per_channel_and_chat_then_resolves(fre
     assert len([m for m in fresh.discord.received if drill("FIRING")(m)]) == 1
     telegram = [str(m.body["chat_id"]) for m in fresh.telegram.received if drill("FIRING")(m)]
     assert sorted(telegram) == sorted(CHATS)
+
+
+def test_the_drill_judges_its_own_messages_not_a_real_alert_sent_meanwhile(fresh):
+    """Discord refuses the drill's message (rate limited) and takes a real alert's, sent while the drill
+    waits: the drill reports Discord's refusal. (Counted per channel, not per receiver, the real message
+    passed for the drill's.)"""
+    fresh.discord.rate_limit(lambda m: "[DRILL ·" in m.text)
+    real = {"labels": {"alertname": "PgmonRealDuringDrill", "severity": "critical"}}
+    drill = fresh.project.start(deploy="drill.py")
+    try:
+        wait_until(
+            "the drill's alerts in Alertmanager", lambda: alerts_matching('pgmon_drill="true"'), 60
+        )
+        post_alerts([real])
+        message(fresh.discord, "PgmonRealDuringDrill", "the processing host")
+        returncode, output = drill.finish()
+    finally:
+        fresh.discord.rate_limit(None)
+    fresh.outputs.append(output)
+    assert returncode != 0, output[-4000:]
+    assert re.search(r"discord   FAIL  the service refused 1 request\(s\)", output), output[-4000:]
+    assert re.search(rf"telegram  ok    {len(CHATS)} message\(s\) accepted", output), output[-4000:]
+    accepted = message(fresh.discord, "PgmonRealDuringDrill", "the processing host")
+    refused = next(m for m in fresh.discord.rate_limited if "[DRILL · FIRING" in m.text)
+    assert accepted.at < refused.at  # the real message came first, within the drill's wait
+    post_alerts([{**real, "endsAt": datetime.now(UTC).isoformat()}])
+    both_channels(fresh, "PgmonRealDuringDrill", "the processing host", status="RESOLVED")
+    for chat in CHATS:  # the drill's all-clear, before the next test empties the capture servers
+        fresh.telegram.wait_for(
+            lambda m, chat=chat: "[DRILL · RESOLVED" in m.text and str(m.body["chat_id"]) == chat,
+            timeout=WAIT,
+        )
 
 
 def test_a_slot_about_to_lose_its_wal_is_forecast_and_resolves_when_dropped(fresh):

@@ -102,15 +102,23 @@ def test_drill_alerts_reach_the_channels_of_their_severity_and_real_ones_route_a
     config = tmp_path / "alertmanager.yml"
     config.write_bytes(rendered(settings, "alertmanager/alertmanager.yml").content)
     cases = [
-        (["pgmon_drill=true", "alertname=PostgresDown", "severity=critical"], "discord,telegram"),
-        (["pgmon_drill=true", "alertname=DeadTuples", "severity=warning"], "discord"),
+        (
+            ["pgmon_drill=true", "alertname=PostgresDown", "severity=critical"],
+            "discord-drill,telegram-drill",
+        ),
+        (["pgmon_drill=true", "alertname=DeadTuples", "severity=warning"], "discord-drill"),
         (["alertname=PostgresDown", "severity=critical", "database=shop"], "discord,telegram"),
         (["alertname=DeadTuples", "severity=warning", "database=shop"], "discord"),
     ]
     for labels, receivers in cases:
         result = routes_test(config, labels, receivers)
         assert result.returncode == 0, (labels, result.stdout + result.stderr)
-    assert routes_test(config, cases[1][0], "discord,telegram").returncode != 0  # it can fail
+    assert (
+        routes_test(config, cases[1][0], "discord-drill,telegram-drill").returncode != 0
+    )  # it can fail
+    assert (
+        routes_test(config, cases[1][0], "discord").returncode != 0
+    )  # not the real alerts' receiver
 
 
 def test_drill_alerts_are_one_group_and_never_inhibit_or_are_inhibited(settings):

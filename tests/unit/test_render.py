@@ -69,7 +69,8 @@ def test_alertmanager_config_passes_amtool_and_templates_render(settings, dashbo
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 receivers" in result.stdout and "1 templates" in result.stdout
+    # blackhole, Discord and Telegram, and the drill's copies of the two
+    assert "5 receivers" in result.stdout and "1 templates" in result.stdout
     for name in ("pgmon.title", "pgmon.discord.message", "pgmon.telegram.message"):
         rendered = subprocess.run(
             [

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import yaml
 
+from tasks.render.alertmanager import drill_receiver
 from tasks.settings import build_settings
 from tasks.stack_model import TEMPLATES_DIR
 
@@ -36,13 +37,28 @@ def test_routing_follows_each_channels_severities_and_every_chat():
     )
     config = alertmanager_config(settings)
     drill, *channel_routes = config["route"]["routes"]
-    assert drill["routes"] == channel_routes  # the fire drill reaches the same channels
+    # The fire drill reaches the same channels, through receivers of its own that differ only in name.
+    assert drill["routes"] == [
+        {**route, "receiver": drill_receiver(route["receiver"])} for route in channel_routes
+    ]
+    receivers = {r.pop("name"): r for r in config["receivers"]}
+    assert sorted(receivers) == [
+        "blackhole",
+        "discord",
+        "discord-drill",
+        "telegram",
+        "telegram-drill",
+    ]
+    assert all(
+        receivers[drill_receiver(channel)] == receivers[channel]
+        for channel in ("discord", "telegram")
+    )
     routes = {r["receiver"]: r["matchers"] for r in channel_routes}
     assert routes == {
         "discord": ['severity="critical"'],
         "telegram": ['severity=~"critical|warning"'],
     }
-    telegram = next(r for r in config["receivers"] if r["name"] == "telegram")["telegram_configs"]
+    telegram = receivers["telegram"]["telegram_configs"]
     assert [t["chat_id_file"] for t in telegram] == [
         "/etc/alertmanager/secrets/telegram_chat_0",
         "/etc/alertmanager/secrets/telegram_chat_1",

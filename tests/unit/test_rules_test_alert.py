@@ -12,18 +12,28 @@ from tasks.alert_delivery import (
     request_counts,
     wait_for_deliveries,
 )
+from tasks.render.alertmanager import drill_receiver
 from tasks.settings import build_settings
 
 from .conftest import ENVIRON, group_data
 
+# As Alertmanager 0.33.1 writes them with --enable-feature=receiver-name-in-metrics (the drill's receivers
+# beside the channels' own).
 METRICS = """\
+# HELP alertmanager_notification_requests_failed_total The total number of failed notification requests.
+# TYPE alertmanager_notification_requests_failed_total counter
+alertmanager_notification_requests_failed_total{integration="discord",receiver_name="discord"} 0
+alertmanager_notification_requests_failed_total{integration="discord",receiver_name="discord-drill"} 0
+alertmanager_notification_requests_failed_total{integration="telegram",receiver_name="telegram"} 3
+alertmanager_notification_requests_failed_total{integration="telegram",receiver_name="telegram-drill"} 1
 # HELP alertmanager_notification_requests_total The total number of attempted notification requests.
-alertmanager_notification_requests_failed_total{integration="discord"} 0
-alertmanager_notification_requests_failed_total{integration="telegram"} 3
-alertmanager_notification_requests_total{integration="discord"} 4
-alertmanager_notification_requests_total{integration="telegram"} 7
-alertmanager_notification_requests_total{integration="webhook"} 1
-alertmanager_notifications_total{integration="discord"} 4
+# TYPE alertmanager_notification_requests_total counter
+alertmanager_notification_requests_total{integration="discord",receiver_name="discord"} 4
+alertmanager_notification_requests_total{integration="discord",receiver_name="discord-drill"} 2
+alertmanager_notification_requests_total{integration="telegram",receiver_name="telegram"} 7
+alertmanager_notification_requests_total{integration="telegram",receiver_name="telegram-drill"} 5
+alertmanager_notification_requests_total{integration="webhook",receiver_name="watchdog"} 1
+alertmanager_notifications_total{integration="discord",receiver_name="discord"} 4
 """
 
 
@@ -69,14 +79,21 @@ def test_expected_messages_count_every_telegram_chat():
     }
 
 
+def test_each_channel_is_counted_on_its_own_receiver():
+    channels = {"discord": "discord", "telegram": "telegram"}
+    assert request_counts(METRICS, channels) == {"discord": (4.0, 0.0), "telegram": (7.0, 3.0)}
+    drill = {channel: drill_receiver(channel) for channel in channels}
+    assert request_counts(METRICS, drill) == {"discord": (2.0, 0.0), "telegram": (5.0, 1.0)}
+    # Alertmanager without the feature flag has no receiver names: nothing is counted, so nothing is
+    # taken for delivered.
+    assert request_counts(re.sub(r',receiver_name="[^"]*"', "", METRICS), channels) == {}
+
+
 def test_counters_tell_sent_from_refused():
-    assert request_counts(METRICS) == {
-        "discord": (4.0, 0.0),
-        "telegram": (7.0, 3.0),
-        "webhook": (1.0, 0.0),
-    }
     before = {"discord": (3.0, 0.0), "telegram": (5.0, 1.0)}
-    readings = iter([before, request_counts(METRICS)])
+    readings = iter(
+        [before, request_counts(METRICS, {"discord": "discord", "telegram": "telegram"})]
+    )
     times = iter([0.0, 0.0, 1.0])
     result = wait_for_deliveries(
         lambda: next(readings),
