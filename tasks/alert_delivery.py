@@ -120,8 +120,8 @@ def taken_severities(settings: ChannelSettings) -> list[str]:
 
 
 def request_counts(metrics: str, receivers: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """channel -> (notification requests, failed ones) of its receiver in ``receivers`` (channel -> receiver
-    name), from Alertmanager's /metrics."""
+    """destination (a channel, or a chat) -> (notification requests, failed ones) of its receiver in
+    ``receivers`` (destination -> receiver name), from Alertmanager's /metrics."""
     counts: dict[str, list[float]] = {}
     for failed, receiver, value in _REQUESTS_RE.findall(metrics):
         counts.setdefault(receiver, [0.0, 0.0])[1 if failed else 0] += float(value)
@@ -167,19 +167,22 @@ def wait_for_deliveries(
 
 
 def report(result: list[Delivery], container: str, waited: float) -> list[str]:
+    width = max(9, *(len(d.channel) + 1 for d in result))
     lines = []
     for d in result:
         if d.ok:
-            lines.append(f"{d.channel:<9} ok    {d.sent} message(s) accepted in {d.seconds:.0f}s")
+            lines.append(
+                f"{d.channel:<{width}} ok    {d.sent} message(s) accepted in {d.seconds:.0f}s"
+            )
         elif d.refused:
             lines.append(
-                f"{d.channel:<9} FAIL  the service refused {d.refused} request(s); docker logs {container} "
-                "says why (a wrong webhook URL or bot token, a chat the bot is not in)"
+                f"{d.channel:<{width}} FAIL  the service refused {d.refused} request(s); docker logs "
+                f"{container} says why (a wrong webhook URL or bot token, a chat the bot is not in)"
             )
         else:
             lines.append(
-                f"{d.channel:<9} FAIL  {d.sent} of {d.expected} message(s) sent within {waited:.0f}s; "
-                f"docker logs {container}"
+                f"{d.channel:<{width}} FAIL  {d.sent} of {d.expected} message(s) sent within "
+                f"{waited:.0f}s; docker logs {container}"
             )
     return lines
 
@@ -200,7 +203,13 @@ def send(settings: ChannelSettings):
     if not host.state.is_executing:
         return
     container = container_name(settings.config.project, "alertmanager")
-    result, waited = add_and_wait(settings, add_alerts_command(settings, datetime.now(UTC)))
+    expected = expected_messages(settings)
+    result, waited = add_and_wait(
+        settings,
+        add_alerts_command(settings, datetime.now(UTC)),
+        {channel: channel for channel in expected},  # each channel's own receiver
+        expected,
+    )
     lines = report(result, container, waited)
     if all(d.ok for d in result):
         log_lines(host, [f"test alert: {line}" for line in lines])
@@ -209,15 +218,13 @@ def send(settings: ChannelSettings):
 
 
 def add_and_wait(
-    settings: ChannelSettings, add_command: str, receiver=lambda channel: channel
+    settings: ChannelSettings, add_command: str, receivers: dict[str, str], expected: dict[str, int]
 ) -> tuple[list[Delivery], float]:
-    """Run ``add_command`` (alerts added with amtool) on the host, then wait for every channel's messages,
-    counted on the channel's ``receiver``; the deliveries and how long was waited at most. Called while
-    executing."""
+    """Run ``add_command`` (alerts added with amtool) on the host, then wait for the ``expected`` messages of
+    each destination (a channel, or a chat), counted on its receiver in ``receivers``; the deliveries and how
+    long was waited at most. Called while executing."""
     cfg = settings.config
     metrics = api_request_command(cfg.project, "alertmanager", "GET", "/metrics")
-    expected = expected_messages(settings)
-    receivers = {channel: receiver(channel) for channel in expected}
 
     def read_counts() -> dict:
         # The channels' secrets are all this command reads: the API's password stays in the container.

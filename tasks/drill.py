@@ -3,9 +3,9 @@
 For "would the night shift hear about it": ``pyinfra inventory.py drill.py`` (docs/alerts.md). The alerts
 carry each rule's name, severity and runbook link and the label ``pgmon_drill="true"``; Alertmanager's drill
 route (render/alertmanager.py) groups them into one message per channel and chat, marked as a drill, and
-no drill alert inhibits a real one or is inhibited. That route sends through the drill's own copy of each
-channel's receiver, so pgmon reports, per channel, whether the service accepted the drill's messages (not a
-real alert's sent meanwhile) and how long delivery took, and resolves the alerts. Nothing is caused on a database.
+no drill alert inhibits a real one or is inhibited. That route sends through the drill's own receivers, one
+for Discord and one per Telegram chat, so pgmon reports, per channel and chat, whether the service accepted
+the drill's message (not a real alert's sent meanwhile) and how long delivery took, and resolves the alerts. Nothing is caused on a database.
 """
 
 from __future__ import annotations
@@ -56,6 +56,18 @@ def drill_alerts(settings: ChannelSettings) -> list[DrillAlert]:
     return list(alerts.values())
 
 
+def drill_destinations(settings: ChannelSettings) -> dict[str, str]:
+    """Each destination the drill's report names (Discord; each Telegram chat, numbered in the order of the
+    chat-id variable) and the drill's receiver for it."""
+    destinations = {}
+    if settings.discord_webhook_url is not None:
+        destinations["discord"] = drill_receiver("discord")
+    if settings.telegram_bot_token is not None:
+        for chat in range(1, len(settings.telegram_chat_ids) + 1):
+            destinations[f"telegram chat {chat}"] = drill_receiver("telegram", chat)
+    return destinations
+
+
 def drill_command(project: str, alerts: list[DrillAlert], start: datetime, end: datetime) -> str:
     """Shell adding (``end`` ahead) or resolving (``end`` now) ``alerts``, in the Alertmanager container."""
     began = start.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -97,10 +109,12 @@ def run_drill(settings: ChannelSettings):
     alerts = drill_alerts(settings)  # the rules rendered once, for adding and for resolving
     start = datetime.now(UTC)
     try:
+        destinations = drill_destinations(settings)
         result, waited = add_and_wait(
             settings,
             drill_command(project, alerts, start, start + DRILL_LIFETIME),
-            receiver=drill_receiver,
+            destinations,
+            dict.fromkeys(destinations, 1),
         )
     finally:
         host_output(host, drill_command(project, alerts, start, datetime.now(UTC)))

@@ -65,11 +65,11 @@ def render_cluster_peers(settings: Settings) -> bytes:
 DRILL_GROUP_WAIT = "10s"
 
 
-def drill_receiver(channel: str) -> str:
-    """The fire drill's copy of a channel's receiver. Alertmanager counts each receiver's notifications apart
-    (``--enable-feature=receiver-name-in-metrics``), so a real alert sent during a drill is not taken for the
-    drill's message, nor the drill's for a real one."""
-    return f"{channel}-drill"
+def drill_receiver(channel: str, chat: int | None = None) -> str:
+    """The fire drill's receiver for a channel, or for its ``chat``-th Telegram chat (from 1). Alertmanager
+    counts each receiver's notifications apart (``--enable-feature=receiver-name-in-metrics``): the drill
+    reports each channel and chat, and a real alert sent meanwhile is not taken for the drill's message."""
+    return f"{channel}-drill" if chat is None else f"{channel}-drill-chat-{chat}"
 
 
 def telegram_chat_file(index: int) -> str:
@@ -102,53 +102,50 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 "repeat_interval": cfg.watchdog.interval,
             }
         )
+    # The fire drill's receivers and routes: the channels' own configurations under drill_receiver's names.
+    drill_receivers: list[dict] = []
+    drill_routes: list[dict] = []
     if settings.discord_webhook_url is not None:
-        receivers.append(
-            {
-                "name": "discord",
-                "discord_configs": [
-                    {
-                        "webhook_url_file": "/etc/alertmanager/secrets/discord_webhook_url",
-                        "send_resolved": True,
-                        "title": '{{ template "pgmon.title" . }}',
-                        "message": '{{ template "pgmon.discord.message" . }}',
-                    }
-                ],
-            }
-        )
-        channel_routes.append(
-            {
-                "receiver": "discord",
-                "matchers": [label_matcher("severity", cfg.discord.severities)],
-                "continue": True,
-            }
-        )
+        discord = {
+            "webhook_url_file": "/etc/alertmanager/secrets/discord_webhook_url",
+            "send_resolved": True,
+            "title": '{{ template "pgmon.title" . }}',
+            "message": '{{ template "pgmon.discord.message" . }}',
+        }
+        route = {
+            "receiver": "discord",
+            "matchers": [label_matcher("severity", cfg.discord.severities)],
+            "continue": True,
+        }
+        receivers.append({"name": "discord", "discord_configs": [discord]})
+        channel_routes.append(route)
+        drill_receivers.append({"name": drill_receiver("discord"), "discord_configs": [discord]})
+        drill_routes.append({**route, "receiver": drill_receiver("discord")})
     if settings.telegram_bot_token is not None:
-        receivers.append(
+        # One config per chat: Alertmanager's telegram_configs take a single chat each. The ids are files
+        # (Alertmanager 0.31+), like the token, so this file holds no secret.
+        chats = [
             {
-                "name": "telegram",
-                # One config per chat: Alertmanager's telegram_configs take a single chat each. The ids are
-                # files (Alertmanager 0.31+), like the token, so this file holds no secret.
-                "telegram_configs": [
-                    {
-                        "bot_token_file": "/etc/alertmanager/secrets/telegram_bot_token",
-                        "chat_id_file": f"/etc/alertmanager/secrets/{telegram_chat_file(index)}",
-                        "api_url": cfg.telegram.api_url,
-                        "parse_mode": "HTML",
-                        "send_resolved": True,
-                        "message": '{{ template "pgmon.telegram.message" . }}',
-                    }
-                    for index in range(len(settings.telegram_chat_ids))
-                ],
+                "bot_token_file": "/etc/alertmanager/secrets/telegram_bot_token",
+                "chat_id_file": f"/etc/alertmanager/secrets/{telegram_chat_file(index)}",
+                "api_url": cfg.telegram.api_url,
+                "parse_mode": "HTML",
+                "send_resolved": True,
+                "message": '{{ template "pgmon.telegram.message" . }}',
             }
-        )
-        channel_routes.append(
-            {
-                "receiver": "telegram",
-                "matchers": [label_matcher("severity", cfg.telegram.severities)],
-                "continue": True,
-            }
-        )
+            for index in range(len(settings.telegram_chat_ids))
+        ]
+        route = {
+            "receiver": "telegram",
+            "matchers": [label_matcher("severity", cfg.telegram.severities)],
+            "continue": True,
+        }
+        receivers.append({"name": "telegram", "telegram_configs": chats})
+        channel_routes.append(route)
+        for number, chat in enumerate(chats, start=1):
+            name = drill_receiver("telegram", number)
+            drill_receivers.append({"name": name, "telegram_configs": [chat]})
+            drill_routes.append({**route, "receiver": name})
     # The fire drill's alerts (drill.py): one group, so one message per channel and chat, and no further; it
     # waits long enough for amtool to have added every one of them.
     drill = {
@@ -156,16 +153,9 @@ def render_alertmanager_config(settings: Settings) -> bytes:
         "matchers": [f'{DRILL_LABEL}="true"'],
         "group_by": [DRILL_LABEL],
         "group_wait": max(timing.group_wait, DRILL_GROUP_WAIT, key=duration_seconds),
-        "routes": [
-            {**route, "receiver": drill_receiver(route["receiver"])} for route in channel_routes
-        ],
+        "routes": drill_routes,
     }
-    channels = {route["receiver"] for route in channel_routes}
-    receivers += [
-        {**receiver, "name": drill_receiver(receiver["name"])}
-        for receiver in receivers
-        if receiver["name"] in channels
-    ]
+    receivers += drill_receivers
     return yaml_bytes(
         {
             "templates": ["/etc/alertmanager/templates/*.tmpl"],

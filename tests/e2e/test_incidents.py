@@ -349,9 +349,10 @@ def test_the_fire_drill_sends_one_message_per_channel_and_chat_then_resolves(fre
     assert result.returncode == 0, output[-6000:]
     count = int(re.search(r"pgmon: drill: (\d+) drill alerts", output)[1])
     assert count >= 36, output[-4000:]  # every rule, each severity it has
-    for channel, messages in (("discord", 1), ("telegram", len(CHATS))):
+    # Each channel and chat named, with its delivery time.
+    for destination in ["discord", *(f"telegram chat {n}" for n in range(1, len(CHATS) + 1))]:
         assert re.search(
-            rf"pgmon: drill: {channel:<9} ok    {messages} message\(s\) accepted in \d+s", output
+            rf"pgmon: drill: {destination} +ok    1 message\(s\) accepted in \d+s", output
         ), output[-4000:]
 
     def drill(status: str, chat: str | None = None):
@@ -391,8 +392,11 @@ def test_the_drill_judges_its_own_messages_not_a_real_alert_sent_meanwhile(fresh
         fresh.discord.rate_limit(None)
     fresh.outputs.append(output)
     assert returncode != 0, output[-4000:]
-    assert re.search(r"discord   FAIL  the service refused 1 request\(s\)", output), output[-4000:]
-    assert re.search(rf"telegram  ok    {len(CHATS)} message\(s\) accepted", output), output[-4000:]
+    assert re.search(r"discord +FAIL  the service refused 1 request\(s\)", output), output[-4000:]
+    for n in range(1, len(CHATS) + 1):
+        assert re.search(rf"telegram chat {n} +ok    1 message\(s\) accepted", output), output[
+            -4000:
+        ]
     accepted = message(fresh.discord, "PgmonRealDuringDrill", "the processing host")
     refused = next(m for m in fresh.discord.rate_limited if "[DRILL · FIRING" in m.text)
     assert accepted.at < refused.at  # the real message came first, within the drill's wait

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from tasks.drill import DrillAlert, drill_alerts, drill_command
+from tasks.alert_delivery import Delivery, report
+from tasks.drill import DrillAlert, drill_alerts, drill_command, drill_destinations
 from tasks.settings import build_settings
 
 from .conftest import ENVIRON, alert_rules, group_data, needs_amtool, rendered
@@ -104,7 +105,7 @@ def test_drill_alerts_reach_the_channels_of_their_severity_and_real_ones_route_a
     cases = [
         (
             ["pgmon_drill=true", "alertname=PostgresDown", "severity=critical"],
-            "discord-drill,telegram-drill",
+            "discord-drill,telegram-drill-chat-1",
         ),
         (["pgmon_drill=true", "alertname=DeadTuples", "severity=warning"], "discord-drill"),
         (["alertname=PostgresDown", "severity=critical", "database=shop"], "discord,telegram"),
@@ -113,12 +114,9 @@ def test_drill_alerts_reach_the_channels_of_their_severity_and_real_ones_route_a
     for labels, receivers in cases:
         result = routes_test(config, labels, receivers)
         assert result.returncode == 0, (labels, result.stdout + result.stderr)
-    assert (
-        routes_test(config, cases[1][0], "discord-drill,telegram-drill").returncode != 0
-    )  # it can fail
-    assert (
-        routes_test(config, cases[1][0], "discord").returncode != 0
-    )  # not the real alerts' receiver
+    # It can fail: a warning drill alert goes to Discord only, and not to the real alerts' receiver.
+    assert routes_test(config, cases[1][0], "discord-drill,telegram-drill-chat-1").returncode != 0
+    assert routes_test(config, cases[1][0], "discord").returncode != 0
 
 
 def test_drill_alerts_are_one_group_and_never_inhibit_or_are_inhibited(settings):
@@ -175,3 +173,26 @@ def test_a_drill_of_any_size_stays_within_the_limits(count, tmp_path):
     assert f"… {count} alerts in all." in discord
     for text in (discord, telegram.split("</b>", 1)[1]):
         assert not any(c in text for c in "<>&*_")  # nothing a channel would read as markup
+
+
+def test_the_drill_reports_each_channel_and_chat_from_a_receiver_of_its_own():
+    settings = build_settings(group_data(**BOTH_SEVERITIES), {**ENVIRON, "TG_CHAT": "-1,-2,-3"})
+    config = yaml.safe_load(rendered(settings, "alertmanager/alertmanager.yml").content)
+    destinations = drill_destinations(settings)
+    assert list(destinations) == [
+        "discord",
+        "telegram chat 1",
+        "telegram chat 2",
+        "telegram chat 3",
+    ]
+    # The drill route sends to exactly these receivers, and each exists.
+    assert [route["receiver"] for route in config["route"]["routes"][0]["routes"]] == list(
+        destinations.values()
+    )
+    assert set(destinations.values()) <= {receiver["name"] for receiver in config["receivers"]}
+    result = [Delivery("discord", 1, 1, 0, seconds=12.0), Delivery("telegram chat 2", 1, 0, 1)]
+    assert report(result, "pgmon-alertmanager", 60) == [
+        "discord          ok    1 message(s) accepted in 12s",
+        "telegram chat 2  FAIL  the service refused 1 request(s); docker logs pgmon-alertmanager says why "
+        "(a wrong webhook URL or bot token, a chat the bot is not in)",
+    ]

@@ -7,7 +7,6 @@ import subprocess
 import pytest
 import yaml
 
-from tasks.render.alertmanager import drill_receiver
 from tasks.settings import build_settings
 from tasks.stack_model import TEMPLATES_DIR
 
@@ -37,22 +36,19 @@ def test_routing_follows_each_channels_severities_and_every_chat():
     )
     config = alertmanager_config(settings)
     drill, *channel_routes = config["route"]["routes"]
-    # The fire drill reaches the same channels, through receivers of its own that differ only in name.
-    assert drill["routes"] == [
-        {**route, "receiver": drill_receiver(route["receiver"])} for route in channel_routes
-    ]
+    # The fire drill reaches the same channels with the same configurations, through receivers of its own:
+    # Discord's, and one per Telegram chat.
     receivers = {r.pop("name"): r for r in config["receivers"]}
-    assert sorted(receivers) == [
-        "blackhole",
-        "discord",
-        "discord-drill",
-        "telegram",
-        "telegram-drill",
+    assert drill["routes"] == [
+        {**channel_routes[0], "receiver": "discord-drill"},
+        {**channel_routes[1], "receiver": "telegram-drill-chat-1"},
+        {**channel_routes[1], "receiver": "telegram-drill-chat-2"},
     ]
-    assert all(
-        receivers[drill_receiver(channel)] == receivers[channel]
-        for channel in ("discord", "telegram")
-    )
+    assert receivers["discord-drill"] == receivers["discord"]
+    assert [receivers[f"telegram-drill-chat-{chat}"]["telegram_configs"] for chat in (1, 2)] == [
+        [config] for config in receivers["telegram"]["telegram_configs"]
+    ]
+    assert len(receivers) == 6  # and blackhole
     routes = {r["receiver"]: r["matchers"] for r in channel_routes}
     assert routes == {
         "discord": ['severity="critical"'],

@@ -12,7 +12,7 @@ from tasks.alert_delivery import (
     request_counts,
     wait_for_deliveries,
 )
-from tasks.render.alertmanager import drill_receiver
+from tasks.drill import drill_destinations
 from tasks.settings import build_settings
 
 from .conftest import ENVIRON, group_data
@@ -25,13 +25,15 @@ METRICS = """\
 alertmanager_notification_requests_failed_total{integration="discord",receiver_name="discord"} 0
 alertmanager_notification_requests_failed_total{integration="discord",receiver_name="discord-drill"} 0
 alertmanager_notification_requests_failed_total{integration="telegram",receiver_name="telegram"} 3
-alertmanager_notification_requests_failed_total{integration="telegram",receiver_name="telegram-drill"} 1
+alertmanager_notification_requests_failed_total{integration="telegram",receiver_name="telegram-drill-chat-1"} 0
+alertmanager_notification_requests_failed_total{integration="telegram",receiver_name="telegram-drill-chat-2"} 1
 # HELP alertmanager_notification_requests_total The total number of attempted notification requests.
 # TYPE alertmanager_notification_requests_total counter
 alertmanager_notification_requests_total{integration="discord",receiver_name="discord"} 4
 alertmanager_notification_requests_total{integration="discord",receiver_name="discord-drill"} 2
 alertmanager_notification_requests_total{integration="telegram",receiver_name="telegram"} 7
-alertmanager_notification_requests_total{integration="telegram",receiver_name="telegram-drill"} 5
+alertmanager_notification_requests_total{integration="telegram",receiver_name="telegram-drill-chat-1"} 2
+alertmanager_notification_requests_total{integration="telegram",receiver_name="telegram-drill-chat-2"} 3
 alertmanager_notification_requests_total{integration="webhook",receiver_name="watchdog"} 1
 alertmanager_notifications_total{integration="discord",receiver_name="discord"} 4
 """
@@ -82,8 +84,17 @@ def test_expected_messages_count_every_telegram_chat():
 def test_each_channel_is_counted_on_its_own_receiver():
     channels = {"discord": "discord", "telegram": "telegram"}
     assert request_counts(METRICS, channels) == {"discord": (4.0, 0.0), "telegram": (7.0, 3.0)}
-    drill = {channel: drill_receiver(channel) for channel in channels}
-    assert request_counts(METRICS, drill) == {"discord": (2.0, 0.0), "telegram": (5.0, 1.0)}
+    drill = drill_destinations(build_settings(group_data(), {**ENVIRON, "TG_CHAT": "-1,-2"}))
+    assert drill == {
+        "discord": "discord-drill",
+        "telegram chat 1": "telegram-drill-chat-1",
+        "telegram chat 2": "telegram-drill-chat-2",
+    }
+    assert request_counts(METRICS, drill) == {
+        "discord": (2.0, 0.0),
+        "telegram chat 1": (2.0, 0.0),
+        "telegram chat 2": (3.0, 1.0),
+    }
     # Alertmanager without the feature flag has no receiver names: nothing is counted, so nothing is
     # taken for delivered.
     assert request_counts(re.sub(r',receiver_name="[^"]*"', "", METRICS), channels) == {}
