@@ -99,19 +99,38 @@ def test_every_rule_test_passes_with_postgres_exporter_0_20_names(tmp_path):
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr
 
 
-@needs_promtool
-def test_the_slot_rules_go_on_across_the_exporter_upgrade(tmp_path):
-    (tmp_path / "pgmon.rules.yml").write_bytes(render_rules(rule_test_settings()))
-    test_file = RULE_TESTS / "upgrade" / "exporter_0_20.yml"
-    (tmp_path / test_file.name).write_text(test_file.read_text())
-    result = subprocess.run(
+def run_one_rule_test(settings, test_file: Path, directory: Path) -> subprocess.CompletedProcess:
+    """promtool on ``test_file`` alone, against the alert rules rendered for ``settings``."""
+    (directory / "pgmon.rules.yml").write_bytes(render_rules(settings))
+    (directory / test_file.name).write_text(test_file.read_text())
+    return subprocess.run(
         ["promtool", "test", "rules", test_file.name],
-        cwd=tmp_path,
+        cwd=directory,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@needs_promtool
+def test_the_slot_rules_go_on_across_the_exporter_upgrade(tmp_path):
+    test_file = RULE_TESTS / "upgrade" / "exporter_0_20.yml"
+    result = run_one_rule_test(rule_test_settings(), test_file, tmp_path)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr
+
+
+@needs_promtool
+def test_a_forecasts_horizon_moves_when_it_fires(tmp_path):
+    test_file = RULE_TESTS / "horizon" / "forecast_7_days.yml"
+    horizon = {"forecast_warning_days": 7, "forecast_critical_days": 1}
+    result = run_one_rule_test(
+        rule_test_settings(pgmon_alert_thresholds=horizon), test_file, tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr
+    # At the default 14 days, the same series make "shop" warn too.
+    result = run_one_rule_test(rule_test_settings(), test_file, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and 'datname="shop"' in output, output[-8000:]
 
 
 @needs_promtool
