@@ -179,15 +179,20 @@ SERVER_QUERIES = {
     # pgmon_wal_receiver_streaming: 1 while this server (a replica) streams WAL from its upstream, else 0
     # (postgres_exporter's stat_wal_receiver collector skips a receiver without a replication slot);
     # pgmon_wal_receiver_configured: 1 where primary_conninfo is set, so a standby fed from the archive
-    # only is not expected to stream (pg_monitor may read the setting: pg_read_all_settings).
+    # only is not expected to stream (pg_monitor may read the setting: pg_read_all_settings);
+    # pgmon_wal_receiver_unreplayed_bytes: WAL this replica received and has not replayed yet, the bytes
+    # beside ReplicationLag's seconds (0 on a primary, where both positions are NULL).
     "pgmon_wal_receiver": query_entry(
         """
         SELECT count(*) FILTER (WHERE status = 'streaming') AS streaming,
-          (SELECT count(*) FROM pg_settings WHERE name = 'primary_conninfo' AND setting <> '') AS configured
+          (SELECT count(*) FROM pg_settings WHERE name = 'primary_conninfo' AND setting <> '') AS configured,
+          coalesce(greatest(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0), 0)
+            AS unreplayed_bytes
         FROM pg_stat_wal_receiver
         """,
         ("streaming", "GAUGE", "WAL receivers streaming from an upstream server (0 or 1)"),
         ("configured", "GAUGE", "1 when primary_conninfo is set"),
+        ("unreplayed_bytes", "GAUGE", "WAL received and not replayed yet, in bytes"),
     ),
     # pgmon_settings_pending_restart{name}: a row per setting changed in the configuration but not in effect
     # until a restart; no row when none waits.

@@ -208,6 +208,10 @@ def test_replication_lag_while_replay_is_paused(fresh):
             received = both_channels(fresh, "ReplicationLag", STANDBY_SERVER)
         for message in received:
             assert f"Replica {STANDBY_SERVER} is " in message.text and " behind" in message.text
+            # The evidence in bytes beside the time, for people: the WAL that streamed in while replay waited.
+            assert re.search(r": [0-9.]+ ?(?:[KMGT]i)?B received and not replayed", message.text), (
+                message.text
+            )
         # A server's alert: the dashboard on that server.
         assert_linked(received, "ReplicationLag", STANDBY_SERVER)
     finally:
