@@ -836,7 +836,8 @@ class Deployment:
         return dict(line.split() for line in out.splitlines())
 
     def host_fingerprint(self) -> dict:
-        """Every file under base_dir (content, mode, owner) and every container id."""
+        """Every file under base_dir (content, mode, owner), and every container: its id, its state and when it
+        last started, so that one stopped, or stopped and started again, shows."""
         files = {}
         base = Path(self.site.base_dir)
         if base.exists():
@@ -844,7 +845,30 @@ class Deployment:
                 st = path.lstat()
                 digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
                 files[str(path.relative_to(base))] = (digest, st.st_mode, st.st_uid, st.st_gid)
-        return {"files": files, "containers": self.containers()}
+        containers = self.containers()
+        states = (
+            subprocess.run(
+                [
+                    "docker",
+                    "inspect",
+                    "-f",
+                    "{{.State.Status}} {{.State.StartedAt}}",
+                    *containers.values(),
+                ],
+                text=True,
+                capture_output=True,
+                check=True,
+            ).stdout.splitlines()
+            if containers
+            else []
+        )
+        return {
+            "files": files,
+            "containers": {
+                service: (cid, state)
+                for (service, cid), state in zip(containers.items(), states, strict=True)
+            },
+        }
 
     def teardown(self) -> None:
         subprocess.run(
