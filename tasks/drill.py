@@ -5,7 +5,8 @@ carry each rule's name, severity and runbook link and the label ``pgmon_drill="t
 route (render/alertmanager.py) groups them into one message per channel and chat, marked as a drill, and
 no drill alert inhibits a real one or is inhibited. That route sends through the drill's own receivers, one
 for Discord and one per Telegram chat, so pgmon reports, per channel and chat, whether the service accepted
-the drill's message (not a real alert's sent meanwhile) and how long delivery took, and resolves the alerts. Nothing is caused on a database.
+the drill's message (not a real alert's sent meanwhile) and how long delivery took, and resolves the alerts.
+Nothing is caused on a database.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from .alert_delivery import (
+    OutdatedAlertmanager,
     add_and_wait,
     amtool_add_alert,
     in_alertmanager,
@@ -25,7 +27,7 @@ from .alert_delivery import (
     taken_severities,
 )
 from .host_state import host_output
-from .render.alertmanager import drill_receiver
+from .render.alertmanager import drill_destinations
 from .render.prometheus import render_rules
 from .reporting import failure, log_lines
 from .settings import ChannelSettings
@@ -56,18 +58,6 @@ def drill_alerts(settings: ChannelSettings) -> list[DrillAlert]:
     return list(alerts.values())
 
 
-def drill_destinations(settings: ChannelSettings) -> dict[str, str]:
-    """Each destination the drill's report names (Discord; each Telegram chat, numbered in the order of the
-    chat-id variable) and the drill's receiver for it."""
-    destinations = {}
-    if settings.discord_webhook_url is not None:
-        destinations["discord"] = drill_receiver("discord")
-    if settings.telegram_bot_token is not None:
-        for chat in range(1, len(settings.telegram_chat_ids) + 1):
-            destinations[f"telegram chat {chat}"] = drill_receiver("telegram", chat)
-    return destinations
-
-
 def drill_command(project: str, alerts: list[DrillAlert], start: datetime, end: datetime) -> str:
     """Shell adding (``end`` ahead) or resolving (``end`` now) ``alerts``, in the Alertmanager container."""
     began = start.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -93,7 +83,8 @@ def drill_command(project: str, alerts: list[DrillAlert], start: datetime, end: 
 @operation(is_idempotent=False)
 def run_drill(settings: ChannelSettings):
     """
-    Send the drill's alerts, report per channel whether they arrived and how long it took, then resolve them.
+    Send the drill's alerts, report per channel and chat whether they arrived and how long it took, then
+    resolve them.
 
     + settings: the validated pgmon settings
 
@@ -107,16 +98,20 @@ def run_drill(settings: ChannelSettings):
         return
     project = settings.config.project
     alerts = drill_alerts(settings)  # the rules rendered once, for adding and for resolving
+    destinations = drill_destinations(settings)
     start = datetime.now(UTC)
     try:
-        destinations = drill_destinations(settings)
         result, waited = add_and_wait(
             settings,
             drill_command(project, alerts, start, start + DRILL_LIFETIME),
             destinations,
             dict.fromkeys(destinations, 1),
         )
+    except OutdatedAlertmanager as outdated:
+        yield failure([f"pgmon drill not run: {outdated}"])
+        return
     finally:
+        # Also when nothing was added: Alertmanager sends no all-clear for an alert it never sent.
         host_output(host, drill_command(project, alerts, start, datetime.now(UTC)))
     lines = [f"{len(alerts)} drill alerts, one message per channel and chat"]
     lines += report(result, container_name(project, "alertmanager"), waited)

@@ -65,11 +65,18 @@ def render_cluster_peers(settings: Settings) -> bytes:
 DRILL_GROUP_WAIT = "10s"
 
 
-def drill_receiver(channel: str, chat: int | None = None) -> str:
-    """The fire drill's receiver for a channel, or for its ``chat``-th Telegram chat (from 1). Alertmanager
-    counts each receiver's notifications apart (``--enable-feature=receiver-name-in-metrics``): the drill
-    reports each channel and chat, and a real alert sent meanwhile is not taken for the drill's message."""
-    return f"{channel}-drill" if chat is None else f"{channel}-drill-chat-{chat}"
+def drill_destinations(settings: Settings) -> dict[str, str]:
+    """Each destination of the fire drill, as its report names it (Discord; each Telegram chat, numbered in the
+    order of the chat-id variable), and the drill's own receiver for it. Alertmanager counts each receiver's
+    notifications apart (``--enable-feature=receiver-name-in-metrics``): the drill reports each channel and
+    chat, and a real alert sent meanwhile is not taken for the drill's message."""
+    destinations = {}
+    if settings.discord_webhook_url is not None:
+        destinations["discord"] = "discord-drill"
+    if settings.telegram_bot_token is not None:
+        for chat in range(1, len(settings.telegram_chat_ids) + 1):
+            destinations[f"telegram chat {chat}"] = f"telegram-drill-chat-{chat}"
+    return destinations
 
 
 def telegram_chat_file(index: int) -> str:
@@ -102,7 +109,9 @@ def render_alertmanager_config(settings: Settings) -> bytes:
                 "repeat_interval": cfg.watchdog.interval,
             }
         )
-    # The fire drill's receivers and routes: the channels' own configurations under drill_receiver's names.
+    # The fire drill's receivers and routes: the channels' own configurations under drill_destinations' names,
+    # in its order (Discord, then each chat).
+    drill_names = iter(drill_destinations(settings).values())
     drill_receivers: list[dict] = []
     drill_routes: list[dict] = []
     if settings.discord_webhook_url is not None:
@@ -119,8 +128,9 @@ def render_alertmanager_config(settings: Settings) -> bytes:
         }
         receivers.append({"name": "discord", "discord_configs": [discord]})
         channel_routes.append(route)
-        drill_receivers.append({"name": drill_receiver("discord"), "discord_configs": [discord]})
-        drill_routes.append({**route, "receiver": drill_receiver("discord")})
+        name = next(drill_names)
+        drill_receivers.append({"name": name, "discord_configs": [discord]})
+        drill_routes.append({**route, "receiver": name})
     if settings.telegram_bot_token is not None:
         # One config per chat: Alertmanager's telegram_configs take a single chat each. The ids are files
         # (Alertmanager 0.31+), like the token, so this file holds no secret.
@@ -142,8 +152,8 @@ def render_alertmanager_config(settings: Settings) -> bytes:
         }
         receivers.append({"name": "telegram", "telegram_configs": chats})
         channel_routes.append(route)
-        for number, chat in enumerate(chats, start=1):
-            name = drill_receiver("telegram", number)
+        for chat in chats:
+            name = next(drill_names)
             drill_receivers.append({"name": name, "telegram_configs": [chat]})
             drill_routes.append({**route, "receiver": name})
     # The fire drill's alerts (drill.py): one group, so one message per channel and chat, and no further; it

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from tasks.alert_delivery import Delivery, report
-from tasks.drill import DrillAlert, drill_alerts, drill_command, drill_destinations
+from tasks.drill import DrillAlert, drill_alerts, drill_command
+from tasks.render.alertmanager import drill_destinations
 from tasks.settings import build_settings
 
 from .conftest import ENVIRON, alert_rules, group_data, needs_amtool, rendered

@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from tasks.alert_delivery import (
     Delivery,
     add_alerts_command,
+    deliveries,
     expected_messages,
+    missing_receivers,
     report,
     request_counts,
     wait_for_deliveries,
 )
-from tasks.drill import drill_destinations
+from tasks.render.alertmanager import drill_destinations
 from tasks.settings import build_settings
 
 from .conftest import ENVIRON, group_data
@@ -131,3 +133,26 @@ def test_waiting_ends_at_the_deadline_and_says_so():
     assert report(result, "mon-alertmanager", 60) == [
         "discord   FAIL  0 of 1 message(s) sent within 60s; docker logs mon-alertmanager"
     ]
+
+
+def test_counters_started_again_by_a_reload_are_counted_from_zero():
+    # A deploy from elsewhere reloads Alertmanager during the wait: its counters start again at 0.
+    assert deliveries({"discord": 1}, {"discord": (5.0, 1.0)}, {"discord": (1.0, 0.0)}) == [
+        Delivery("discord", 1, 1, 0)
+    ]
+    assert deliveries({"discord": 1}, {"discord": (5.0, 1.0)}, {"discord": (0.0, 0.0)}) == [
+        Delivery("discord", 1, 0, 0)
+    ]
+
+
+def test_an_alertmanager_without_the_receivers_is_named_before_anything_is_sent():
+    drill = drill_destinations(build_settings(group_data(), {**ENVIRON, "TG_CHAT": "-1,-2,-3"}))
+    # METRICS has the drill's receivers for two chats: the third is what an older configuration lacks.
+    assert missing_receivers(request_counts(METRICS, drill), drill) == ["telegram-drill-chat-3"]
+    channels = {"discord": "discord", "telegram": "telegram"}
+    assert missing_receivers(request_counts(METRICS, channels), channels) == []
+    assert missing_receivers({}, channels) == []  # no answer from Alertmanager: the wait says so
+
+
+def test_a_report_of_nothing_is_empty():
+    assert report([], "mon-alertmanager", 60) == []
