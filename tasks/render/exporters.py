@@ -181,13 +181,12 @@ SERVER_QUERIES = {
     # pgmon_wal_receiver_configured: 1 where primary_conninfo is set, so a standby fed from the archive
     # only is not expected to stream (pg_monitor may read the setting: pg_read_all_settings);
     # pgmon_wal_receiver_unreplayed_bytes: WAL this replica received and has not replayed yet, the bytes
-    # beside ReplicationLag's seconds (0 on a primary, where both positions are NULL).
+    # beside ReplicationLag's seconds (0 where nothing streamed in: a primary, a standby fed from the archive).
     "pgmon_wal_receiver": query_entry(
         """
         SELECT count(*) FILTER (WHERE status = 'streaming') AS streaming,
           (SELECT count(*) FROM pg_settings WHERE name = 'primary_conninfo' AND setting <> '') AS configured,
-          coalesce(greatest(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0), 0)
-            AS unreplayed_bytes
+          greatest(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0) AS unreplayed_bytes
         FROM pg_stat_wal_receiver
         """,
         ("streaming", "GAUGE", "WAL receivers streaming from an upstream server (0 or 1)"),
