@@ -224,13 +224,10 @@ def alerts_matching(matcher: str, port: int = ALERTMANAGER_PORT) -> list[dict]:
     return response.json()
 
 
-def post_alerts(alerts: list[dict]) -> None:
-    """Alerts sent to Alertmanager's API, as Prometheus sends them."""
+def post_alerts(alerts: list[dict], port: int = ALERTMANAGER_PORT) -> None:
+    """Alerts sent to the API of the Alertmanager published on ``port``, as Prometheus sends them."""
     requests.post(
-        f"http://127.0.0.1:{ALERTMANAGER_PORT}/api/v2/alerts",
-        json=alerts,
-        auth=api_auth(ALERTMANAGER_PORT),
-        timeout=10,
+        f"http://127.0.0.1:{port}/api/v2/alerts", json=alerts, auth=api_auth(port), timeout=10
     ).raise_for_status()
 
 

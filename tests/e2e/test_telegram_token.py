@@ -12,10 +12,10 @@ import subprocess
 import time
 
 import pytest
-import requests
 
-from .lab import DATABASES, Site, api_auth
+from .lab import DATABASES, Site
 from .test_deploy import assert_ok
+from .test_incidents import post_alerts
 
 pytestmark = pytest.mark.e2e
 
@@ -71,9 +71,7 @@ def test_an_unreachable_telegram_leaves_no_token_in_any_containers_log(new_deplo
 
 
 def fire(deployment, alertname: str) -> None:
-    requests.post(
-        f"http://127.0.0.1:{deployment.site.alertmanager_port}/api/v2/alerts",
-        auth=api_auth(deployment.site.alertmanager_port),
-        json=[{"labels": {"alertname": alertname, "severity": "critical"}}],
-        timeout=10,
-    ).raise_for_status()
+    post_alerts(
+        [{"labels": {"alertname": alertname, "severity": "critical"}}],
+        deployment.site.alertmanager_port,
+    )
