@@ -20,6 +20,7 @@ from pyinfra.api import deploy, operation
 
 from .alert_delivery import (
     OutdatedAlertmanager,
+    acts_for_the_group,
     add_and_wait,
     amtool_add_alert,
     in_alertmanager,
@@ -127,6 +128,8 @@ def run_drill(settings: ChannelSettings):
 
 @deploy("Run a pgmon fire drill")
 def fire_drill(settings: ChannelSettings):
-    run_drill(
-        name="Send one drill alert per rule to every channel, then resolve them", settings=settings
-    )
+    if acts_for_the_group(settings, "the drill"):
+        run_drill(
+            name="Send one drill alert per rule to every channel, then resolve them",
+            settings=settings,
+        )

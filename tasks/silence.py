@@ -31,7 +31,7 @@ from pyinfra.api import deploy, operation
 from .host_state import host_output
 from .render.api_auth import amtool_command
 from .reporting import failure, log_lines
-from .settings import SILENCE_ID_RE, HostConfig, Silence, load_config
+from .settings import SILENCE_ID_RE, HostConfig, Silence, acting_member, load_config
 from .stack_model import container_name
 
 _EXIT_RE = re.compile(r"^pgmon-exit=([0-9]+)$")
@@ -234,20 +234,13 @@ def show(settings: HostConfig):
     log_lines(host, silence_lines("\n".join(output), datetime.now(UTC)))
 
 
-def acting_member(settings: HostConfig, active_hosts: list[str]) -> str | None:
-    """The HA group member through which a silence is changed: the first by name of the run's active hosts that
-    are members (None outside a group: each host changes its own)."""
-    cluster = settings.config.cluster
-    if cluster is None:
-        return None
-    return min((name for name in active_hosts if name in cluster.members), default=None)
-
-
 @deploy("pgmon silences")
 def manage_silences(settings: HostConfig):
     """Add or end the silence ``pgmon_silence`` describes, if any; then list the active silences."""
     silence = settings.config.silence
-    acting = acting_member(settings, [h.name for h in host.inventory.get_active_hosts()])
+    acting = acting_member(
+        settings.config.cluster, [h.name for h in host.inventory.get_active_hosts()]
+    )
     if silence is not None and acting not in (None, host.name):
         host.log(
             f"pgmon: the silence is changed through {acting}; the HA group's Alertmanagers share it"

@@ -20,6 +20,7 @@ before any operation touches the host.
 The names below are the ones the rest of pgmon imports: ``from .settings import Settings``.
 """
 
+from .cluster import acting_member
 from .discovery import DiscoveredServer
 from .errors import SETTING_PREFIX, DeployError
 from .fields import (
@@ -91,6 +92,7 @@ from .thresholds import (
 )
 
 __all__ = [
+    "acting_member",
     "DASHBOARD_9628_URL",
     "DEFAULT_IMAGES",
     "DEFAULT_RUNBOOK_BASE_URL",

@@ -147,3 +147,12 @@ def peer_timeout_problem(cluster: Cluster, step_ms: int) -> str | None:
         "of evaluation_interval_seconds and alert_timing's group_wait and group_interval), so both members "
         f"can send the same notification; use {_half_step_off(given, step_ms)}ms, or leave it out"
     )
+
+
+def acting_member(cluster: Cluster | None, active_hosts: Iterable[str]) -> str | None:
+    """The HA group member through which a run changes or sends what the group's Alertmanagers share (a
+    silence, a test alert, a fire drill): the first by name of the run's active hosts that are members. None
+    outside a group: each host acts for itself."""
+    if cluster is None:
+        return None
+    return min((name for name in active_hosts if name in cluster.members), default=None)

@@ -359,6 +359,35 @@ def test_silence_py_acts_through_one_member_and_both_know(pair, members):
     on_every_member(members, added[0], "expired")
 
 
+def test_the_drill_goes_through_one_member_and_reports_every_channel_and_chat(pair, members):
+    """drill.py against the group: the drill goes through one member, as a silence does. Run by both, the second
+    member's Alertmanager, told by gossip that the message went out, sent nothing, and its report failed."""
+    pair.discord.clear()
+    pair.telegram.clear()
+    result = pair.project.pyinfra(deploy="drill.py", timeout=300)
+    output = result.stdout + result.stderr
+    pair.outputs.append(output)
+    assert result.returncode == 0, output[-4000:]
+    acting = min(m.address for m in members)  # the members' inventory names are their addresses
+    assert output.count(f"pgmon: the drill goes through {acting}") == 1, output[-4000:]
+    for destination in ["discord", *(f"telegram chat {n}" for n in range(1, len(CHATS) + 1))]:
+        lines = re.findall(rf"pgmon: drill: {destination} +ok    1 message\(s\) accepted", output)
+        assert len(lines) == 1, output[-4000:]
+
+    def drill(status: str):
+        return lambda m: f"[DRILL · {status}" in m.text
+
+    pair.discord.wait_for(drill("RESOLVED"), timeout=WAIT)
+    for chat in CHATS:
+        pair.telegram.wait_for(
+            lambda m, chat=chat: drill("RESOLVED")(m) and str(m.body["chat_id"]) == chat,
+            timeout=WAIT,
+        )
+    assert len([m for m in pair.discord.received if drill("FIRING")(m)]) == 1
+    firing = sorted(str(m.body["chat_id"]) for m in pair.telegram.received if drill("FIRING")(m))
+    assert firing == sorted(CHATS)
+
+
 def test_only_the_members_reach_alertmanager_and_its_gossip(network, members):
     """Published on each member's address, Alertmanager's API and gossip port answer the other member and no
     neighbour (tasks/isolation.py)."""

@@ -18,9 +18,8 @@ from tasks.render import render_stack
 from tasks.render.alertmanager import render_cluster_peers
 from tasks.render.compose import compose_services
 from tasks.render.prometheus import render_prometheus_config
-from tasks.settings import DeployError, build_settings
+from tasks.settings import DeployError, acting_member, build_settings
 from tasks.settings.cluster import ADDRESS_KEY, REPLICA_LABEL, peer_timeout_ms, with_members
-from tasks.silence import acting_member
 from tasks.verify_stack import cluster_findings
 
 from .conftest import ENVIRON, group_data
@@ -201,12 +200,14 @@ def test_verification_names_the_members_this_alertmanager_does_not_see():
 
 
 def test_a_silence_goes_through_one_member_the_first_that_answered():
-    settings = member_settings()
-    assert acting_member(settings, ["10.0.0.12", "10.0.0.11", "10.0.0.30"]) == "10.0.0.11"
+    cluster = member_settings().config.cluster
+    assert acting_member(cluster, ["10.0.0.12", "10.0.0.11", "10.0.0.30"]) == "10.0.0.11"
     assert (
-        acting_member(settings, ["10.0.0.12", "mon-c"]) == "10.0.0.12"
+        acting_member(cluster, ["10.0.0.12", "mon-c"]) == "10.0.0.12"
     )  # 10.0.0.11 did not connect
-    assert acting_member(build_settings(group_data(), ENVIRON), ["10.0.0.11"]) is None
+    assert (
+        acting_member(build_settings(group_data(), ENVIRON).config.cluster, ["10.0.0.11"]) is None
+    )
 
 
 STORES = [
