@@ -274,8 +274,8 @@ def add_and_wait(
 
 def acts_for_the_group(settings: ChannelSettings, what: str) -> bool:
     """Whether this host sends ``what`` (the test alert, the drill): outside an HA group, yes; in one, only the
-    member silence.py acts through. The others' Alertmanagers would hold the same alerts and, told by gossip
-    that the message went out, send nothing: their reports would say it never arrived."""
+    member silence.py acts through. Each member adds its own copy of the alerts to its own Alertmanager, and
+    gossip does not stop the second copy: the test pair got every drill message twice, 18 s apart."""
     acting = acting_member(
         settings.config.cluster, [h.name for h in host.inventory.get_active_hosts()]
     )

@@ -360,8 +360,8 @@ def test_silence_py_acts_through_one_member_and_both_know(pair, members):
 
 
 def test_the_drill_goes_through_one_member_and_reports_every_channel_and_chat(pair, members):
-    """drill.py against the group: the drill goes through one member, as a silence does. Run by both, the second
-    member's Alertmanager, told by gossip that the message went out, sent nothing, and its report failed."""
+    """drill.py against the group: the drill goes through one member, as a silence does. Run by both, each
+    member added its own copy of the alerts, and every channel and chat got the drill twice (10 s and 28 s)."""
     pair.discord.clear()
     pair.telegram.clear()
     result = pair.project.pyinfra(deploy="drill.py", timeout=300)
