@@ -126,8 +126,8 @@ def request_counts(metrics: str, receivers: dict[str, str]) -> dict[str, tuple[f
     for failed, receiver, value in _REQUESTS_RE.findall(metrics):
         counts.setdefault(receiver, [0.0, 0.0])[1 if failed else 0] += float(value)
     return {
-        destination: tuple(counts[receiver])
-        for destination, receiver in receivers.items()
+        channel: (counts[receiver][0], counts[receiver][1])
+        for channel, receiver in receivers.items()
         if receiver in counts
     }
 
